@@ -1,0 +1,13 @@
+"""weat_core: adversarial robustness through the lens of Energy-Based Models.
+
+Submodules (imported on demand, nothing heavy happens at import time):
+energy, attacks, losses, models, data, train, evaluate, sampling, checkpoints, cli.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "WeatError"]
+
+
+class WeatError(Exception):
+    """An error with a message meant for the user (the CLI and the app show it as is)."""

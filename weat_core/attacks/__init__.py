@@ -1,0 +1,61 @@
+"""Adversarial attacks, as small frozen dataclasses called with the model:
+
+    x_adv = PGD(eps=8/255, steps=10)(model, x, y)
+
+Every attack takes images in [0, 1] (B, C, H, W), returns a detached x_adv in [0, 1],
+leaves the model's train/eval mode as it found it and never changes its parameters.
+`callback(step, x_adv, logits)` lets a UI follow each step.
+"""
+
+from __future__ import annotations
+
+from .autoattack import TorchAttack
+from .base import AttackCallback, eval_mode, project
+from .energy_attack import EnergyAttack
+from .pgd import PGD, margin, pick_target
+from .trades import TradesAttack, kl_div
+
+__all__ = [
+    "AttackCallback",
+    "EnergyAttack",
+    "PGD",
+    "TorchAttack",
+    "TradesAttack",
+    "eval_mode",
+    "kl_div",
+    "margin",
+    "make_attack",
+    "pick_target",
+    "project",
+]
+
+
+def make_attack(spec: str, eps: float = 8 / 255, norm: str = "linf"):
+    """Attack from a short name used by the CLI and the app.
+
+    "pgd20" (untargeted PGD-20, step 2/255 L∞ or eps/4 L2), "pgd10-t" (targeted, random
+    other class), "pgd10-ll" (targeted, least-likely), "cw20" (PGD on the CW margin),
+    "trades10", "energy-lower10", "energy-raise10", and the torchattacks ones:
+    "apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square", "autoattack", "autoattack-fast".
+    Returns (attack, target) where target is the `target=` argument to pass.
+    """
+    import re
+
+    alpha = 2 / 255 if norm == "linf" else eps / 4
+    s = spec.lower()
+    if s in ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square", "autoattack", "autoattack-fast", "aa", "aa-fast"):
+        name = {"aa": "autoattack", "aa-fast": "autoattack-fast"}.get(s, s)
+        return TorchAttack(name, eps=eps, norm=norm), None
+    m = re.fullmatch(r"(pgd|cw|trades|energy-lower|energy-raise)(\d+)(-t|-ll)?", s)
+    if not m:
+        raise ValueError(f"unknown attack {spec!r}")
+    kind, steps, suffix = m.group(1), int(m.group(2)), m.group(3)
+    if kind in ("pgd", "cw"):
+        loss = "ce" if kind == "pgd" else "cw"
+        target = "least-likely" if suffix == "-ll" else None
+        return PGD(eps=eps, alpha=alpha, steps=steps, norm=norm, targeted=suffix is not None, loss=loss), target
+    if suffix:
+        raise ValueError(f"{kind} attacks are untargeted: {spec!r}")
+    if kind == "trades":
+        return TradesAttack(eps=eps, alpha=alpha, steps=steps, norm=norm), None
+    return EnergyAttack(direction=kind.split("-")[1], eps=eps, alpha=alpha, steps=steps, norm=norm), None

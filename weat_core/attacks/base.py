@@ -1,0 +1,96 @@
+"""Shared machinery for the attacks: mode handling, projections, the PGD loop."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional
+
+import torch
+from torch import nn
+
+# callback(step, x_adv, logits): step 0 is the starting point, step `steps` the result.
+AttackCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
+
+__all__ = ["AttackCallback", "eval_mode", "project", "random_start", "pgd_loop"]
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode (BatchNorm uses running stats and does not update
+    them) and restore each one's own train/eval flag afterwards, even on error."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, f in flags:
+            m.training = f
+
+
+def _norm_l2(v: torch.Tensor) -> torch.Tensor:  # (B, ...) -> (B, 1, 1, 1)
+    return v.flatten(1).norm(p=2, dim=1).clamp_min(1e-12).view(-1, *([1] * (v.dim() - 1)))
+
+
+def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """Project x_adv onto the `norm` ball of radius eps around x, then onto [0, 1]."""
+    delta = x_adv - x
+    if norm == "linf":
+        delta = delta.clamp(-eps, eps)
+    elif norm == "l2":
+        delta = delta * (eps / _norm_l2(delta)).clamp(max=1.0)
+    else:
+        raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
+    return (x + delta).clamp(0.0, 1.0)
+
+
+def random_start(x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """A uniform random point of the ε-ball (L∞), or a random direction at a uniform radius (L2)."""
+    if norm == "linf":
+        delta = torch.empty_like(x).uniform_(-eps, eps)
+    else:
+        d = torch.randn_like(x)
+        r = torch.rand(x.shape[0], *([1] * (x.dim() - 1)), device=x.device, dtype=x.dtype)
+        delta = d / _norm_l2(d) * r * eps
+    return project(x + delta, x, eps, norm)
+
+
+def step(x_adv: torch.Tensor, grad: torch.Tensor, alpha: float, norm: str) -> torch.Tensor:
+    """One ascent step: sign of the gradient (L∞) or the normalised gradient (L2)."""
+    if norm == "linf":
+        return x_adv + alpha * grad.sign()
+    return x_adv + alpha * grad / _norm_l2(grad)
+
+
+def pgd_loop(
+    model: nn.Module,
+    x: torch.Tensor,
+    x_start: torch.Tensor,
+    objective: Callable[[torch.Tensor], torch.Tensor],
+    eps: float,
+    alpha: float,
+    steps: int,
+    norm: str,
+    callback: Optional[AttackCallback] = None,
+) -> torch.Tensor:
+    """Projected gradient ascent of `objective(logits) -> (B,)` (summed over the batch),
+    from x_start, in eval mode. Returns x_adv (B, C, H, W) in [0, 1], detached.
+
+    Gradients are taken with `torch.autograd.grad` with respect to the input only, so the
+    model's parameters and their `.grad` are never touched.
+    """
+    x = x.detach()
+    x_adv = x_start.detach().clone()
+    with eval_mode(model):
+        for i in range(steps):
+            x_adv.requires_grad_(True)
+            logits = model(x_adv)  # (B, K)
+            loss = objective(logits).float().sum()
+            (grad,) = torch.autograd.grad(loss, x_adv)
+            x_adv = x_adv.detach()
+            if callback is not None:
+                callback(i, x_adv, logits.detach())
+            x_adv = project(step(x_adv, grad, alpha, norm), x, eps, norm)
+        if callback is not None:
+            with torch.no_grad():
+                callback(steps, x_adv, model(x_adv))
+    return x_adv.detach()

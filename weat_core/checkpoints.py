@@ -1,0 +1,269 @@
+"""Checkpoints: `model.safetensors` (sharded allowed) + `config.json`, the Hugging Face Hub layout.
+
+`load(source)` accepts, in this order:
+1. the name of a checkpoint shipped in the repository's `checkpoints/` folder (or in
+   `$WEAT_CHECKPOINTS_DIR`), e.g. "weatnet_s-weat-adv";
+2. a local folder holding `config.json` and the weights (or a training run folder, whose
+   `LATEST` file names its newest complete checkpoint), or a weights file with `config.json`
+   beside it;
+3. a Hugging Face Hub repo id "owner/name", fetched with `huggingface_hub.snapshot_download`
+   (revision pinning; honours `HF_HUB_OFFLINE`, `HF_HOME`/`HF_HUB_CACHE` and the local cache).
+
+Loading never unpickles code: safetensors files, or `torch.load(weights_only=True)` for
+plain tensor state dicts; anything else is refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+from torch import nn
+
+from . import WeatError
+from .models import Classifier, create_model
+
+__all__ = [
+    "CheckpointInfo",
+    "checkpoints_dir",
+    "list_checkpoints",
+    "load",
+    "load_config",
+    "load_state_dict",
+    "resolve",
+    "save",
+]
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+INDEX_NAME = "model.safetensors.index.json"
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+
+PathLike = Union[str, os.PathLike]
+
+
+def checkpoints_dir() -> Path:
+    """The repository's `checkpoints/` folder (where shipped models live)."""
+    return Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+def _search_dirs() -> list[Path]:
+    dirs = [checkpoints_dir()]
+    extra = os.environ.get("WEAT_CHECKPOINTS_DIR")
+    if extra:
+        dirs.insert(0, Path(extra))
+    return dirs
+
+
+@dataclass
+class CheckpointInfo:
+    name: str
+    path: Path
+    arch: str
+    dataset: str
+    method: str
+    num_classes: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "path": str(self.path), "arch": self.arch, "dataset": self.dataset,
+                "method": self.method, "num_classes": self.num_classes, **{k: v for k, v in self.metrics.items()}}
+
+
+def load_config(directory: PathLike) -> dict[str, Any]:
+    path = Path(directory) / CONFIG_NAME
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise WeatError(f"{directory} has no {CONFIG_NAME}; a checkpoint needs its config beside the weights") from None
+    except json.JSONDecodeError as e:
+        raise WeatError(f"{path} is not valid JSON ({e})") from None
+
+
+def list_checkpoints() -> list[CheckpointInfo]:
+    """Every checkpoint shipped in `checkpoints/` (and `$WEAT_CHECKPOINTS_DIR`), sorted by name."""
+    found: dict[str, CheckpointInfo] = {}
+    for root in _search_dirs():
+        if not root.is_dir():
+            continue
+        for cfg_path in sorted(root.glob(f"*/{CONFIG_NAME}")):
+            d = cfg_path.parent
+            if d.name in found:
+                continue
+            try:
+                cfg = load_config(d)
+            except WeatError as e:
+                log.warning("skipping %s: %s", d, e)
+                continue
+            found[d.name] = CheckpointInfo(
+                name=d.name, path=d, arch=cfg.get("arch", "?"), dataset=cfg.get("dataset", "?"),
+                method=cfg.get("method", "?"), num_classes=int(cfg.get("num_classes", 0)),
+                metrics=dict(cfg.get("metrics", {})), config=cfg,
+            )
+    return [found[k] for k in sorted(found)]
+
+
+def _hub_snapshot(repo_id: str, revision: Optional[str]) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import (
+            LocalEntryNotFoundError,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
+    except ImportError:  # pragma: no cover
+        raise WeatError("loading from the Hugging Face Hub needs huggingface_hub: pip install huggingface_hub") from None
+    try:
+        path = snapshot_download(
+            repo_id, revision=revision, allow_patterns=["*.json", "*.safetensors", "*.md", "*.jsonl"]
+        )
+    except RevisionNotFoundError:
+        raise WeatError(f"Hugging Face Hub repo {repo_id!r} has no revision {revision!r}") from None
+    except RepositoryNotFoundError:
+        raise WeatError(f"no Hugging Face Hub model repo {repo_id!r} (check the id, or log in for a private repo)") from None
+    except LocalEntryNotFoundError:
+        raise WeatError(
+            f"{repo_id!r} is not in the local Hugging Face cache and the Hub cannot be reached "
+            "(offline or HF_HUB_OFFLINE=1): connect to the internet once, or copy the model folder here and "
+            "pass its path"
+        ) from None
+    except Exception as e:  # network errors of every kind
+        raise WeatError(f"could not download {repo_id!r} from the Hugging Face Hub: {e}") from None
+    return Path(path)
+
+
+def resolve(source: PathLike, revision: Optional[str] = None) -> Path:
+    """The local folder (or weights file) that `source` names; see the module docstring."""
+    s = str(source)
+    for root in _search_dirs():
+        if (root / s / CONFIG_NAME).is_file():
+            return root / s
+    p = Path(s).expanduser()
+    if p.is_dir():
+        latest = p / "LATEST"
+        if latest.is_file() and not (p / CONFIG_NAME).is_file():
+            return p / latest.read_text().strip()
+        return p
+    if p.is_file():
+        return p
+    if _HUB_ID.match(s) and not s.startswith((".", "/")):
+        return _hub_snapshot(s, revision)
+    names = ", ".join(c.name for c in list_checkpoints()) or "none shipped"
+    raise WeatError(f"no checkpoint {s!r}: not a shipped name ({names}), a local path, or a Hub id 'owner/name'")
+
+
+def _refuse(path: Path, why: str) -> WeatError:
+    return WeatError(
+        f"refused to load {path.name}: {why}. Checkpoints must be safetensors (or a plain tensor state dict "
+        "loadable with torch.load(weights_only=True)); pickled code is never executed"
+    )
+
+
+def load_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
+    """Tensors from a safetensors file, a sharded safetensors index, a folder, or a plain
+    `torch.save(state_dict)` file (read with weights_only=True)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if path.is_dir():
+        if (path / INDEX_NAME).is_file():
+            index = json.loads((path / INDEX_NAME).read_text())
+            sd: dict[str, torch.Tensor] = {}
+            for shard in sorted(set(index["weight_map"].values())):
+                sd.update(load_state_dict(path / shard))
+            return sd
+        if (path / WEIGHTS_NAME).is_file():
+            return load_state_dict(path / WEIGHTS_NAME)
+        for suffix in PICKLE_SUFFIXES:
+            cands = sorted(path.glob(f"*{suffix}"))
+            if cands:
+                return load_state_dict(cands[0])
+        raise WeatError(f"{path} holds no {WEIGHTS_NAME} (or sharded safetensors) weights")
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise WeatError(f"{path.name} is not a readable safetensors file ({e})") from None
+    if path.suffix in PICKLE_SUFFIXES:
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as e:  # UnpicklingError for code, others for garbage
+            raise _refuse(path, f"it is not a plain tensor state dict ({type(e).__name__})") from None
+        if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+            obj = obj["state_dict"]
+        if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+            raise _refuse(path, "it does not hold a flat dict of tensors")
+        return obj
+    raise WeatError(f"unsupported weights file {path.name}: use .safetensors")
+
+
+def _build(cfg: dict[str, Any]) -> Classifier:
+    try:
+        return create_model(cfg["arch"], num_classes=int(cfg["num_classes"]), mean=cfg.get("mean", (0.0, 0.0, 0.0)),
+                            std=cfg.get("std", (1.0, 1.0, 1.0)), **cfg.get("arch_kwargs", {}))
+    except KeyError as e:
+        raise WeatError(f"config.json lacks the field {e.args[0]!r}") from None
+    except (ValueError, TypeError) as e:
+        raise WeatError(f"config.json describes a model we cannot build: {e}") from None
+
+
+def load(source: PathLike, device: Union[str, torch.device] = "cpu", revision: Optional[str] = None) -> Classifier:
+    """A model in eval mode on `device`, with `model.config` set from config.json."""
+    path = resolve(source, revision)
+    directory = path if path.is_dir() else path.parent
+    cfg = load_config(directory)
+    model = _build(cfg)
+    sd = load_state_dict(path)
+    sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}  # DDP prefix
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd and not k.startswith("normalize.")]
+    unexpected = [k for k in sd if k not in own]
+    bad = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or bad:
+        detail = (f"shape of {bad[0]} is {tuple(sd[bad[0]].shape)}, expected {tuple(own[bad[0]].shape)}" if bad else
+                  f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}")
+        raise WeatError(f"the weights in {path.name} do not fit a {cfg['arch']} with {cfg['num_classes']} classes: {detail}")
+    model.load_state_dict(sd, strict=False)
+    model.config.update({k: v for k, v in cfg.items() if k not in ("arch", "num_classes", "arch_kwargs", "mean", "std")})
+    model.config["source"] = str(directory)
+    return model.to(device).eval()
+
+
+def save(
+    model: nn.Module,
+    directory: PathLike,
+    config: Optional[dict[str, Any]] = None,
+    dtype: Optional[torch.dtype] = None,
+    max_shard_size: Union[int, str] = "100MB",
+) -> Path:
+    """Write `model.safetensors` (sharded above `max_shard_size`) and `config.json` into
+    `directory`. `dtype=torch.float16` stores half-precision weights (loading upcasts)."""
+    from huggingface_hub import save_torch_state_dict
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    base = getattr(model, "module", model)  # DDP
+    cfg = dict(getattr(base, "config", {}))
+    cfg.update(config or {})
+    if "arch" not in cfg or "num_classes" not in cfg:
+        raise ValueError("save() needs config with 'arch' and 'num_classes' (models from create_model carry it)")
+    sd = {k: v.detach().to("cpu") for k, v in base.state_dict().items()}
+    if dtype is not None:
+        sd = {k: v.to(dtype) if v.is_floating_point() and not k.startswith("normalize.") else v for k, v in sd.items()}
+    cfg["weights_dtype"] = str(dtype or next(iter(sd.values())).dtype).replace("torch.", "")
+    save_torch_state_dict(sd, directory, max_shard_size=max_shard_size, metadata={"format": "pt"})
+    tmp = directory / (CONFIG_NAME + ".tmp")
+    tmp.write_text(json.dumps(cfg, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, directory / CONFIG_NAME)
+    return directory
