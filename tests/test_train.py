@@ -1,0 +1,202 @@
+"""Training: schedules, augmentation, logs, atomic checkpoints, exact resume, DDP, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from weat_core import WeatError
+from weat_core.checkpoints import load, load_state_dict
+from weat_core.train import TrainConfig, augment, lr_at, train
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_TAR = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+REQUIRED_KEYS = {
+    "epoch", "lr", "loss", "ce", "kl", "weight_mean", "weight_std", "train_clean_acc", "train_pgd_acc",
+    "test_clean_acc", "test_pgd_acc", "energy_nat_mean", "energy_adv_mean", "energy_nat_std", "energy_adv_std",
+    "energy_nat_q05", "energy_nat_q95", "delta_e", "joint_energy_nat_mean", "time_s", "img_per_s",
+}
+
+
+@pytest.fixture(scope="module")
+def folder_dataset(tmp_path_factory) -> Path:
+    """A small ImageFolder dataset (10 classes, 16 train / 4 test images each) of class-coloured noise."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("folder_ds")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 16), ("test", 4)):
+        for c in range(10):
+            d = root / split / f"class{c}"
+            d.mkdir(parents=True)
+            base = rng.integers(0, 255, size=3)
+            for i in range(n):
+                img = np.clip(base + rng.normal(0, 40, size=(32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(img).save(d / f"{i:03d}.png")
+    return root
+
+
+def _cfg(dataset: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(method="weat-adv", arch="weatnet_tiny", dataset=str(dataset), epochs=3, batch_size=32,
+                attack_steps=2, eval_size=20, eval_steps=2, seed=3, out=str(out), device="cpu")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_lr_schedules_follow_their_formulas():
+    cfg = TrainConfig(lr=0.1, warmup=0.25, schedule="onecycle")
+    assert lr_at(0, 100, cfg) == 0.0
+    assert lr_at(25, 100, cfg) == pytest.approx(0.1)
+    assert lr_at(50, 100, cfg) == pytest.approx(0.1 * 50 / 75)
+    assert lr_at(100, 100, cfg) == pytest.approx(0.0)
+    step = TrainConfig(lr=0.1, schedule="step")
+    assert [lr_at(s, 100, step) for s in (0, 49, 50, 74, 75)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001])
+
+
+def test_augment_is_crop_and_flip_of_the_padded_image():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 3, 8, 8)
+    out = augment(x, g, pad=2)
+    assert out.shape == x.shape
+    xp = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for b in range(64):  # each output is some crop of the padded image, flipped or not
+        found = any(
+            torch.equal(out[b], c) or torch.equal(out[b], c.flip(-1))
+            for c in (xp[b, :, i:i + 8, j:j + 8] for i in range(5) for j in range(5))
+        )
+        assert found
+    assert not torch.equal(out, x)  # some randomness happened
+
+
+def test_bad_config_is_a_clear_error():
+    with pytest.raises(WeatError, match="unknown method"):
+        TrainConfig(method="adam")
+
+
+def test_run_writes_log_and_checkpoints(folder_dataset, tmp_path):
+    records = []
+    res = train(_cfg(folder_dataset, tmp_path / "run", epochs=2), progress=False,
+                callback=lambda e, r: records.append((e, r)))
+    assert [e for e, _ in records] == [1, 2]
+    lines = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+    rec = json.loads(lines[-1])
+    assert REQUIRED_KEYS <= set(rec), REQUIRED_KEYS - set(rec)
+    assert rec["delta_e"] == pytest.approx(rec["energy_nat_mean"] - rec["energy_adv_mean"])
+    assert 0 <= rec["test_pgd_acc"] <= rec["test_clean_acc"] + 1e-9 or rec["test_clean_acc"] < 0.2
+    assert (tmp_path / "run" / "LATEST").read_text().strip() == "state-0002"
+    model = load(tmp_path / "run")  # follows LATEST
+    sd = res.model.state_dict()
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, sd[k].cpu()), k
+    cfg = json.loads((tmp_path / "run" / "state-0002" / "config.json").read_text())
+    assert cfg["method"] == "weat-adv" and cfg["training"]["seed"] == 3 and "test_pgd_acc" in cfg["metrics"]
+    assert (tmp_path / "run" / (tmp_path / "run" / "BEST").read_text().strip() / "model.safetensors").is_file()
+    with pytest.raises(WeatError, match="--resume"):
+        train(_cfg(folder_dataset, tmp_path / "run", epochs=2), progress=False)
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted(folder_dataset, tmp_path):
+    full = train(_cfg(folder_dataset, tmp_path / "full"), progress=False)
+
+    calls = {"n": 0}
+
+    def crash():
+        calls["n"] += 1
+        if calls["n"] == 7:  # 160 images / 32 = 5 batches an epoch: this is mid-epoch 2
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(folder_dataset, tmp_path / "part"), progress=False, should_stop=crash)
+    assert (tmp_path / "part" / "LATEST").read_text().strip() == "state-0001"
+    resumed = train(_cfg(folder_dataset, tmp_path / "part"), progress=False, resume=True)
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resume"
+    log = [json.loads(s) for s in (tmp_path / "part" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2, 3]
+
+
+def test_stop_request_ends_cleanly_without_a_partial_checkpoint(folder_dataset, tmp_path):
+    calls = {"n": 0}
+
+    def stop():
+        calls["n"] += 1
+        return calls["n"] >= 7
+
+    res = train(_cfg(folder_dataset, tmp_path / "s"), progress=False, should_stop=stop)
+    assert res.stopped and len(res.history) == 1
+    assert (tmp_path / "s" / "LATEST").read_text().strip() == "state-0001"
+
+
+def _cli(*args, **popen_kw):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    return subprocess.Popen([sys.executable, "-m", "weat_core", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen_kw)
+
+
+def test_cli_kill_9_then_resume_matches_uninterrupted(folder_dataset, tmp_path):
+    args = ["train", "--method", "trades", "--arch", "weatnet_tiny", "--dataset", str(folder_dataset),
+            "--epochs", "3", "--batch-size", "16", "--attack-steps", "3", "--eval-size", "20", "--eval-steps", "2",
+            "--seed", "5", "--device", "cpu", "--quiet"]
+    out = tmp_path / "killed"
+    proc = _cli(*args, "--out", str(out))
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        p = out / "LATEST"
+        if p.is_file() and p.read_text().strip() == "state-0001":
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait(timeout=60)
+    assert load(out) is not None  # whatever moment it died, the last good checkpoint loads
+    done = _cli(*args, "--out", str(out), "--resume")
+    assert done.wait(timeout=300) == 0, done.stdout.read()
+    ref = train(TrainConfig(method="trades", arch="weatnet_tiny", dataset=str(folder_dataset), epochs=3,
+                            batch_size=16, attack_steps=3, eval_size=20, eval_steps=2, seed=5, device="cpu"),
+                progress=False)
+    got = load_state_dict(out / (out / "LATEST").read_text().strip() / "model.safetensors")
+    for k, v in ref.model.state_dict().items():
+        assert torch.equal(v, got[k]), k
+
+
+def test_ddp_two_gloo_processes(folder_dataset, tmp_path):
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "weat_core",
+           "train", "--method", "weat-adv", "--arch", "weatnet_tiny", "--dataset", str(folder_dataset),
+           "--epochs", "1", "--batch-size", "32", "--attack-steps", "2", "--eval-size", "20", "--eval-steps", "2",
+           "--device", "cpu", "--quiet", "--out", str(out)]
+    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    recs = [json.loads(s) for s in (out / "log.jsonl").read_text().splitlines()]
+    assert len(recs) == 1  # only rank 0 writes
+    assert recs[0]["images"] == 160  # 5 global batches of 32 (16 per rank), summed over both ranks
+    assert 0.0 <= recs[0]["test_clean_acc"] <= 1.0 and REQUIRED_KEYS - {"weight_std"} <= set(recs[0])
+    # the test accuracy was gathered over the 20 images of both ranks: a multiple of 1/20
+    assert abs(recs[0]["test_clean_acc"] * 20 - round(recs[0]["test_clean_acc"] * 20)) < 1e-6
+    load(out)
+
+
+@pytest.mark.skipif(not SHARED_TAR.is_file(), reason=f"the shared CIFAR-10 copy is absent ({SHARED_TAR})")
+def test_cli_one_epoch_on_shared_cifar10_slice(tmp_path):
+    out = tmp_path / "cifar"
+    p = _cli("train", "--method", "weat-adv", "--arch", "weatnet_tiny", "--dataset", str(SHARED_TAR), "--limit", "256",
+             "--epochs", "1", "--batch-size", "64", "--attack-steps", "2", "--eval-size", "64", "--eval-steps", "2",
+             "--device", "cpu", "--quiet", "--out", str(out))
+    assert p.wait(timeout=300) == 0, p.stdout.read()
+    state = out / (out / "LATEST").read_text().strip()
+    assert (state / "model.safetensors").is_file() and (state / "config.json").is_file()
+    rec = json.loads((out / "log.jsonl").read_text().splitlines()[0])
+    assert REQUIRED_KEYS <= set(rec) and rec["images"] == 256
+    cfg = json.loads((state / "config.json").read_text())
+    assert cfg["classes"][0] == "airplane" and cfg["num_classes"] == 10

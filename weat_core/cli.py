@@ -1,0 +1,214 @@
+"""Command line: `python -m weat_core {train,eval,list,generate,gen-eval,init-stats} ...`.
+
+Errors meant for the user (`WeatError`) are printed as one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import fields
+from typing import Optional, Sequence
+
+from . import WeatError, __version__
+
+__all__ = ["main", "build_parser"]
+
+log = logging.getLogger("weat_core")
+
+
+def _setup_logging(quiet: bool) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("huggingface_hub").setLevel(logging.WARNING)
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise WeatError(f"--device {name} was asked for but no CUDA GPU is available; use --device cpu")
+    return torch.device(name)
+
+
+# ----------------------------------------------------------------------------------- train
+
+
+def _add_train(sub) -> None:
+    from .train import METHODS, TrainConfig
+
+    d = TrainConfig()
+    p = sub.add_parser("train", help="adversarially train a model (SAT, TRADES, MART, WEAT)",
+                       description="Train a classifier; every epoch appends a JSON record to OUT/log.jsonl and "
+                                   "writes a checkpoint atomically. Multi-GPU: torchrun --nproc_per_node N -m "
+                                   "weat_core train ...")
+    p.add_argument("--method", choices=METHODS, default=d.method)
+    p.add_argument("--arch", default=d.arch, help="architecture (see `python -m weat_core list --archs`)")
+    p.add_argument("--dataset", default=d.dataset,
+                   help="cifar10 | cifar100 | svhn | tinyimagenet | DIR with train/ and test/ class folders | .tar.gz")
+    p.add_argument("--data-dir", default=None, help="where datasets live or download to (default $WEAT_DATA_DIR)")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--momentum", type=float, default=d.momentum)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--schedule", choices=("onecycle", "step", "cosine", "constant"), default=d.schedule)
+    p.add_argument("--warmup", type=float, default=d.warmup)
+    p.add_argument("--eps", default="8/255", help="L∞ radius, e.g. 8/255")
+    p.add_argument("--alpha", default="2/255", help="attack step size")
+    p.add_argument("--attack-steps", type=int, default=d.attack_steps)
+    p.add_argument("--beta", type=float, default=d.beta)
+    p.add_argument("--limit", type=int, default=None, help="train on the first N images only")
+    p.add_argument("--eval-size", type=int, default=d.eval_size, help="size of the fixed per-epoch eval subsets")
+    p.add_argument("--eval-steps", type=int, default=d.eval_steps, help="PGD steps of the per-epoch robust accuracy")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--out", default=None, help="run folder (default runs/METHOD-ARCH-DATASET)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on GPU)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--compile", action="store_true", help="torch.compile the training forward")
+    p.add_argument("--arch-kwargs", default="{}", help='JSON of architecture options, e.g. \'{"width": 32}\'')
+    p.add_argument("--quiet", action="store_true", help="no progress bar; log lines only")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args) -> int:
+    from pathlib import Path
+
+    from .evaluate import parse_eps
+    from .train import TrainConfig, train
+
+    try:
+        arch_kwargs = json.loads(args.arch_kwargs)
+    except json.JSONDecodeError as e:
+        raise WeatError(f"--arch-kwargs is not valid JSON: {e}") from None
+    ds_tag = Path(args.dataset).name.split(".")[0] if "/" in args.dataset else args.dataset
+    out = args.out or f"runs/{args.method}-{args.arch}-{ds_tag}"
+    names = {f.name for f in fields(TrainConfig)}
+    kw = {k: v for k, v in vars(args).items() if k in names}
+    kw.update(eps=parse_eps(args.eps), alpha=parse_eps(args.alpha), out=out, arch_kwargs=arch_kwargs)
+    cfg = TrainConfig(**kw)
+    log.info("training %s with %s on %s → %s", cfg.arch, cfg.method, cfg.dataset, out)
+    res = train(cfg, progress=not args.quiet, resume=args.resume)
+    if res.history:
+        r = res.history[-1]
+        log.info("done: epoch %d, test clean %.2f %%, test PGD-%d %.2f %% (on %d images); checkpoint in %s",
+                 r["epoch"], 100 * r["test_clean_acc"], cfg.eval_steps, 100 * r["test_pgd_acc"], cfg.eval_size, out)
+    return 0
+
+
+# ------------------------------------------------------------------------------------ eval
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="clean / PGD / AutoAttack accuracy and energies of a checkpoint")
+    p.add_argument("--checkpoint", required=True, help="shipped name, local folder/file, or Hub id owner/name")
+    p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) to pin")
+    p.add_argument("--dataset", default=None, help="default: the checkpoint's dataset")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--n", type=int, default=None, help="number of test images (default: all)")
+    p.add_argument("--attacks", default="pgd20",
+                   help="comma list: pgd20, pgd20-t, pgd20-ll, cw20, trades10, energy-lower10, apgd-ce, apgd-t, "
+                        "fab-t, square, aa (standard AutoAttack), aa-fast (APGD-CE + APGD-T)")
+    p.add_argument("--eps", default=None, help="default 8/255 for linf, 0.5 for l2")
+    p.add_argument("--norm", choices=("linf", "l2"), default="linf")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_eval)
+
+
+def _cmd_eval(args) -> int:
+    from pathlib import Path
+
+    from .checkpoints import load
+    from .data import load_split
+    from .evaluate import evaluate, format_table, parse_eps
+
+    device = _device(args.device)
+    model = load(args.checkpoint, device=device, revision=args.revision)
+    dataset = args.dataset or model.config.get("dataset")
+    if not dataset:
+        raise WeatError("the checkpoint does not name its dataset; pass --dataset")
+    test = load_split(dataset, "test", root=args.data_dir, limit=args.n)
+    eps = parse_eps(args.eps) if args.eps else (8 / 255 if args.norm == "linf" else 0.5)
+    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    res = evaluate(model, test.float(), test.y, attacks, eps=eps, norm=args.norm, batch_size=args.batch_size,
+                   seed=args.seed, progress=not args.quiet)
+    res.update(checkpoint=args.checkpoint, dataset=str(dataset))
+    print(format_table(res))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(res, indent=2))
+        log.info("wrote %s", args.out)
+    return 0
+
+
+# ------------------------------------------------------------------------------------ list
+
+
+def _add_list(sub) -> None:
+    p = sub.add_parser("list", help="list shipped checkpoints (or architectures)")
+    p.add_argument("--archs", action="store_true", help="list architectures instead")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_list)
+
+
+def _cmd_list(args) -> int:
+    if args.archs:
+        from .models import _ARCHS
+
+        for name in sorted(_ARCHS):
+            print(f"{name:16s} {_ARCHS[name].description}")
+        return 0
+    from .checkpoints import list_checkpoints
+
+    infos = list_checkpoints()
+    if args.json:
+        print(json.dumps([i.to_dict() for i in infos], indent=2))
+        return 0
+    if not infos:
+        print("no checkpoints shipped yet (train one with `python -m weat_core train`)")
+    for i in infos:
+        m = i.metrics
+        acc = "  ".join(f"{k}={100 * v:.1f}" for k, v in m.items() if k.endswith("_acc") and isinstance(v, float))
+        print(f"{i.name:28s} {i.arch:14s} {i.method:9s} {i.dataset:9s} {acc}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------ main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m weat_core", description="WEAT Lens: robustness through energies")
+    p.add_argument("--version", action="version", version=f"weat_core {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    _add_eval(sub)
+    _add_list(sub)
+    try:
+        from .sampling.cli import add_commands
+    except ImportError:  # the generation commands are optional until that package exists
+        pass
+    else:
+        add_commands(sub)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(getattr(args, "quiet", False))
+    try:
+        return int(args.func(args) or 0)
+    except WeatError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the last complete epoch is saved (continue with --resume)", file=sys.stderr)
+        return 130

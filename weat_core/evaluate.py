@@ -1,0 +1,108 @@
+"""Robustness evaluation: clean accuracy, PGD-k (L∞/L2), AutoAttack (standard or fast),
+and energy statistics of natural and adversarial images."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+from torch import nn
+
+from .attacks import eval_mode, make_attack
+from .energy import energy, energy_stats, joint_energy
+
+__all__ = ["evaluate", "format_table", "parse_eps"]
+
+log = logging.getLogger(__name__)
+
+
+def parse_eps(s: str | float) -> float:
+    """"8/255" → 0.0313…, "0.5" → 0.5."""
+    if isinstance(s, (int, float)):
+        return float(s)
+    if "/" in s:
+        a, b = s.split("/", 1)
+        return float(a) / float(b)
+    return float(s)
+
+
+@torch.no_grad()
+def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with eval_mode(model):
+        return model(x).float()
+
+
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attacks: Sequence[str] = ("pgd20",),
+    eps: float = 8 / 255,
+    norm: str = "linf",
+    batch_size: int = 256,
+    seed: int = 0,
+    progress: bool = False,
+    callback: Optional[Callable[[str, int, int], None]] = None,
+) -> dict[str, Any]:
+    """Accuracy and energies under each attack. x (N, C, H, W) float in [0, 1] on the model's
+    device (or CPU: batches are moved), y (N,). Attack names as in `attacks.make_attack`
+    ("pgd20", "pgd20-t", "cw20", "aa", "aa-fast", …). Returns a dict with `n`, `clean_acc`,
+    `<attack>_acc`, and `energy[<name>]` / `joint_energy[<name>]` statistics, `delta_e[<attack>]`
+    (mean E(x) − mean E(x*)) and `time_s[<attack>]`."""
+    device = next(model.parameters()).device
+    n = int(y.shape[0])
+    res: dict[str, Any] = {"n": n, "eps": eps, "norm": norm, "energy": {}, "joint_energy": {}, "delta_e": {},
+                           "time_s": {}}
+    names = ["clean"] + [a for a in attacks if a != "clean"]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(names) * ((n + batch_size - 1) // batch_size), desc="eval", unit="batch")
+    e_nat = None
+    for name in names:
+        torch.manual_seed(seed)
+        attack, target = (None, None) if name == "clean" else make_attack(name, eps=eps, norm=norm)
+        correct, es, ejs = 0, [], []
+        t0 = time.perf_counter()
+        for i in range(0, n, batch_size):
+            xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
+            if attack is not None:
+                with torch.enable_grad():
+                    xb = attack(model, xb, yb, target=target) if target is not None else attack(model, xb, yb)
+            lg = _logits(model, xb)
+            correct += int((lg.argmax(1) == yb).sum())
+            es.append(energy(lg).cpu())
+            ejs.append(joint_energy(lg, yb).cpu())
+            if bar is not None:
+                bar.update(1)
+            if callback is not None:
+                callback(name, min(i + batch_size, n), n)
+        e = torch.cat(es)
+        res["clean_acc" if name == "clean" else f"{name}_acc"] = correct / max(n, 1)
+        res["energy"][name] = energy_stats(e)
+        res["joint_energy"][name] = energy_stats(torch.cat(ejs))
+        res["time_s"][name] = time.perf_counter() - t0
+        if name == "clean":
+            e_nat = e
+        else:
+            res["delta_e"][name] = float(e_nat.mean() - e.mean())
+    if bar is not None:
+        bar.close()
+    return res
+
+
+def format_table(res: dict[str, Any]) -> str:
+    """A plain-text table of accuracy and energies per attack."""
+    rows = [("attack", "accuracy %", "mean E(x)", "mean E(x,y)", "ΔE", "seconds")]
+    for name, st in res["energy"].items():
+        acc = res["clean_acc" if name == "clean" else f"{name}_acc"]
+        de = res["delta_e"].get(name)
+        rows.append((name, f"{100 * acc:.2f}", f"{st['mean']:.3f}", f"{res['joint_energy'][name]['mean']:.3f}",
+                     "" if de is None else f"{de:+.3f}", f"{res['time_s'][name]:.1f}"))
+    w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(r)) for r in rows]
+    lines.insert(1, "  ".join("-" * k for k in w))
+    return "\n".join(lines) + f"\n(n = {res['n']}, eps = {res['eps']:.4f}, {res['norm']})"
