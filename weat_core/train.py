@@ -39,7 +39,7 @@ from .energy import energy, energy_stats, joint_energy
 from .losses import get_loss
 from .models import DEFAULT_CPU_ARCH, create_model
 
-__all__ = ["TrainConfig", "TrainResult", "train", "lr_at", "augment", "METHODS"]
+__all__ = ["TrainConfig", "TrainResult", "train", "train_step", "make_attack", "lr_at", "augment", "METHODS"]
 
 log = logging.getLogger(__name__)
 
@@ -260,12 +260,30 @@ def _eval_subset(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainC
 # ---------------------------------------------------------------------------------------------
 
 
-def _make_attack(cfg: TrainConfig):
+def make_attack(cfg: TrainConfig):
+    """The attack that crafts x* for `cfg.method` (None for standard training)."""
     if cfg.method == "standard":
         return None
     if cfg.method in ("sat", "mart"):
         return PGD(eps=cfg.eps, alpha=cfg.alpha, steps=cfg.attack_steps)
     return TradesAttack(eps=cfg.eps, alpha=cfg.alpha, steps=cfg.attack_steps)
+
+
+def train_step(model: nn.Module, fwd: nn.Module, opt: torch.optim.Optimizer, attack, loss_fn, xb: torch.Tensor,
+               yb: torch.Tensor, cfg: TrainConfig, amp: bool):
+    """One optimizer step: craft x* on `model` (eval mode, the plain module even under DDP), then
+    forward natural and adversarial batches separately in train mode through `fwd` (the DDP or
+    compiled wrapper), as the reference TRADES/MART code does, so BatchNorm sees each batch alone.
+    SAT forwards only x*. Returns the LossOutput (per-sample terms)."""
+    with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=amp):
+        x_adv = attack(model, xb, yb) if attack is not None else None
+        logits_nat = fwd(xb) if cfg.method != "sat" else None
+        logits_adv = fwd(x_adv) if x_adv is not None else None
+        res = loss_fn(logits_nat, logits_adv, yb, beta=cfg.beta)
+    opt.zero_grad(set_to_none=True)
+    res.loss.mean().backward()
+    opt.step()
+    return res
 
 
 def train(
@@ -336,7 +354,7 @@ def train(
     ex_te = eval_test.float()[rank::world].to(device).to(memory_format=mf)
     ey_te = eval_test.y[rank::world].to(device)
 
-    attack = _make_attack(cfg)
+    attack = make_attack(cfg)
     loss_fn = get_loss(cfg.method)
     stopped = False
     for epoch in range(start_epoch + 1, cfg.epochs + 1):
@@ -360,18 +378,8 @@ def train(
             lr = lr_at(step, total, cfg)
             for pg in opt.param_groups:
                 pg["lr"] = lr
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                x_adv = attack(model, xb, yb) if attack is not None else None
-                logits_nat = fwd(xb) if cfg.method != "sat" else None
-                logits_adv = fwd(x_adv) if x_adv is not None else None
-                if cfg.method == "sat":
-                    res = loss_fn(None, logits_adv, yb, beta=cfg.beta)
-                else:
-                    res = loss_fn(logits_nat, logits_adv, yb, beta=cfg.beta)
+            res = train_step(model, fwd, opt, attack, loss_fn, xb, yb, cfg, amp)
             loss = res.loss.mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
             step += 1
             done += 1
             for k, v in {"loss": res.loss, **res.terms}.items():

@@ -1,0 +1,99 @@
+"""Training and attack throughput (images/s), per method and architecture, on CPU or GPU.
+
+    python bench/bench_train.py                      # CPU: weatnet_s, every method
+    python bench/bench_train.py --device cuda --archs preactresnet18 --batch-size 512
+
+Measures the real training step of weat_core.train (attack + forwards + backward + SGD) on
+random uint8 data already on the device, after warm-up steps; prints one line per setting.
+No timing is asserted anywhere: this only prints numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from weat_core.attacks import PGD, TradesAttack  # noqa: E402
+from weat_core.losses import get_loss  # noqa: E402
+from weat_core.models import create_model  # noqa: E402
+from weat_core.train import METHODS, TrainConfig, augment, make_attack, train_step  # noqa: E402
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench_train(arch: str, method: str, device: torch.device, batch: int, steps: int, warmup: int,
+                amp: bool, compile_: bool) -> float:
+    cfg = TrainConfig(method=method, arch=arch, batch_size=batch, device=str(device), compile=compile_)
+    model = create_model(arch).to(device).to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    fwd = torch.compile(model) if compile_ else model
+    attack, loss_fn = make_attack(cfg), get_loss(method)
+    g = torch.Generator().manual_seed(0)
+    xs = torch.randint(0, 256, (batch * 4, 3, 32, 32), dtype=torch.uint8, device=device)
+    ys = torch.randint(0, 10, (batch * 4,), device=device)
+    model.train()
+    for i in range(warmup + steps):
+        if i == warmup:
+            _sync(device)
+            t0 = time.perf_counter()
+        j = (i % 4) * batch
+        xb = augment(xs[j:j + batch].float().div_(255), g).contiguous(memory_format=torch.channels_last)
+        train_step(model, fwd, opt, attack, loss_fn, xb, ys[j:j + batch], cfg, amp)
+    _sync(device)
+    return steps * batch / (time.perf_counter() - t0)
+
+
+def bench_attack(arch: str, attack, device: torch.device, batch: int, reps: int, amp: bool) -> float:
+    model = create_model(arch).to(device).to(memory_format=torch.channels_last).eval()
+    x = torch.rand(batch, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,), device=device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        attack(model, x, y)
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            attack(model, x, y)
+    _sync(device)
+    return reps * batch / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--archs", default=None, help="comma list (default: weatnet_s on CPU, preactresnet18 on GPU)")
+    p.add_argument("--methods", default=",".join(m for m in METHODS))
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--compile", action="store_true")
+    a = p.parse_args()
+    device = torch.device(a.device)
+    gpu = device.type == "cuda"
+    archs = (a.archs or ("preactresnet18" if gpu else "weatnet_s")).split(",")
+    batch = a.batch_size or (512 if gpu else 128)
+    steps = a.steps or (20 if gpu else 3)
+    amp = gpu
+    name = torch.cuda.get_device_name(device) if gpu else f"CPU, {torch.get_num_threads()} threads"
+    print(f"# device: {name}; batch {batch}; bf16 autocast {'on' if amp else 'off'}; channels_last; "
+          f"torch {torch.__version__}")
+    print(f"{'arch':16s} {'what':22s} {'img/s':>10s}")
+    for arch in archs:
+        for method in a.methods.split(","):
+            ips = bench_train(arch, method, device, batch, steps, 2, amp, a.compile)
+            print(f"{arch:16s} {'train ' + method:22s} {ips:10.0f}", flush=True)
+        for label, atk in (("attack PGD-10", PGD(steps=10)), ("attack TRADES-10", TradesAttack(steps=10)),
+                           ("attack PGD-20", PGD(steps=20))):
+            ips = bench_attack(arch, atk, device, batch, max(1, steps // 2), amp)
+            print(f"{arch:16s} {label:22s} {ips:10.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
