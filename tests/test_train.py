@@ -200,3 +200,27 @@ def test_cli_one_epoch_on_shared_cifar10_slice(tmp_path):
     assert REQUIRED_KEYS <= set(rec) and rec["images"] == 256
     cfg = json.loads((state / "config.json").read_text())
     assert cfg["classes"][0] == "airplane" and cfg["num_classes"] == 10
+
+
+def test_export_writes_checkpoint_metrics_log_and_card(folder_dataset, tmp_path):
+    from weat_core.checkpoints import load_config
+    from weat_core.cli import main
+
+    train(_cfg(folder_dataset, tmp_path / "run", epochs=1), progress=False)
+    rc = main(["export", "--run", str(tmp_path / "run"), "--name", "tiny-weat", "--dest", str(tmp_path / "ck"),
+               "--dataset-name", "toy", "--dataset", str(folder_dataset), "--attacks", "pgd3,pgd3-t", "--device", "cpu"])
+    assert rc == 0
+    d = tmp_path / "ck" / "tiny-weat"
+    cfg = load_config(d)
+    assert cfg["dataset"] == "toy" and cfg["trained_on"] == str(folder_dataset) and cfg["weights_dtype"] == "float16"
+    assert {"clean_acc", "pgd3_acc", "pgd3-t_acc", "n", "energy_mean"} <= set(cfg["metrics"])
+    assert cfg["metrics"]["n"] == 40
+    assert (d / "log.jsonl").is_file() and "Observation 1" in (d / "README.md").read_text()
+    assert "python -m weat_core train --method weat-adv" in cfg["reproduce"]["train"]
+    # the stored metric is reproduced by `eval` (same seed, same images)
+    from weat_core.evaluate import evaluate
+    from weat_core.data import load_split
+
+    test = load_split(folder_dataset, "test")
+    again = evaluate(load(d), test.float(), test.y, ["pgd3"])
+    assert again["pgd3_acc"] == pytest.approx(cfg["metrics"]["pgd3_acc"], abs=0.01)

@@ -1,4 +1,4 @@
-"""Command line: `python -m weat_core {train,eval,list,generate,gen-eval,init-stats} ...`.
+"""Command line: `python -m weat_core {train,eval,list,export,generate,gen-eval,init-stats} ...`.
 
 Errors meant for the user (`WeatError`) are printed as one line and exit with status 2.
 """
@@ -182,6 +182,39 @@ def _cmd_list(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------- export
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="ship a training run as a checkpoint with measured metrics and a model card")
+    p.add_argument("--run", required=True, help="training run folder (holds BEST / LATEST)")
+    p.add_argument("--name", required=True, help="checkpoint name (folder under checkpoints/)")
+    p.add_argument("--which", choices=("best", "last"), default="best")
+    p.add_argument("--dataset", default=None, help="test data (default: the run's dataset)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--attacks", default="pgd20,pgd20-t")
+    p.add_argument("--n", type=int, default=None, help="test images for PGD (default: all)")
+    p.add_argument("--aa-n", type=int, default=0, help="test images for AutoAttack (0: skip)")
+    p.add_argument("--fp32", action="store_true", help="store fp32 weights (default fp16)")
+    p.add_argument("--dest", default=None, help="folder to export into (default: the repo's checkpoints/)")
+    p.add_argument("--dataset-name", default=None, help="dataset name to record (e.g. cifar10 for a folder copy)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args) -> int:
+    from pathlib import Path
+
+    from .export import export_run
+
+    dest = export_run(Path(args.run), args.name, dataset=args.dataset, data_dir=args.data_dir,
+                      attacks=[a for a in args.attacks.split(",") if a], n=args.n, aa_n=args.aa_n, which=args.which,
+                      fp16=not args.fp32, dest_root=Path(args.dest) if args.dest else None,
+                      device=str(_device(args.device)), dataset_name=args.dataset_name)
+    print((dest / "README.md").read_text())
+    return 0
+
+
 # ------------------------------------------------------------------------------------ main
 
 
@@ -192,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_eval(sub)
     _add_list(sub)
+    _add_export(sub)
     try:
         from .sampling.cli import add_commands
     except ImportError:  # the generation commands are optional until that package exists

@@ -1,0 +1,128 @@
+"""Turn a training run into a shipped checkpoint: weights + config.json with measured test
+metrics + the per-epoch energy log + a model card (README.md).
+
+    python -m weat_core export --run runs/weat-adv-weatnet_s --name weatnet_s-weat-adv \
+        --dataset cifar10 --attacks pgd20,pgd20-t --aa-n 1000
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import shutil
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+
+from . import WeatError
+from .checkpoints import checkpoints_dir, load, save
+from .data import load_split
+from .evaluate import evaluate
+
+__all__ = ["export_run", "model_card"]
+
+log = logging.getLogger(__name__)
+
+
+def _train_command(t: dict[str, Any]) -> str:
+    args = ["python", "-m", "weat_core", "train", "--method", t["method"], "--arch", t["arch"], "--dataset",
+            str(t["dataset"]), "--epochs", str(t["epochs"]), "--batch-size", str(t["batch_size"]), "--lr", str(t["lr"]),
+            "--schedule", t["schedule"], "--eps", f"{t['eps'] * 255:.0f}/255", "--alpha", f"{t['alpha'] * 255:.0f}/255",
+            "--attack-steps", str(t["attack_steps"]), "--beta", str(t["beta"]), "--seed", str(t["seed"]),
+            "--eval-size", str(t["eval_size"]), "--eval-steps", str(t["eval_steps"])]
+    if t.get("limit"):
+        args += ["--limit", str(t["limit"])]
+    if t.get("arch_kwargs"):
+        args += ["--arch-kwargs", json.dumps(t["arch_kwargs"])]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
+    """Markdown model card from a checkpoint's config.json and its training log."""
+    m, t = cfg.get("metrics", {}), cfg.get("training", {})
+    e = m.get("energy_mean", {})
+    lines = [f"# {name}", "",
+             f"{cfg['arch']} trained with **{cfg.get('method', '?')}** on {cfg.get('dataset', '?')} by WEAT Lens "
+             f"(`weat_core` {cfg.get('weat_core_version', '')}).", ""]
+    lines += ["## Test metrics (measured by `python -m weat_core eval`)", "",
+              "| metric | value |", "|---|---|"]
+    for k, v in m.items():
+        if k.endswith("_acc"):
+            lines.append(f"| {k} | {100 * v:.2f} % |")
+    lines.append(f"| images (PGD) | {m.get('n', '?')} |")
+    if "aa_n" in m:
+        lines.append(f"| images (AutoAttack) | {m['aa_n']} |")
+    lines += ["", "L∞ ε = 8/255; PGD-20 with step 2/255 and a random start; targeted PGD aims at a random "
+              "other class.", ""]
+    if e:
+        lines += ["## Energies (Observation 1)", "", "| images | mean E(x) |", "|---|---|"]
+        lines += [f"| {k} | {v:.3f} |" for k, v in e.items()]
+        nat, unt, tgt = e.get("clean"), e.get("pgd20"), e.get("pgd20-t")
+        if None not in (nat, unt, tgt):
+            ok = unt < nat < tgt
+            lines += ["", f"Untargeted PGD {'lowers' if unt < nat else 'does not lower'} the mean E(x) "
+                      f"({unt:.3f} vs {nat:.3f} natural); targeted PGD {'raises' if tgt > nat else 'does not raise'} "
+                      f"it ({tgt:.3f}). Observation 1 {'holds' if ok else 'does NOT hold'} for this model.", ""]
+    if log_records:
+        last = log_records[-1]
+        lines += ["## Training", "", f"- epochs: {last['epoch']}, images/s: {last.get('img_per_s', 0):.0f} "
+                  f"(on the training machine), total training time: "
+                  f"{sum(r.get('time_s', 0) for r in log_records) / 60:.1f} min",
+                  "- per-epoch records (energies, ΔE, accuracies on fixed subsets): `log.jsonl`", ""]
+    if t:
+        lines += ["## Re-train", "", "```", _train_command(t), "```", "",
+                  f"Settings: {json.dumps(t, sort_keys=True)}", ""]
+    return "\n".join(lines)
+
+
+def export_run(run: Path, name: str, dataset: Optional[str] = None, data_dir: Optional[str] = None,
+               attacks: Sequence[str] = ("pgd20", "pgd20-t"), n: Optional[int] = None, aa_n: int = 0,
+               which: str = "best", fp16: bool = True, dest_root: Optional[Path] = None,
+               device: str = "cpu", dataset_name: Optional[str] = None) -> Path:
+    """Evaluate the run's best (or last) checkpoint on the test split and write it, with the
+    metrics, the training log and a model card, to `dest_root/name` (default `checkpoints/`).
+    `dataset_name` replaces a local dataset path in config.json (e.g. "cifar10" for a run on
+    a class-folder copy of CIFAR-10), so users' `eval` finds the official data by name."""
+    pointer = run / ("BEST" if which == "best" else "LATEST")
+    if not pointer.is_file():
+        raise WeatError(f"{run} is not a training run folder (no {pointer.name})")
+    src = run / pointer.read_text().strip()
+    model = load(src, device=device)
+    if fp16:  # measure the weights exactly as they will be shipped
+        with torch.no_grad():
+            for k, v in model.state_dict().items():
+                if v.is_floating_point() and not k.startswith("normalize."):
+                    v.copy_(v.half().float())
+    cfg = json.loads((src / "config.json").read_text())
+    ds = dataset or cfg["dataset"]
+    test = load_split(ds, "test", root=data_dir, limit=n)
+    res = evaluate(model, test.float(), test.y, list(attacks), batch_size=256, progress=True)
+    metrics: dict[str, Any] = {"clean_acc": res["clean_acc"], "n": res["n"]}
+    metrics.update({f"{a}_acc": res[f"{a}_acc"] for a in attacks})
+    metrics["energy_mean"] = {k: v["mean"] for k, v in res["energy"].items()}
+    metrics["delta_e"] = res["delta_e"]
+    if aa_n:
+        sub = test.subset(aa_n)
+        aa = evaluate(model, sub.float(), sub.y, ["aa"], batch_size=256, progress=True)
+        metrics.update(aa_acc=aa["aa_acc"], aa_n=aa["n"])
+    dest = (dest_root or checkpoints_dir()) / name
+    if dest.exists():
+        shutil.rmtree(dest)
+    from . import __version__
+
+    cfg_out = {k: v for k, v in cfg.items() if k not in ("metrics", "metrics_note", "source")}
+    if dataset_name:
+        cfg_out.update(dataset=dataset_name, trained_on=str(cfg["dataset"]))
+    cfg_out.update(metrics=metrics, eval_dataset=str(ds), weat_core_version=__version__,
+                   reproduce={"train": _train_command(cfg["training"]) if "training" in cfg else None,
+                              "eval": f"python -m weat_core eval --checkpoint {name} --attacks {','.join(attacks)}"})
+    model.config = {k: v for k, v in model.config.items() if k != "source"}
+    save(model, dest, cfg_out, dtype=torch.float16 if fp16 else None)
+    if (run / "log.jsonl").is_file():
+        shutil.copy(run / "log.jsonl", dest / "log.jsonl")
+    records = [json.loads(s) for s in (dest / "log.jsonl").read_text().splitlines()] if (dest / "log.jsonl").is_file() else []
+    (dest / "README.md").write_text(model_card(name, json.loads((dest / "config.json").read_text()), records))
+    log.info("exported %s → %s", src, dest)
+    return dest
