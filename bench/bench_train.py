@@ -37,7 +37,7 @@ def bench_train(arch: str, method: str, device: torch.device, batch: int, steps:
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     fwd = torch.compile(model) if compile_ else model
     attack, loss_fn = make_attack(cfg), get_loss(method)
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator(device=device).manual_seed(0)
     xs = torch.randint(0, 256, (batch * 4, 3, 32, 32), dtype=torch.uint8, device=device)
     ys = torch.randint(0, 10, (batch * 4,), device=device)
     model.train()
