@@ -7,7 +7,8 @@
    `LATEST` file names its newest complete checkpoint), or a weights file with `config.json`
    beside it;
 3. a Hugging Face Hub repo id "owner/name", fetched with `huggingface_hub.snapshot_download`
-   (revision pinning; honours `HF_HUB_OFFLINE`, `HF_HOME`/`HF_HUB_CACHE` and the local cache).
+   (revision pinning; honours `HF_HUB_OFFLINE`, `HF_HOME`/`HF_HUB_CACHE` and the local cache);
+4. `robustbench:NAME[:DATASET[:THREAT]]` when the optional robustbench package is installed.
 
 Loading never unpickles code: safetensors files, or `torch.load(weights_only=True)` for
 plain tensor state dicts; anything else is refused with a clear error.
@@ -132,8 +133,9 @@ def _hub_snapshot(repo_id: str, revision: Optional[str]) -> Path:
     except RepositoryNotFoundError:
         raise WeatError(f"no Hugging Face Hub model repo {repo_id!r} (check the id, or log in for a private repo)") from None
     except LocalEntryNotFoundError:
+        what = f"{repo_id!r} at revision {revision!r}" if revision else repr(repo_id)
         raise WeatError(
-            f"{repo_id!r} is not in the local Hugging Face cache and the Hub cannot be reached "
+            f"{what} is not in the local Hugging Face cache and the Hub cannot be reached "
             "(offline or HF_HUB_OFFLINE=1): connect to the internet once, or copy the model folder here and "
             "pass its path"
         ) from None
@@ -218,8 +220,30 @@ def _build(cfg: dict[str, Any]) -> Classifier:
         raise WeatError(f"config.json describes a model we cannot build: {e}") from None
 
 
+def _load_robustbench(spec: str, device) -> nn.Module:
+    """`robustbench:NAME[:DATASET[:THREAT]]`, e.g. robustbench:Wong2020Fast:cifar10:Linf, when the
+    optional robustbench package is installed (its models take [0, 1] inputs, like ours)."""
+    name, dataset, threat = (spec.split(":")[1:] + ["", "", ""])[:3]
+    dataset, threat = dataset or "cifar10", threat or "Linf"
+    try:
+        from robustbench.utils import load_model
+    except ImportError:
+        raise WeatError("RobustBench models need the optional robustbench package (pip install robustbench)") from None
+    try:
+        model = load_model(model_name=name, dataset=dataset, threat_model=threat)
+    except Exception as e:
+        raise WeatError(f"RobustBench could not load {name!r} ({dataset}, {threat}): {e}") from None
+    n_cls = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}.get(dataset, 10)
+    model.config = {"arch": f"robustbench:{name}", "num_classes": n_cls, "dataset": dataset,
+                    "method": f"robustbench ({threat})", "source": spec}
+    model.num_classes = n_cls
+    return model.to(device).eval()
+
+
 def load(source: PathLike, device: Union[str, torch.device] = "cpu", revision: Optional[str] = None) -> Classifier:
     """A model in eval mode on `device`, with `model.config` set from config.json."""
+    if str(source).startswith("robustbench:"):
+        return _load_robustbench(str(source), device)
     path = resolve(source, revision)
     directory = path if path.is_dir() else path.parent
     cfg = load_config(directory)
