@@ -70,6 +70,8 @@ def balanced_order(y: torch.Tensor) -> torch.Tensor:
     keeping each class's own order, so "the first N images" cover every class evenly even in
     class-sorted folders."""
     y = y.long()
+    if y.numel() == 0:
+        return torch.zeros(0, dtype=torch.long)
     rank = torch.zeros_like(y)
     for c in torch.unique(y):
         m = y == c
@@ -132,6 +134,8 @@ def _decode(data: bytes | Path) -> np.ndarray:
 
 
 def _stack(arrays: list[np.ndarray], where: str) -> torch.Tensor:
+    if not arrays:
+        raise WeatError(f"{where} holds no images (expected <class>/<image> files ending in {', '.join(IMG_SUFFIXES)})")
     shapes = {a.shape for a in arrays}
     if len(shapes) != 1:
         raise WeatError(f"images in {where} have different sizes {sorted(shapes)[:3]}; resize them to one size first")

@@ -10,8 +10,9 @@ paper's settings in a `torchattacks.MultiAttack`.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 from torch import nn
@@ -33,6 +34,29 @@ def _torchattacks():
     return torchattacks
 
 
+@contextmanager
+def _frozen_params(model: nn.Module) -> Iterator[None]:
+    """Turn off requires_grad on the parameters while attacking: torchattacks' FAB calls
+    `.backward()`, which would otherwise accumulate into the parameters' `.grad`."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def _rng_devices(x: torch.Tensor) -> list[int]:
+    """CUDA devices whose RNG state to fork: APGD/APGD-T reseed the global RNGs (CPU and
+    current CUDA device) on every call, which must not reset the caller's random streams."""
+    if x.device.type != "cuda":
+        return []
+    current = torch.cuda.current_device()
+    return sorted({current, x.device.index if x.device.index is not None else current})
+
+
 def _num_classes(model: nn.Module, x: torch.Tensor) -> int:
     n = getattr(model, "num_classes", None)
     if isinstance(n, int):
@@ -47,7 +71,7 @@ class TorchAttack:
 
     - "apgd-ce"  APGD on cross-entropy (untargeted)
     - "apgd-dlr" APGD on the DLR loss (untargeted)
-    - "apgd-t"   targeted APGD on DLR, over the n_classes−1 most likely other classes
+    - "apgd-t"   targeted APGD on DLR, over the 9 most likely other classes (fewer when K < 10)
     - "fab-t"    targeted FAB
     - "square"   Square attack (score-based, no gradients)
     - "autoattack"  standard AutoAttack: apgd-ce, apgd-t, fab-t, square, each applied to
@@ -56,7 +80,7 @@ class TorchAttack:
 
     x (B, C, H, W) in [0, 1], y (B,) → x_adv (B, C, H, W) in [0, 1], detached. The model's
     train/eval mode is restored exactly as found (torchattacks alone only restores the
-    top-level flag).
+    top-level flag); parameters' `.grad` and the caller's global RNG state are left as found.
     """
 
     name: str = "autoattack"
@@ -87,7 +111,8 @@ class TorchAttack:
         if target is not None:
             raise ValueError(f"{self.name} chooses its own targets; pass target=None")
         atk = self.build(model, _num_classes(model, x))
-        with eval_mode(model):
+        with eval_mode(model), _frozen_params(model), torch.enable_grad(), \
+                torch.random.fork_rng(devices=_rng_devices(x)):
             x_adv = atk(x.detach(), y.to(x.device).long()).detach()
         if callback is not None:
             with torch.no_grad(), eval_mode(model):
@@ -102,14 +127,24 @@ def _apgd(loss):
     return build
 
 
+# Standard AutoAttack targets the 9 most likely other classes whatever K is; torchattacks
+# derives its number of targets as n_classes − 1, so cap n_classes at 10 (else CIFAR-100
+# would run 99 targeted attacks per point instead of 9).
+N_TARGET_CLASSES = 9
+
+
+def _targets_arg(k: int) -> int:
+    return min(k, N_TARGET_CLASSES + 1)
+
+
 def _apgdt(cfg: TorchAttack, ta, model, k):
     return ta.APGDT(model, norm=_NORMS[cfg.norm], eps=cfg.eps, steps=cfg.steps, n_restarts=cfg.n_restarts,
-                    seed=cfg.seed, n_classes=k)
+                    seed=cfg.seed, n_classes=_targets_arg(k))
 
 
 def _fabt(cfg: TorchAttack, ta, model, k):
     return ta.FAB(model, norm=_NORMS[cfg.norm], eps=cfg.eps, steps=cfg.steps, n_restarts=cfg.n_restarts,
-                  seed=cfg.seed, multi_targeted=True, n_classes=k)
+                  seed=cfg.seed, multi_targeted=True, n_classes=_targets_arg(k))
 
 
 def _square(cfg: TorchAttack, ta, model, k):

@@ -76,11 +76,12 @@ def pgd_loop(
     from x_start, in eval mode. Returns x_adv (B, C, H, W) in [0, 1], detached.
 
     Gradients are taken with `torch.autograd.grad` with respect to the input only, so the
-    model's parameters and their `.grad` are never touched.
+    model's parameters and their `.grad` are never touched. Gradients are enabled inside,
+    so attacking works from a caller's `torch.no_grad()` block (e.g. an evaluation loop).
     """
     x = x.detach()
     x_adv = x_start.detach().clone()
-    with eval_mode(model):
+    with eval_mode(model), torch.enable_grad():
         for i in range(steps):
             x_adv.requires_grad_(True)
             logits = model(x_adv)  # (B, K)

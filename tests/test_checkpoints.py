@@ -1,0 +1,375 @@
+"""Checkpoints: safetensors round trips, every way of naming a checkpoint, refusal of pickled
+code, clear errors, the catalogue, and offline Hugging Face Hub loading from the local cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from weat_core import WeatError
+from weat_core.checkpoints import CONFIG_NAME, INDEX_NAME, WEIGHTS_NAME, list_checkpoints, load, load_state_dict, save
+from weat_core.models import create_model
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def model(seeded):
+    """weatnet_tiny with non-trivial BatchNorm running statistics (so buffers must round-trip)."""
+    m = create_model("weatnet_tiny", num_classes=10)
+    m.train()
+    with torch.no_grad():
+        for _ in range(3):
+            m(torch.rand(8, 3, 32, 32))
+    return m.eval()
+
+
+@pytest.fixture
+def x():
+    return torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+
+
+def logits(m, x):
+    with torch.no_grad():
+        return m.eval()(x)
+
+
+# ---- round trips -------------------------------------------------------------------------
+
+
+def test_round_trip_fp32(model, x, tmp_path):
+    d = save(model, tmp_path / "ck", config={"dataset": "cifar10", "method": "trades", "metrics": {"pgd20": 0.5}})
+    assert (d / WEIGHTS_NAME).is_file() and (d / CONFIG_NAME).is_file()
+    cfg = json.loads((d / CONFIG_NAME).read_text())
+    assert cfg["arch"] == "weatnet_tiny" and cfg["num_classes"] == 10 and cfg["weights_dtype"] == "float32"
+    loaded = load(d)
+    assert not loaded.training and all(not m.training for m in loaded.modules())
+    assert torch.equal(logits(loaded, x), logits(model, x))
+    sd, sd2 = model.state_dict(), loaded.state_dict()
+    assert all(torch.equal(sd[k], sd2[k]) for k in sd)  # BatchNorm running stats included
+    assert loaded.config["dataset"] == "cifar10" and loaded.config["method"] == "trades"
+    assert loaded.config["metrics"] == {"pgd20": 0.5}
+    assert loaded.config["source"] == str(d)
+
+
+def test_round_trip_fp16(model, x, tmp_path):
+    from safetensors import safe_open
+
+    d = save(model, tmp_path / "half", dtype=torch.float16)
+    with safe_open(str(d / WEIGHTS_NAME), "pt") as f:
+        dtypes = {k: f.get_tensor(k).dtype for k in f.keys()}
+    assert dtypes["net.linear.weight"] == torch.float16
+    assert dtypes["normalize.mean"] == torch.float32  # normalisation statistics stay exact
+    assert dtypes["net.features.1.num_batches_tracked"] == torch.int64
+    assert json.loads((d / CONFIG_NAME).read_text())["weights_dtype"] == "float16"
+    loaded = load(d)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())  # upcast on load
+    torch.testing.assert_close(logits(loaded, x), logits(model, x), rtol=2e-2, atol=2e-2)
+    assert not torch.equal(logits(loaded, x), logits(model, x))  # it really went through fp16
+
+
+def test_round_trip_sharded(model, x, tmp_path):
+    d = save(model, tmp_path / "sharded", max_shard_size=20_000)
+    shards = sorted(d.glob("model-*-of-*.safetensors"))
+    assert len(shards) >= 2 and (d / INDEX_NAME).is_file() and not (d / WEIGHTS_NAME).exists()
+    assert torch.equal(logits(load(d), x), logits(model, x))
+
+
+def test_resave_unsharded_over_sharded_loads_the_new_weights(model, x, tmp_path):
+    d = save(model, tmp_path / "ck", max_shard_size=20_000)
+    other = create_model("weatnet_tiny", num_classes=10).eval()
+    save(other, d)
+    assert not (d / INDEX_NAME).exists()
+    assert torch.equal(logits(load(d), x), logits(other, x))
+
+
+def test_save_needs_arch_and_num_classes(tmp_path):
+    with pytest.raises(ValueError):
+        save(torch.nn.Linear(2, 2), tmp_path / "bad")
+
+
+# ---- what `load` accepts ------------------------------------------------------------------
+
+
+def test_load_weights_file_path(model, x, tmp_path):
+    d = save(model, tmp_path / "ck")
+    assert torch.equal(logits(load(d / WEIGHTS_NAME), x), logits(model, x))
+    assert torch.equal(logits(load(str(d)), x), logits(model, x))
+
+
+def test_load_training_run_with_latest_pointer(model, x, tmp_path):
+    run = tmp_path / "run"
+    old = create_model("weatnet_tiny", num_classes=10).eval()
+    save(old, run / "ckpt-0001")
+    save(model, run / "ckpt-0002")
+    (run / "LATEST").write_text("ckpt-0002\n")
+    assert torch.equal(logits(load(run), x), logits(model, x))
+    (run / "LATEST").write_text("ckpt-0001")
+    assert torch.equal(logits(load(run), x), logits(old, x))
+
+
+def test_load_by_shipped_name_from_env_dir(model, x, tmp_path, monkeypatch):
+    save(model, tmp_path / "zoo" / "tiny-test-ckpt")
+    monkeypatch.setenv("WEAT_CHECKPOINTS_DIR", str(tmp_path / "zoo"))
+    monkeypatch.chdir(tmp_path)
+    assert torch.equal(logits(load("tiny-test-ckpt"), x), logits(model, x))
+
+
+@pytest.mark.parametrize("wrapped", ["plain", "state_dict", "ddp"])
+def test_load_torch_save_state_dict(wrapped, model, x, tmp_path):
+    d = tmp_path / "pt"
+    d.mkdir()
+    (d / CONFIG_NAME).write_text(json.dumps(model.config))
+    sd = model.state_dict()
+    obj = {"plain": sd, "state_dict": {"state_dict": sd}, "ddp": {f"module.{k}": v for k, v in sd.items()}}[wrapped]
+    torch.save(obj, d / "weights.pt")
+    assert torch.equal(logits(load(d / "weights.pt"), x), logits(model, x))
+    assert torch.equal(logits(load(d), x), logits(model, x))
+
+
+class Evil:
+    """Unpickling this object runs `open(marker, "w")`, i.e. creates the marker file."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".pth", ".bin"])
+def test_malicious_pickle_is_refused(suffix, model, tmp_path):
+    d = tmp_path / "evil"
+    d.mkdir()
+    (d / CONFIG_NAME).write_text(json.dumps(model.config))
+    marker = tmp_path / "pwned"
+    torch.save({"net.linear.weight": Evil(marker)}, d / f"weights{suffix}")
+
+    for source in (d / f"weights{suffix}", d):
+        with pytest.raises(WeatError, match="refused to load") as err:
+            load(source)
+        assert "weights_only" in str(err.value) or "safetensors" in str(err.value)
+        assert not marker.exists()
+    with pytest.raises(WeatError):
+        load_state_dict(d / f"weights{suffix}")
+    assert not marker.exists()
+
+    # control: the payload is real (an unsafe torch.load does create a marker)
+    control = tmp_path / "control"
+    torch.save({"w": Evil(control)}, tmp_path / "control.pt")
+    torch.load(tmp_path / "control.pt", weights_only=False)
+    assert control.exists()
+
+
+def test_pickle_of_non_tensors_is_refused(model, tmp_path):
+    d = tmp_path / "junk"
+    d.mkdir()
+    (d / CONFIG_NAME).write_text(json.dumps(model.config))
+    torch.save({"epoch": 3, "lr": 0.1}, d / "weights.pt")  # loads with weights_only, but holds no tensors
+    with pytest.raises(WeatError, match="refused to load weights.pt"):
+        load(d / "weights.pt")
+
+
+def test_garbage_safetensors_is_a_weat_error(model, tmp_path):
+    d = save(model, tmp_path / "ck")
+    (d / WEIGHTS_NAME).write_bytes(b"not a safetensors file at all")
+    with pytest.raises(WeatError, match="not a readable safetensors"):
+        load(d)
+
+
+def test_unsupported_weights_suffix(model, tmp_path):
+    d = save(model, tmp_path / "ck")
+    (d / "weights.npz").write_bytes(b"\0")
+    with pytest.raises(WeatError, match="unsupported weights file"):
+        load(d / "weights.npz")
+
+
+# ---- clear errors -------------------------------------------------------------------------
+
+
+def test_wrong_shape_is_a_clear_error(tmp_path):
+    d = save(create_model("weatnet_tiny", num_classes=100), tmp_path / "ck")
+    cfg = json.loads((d / CONFIG_NAME).read_text())
+    cfg["num_classes"] = 10
+    (d / CONFIG_NAME).write_text(json.dumps(cfg))
+    with pytest.raises(WeatError) as err:
+        load(d)
+    msg = str(err.value)
+    assert "weatnet_tiny" in msg and "10 classes" in msg
+    assert "net.linear" in msg and "100" in msg
+
+
+def test_wrong_arch_is_a_clear_error(model, tmp_path):
+    d = save(model, tmp_path / "ck")
+    cfg = json.loads((d / CONFIG_NAME).read_text())
+    cfg["arch"] = "weatnet_s"
+    (d / CONFIG_NAME).write_text(json.dumps(cfg))
+    with pytest.raises(WeatError, match="do not fit a weatnet_s"):
+        load(d)
+
+
+def test_missing_config_is_a_clear_error(model, tmp_path):
+    d = save(model, tmp_path / "ck")
+    (d / CONFIG_NAME).unlink()
+    with pytest.raises(WeatError, match="config.json"):
+        load(d)
+    with pytest.raises(WeatError, match="config.json"):
+        load(d / WEIGHTS_NAME)
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda c: c.pop("arch"), "lacks the field 'arch'"),
+    (lambda c: c.update(arch="resnet1000"), "cannot build"),
+    (lambda c: c.update(arch_kwargs={"depth": 3}), "cannot build"),
+])
+def test_bad_config_is_a_clear_error(edit, match, model, tmp_path):
+    d = save(model, tmp_path / "ck")
+    cfg = json.loads((d / CONFIG_NAME).read_text())
+    edit(cfg)
+    (d / CONFIG_NAME).write_text(json.dumps(cfg))
+    with pytest.raises(WeatError, match=match):
+        load(d)
+
+
+def test_invalid_json_config(model, tmp_path):
+    d = save(model, tmp_path / "ck")
+    (d / CONFIG_NAME).write_text("{not json")
+    with pytest.raises(WeatError, match="not valid JSON"):
+        load(d)
+
+
+def test_folder_without_weights(model, tmp_path):
+    d = tmp_path / "empty"
+    d.mkdir()
+    (d / CONFIG_NAME).write_text(json.dumps(model.config))
+    with pytest.raises(WeatError, match="holds no model.safetensors"):
+        load(d)
+
+
+def test_unknown_local_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(WeatError, match="no checkpoint 'no-such-model'"):
+        load("no-such-model")
+
+
+# ---- the catalogue ------------------------------------------------------------------------
+
+
+def test_list_checkpoints_in_env_dir(model, tmp_path, monkeypatch):
+    zoo = tmp_path / "zoo"
+    save(model, zoo / "b-tiny-trades", config={"dataset": "cifar10", "method": "trades",
+                                               "metrics": {"clean": 0.8, "pgd20": 0.45}})
+    save(create_model("weatnet_tiny", num_classes=100), zoo / "a-tiny-weat",
+         config={"dataset": "cifar100", "method": "weat-adv", "metrics": {"aa": 0.25}})
+    (zoo / "not-a-checkpoint").mkdir()
+    monkeypatch.setenv("WEAT_CHECKPOINTS_DIR", str(zoo))
+    infos = {c.name: c for c in list_checkpoints()}
+    assert {"a-tiny-weat", "b-tiny-trades"} <= set(infos) and "not-a-checkpoint" not in infos
+    names = [c.name for c in list_checkpoints()]
+    assert names == sorted(names)
+    a, b = infos["a-tiny-weat"], infos["b-tiny-trades"]
+    assert (a.arch, a.dataset, a.method, a.num_classes, a.metrics) == ("weatnet_tiny", "cifar100", "weat-adv", 100,
+                                                                       {"aa": 0.25})
+    assert (b.arch, b.dataset, b.method, b.num_classes) == ("weatnet_tiny", "cifar10", "trades", 10)
+    assert b.metrics == {"clean": 0.8, "pgd20": 0.45} and b.path == zoo / "b-tiny-trades"
+    row = b.to_dict()
+    assert row["name"] == "b-tiny-trades" and row["pgd20"] == 0.45 and row["method"] == "trades"
+
+
+def test_list_checkpoints_skips_broken_config(model, tmp_path, monkeypatch):
+    zoo = tmp_path / "zoo"
+    save(model, zoo / "good")
+    (zoo / "broken").mkdir()
+    (zoo / "broken" / CONFIG_NAME).write_text("{")
+    monkeypatch.setenv("WEAT_CHECKPOINTS_DIR", str(zoo))
+    names = [c.name for c in list_checkpoints()]
+    assert "good" in names and "broken" not in names
+
+
+# ---- Hugging Face Hub, offline, from a pre-populated cache ------------------------------
+
+HUB_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from safetensors.torch import load_file, save_file
+    from weat_core import WeatError
+    from weat_core.checkpoints import load
+
+    x = load_file(sys.argv[1])["x"]
+    pinned = sys.argv[3]
+    out, errors = {}, {}
+    for key, source, revision in [("main", "owner/tiny", None), ("pinned", "owner/tiny", pinned)]:
+        out[key] = load(source, revision=revision)(x).detach().contiguous()
+    for key, source, revision in [("unknown_repo", "owner/not-cached", None),
+                                  ("unknown_revision", "owner/tiny", "0" * 40)]:
+        try:
+            load(source, revision=revision)
+            errors[key] = None
+        except WeatError as e:
+            errors[key] = str(e)
+    save_file(out, sys.argv[2])
+    print(json.dumps(errors))
+    """
+)
+
+
+def _fake_hub_repo(cache: Path, repo_id: str, commits: dict[str, Path], main: str) -> None:
+    """The huggingface_hub cache layout: models--owner--name/{refs/main, blobs/, snapshots/<sha>/}
+    with snapshot files as symlinks into blobs/, as `snapshot_download` leaves them."""
+    import hashlib
+
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    (repo / "refs" / "main").write_text(main)  # no newline, like the real thing
+    for sha, src in commits.items():
+        snap = repo / "snapshots" / sha
+        snap.mkdir(parents=True)
+        for f in src.iterdir():
+            data = f.read_bytes()
+            blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+            blob.write_bytes(data)
+            (snap / f.name).symlink_to(os.path.relpath(blob, snap))
+
+
+def test_hub_offline_from_local_cache(model, x, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    other = create_model("weatnet_tiny", num_classes=10).eval()
+    sha_main, sha_old = "a" * 40, "0123456789abcdef0123456789abcdef01234567"
+    save(model, tmp_path / "export-main")
+    save(other, tmp_path / "export-old")
+    cache = tmp_path / "hf" / "hub"
+    _fake_hub_repo(cache, "owner/tiny", {sha_main: tmp_path / "export-main", sha_old: tmp_path / "export-old"},
+                   main=sha_main)
+    save_file({"x": x}, tmp_path / "x.safetensors")
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), HF_HUB_CACHE=str(cache),
+               HF_HUB_DISABLE_TELEMETRY="1", WEAT_CHECKPOINTS_DIR=str(tmp_path / "no-zoo"),
+               PYTHONPATH=os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    (tmp_path / "script.py").write_text(HUB_SCRIPT)
+    proc = subprocess.run(
+        [sys.executable, str(tmp_path / "script.py"), str(tmp_path / "x.safetensors"),
+         str(tmp_path / "out.safetensors"), sha_old],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    errors = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = load_file(tmp_path / "out.safetensors")
+
+    assert torch.equal(out["main"], logits(model, x))  # by repo id: refs/main → sha_main
+    assert torch.equal(out["pinned"], logits(other, x))  # revision=<sha> pins the older commit
+    msg = errors["unknown_repo"]
+    assert msg is not None and "owner/not-cached" in msg and "cache" in msg
+    assert "\n" not in msg and "Traceback" not in msg
+    msg = errors["unknown_revision"]
+    assert msg is not None and "owner/tiny" in msg and "0" * 40 in msg
