@@ -1,0 +1,450 @@
+"""weat_core.sampling: SGLD / Heun steps against closed forms, seeded reproducibility, the three
+initialisations, the generate / gen-eval / init-stats commands, divergence handling, metrics."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from weat_core import WeatError, checkpoints
+from weat_core.data import ImageSet
+from weat_core.sampling import (
+    FAMILY_DEFAULTS,
+    SGLD,
+    STATS_NAME,
+    ClassStats,
+    GenerationSettings,
+    Heun,
+    SamplingDiverged,
+    classifier_agreement,
+    default_settings,
+    diversity,
+    generate,
+    inception_score,
+    initial_images,
+    threat_model,
+)
+from weat_core.sampling.cli import add_commands, parse_classes
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def quadratic(a: torch.Tensor, c: torch.Tensor):
+    """E(x) = ½ Σ a·(x − c)², per image; ∇E = a·(x − c)."""
+
+    def energy_fn(x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (a * (x - c) ** 2).flatten(1).sum(1)
+
+    return energy_fn
+
+
+def _quad_setup(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x0 = 0.3 + 0.4 * torch.rand(4, 3, 8, 8, generator=g)  # interior: no pixel clipping in one small step
+    a = 0.5 + torch.rand(1, 3, 8, 8, generator=g)
+    c = 0.3 + 0.4 * torch.rand(1, 3, 8, 8, generator=g)
+    return x0, a, c
+
+
+class NaNForClass(nn.Module):
+    """Wraps a classifier; images whose first pixel is above 0.5 get NaN logits."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.config = dict(getattr(model, "config", {}))
+        self.num_classes = model.num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.model(x)
+        bad = (x[:, 0, 0, 0] > 0.5).view(-1, 1)
+        return torch.where(bad, torch.full_like(logits, float("nan")), logits)
+
+
+def gaussian_imageset(n_per_class: int = 1500, seed: int = 0) -> tuple[ImageSet, dict]:
+    """Two classes of 3×4×4 float images from known Gaussians (low rank + small isotropic part)."""
+    g = torch.Generator().manual_seed(seed)
+    d, r = 48, 3
+    truth = {}
+    xs, ys = [], []
+    for k in range(2):
+        mu = 0.35 + 0.3 * torch.rand(d, generator=g)
+        basis, _ = torch.linalg.qr(torch.randn(d, r, generator=g, dtype=torch.float64))  # (d, r) orthonormal
+        sd = torch.tensor([0.08, 0.05, 0.03], dtype=torch.float64)
+        cov = basis @ torch.diag(sd**2) @ basis.T + 0.005**2 * torch.eye(d, dtype=torch.float64)
+        z = torch.randn(n_per_class, d, generator=g, dtype=torch.float64)
+        x = mu.double() + z @ torch.linalg.cholesky(cov).T
+        xs.append(x.float().view(-1, 3, 4, 4))
+        ys.append(torch.full((n_per_class,), k))
+        truth[k] = {"mean": mu, "cov": cov.float(), "basis": basis.float()}
+    return ImageSet(torch.cat(xs), torch.cat(ys), ("a", "b"), "gauss"), truth
+
+
+# -------------------------------------------------------------------------- SGLD steps
+
+
+def test_sgld_step_without_noise_is_the_closed_form():
+    x0, a, c = _quad_setup()
+    fn = quadratic(a, c)
+    eta = 0.1
+    s = SGLD(step_size=eta, noise_std=0.0, momentum=0.0)
+    st = s.step(s.init(x0, fn), fn)
+    expected = x0 - (eta / 2) * a * (x0 - c)  # x + v, v = −(η/2)∇E
+    torch.testing.assert_close(st.x, expected, rtol=0, atol=1e-6)
+    assert st.step == 1 and bool(st.alive.all())
+    torch.testing.assert_close(st.energy, fn(expected), rtol=1e-5, atol=1e-6)  # E is evaluated at the new point
+
+
+def test_sgld_momentum_and_clamps_closed_form():
+    x0, a, c = _quad_setup(1)
+    fn = quadratic(a, c)
+    eta, zeta = 0.1, 0.8
+    s = SGLD(step_size=eta, noise_std=0.0, momentum=zeta)
+    st = s.step(s.step(s.init(x0, fn), fn), fn)
+    v1 = -(eta / 2) * a * (x0 - c)
+    x1 = x0 + v1
+    v2 = zeta * v1 - (eta / 2) * a * (x1 - c)
+    torch.testing.assert_close(st.x, (x1 + v2).clamp(0, 1), rtol=0, atol=1e-6)
+    torch.testing.assert_close(st.v, v2, rtol=0, atol=1e-6)
+
+    big = SGLD(step_size=10.0, noise_std=0.0, max_update=0.01, update_norm="linf")
+    st = big.step(big.init(x0, fn), fn)
+    assert float((st.x - x0).abs().max()) <= 0.01 + 1e-6
+    l2 = SGLD(step_size=10.0, noise_std=0.0, max_update=0.05, update_norm="l2")
+    st = l2.step(l2.init(x0, fn), fn)
+    torch.testing.assert_close((st.x - x0).flatten(1).norm(dim=1), torch.full((4,), 0.05), rtol=1e-4, atol=1e-5)
+
+
+def test_heun_step_closed_form_and_noise_statistics():
+    x0, a, c = _quad_setup(2)
+    fn = quadratic(a, c)
+    eta = 0.2
+    h = Heun(step_size=eta, noise_std=0.0)
+    st = h.step(h.init(x0, fn), fn)
+    g1 = a * (x0 - c)
+    x_pred = x0 - (eta / 2) * g1
+    g2 = a * (x_pred - c)
+    torch.testing.assert_close(st.x, x0 - (eta / 2) * 0.5 * (g1 + g2), rtol=0, atol=1e-6)
+    assert h.grads_per_step == 2
+
+    # zero gradient: the step is pure noise of std σ
+    flat = lambda x: (0 * x).flatten(1).sum(1)  # noqa: E731
+    x = torch.full((64, 3, 8, 8), 0.5)
+    s = SGLD(step_size=1.0, noise_std=0.01)
+    st = s.step(s.init(x, flat), flat, generator=torch.Generator().manual_seed(0))
+    assert abs(float((st.x - x).std()) - 0.01) < 5e-4
+
+
+def test_sampler_rejects_bad_settings():
+    for kw in ({"step_size": -1.0}, {"step_size": float("nan")}, {"momentum": 1.0}, {"noise_std": -0.1},
+               {"update_norm": "l1"}, {"max_update": 0.0}):
+        with pytest.raises(WeatError):
+            SGLD(**kw)
+    with pytest.raises(WeatError):
+        GenerationSettings(init="zeros")
+
+
+# ------------------------------------------------------------------------------ generate
+
+
+def test_generate_is_seeded_and_reproducible(trained_tiny):
+    labels = torch.tensor([0, 1, 2, 3, 3, 7])
+    kw = dict(steps=5, step_size=0.5, noise_std=0.01, init="uniform")
+    r1 = generate(trained_tiny, labels, seed=3, **kw)
+    r2 = generate(trained_tiny, labels, seed=3, **kw)
+    r3 = generate(trained_tiny, labels, seed=4, **kw)
+    assert r1.images.shape == (6, 3, 32, 32) and r1.images.dtype == torch.float32
+    assert float(r1.images.min()) >= 0.0 and float(r1.images.max()) <= 1.0
+    assert torch.equal(r1.images, r2.images) and torch.equal(r1.energies, r2.energies)
+    assert not torch.equal(r1.images, r3.images)
+    assert r1.energies.shape == r1.joint.shape == r1.marginal.shape == (6, 6)  # (steps + 1, N)
+    torch.testing.assert_close(r1.energies, r1.joint)  # the objective is E(x, y)
+    assert torch.equal(r1.labels, labels) and torch.equal(r1.chain, torch.arange(6))
+    # descending E(x, y): the energy of the intended class falls
+    assert float(r1.joint[-1].mean()) < float(r1.joint[0].mean())
+    # the batch size does not change a chain's start; the callback sees every step
+    seen = []
+    r4 = generate(trained_tiny, labels, seed=3, batch_size=4, callback=lambda t, s: seen.append(t), **kw)
+    assert seen == list(range(6)) * 2
+    torch.testing.assert_close(r4.energies[0], r1.energies[0])
+
+
+def test_generate_objectives_and_heun(trained_tiny):
+    labels = torch.tensor([0, 5])
+    for obj in ("joint", "ce", "marginal", "E(x)", "CE"):
+        r = generate(trained_tiny, labels, steps=2, init="uniform", objective=obj, seed=0)
+        assert torch.isfinite(r.energies).all()
+    r = generate(trained_tiny, labels, steps=2, init="uniform", objective="marginal", seed=0)
+    torch.testing.assert_close(r.energies, r.marginal)
+    r = generate(trained_tiny, labels, steps=3, init="uniform", sampler="heun", seed=0)
+    assert r.settings.sampler == "heun" and r.images.shape == (2, 3, 32, 32)
+    x0 = torch.full((2, 3, 32, 32), 0.5)
+    r = generate(trained_tiny, labels, steps=0, init=x0)
+    assert r.settings.init == "custom" and torch.equal(r.images, x0)
+
+
+def test_defaults_per_family_and_config_override(tiny_model):
+    m = copy.deepcopy(tiny_model)
+    assert threat_model({"method": "weat-adv", "training": {"eps": 8 / 255}}) == "linf"
+    assert threat_model({"method": "standard"}) == "standard"
+    assert threat_model({"method": "sat", "training": {"norm": "l2", "eps": 0.5}}) == "l2"
+    assert threat_model({"method": "robustbench (L2)"}) == "l2"
+    assert threat_model({"method": "robustbench (Linf)"}) == "linf"
+    assert default_settings(m) == FAMILY_DEFAULTS["linf"]
+    assert default_settings({"method": "trades", "training": {"norm": "l2"}}).steps == 500
+    m.config["generation"] = {"steps": 3, "step_size": 0.1, "init": "uniform"}
+    r = generate(m, [1, 2], seed=0)
+    assert r.settings.steps == 3 and r.settings.step_size == 0.1 and r.energies.shape[0] == 4
+    r = generate(m, [1, 2], seed=0, steps=1)  # an argument beats the config
+    assert r.settings.steps == 1
+
+
+def test_generate_needs_stats_for_gaussian_and_falls_back_for_the_default(tiny_model):
+    with pytest.raises(WeatError, match="init-stats"):
+        generate(tiny_model, [0], steps=1, init="gaussian")
+    r = generate(tiny_model, [0], steps=1)  # default "pca" without stats → uniform, logged
+    assert r.settings.init == "uniform"
+    with pytest.raises(WeatError, match="class indices"):
+        generate(tiny_model, [10], steps=1)
+
+
+# ------------------------------------------------------------------------ initialisations
+
+
+def test_uniform_init_shape_and_statistics():
+    x = initial_images("uniform", torch.zeros(2000, dtype=torch.long), (3, 8, 8),
+                       generator=torch.Generator().manual_seed(0))
+    assert x.shape == (2000, 3, 8, 8)
+    assert abs(float(x.mean()) - 0.5) < 0.01 and abs(float(x.var()) - 1 / 12) < 0.002
+
+
+def test_class_stats_gaussian_and_pca_inits_match_the_data(tmp_path):
+    data, truth = gaussian_imageset()
+    stats = ClassStats.fit(data, max_variance=0.999)
+    assert stats.shape == (3, 4, 4) and stats.num_classes == 2 and stats.classes == ("a", "b")
+    stats = ClassStats.load(stats.save(tmp_path))  # round trip through safetensors (fp16 basis)
+    assert (tmp_path / STATS_NAME).is_file()
+    g = torch.Generator().manual_seed(0)
+    labels = torch.tensor([0, 1]).repeat_interleave(3000)
+    for k in (0, 1):
+        t = truth[k]
+        xg = initial_images("gaussian", labels, (3, 4, 4), stats, g)[labels == k].flatten(1).double()
+        assert xg.shape == (3000, 48)
+        torch.testing.assert_close(xg.mean(0).float(), t["mean"], atol=0.01, rtol=0)
+        cov = torch.cov(xg.T).float()
+        # Σ_y + 1e-4·I, up to sampling error
+        torch.testing.assert_close(cov, t["cov"] + 1e-4 * torch.eye(48), atol=8e-4, rtol=0)
+
+        xp = initial_images("pca", labels, (3, 4, 4), stats, g, pca_variance=0.85)[labels == k].flatten(1)
+        kept = int(stats.rank_for(0.85)[k])
+        assert kept == 3  # 0.08², 0.05² keep 82 % of the variance, with 0.03² 90 %
+        resid = (xp - stats.mean[k]) - ((xp - stats.mean[k]) @ stats.basis[k, :kept].float().T) @ \
+            stats.basis[k, :kept].float()
+        assert float(resid.abs().max()) < 2e-3  # no variance outside the kept components
+        var_kept = float((xp - stats.mean[k]).pow(2).sum(1).mean())
+        assert abs(var_kept / float(stats.eigvals[k, :kept].sum()) - 1) < 0.1
+
+
+def test_class_stats_byte_budget_and_errors(tmp_path):
+    data, _ = gaussian_imageset(200)
+    for budget in (2500, 4000):
+        stats = ClassStats.fit(data, max_variance=1.0, max_bytes=budget)
+        assert 1 <= stats.rank < 48
+        assert stats.save(tmp_path / f"s{budget}.safetensors").stat().st_size <= budget
+    assert ClassStats.fit(data, max_variance=0.5).rank == 1  # 0.08² alone is over half the variance
+    with pytest.raises(WeatError, match="init-stats"):
+        ClassStats.load(tmp_path / "missing")
+    (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(WeatError):
+        ClassStats.load(tmp_path / "bad.safetensors")
+    with pytest.raises(WeatError):
+        initial_images("pca", torch.tensor([5]), (3, 4, 4), stats)  # class 5 does not exist
+
+
+def test_class_stats_on_real_cifar(cifar_tarball):
+    from weat_core.data import load_split
+
+    data = load_split(cifar_tarball, "train", limit=400)
+    stats = ClassStats.fit(data, max_variance=0.95)
+    assert stats.shape == (3, 32, 32) and stats.num_classes == 10
+    x = stats.sample(torch.arange(10).repeat_interleave(4), "pca", torch.Generator().manual_seed(0))
+    assert x.shape == (40, 3, 32, 32) and 0 <= float(x.min()) and float(x.max()) <= 1
+    # class means of the inits are close to the class means of the data
+    for k in (0, 9):
+        mu = data.float()[data.y == k].mean(0)
+        assert float((stats.mean[k].view(3, 32, 32) - mu).abs().max()) < 1e-3
+
+
+# ----------------------------------------------------------------------------- divergence
+
+
+def test_nan_setting_is_caught_and_never_returned(trained_tiny):
+    # an infinite step size (e.g. --step-size 1e999) makes the update inf·∇E: inf or NaN
+    with pytest.raises(SamplingDiverged) as err:
+        generate(trained_tiny, [0, 1], steps=3, step_size=float("inf"), init="uniform", seed=0)
+    assert len(err.value.report) == 2 and err.value.report[0]["step"] == 1
+    assert "non-finite" in err.value.report[0]["reason"]
+
+    # a model that gives NaN for some inputs: only those chains stop, the rest finish
+    x0 = torch.full((4, 3, 32, 32), 0.25)
+    x0[1, 0, 0, 0] = 0.9
+    x0[3, 0, 0, 0] = 0.9
+    res = generate(NaNForClass(trained_tiny), [0, 1, 2, 3], steps=3, step_size=0.01, init=x0, seed=0)
+    assert res.chain.tolist() == [0, 2] and res.labels.tolist() == [0, 2]
+    assert torch.isfinite(res.images).all()
+    assert [d["index"] for d in res.diverged] == [1, 3] and res.diverged[0]["step"] == 0
+    assert torch.isnan(res.energies[:, 1]).all() and torch.isfinite(res.energies[:, 0]).all()
+    trace = res.trace_dict()
+    json.dumps(trace, allow_nan=False)  # NaN became null
+    assert trace["chains"][1]["energy"][0] is None and trace["chains"][1]["finished"] is False
+
+
+# -------------------------------------------------------------------------------- metrics
+
+
+def test_offline_metrics():
+    class ByChannel(nn.Module):  # predicts the class of the brightest channel
+        def __init__(self):
+            super().__init__()
+            self.scale = nn.Parameter(torch.tensor(50.0))
+
+        def forward(self, x):
+            return self.scale * x.mean((2, 3))  # (B, 3)
+
+    x = torch.zeros(6, 3, 4, 4)
+    for i, c in enumerate([0, 1, 2, 0, 1, 2]):
+        x[i, c] = 1.0
+    a = classifier_agreement(ByChannel(), x, torch.tensor([0, 1, 2, 0, 1, 1]))
+    assert a["agreement"] == pytest.approx(5 / 6, rel=1e-6) and a["per_class"][1] == pytest.approx(2 / 3, rel=1e-6)
+    assert a["n"] == 6 and a["per_class"][0] == 1.0
+
+    same = torch.rand(1, 3, 4, 4).repeat(5, 1, 1, 1)
+    assert diversity(same, torch.zeros(5))["generated"] == pytest.approx(0.0, abs=1e-6)
+    two = torch.stack([torch.zeros(3, 4, 4), torch.ones(3, 4, 4)])  # distance √48
+    real = torch.stack([torch.zeros(3, 4, 4), torch.full((3, 4, 4), 0.5)]).mul(255).to(torch.uint8)
+    d = diversity(two, torch.zeros(2), real, torch.zeros(2))
+    assert d["generated"] == pytest.approx(math.sqrt(48), rel=1e-6)
+    assert d["ratio"] == pytest.approx(2.0, rel=1e-2)
+
+
+def test_inception_metrics_without_weights_give_a_clear_error(monkeypatch):
+    import urllib.error
+
+    import torchmetrics.image.inception as tm_is
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(tm_is, "InceptionScore", offline)
+    with pytest.raises(WeatError, match="could not be downloaded"):
+        inception_score(torch.rand(4, 3, 32, 32))
+
+
+# ------------------------------------------------------------------------------------ CLI
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser()
+    add_commands(p.add_subparsers(dest="command", required=True))
+    return p
+
+
+def _run(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    return args.func(args)
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path, trained_tiny) -> Path:
+    d = tmp_path / "ckpt"
+    checkpoints.save(trained_tiny, d, config={"dataset": "synthetic", "method": "weat-adv",
+                                              "classes": [f"c{i}" for i in range(10)]})
+    return d
+
+
+def _image_folder(root: Path, n: int = 6) -> Path:
+    from PIL import Image
+
+    g = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for k in range(10):
+            d = root / split / f"c{k}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                base = np.full((32, 32, 3), 20 * k + 30, np.uint8)
+                Image.fromarray((base + g.integers(0, 40, (32, 32, 3))).astype(np.uint8)).save(d / f"{i}.png")
+    return root
+
+
+def test_parse_classes():
+    names = ["cat", "dog", "ship"]
+    assert parse_classes("0-2", 3, names) == [0, 1, 2]
+    assert parse_classes("2,0", 3) == [0, 2]
+    assert parse_classes("dog,Ship", 3, names) == [1, 2]
+    assert parse_classes("all", 3) == [0, 1, 2]
+    for bad in ("0-5", "horse", "", "2-1"):
+        with pytest.raises(WeatError):
+            parse_classes(bad, 3, names)
+
+
+def test_cli_init_stats_generate_and_gen_eval_write_every_output(tmp_path, tiny_checkpoint, capsys):
+    data = _image_folder(tmp_path / "data")
+    assert _run(["init-stats", "--checkpoint", str(tiny_checkpoint), "--dataset", str(data), "--quiet"]) == 0
+    assert (tiny_checkpoint / STATS_NAME).is_file()
+    assert (tiny_checkpoint / STATS_NAME).stat().st_size < 4 * 2**20
+
+    out = tmp_path / "gen"
+    assert _run(["generate", "--checkpoint", str(tiny_checkpoint), "--classes", "0-9", "--per-class", "2",
+                 "--steps", "3", "--out", str(out), "--seed", "0", "--quiet"]) == 0
+    assert (out / "grid.png").is_file()
+    pngs = sorted((out / "images").glob("*.png"))
+    assert len(pngs) == 20 and pngs[0].name == "0000_c0.png"
+    with np.load(out / "samples.npz") as z:
+        assert z["images"].shape == (20, 32, 32, 3) and z["images"].dtype == np.uint8
+        assert z["labels"].tolist() == [k for k in range(10) for _ in range(2)]
+    trace = json.loads((out / "energies.json").read_text())
+    assert trace["settings"]["init"] == "pca" and trace["settings"]["steps"] == 3  # stats found beside the checkpoint
+    assert len(trace["chains"]) == 20 and len(trace["chains"][0]["energy"]) == 4 and trace["seed"] == 0
+    from PIL import Image
+
+    with Image.open(out / "grid.png") as im:
+        assert im.size == (2 * 34 + 2, 10 * 34 + 2)  # 2 columns (per class) × 10 rows, 2-px padding
+
+    capsys.readouterr()
+    assert _run(["gen-eval", "--samples", str(out), "--classifier", str(tiny_checkpoint), "--dataset", str(data),
+                 "--no-inception", "--json", "--quiet"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["n"] == 20 and 0 <= m["classifier"]["agreement"] <= 1
+    assert m["diversity"]["real"] > 0 and "inception" in m["skipped"]
+
+
+def test_cli_generate_reports_diverged_chains(tmp_path, tiny_checkpoint, capsys):
+    out = tmp_path / "gen"
+    argv = ["generate", "--checkpoint", str(tiny_checkpoint), "--classes", "0,1", "--per-class", "2", "--steps",
+            "2", "--step-size", "1e999", "--init", "uniform", "--out", str(out), "--quiet"]
+    with pytest.raises(SamplingDiverged):
+        _run(argv)
+    assert not (out / "images").exists() or not list((out / "images").glob("*.png"))
+
+
+def test_fid_glue_with_a_custom_feature_extractor():
+    from weat_core.sampling import fid
+
+    class MeanColour(nn.Module):  # (B, 3, H, W) in [0, 1] → (B, 3) features
+        def forward(self, x):
+            return x.float().mean((2, 3)).double()
+
+    g = torch.Generator().manual_seed(0)
+    a = 0.4 + 0.1 * torch.rand(200, 3, 8, 8, generator=g)
+    b = 0.4 + 0.1 * torch.rand(200, 3, 8, 8, generator=g)
+    near = fid(a, b, feature=MeanColour(), device="cpu")
+    far = fid(a, (b + 0.3).clamp(0, 1), feature=MeanColour(), device="cpu")
+    assert 0 <= near < 1e-3 and far == pytest.approx(3 * 0.3**2, rel=0.05)  # ‖Δμ‖² dominates

@@ -1,0 +1,57 @@
+"""Generation: a robust classifier read as an energy-based model is a generator.
+
+    from weat_core import checkpoints
+    from weat_core.sampling import generate
+    model = checkpoints.load("weatnet_s-weat-adv")
+    res = generate(model, torch.arange(10).repeat_interleave(8), seed=0)   # res.images (80, 3, 32, 32)
+
+- `sgld`:     the SGLD sampler (momentum, update clamp, divergence detection) and its Heun variant,
+              small frozen objects with `init()` / `step()`; the caller writes the loop.
+- `init`:     uniform / class-conditional Gaussian / class-wise PCA starts; `ClassStats`
+              (fitted once, saved as `init_stats.safetensors` beside the checkpoint).
+- `generate`: `generate(model, labels, ...)` with per-model defaults.
+- `metrics`:  Inception Score / FID (torchmetrics) and the offline classifier agreement and diversity.
+- `cli`:      the `generate`, `gen-eval` and `init-stats` commands.
+"""
+
+from .generate import (
+    FAMILY_DEFAULTS,
+    OBJECTIVES,
+    GenerationResult,
+    GenerationSettings,
+    default_settings,
+    generate,
+    objective_energy,
+    threat_model,
+)
+from .init import DEFAULT_MAX_BYTES, INITS, STATS_NAME, ClassStats, initial_images
+from .metrics import classifier_agreement, diversity, evaluate_samples, fid, inception_score
+from .sgld import DIVERGENCE_REASONS, SGLD, EnergyFn, Heun, SamplingDiverged, SGLDState, make_sampler
+
+__all__ = [
+    "ClassStats",
+    "DEFAULT_MAX_BYTES",
+    "DIVERGENCE_REASONS",
+    "EnergyFn",
+    "FAMILY_DEFAULTS",
+    "GenerationResult",
+    "GenerationSettings",
+    "Heun",
+    "INITS",
+    "OBJECTIVES",
+    "SGLD",
+    "SGLDState",
+    "STATS_NAME",
+    "SamplingDiverged",
+    "classifier_agreement",
+    "default_settings",
+    "diversity",
+    "evaluate_samples",
+    "fid",
+    "generate",
+    "inception_score",
+    "initial_images",
+    "make_sampler",
+    "objective_energy",
+    "threat_model",
+]
