@@ -273,7 +273,8 @@ def save(
 ) -> Path:
     """Write `model.safetensors` (sharded above `max_shard_size`) and `config.json` into
     `directory`. `dtype=torch.float16` stores half-precision weights (loading upcasts)."""
-    from huggingface_hub import save_torch_state_dict
+    from huggingface_hub import split_torch_state_dict_into_shards
+    from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -286,7 +287,15 @@ def save(
     if dtype is not None:
         sd = {k: v.to(dtype) if v.is_floating_point() and not k.startswith("normalize.") else v for k, v in sd.items()}
     cfg["weights_dtype"] = str(dtype or next(iter(sd.values())).dtype).replace("torch.", "")
-    save_torch_state_dict(sd, directory, max_shard_size=max_shard_size, metadata={"format": "pt"})
+    split = split_torch_state_dict_into_shards(sd, max_shard_size=max_shard_size)
+    for stale in list(directory.glob("model*.safetensors")) + [directory / INDEX_NAME]:
+        if stale.name not in split.filename_to_tensors:
+            stale.unlink(missing_ok=True)
+    for filename, names in split.filename_to_tensors.items():
+        save_file({n: sd[n].contiguous() for n in names}, str(directory / filename), metadata={"format": "pt"})
+    if split.is_sharded:
+        index = {"metadata": split.metadata, "weight_map": split.tensor_to_filename}
+        (directory / INDEX_NAME).write_text(json.dumps(index, indent=2, sort_keys=True))
     tmp = directory / (CONFIG_NAME + ".tmp")
     tmp.write_text(json.dumps(cfg, indent=2, sort_keys=True, default=str))
     os.replace(tmp, directory / CONFIG_NAME)

@@ -10,7 +10,8 @@ Run folder layout (`out`):
     log.jsonl          one JSON record per epoch
     state-NNNN/        newest complete checkpoint: model.safetensors, config.json,
                        optimizer.safetensors, trainer.json
-    best-NNNN/         the checkpoint with the best test PGD accuracy so far
+    best-NNNN/         the checkpoint with the best test PGD accuracy so far (clean accuracy
+                       for standard training)
     LATEST, BEST       one line each naming those folders; replaced atomically (os.replace),
                        so a kill at any moment leaves the last good checkpoint readable
 """
@@ -434,8 +435,9 @@ def train(
             with open(out / "log.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")
             name = _write_state(out, "state", model, opt, cfg, epoch, step, best, rec, train_set.classes)
-            if rec["test_pgd_acc"] > best:
-                best = rec["test_pgd_acc"]
+            score = rec["test_clean_acc" if cfg.method == "standard" else "test_pgd_acc"]
+            if score > best:  # best by robust accuracy (clean accuracy for standard training)
+                best = score
                 _publish(out, "BEST", _write_state(out, "best", model, opt, cfg, epoch, step, best, rec,
                                                    train_set.classes), "best")
             _publish(out, "LATEST", name, "state")
