@@ -1,0 +1,1 @@
+"""The pages of the WEAT Lens app (routed by app.py) and their shared helpers."""

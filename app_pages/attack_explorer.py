@@ -1,0 +1,97 @@
+"""Attack explorer: one image, untargeted and targeted PGD step by step."""
+
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from app_pages import common, plots
+from weat_core import lens
+
+c = common.ctx()
+st.title("Attack explorer")
+st.markdown("Follow one image through PGD: the **untargeted** attack pushes $E(x, y)$ of the true class up and "
+            "usually $E(x)$ down; the **targeted** one pulls $E(x, t)$ of the target down and $E(x)$ up.")
+common.model_caption()
+
+left, right = st.columns([1, 2])
+with left:
+    source = st.radio("Image", ["test image", "upload"], horizontal=True, key="ax_source")
+    x, y = None, 0
+    if source == "test image":
+        s = common.images("test", 256)
+        names = common.class_names(s)
+        i = st.number_input(f"Test image (0–{len(s) - 1})", 0, len(s) - 1, 0, key="ax_index")
+        x, y = s.float([i])[0], int(s.y[i])
+        st.caption(f"true class: **{names[y]}**")
+    else:
+        names = common.class_names()
+        up = st.file_uploader("An image (any size; centre-cropped and resized to 32×32)", key="ax_upload",
+                              type=["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"])
+        if up is not None:
+            with common.guard("Reading the image"):
+                x = lens.decode_image(up.getvalue())[0]
+                y = names.index(st.selectbox("Its true class", names, key="ax_label"))
+    if x is not None:
+        st.image(plots.to_pil(x, 5), caption="input (32×32)")
+with right:
+    a, b = st.columns(2)
+    norm = a.radio("Norm", ["linf", "l2"], horizontal=True, key="ax_norm", format_func={"linf": "L∞", "l2": "L2"}.get)
+    with a:
+        eps = common.eps_slider("ax_eps", norm)
+    steps = b.slider("PGD steps", 1, 100, 20, key="ax_steps")
+    target_opts = ["random other class", "least-likely class"] + list(names)
+    tgt = b.selectbox("Target of the targeted attack", target_opts, key="ax_target")
+    run = st.button("Run both attacks", type="primary", key="ax_run", disabled=x is None)
+
+target = {"random other class": "random", "least-likely class": "least-likely"}.get(tgt)
+if target is None:
+    target = names.index(tgt)
+    if target == y:
+        st.warning("The target is the true class; the targeted attack will just make the image more confident.")
+
+if run and x is not None:
+    st.session_state.pop("ax_result", None)
+    with common.guard("The attack"), st.spinner("Attacking…"):
+        out = {}
+        for label, kind in (("untargeted PGD", "PGD"), ("targeted PGD", "PGD-T")):
+            spec = lens.attack_from(kind, eps=eps, steps=steps, norm=norm)
+            out[label] = lens.attack_trajectory(c.model, x, y, spec, target=target if kind == "PGD-T" else None,
+                                                classes=names)
+        st.session_state["ax_result"] = (out, eps)
+
+res = st.session_state.get("ax_result")
+if res is None:
+    st.info("Choose an image and press **Run both attacks**.")
+    st.stop()
+out, eps_then = res
+n_steps = min(len(t.steps) for t in out.values()) - 1
+k = st.slider("Show step (0 = natural image, 1 = random start)", 0, n_steps, n_steps, key="ax_step")
+
+cols = st.columns(5)
+first = next(iter(out.values()))
+cols[0].image(plots.to_pil(first.frames[0], 4), caption=f"natural · predicted {first.steps['pred_name'][0]}", width="stretch")
+for j, (label, t) in enumerate(out.items()):
+    row = t.steps.iloc[k]
+    tgt_txt = f" → {names[t.target]}" if t.target is not None else ""
+    cols[1 + 2 * j].image(plots.to_pil(t.frames[k], 4), caption=f"{label}{tgt_txt} · step {k} · predicted {row['pred_name']}", width="stretch")
+    cols[2 + 2 * j].image(plots.to_pil(plots.amplified(t.frames[k] - t.frames[0], eps_then), 4),
+                          caption="perturbation (grey = 0, ±ε = black/white)", width="stretch")
+
+fig = make_subplots(rows=1, cols=2, subplot_titles=list(out))
+palette = {"E(x)": "#4C78A8", "E(x,y)": "#E45756", "E(x,t)": "#F58518"}
+for j, t in enumerate(out.values()):
+    for col in [cc for cc in ("E(x)", "E(x,y)", "E(x,t)") if cc in t.steps]:
+        fig.add_scatter(x=t.steps["step"], y=t.steps[col], name=col, mode="lines+markers", row=1, col=j + 1,
+                        line_color=palette[col], showlegend=j == 0 or col == "E(x,t)")
+    fig.add_vline(x=k, line_dash="dot", line_color="#888", row=1, col=j + 1)
+fig.update_layout(height=330, margin=dict(l=10, r=10, t=40, b=10), xaxis_title="step", xaxis2_title="step")
+st.plotly_chart(fig, key="ax_traj")
+
+bars = st.columns(3)
+bars[0].plotly_chart(plots.topk_bar(first.top_before, "top-5 before", [names[y]]), key="ax_top0")
+for j, (label, t) in enumerate(out.items()):
+    hl = [names[y]] + ([names[t.target]] if t.target is not None else [])
+    bars[j + 1].plotly_chart(plots.topk_bar(t.top_after, f"top-5 after {label}", hl), key=f"ax_top{j + 1}")
+with st.expander("Every step"):
+    for label, t in out.items():
+        st.caption(label)
+        st.dataframe(t.steps, hide_index=True)

@@ -1,0 +1,333 @@
+"""What every page shares: the sidebar (model, dataset, device), cached loading, error guards.
+
+The sidebar is drawn by app.py on every run (so its widgets keep their values across pages);
+pages read the selection with `ctx()`. Models are cached with st.cache_resource and shared by
+all sessions — nothing here or in weat_core ever changes a cached model (attacks only take
+input gradients; training builds its own model). Data is cached with st.cache_data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import streamlit as st
+import torch
+
+from weat_core import WeatError, lens
+from weat_core.data import ImageSet
+
+UNTRAINED = "untrained weatnet_s (random weights)"
+HUB = "Hugging Face Hub id…"
+UPLOAD = "Upload .safetensors + config.json…"
+TRAINED_PREFIX = "trained here: "
+SYNTHETIC = "synthetic patterns (built in)"
+CUSTOM_PATH = "a folder or .tar.gz path…"
+MAX_TEST = 1024  # test images kept in memory per dataset (the pages take prefixes of these)
+
+
+@dataclass
+class Ctx:
+    model: torch.nn.Module
+    model_name: str
+    model_id: str  # a string that changes whenever the model does (keys for cached results)
+    untrained: bool
+    data: str  # dataset source: a name, a path or SYNTHETIC
+    device: str
+
+
+# ------------------------------------------------------------------------------------------
+# cached loading
+
+
+@st.cache_resource(show_spinner="Loading model…", max_entries=16)
+def _load_checkpoint(source: str, device: str, revision: Optional[str] = None) -> torch.nn.Module:
+    from weat_core.checkpoints import load
+
+    return lens.prepare(load(source, device=device, revision=revision or None))
+
+
+@st.cache_resource(show_spinner=False)
+def _untrained(arch: str, device: str, num_classes: int = 10) -> torch.nn.Module:
+    from weat_core.models import create_model
+
+    torch.manual_seed(0)
+    m = create_model(arch, num_classes=num_classes).to(device)
+    m.config.update(method="untrained", dataset="none", source="random init (seed 0)")
+    return lens.prepare(m)
+
+
+@st.cache_resource(show_spinner="Checking the uploaded model…", max_entries=4)
+def _load_upload(weights: bytes, config: Optional[bytes], name: str, device: str) -> torch.nn.Module:
+    return lens.prepare(lens.load_uploaded_checkpoint(weights, config, name, device))
+
+
+@st.cache_data(show_spinner=False, ttl=600)
+def _checkpoint_infos() -> list[dict[str, Any]]:
+    from weat_core.checkpoints import list_checkpoints
+
+    return [dict(c.to_dict(), has_log=(c.path / "log.jsonl").is_file(), config=c.config) for c in list_checkpoints()]
+
+
+@st.cache_data(show_spinner="Loading images…", max_entries=8)
+def _load_split(source: str, split: str, n: int, num_classes: int) -> ImageSet:
+    if source == SYNTHETIC:
+        return lens.demo_images(n, num_classes=num_classes, seed=0 if split == "test" else 1)
+    from weat_core.data import load_split
+
+    return load_split(source, split, limit=n, download=source.lower() in ("cifar10", "cifar100", "svhn"))
+
+
+@st.cache_data(show_spinner=False, ttl=60)
+def _find_datasets() -> list[str]:
+    return lens.find_datasets()
+
+
+def checkpoint_infos() -> list[dict[str, Any]]:
+    return _checkpoint_infos()
+
+
+def load_named_model(name: str, device: str = "cpu") -> torch.nn.Module:
+    """A shipped checkpoint, a session-trained model or the untrained default, by picker name."""
+    if name.startswith(TRAINED_PREFIX):
+        return st.session_state["trained_models"][name[len(TRAINED_PREFIX):]]
+    if name == UNTRAINED:
+        return _untrained("weatnet_s", device)
+    return _load_checkpoint(name, device)
+
+
+def trained_models() -> dict[str, torch.nn.Module]:
+    return st.session_state.setdefault("trained_models", {})
+
+
+def register_trained(model: torch.nn.Module, label: str) -> str:
+    """Add a model trained in this session to the picker; returns its picker name."""
+    name = label if label not in trained_models() else f"{label} #{len(trained_models()) + 1}"
+    trained_models()[name] = lens.prepare(model)
+    st.session_state.setdefault("trained_ids", {})[name] = uuid.uuid4().hex[:8]
+    return TRAINED_PREFIX + name
+
+
+def model_choices() -> list[str]:
+    shipped = [c["name"] for c in checkpoint_infos()]
+    return shipped + [TRAINED_PREFIX + k for k in trained_models()] + [UNTRAINED]
+
+
+def _default_model(choices: list[str]) -> str:
+    """$WEAT_DEFAULT_MODEL if it names an available model, else the first shipped weatnet_s
+    trained with WEAT-adv, else any weatnet_s, else any checkpoint, else the untrained model."""
+    env = os.environ.get("WEAT_DEFAULT_MODEL")
+    if env and env in choices:
+        return env
+    infos = checkpoint_infos()
+    for pref in (("weatnet_s", "weat-adv"), ("weatnet_s", None), (None, None)):
+        for c in infos:
+            if (pref[0] is None or c["arch"] == pref[0]) and (pref[1] is None or c["method"] == pref[1]):
+                return c["name"]
+    return choices[0] if choices else UNTRAINED
+
+
+# ------------------------------------------------------------------------------------------
+# sidebar
+
+
+def sidebar() -> None:
+    """Draw the shared model / dataset / device picker; pages read the result with ctx()."""
+    sb = st.sidebar
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) + \
+        (["mps"] if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else [])
+    choices = model_choices()
+    options = choices + [HUB, UPLOAD]
+    if st.session_state.get("model_choice") not in options:
+        st.session_state.pop("model_choice", None)
+    default = _default_model(choices)
+    # index only matters the first time; 0 afterwards keeps Streamlit from warning about a value
+    # also set through session state (the Training page's "use it" button does that).
+    sb.selectbox("Model", options, index=0 if "model_choice" in st.session_state else options.index(default),
+                 key="model_choice",
+                 help="Checkpoints shipped in checkpoints/ (and $WEAT_CHECKPOINTS_DIR), models trained on the "
+                      "Training page, a Hugging Face Hub repo, or your own files.")
+    device = sb.selectbox("Device", devices, key="device")
+    choice = st.session_state["model_choice"]
+    model, name, model_id = None, choice, f"{choice}|{device}"
+    try:
+        if choice == HUB:
+            hub_id = sb.text_input("Hub repo id", key="hub_id", placeholder="owner/name")
+            rev = sb.text_input("Revision (optional)", key="hub_rev", placeholder="main")
+            if hub_id.strip():
+                model = _load_checkpoint(hub_id.strip(), device, rev.strip() or None)
+                name, model_id = hub_id.strip(), f"hub:{hub_id.strip()}@{rev.strip()}|{device}"
+        elif choice == UPLOAD:
+            w = sb.file_uploader("Weights (.safetensors)", key="up_weights",
+                                 type=["safetensors", "pt", "pth", "bin", "ckpt", "pkl"])
+            c = sb.file_uploader("config.json", type=["json"], key="up_config")
+            if w is not None:
+                data = w.getvalue()
+                cfg = c.getvalue() if c is not None else None
+                model = _load_upload(data, cfg, w.name, device)
+                digest = hashlib.sha256(data + (cfg or b"")).hexdigest()[:12]
+                name, model_id = f"upload: {w.name}", f"upload:{digest}|{device}"
+        elif choice.startswith(TRAINED_PREFIX):
+            model = load_named_model(choice, device)
+            model_id = f"{choice}:{st.session_state.get('trained_ids', {}).get(choice[len(TRAINED_PREFIX):], '')}"
+        else:
+            model = load_named_model(choice, device)
+    except WeatError as e:
+        sb.error(str(e))
+    except Exception as e:  # noqa: BLE001 - a bad model must never take the app down
+        sb.error(f"Could not load this model: {type(e).__name__}: {e}"[:400])
+    if model is None:
+        fallback = default if default in choices else UNTRAINED
+        model, name, model_id = load_named_model(fallback, device), fallback, f"{fallback}|{device}"
+        if choice in (HUB, UPLOAD):
+            sb.caption(f"Using **{fallback}** until a model is given.")
+    untrained = name == UNTRAINED
+    if untrained:
+        why = "" if choices[0] != UNTRAINED else "No trained checkpoint is shipped yet: "
+        sb.warning(f"{why}this is an **untrained** weatnet_s, so its energies and accuracies are those of random "
+                   "weights. Train one on the **Training** page.", icon="⚠️")
+
+    found = _find_datasets()
+    data_opts = found + ["cifar10", SYNTHETIC, CUSTOM_PATH]
+    data_opts = list(dict.fromkeys(data_opts))
+    if st.session_state.get("data_choice") not in data_opts:
+        st.session_state.pop("data_choice", None)
+    sb.selectbox("Dataset", data_opts, index=0 if found or "data_choice" in st.session_state
+                 else data_opts.index(SYNTHETIC), key="data_choice",
+                 format_func=_data_label, help="Found under $WEAT_DATA_DIR; 'cifar10' downloads it when missing.")
+    data = st.session_state["data_choice"]
+    if data == CUSTOM_PATH:
+        data = sb.text_input("Dataset path", key="data_path", placeholder="/data/cifar10 or cifar10.tar.gz").strip() \
+            or SYNTHETIC
+    st.session_state["ctx"] = Ctx(model, name, model_id, untrained, data, device)
+
+
+def slug(s: str) -> str:
+    """A file-name-safe version of a model or dataset name."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in s).strip("_")[:60] or "model"
+
+
+def short(s: str) -> str:
+    """A path's last part (dataset and model names stay as they are)."""
+    return os.path.basename(s.rstrip("/")) if os.sep in s else s
+
+
+def _data_label(s: str) -> str:
+    # Labels must be unique: Streamlit keeps a selectbox's value by its label.
+    if os.sep in s:
+        return f"{short(s)} · {os.path.dirname(s.rstrip('/'))}"
+    return f"{s} (torchvision; downloads if missing)" if s in ("cifar10", "cifar100", "svhn") else s
+
+
+def ctx() -> Ctx:
+    c = st.session_state.get("ctx")
+    if c is None:  # a page run without app.py (should not happen): draw the sidebar now
+        sidebar()
+        c = st.session_state["ctx"]
+    return c
+
+
+# ------------------------------------------------------------------------------------------
+# data
+
+
+def images(split: str = "test", n: int = 256) -> ImageSet:
+    """The first n images (class-balanced order) of the chosen dataset's split, falling back to
+    the built-in synthetic set (with a message) when the dataset cannot be read."""
+    c = ctx()
+    k = c.model.num_classes
+    src = c.data
+    want = MAX_TEST if split == "test" and n <= MAX_TEST else n
+    try:
+        s = _load_split(src, split, want, k)
+    except WeatError as e:
+        st.warning(f"{e} — using the built-in synthetic patterns instead.")
+        s = _load_split(SYNTHETIC, split, want, k)
+    if s.num_classes > k:
+        st.warning(f"The dataset has {s.num_classes} classes but the model only {k}; using the built-in synthetic "
+                   "patterns instead. Pick a matching dataset in the sidebar.")
+        s = _load_split(SYNTHETIC, split, want, k)
+    if s.name == "synthetic":
+        st.caption("ℹ️ Images: built-in synthetic patterns (no dataset found). Set WEAT_DATA_DIR to a folder of "
+                   "train/ and test/ class folders for real images.")
+    n = min(n, len(s))
+    return ImageSet(s.x[:n], s.y[:n], s.classes, s.name)
+
+
+def class_names(s: Optional[ImageSet] = None) -> tuple[str, ...]:
+    c = ctx()
+    names = c.model.config.get("classes")
+    if names and len(names) == c.model.num_classes:
+        return tuple(names)
+    if s is not None and s.num_classes == c.model.num_classes:
+        return s.classes
+    from weat_core.data import CIFAR10_CLASSES
+
+    return CIFAR10_CLASSES if c.model.num_classes == 10 else tuple(str(i) for i in range(c.model.num_classes))
+
+
+# ------------------------------------------------------------------------------------------
+# helpers for pages
+
+
+@contextmanager
+def guard(what: str = "This") -> Iterator[None]:
+    """Turn errors into one message on the page; the rest of the app keeps working."""
+    try:
+        yield
+    except WeatError as e:
+        st.error(str(e))
+    except Exception as e:  # noqa: BLE001 - (Streamlit's stop/rerun signals are BaseExceptions and pass)
+        st.error(f"{what} failed: {type(e).__name__}: {e}"[:500])
+
+
+def progress_callback(bar, label: str):
+    """callback(done, total, name) → st.progress updates (each call is also a point where a
+    Stop click or any widget change interrupts the run)."""
+
+    def cb(done: int, total: int, name: str = "") -> None:
+        bar.progress(min(1.0, done / max(total, 1)), text=f"{label}: {name} {done}/{total}")
+
+    return cb
+
+
+def other_model_picker(label: str, key: str, exclude: str) -> tuple[Optional[str], Optional[torch.nn.Module]]:
+    """A second model for side-by-side views (None when 'none' is picked or it fails to load)."""
+    opts = ["none"] + [m for m in model_choices() if m != exclude]
+    pick = st.selectbox(label, opts, key=key)
+    if pick == "none":
+        return None, None
+    try:
+        return pick, load_named_model(pick, ctx().device)
+    except WeatError as e:
+        st.error(str(e))
+    except Exception as e:  # noqa: BLE001
+        st.error(f"Could not load {pick}: {e}"[:400])
+    return None, None
+
+
+def has_init_stats(model: torch.nn.Module) -> bool:
+    """Whether SGLD's class Gaussian / PCA statistics ship beside this model's checkpoint."""
+    from weat_core.sampling import STATS_NAME
+
+    src = str(getattr(model, "config", {}).get("source", ""))
+    return bool(src) and (Path(src) / STATS_NAME).is_file()
+
+
+def model_caption() -> None:
+    c = ctx()
+    d = lens.describe_model(c.model)
+    st.caption(f"Model **{c.model_name}** · {d['arch']} · {d['method']} · trained on {short(str(d['dataset']))} · "
+               f"{d['params'] / 1e6:.2f} M parameters · data: {short(c.data)} · {c.device}")
+
+
+def eps_slider(key: str, norm: str = "linf", default_255: int = 8) -> float:
+    """ε as a slider: in 1/255 units for L∞, in plain units for L2."""
+    if norm == "linf":
+        return st.slider("ε (×1/255)", 1, 32, default_255, key=f"{key}_linf") / 255
+    return st.slider("ε (L2)", 0.05, 3.0, 0.5, 0.05, key=f"{key}_l2")

@@ -1,0 +1,62 @@
+"""Energy landscape: E(x) and E(x, y) of natural images and of each attack, for one or two models."""
+
+import streamlit as st
+
+from app_pages import common, plots
+from weat_core import lens
+
+c = common.ctx()
+st.title("Energy landscape")
+st.markdown("Where do adversarial images sit in the model's energy landscape? Untargeted attacks (PGD, APGD-CE) "
+            "usually **lower** $E(x)$; targeted ones (PGD-T, APGD-T) and CW **raise** it; $E(x, y)$ of the "
+            "true class rises for all.")
+common.model_caption()
+
+a, b, d = st.columns(3)
+n = a.select_slider("Test images", [32, 64, 128, 256, 512, 1024], value=256, key="ls_n")
+norm = a.radio("Norm", ["linf", "l2"], horizontal=True, key="ls_norm", format_func={"linf": "L∞", "l2": "L2"}.get)
+with b:
+    eps = common.eps_slider("ls_eps", norm)
+    steps = st.slider("Attack steps", 1, 50, 10, key="ls_steps")
+kinds = d.multiselect("Attacks", list(lens.ATTACKS), default=["PGD", "PGD-T"], key="ls_attacks",
+                      help="APGD-T tries the 9 most likely other classes, so it costs about 9× a PGD run.")
+other_name, other = common.other_model_picker("Compare with", "ls_other", c.model_name)
+
+run, stop = st.columns([1, 6])
+clicked = run.button("Run", type="primary", key="ls_run")
+stop.button("Stop", key="ls_stop", help="Interrupts the running attacks.")
+
+settings = (c.model_id, other_name, c.data, n, norm, round(eps, 6), steps, tuple(kinds))
+if clicked:
+    st.session_state.pop("ls_result", None)
+    with common.guard("The energy landscape"):
+        imgs = common.images("test", n)
+        attacks = {k: lens.attack_from(k, eps=eps, steps=steps, norm=norm) for k in kinds}
+        models = {c.model_name: c.model, **({other_name: other} if other is not None else {})}
+        bar = st.progress(0.0)
+        out = {}
+        for name, m in models.items():
+            out[name] = lens.energy_landscape(m, imgs.float(), imgs.y, attacks, batch_size=128,
+                                              callback=common.progress_callback(bar, name))
+        bar.empty()
+        st.session_state["ls_result"] = (settings, out)
+
+res = st.session_state.get("ls_result")
+if res is None:
+    st.info("Pick attacks and press **Run** (256 images with PGD-10 and PGD-10-T take a few seconds on a CPU).")
+else:
+    (_, other_then, _, n_then, norm_then, eps_then, steps_then, _), out = res
+    if res[0] != settings:
+        st.caption("Showing the last run; settings have changed since — press Run to update.")
+    cols = st.columns(len(out))
+    for col, (name, land) in zip(cols, out.items()):
+        with col:
+            st.subheader(name)
+            st.plotly_chart(plots.energy_hist(land.per_image, "E(x)", "marginal energy E(x)"), key=f"ls_ex_{name}")
+            st.plotly_chart(plots.energy_hist(land.per_image, "E(x,y)", "joint energy E(x, y) of the true class"),
+                            key=f"ls_exy_{name}")
+            st.dataframe(land.summary.style.format({"accuracy": "{:.1%}", "time_s": "{:.1f}"}, precision=3),
+                         hide_index=True)
+            csv = land.per_image.assign(model=name, eps=eps_then, steps=steps_then, norm=norm_then).to_csv(index=False)
+            st.download_button("Download per-image numbers (CSV)", csv, f"energy_landscape_{common.slug(name)}.csv",
+                               "text/csv", key=f"ls_csv_{name}", on_click="ignore")

@@ -1,0 +1,47 @@
+"""Overview: what the energies are, and the first picture — natural vs PGD energies."""
+
+import streamlit as st
+
+from app_pages import common, plots
+from weat_core import lens
+
+N_FIRST = 128  # images in the first picture: small enough to show within seconds on a laptop CPU
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def first_picture(_model, _images, model_id: str, data: str, n: int) -> lens.Landscape:
+    return lens.energy_landscape(_model, _images.float(), _images.y, {"PGD": "PGD"}, batch_size=n)
+
+
+c = common.ctx()
+st.title("🔭 WEAT Lens")
+st.markdown(
+    "A classifier with logits $f(x) \\in \\mathbb{R}^K$ is also an **energy-based model**. Low energy means "
+    "*“this looks like my training data”*:")
+st.latex(r"E(x, y) = -f_y(x) \qquad E(x) = -\log \sum_k e^{f_k(x)} \qquad "
+         r"p(y \mid x) = \frac{e^{-E(x,y)}}{e^{-E(x)}} \qquad \mathrm{CE}(x, y) = E(x, y) - E(x)")
+st.markdown(
+    "An **untargeted** attack such as PGD pushes the true class down and lands the image at *lower* "
+    "marginal energy $E(x^*)$ than the natural image; **targeted** attacks, CW and Square push $E(x)$ *up*. "
+    "The joint energy $E(x, y)$ of the true class rises for all of them. Robust models keep the natural and "
+    "adversarial energies close (a smooth landscape); **WEAT** weights each training sample by "
+    "$w(x) = 1/\\log(1 + e^{|E(x)|})$ to get there.")
+
+common.model_caption()
+with common.guard("The first picture"), st.spinner("Attacking a few test images with PGD-10…"):
+    res = first_picture(c.model, common.images("test", N_FIRST), c.model_id, c.data, N_FIRST)
+    s = res.summary.set_index("attack")
+    left, right = st.columns([3, 1])
+    left.plotly_chart(plots.energy_hist(res.per_image, "E(x)", f"E(x) of {N_FIRST} test images: natural vs "
+                                        "PGD-10 (ε = 8/255)"), key="overview_hist")
+    right.metric("clean accuracy", f"{s.loc['natural', 'accuracy']:.1%}")
+    right.metric("PGD-10 accuracy", f"{s.loc['PGD', 'accuracy']:.1%}")
+    right.metric("mean E(x*) − mean E(x)", f"{s.loc['PGD', 'shift E(x)']:+.3f}")
+    if c.untrained:
+        right.info("Untrained weights: expect chance accuracy and nearly equal energies.")
+
+st.markdown(
+    "**Pages** · *Energy landscape*: all attacks, both energies, two models side by side · *Attack explorer*: one "
+    "image, step by step · *Training dynamics*: how E(x) and E(x\\*) evolve in SAT, TRADES and WEAT, and a live "
+    "run · *Generation*: SGLD sampling from the classifier · *Model zoo*: robustness vs energy gap · "
+    "*WEAT explained*: the weights and TRADES written with energies.")

@@ -1,0 +1,83 @@
+"""Plotly figure builders shared by the pages (data in, figure out; no computation)."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import torch
+from PIL import Image
+
+# One colour per attack, stable across pages: natural grey-blue, untargeted cool, targeted warm.
+ATTACK_COLORS = {"natural": "#4C78A8", "PGD": "#54A24B", "APGD-CE": "#2CA02C", "TRADES-KL": "#72B7B2",
+                 "E(x)↓": "#17BECF", "PGD-T": "#E45756", "APGD-T": "#F58518", "CW": "#B279A2", "E(x)↑": "#FF9DA6"}
+
+
+def energy_hist(df: pd.DataFrame, col: str = "E(x)", title: str = "", height: int = 340) -> go.Figure:
+    """Overlaid density histograms of `col` per attack."""
+    fig = px.histogram(df, x=col, color="attack", barmode="overlay", histnorm="probability density", nbins=60,
+                       opacity=0.55, color_discrete_map=ATTACK_COLORS, title=title)
+    for name, g in df.groupby("attack", sort=False):
+        fig.add_vline(x=float(g[col].mean()), line_dash="dash", line_color=ATTACK_COLORS.get(name, "#888"),
+                      opacity=0.9)
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=60 if title else 30, b=10), title_y=0.97,
+                      legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right", title=None),
+                      yaxis_title="density")
+    return fig
+
+
+def lines(df: pd.DataFrame, x: str, ys: Sequence[str], title: str = "", height: int = 300,
+          color: Optional[str] = None, markers: bool = True) -> go.Figure:
+    long = df.melt(id_vars=[x] + ([color] if color else []), value_vars=list(ys), var_name="series")
+    if color:
+        long["series"] = long[color].astype(str) + " · " + long["series"]
+    fig = px.line(long, x=x, y="value", color="series", markers=markers, title=title)
+    n = long["series"].nunique()
+    legend = dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right", title=None)
+    if color or n > 3:  # several runs: the legend goes under the plot, one entry a line
+        legend = dict(orientation="v", y=-0.25, yanchor="top", x=0, title=None, font_size=10)
+        height += 18 * n
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=60 if title else 30, b=10), yaxis_title="",
+                      title_y=0.97, title_font_size=13, legend=legend)
+    return fig
+
+
+def topk_bar(df: pd.DataFrame, title: str, highlight: Sequence[str] = ()) -> go.Figure:
+    colors = ["#E45756" if c in highlight else "#4C78A8" for c in df["class"]]
+    fig = go.Figure(go.Bar(x=df["prob"], y=df["class"], orientation="h", marker_color=colors,
+                           text=[f"{p:.1%}" for p in df["prob"]], textposition="auto"))
+    fig.update_layout(title=title, height=220, margin=dict(l=10, r=10, t=40, b=10), xaxis=dict(range=[0, 1]),
+                      yaxis=dict(autorange="reversed"))
+    return fig
+
+
+def shade_phases(fig: go.Figure, phases: dict, robust_label: bool = True) -> go.Figure:
+    """Shade the three phases of training and mark the best robust epoch / robust overfitting."""
+    fills = ["rgba(76,120,168,0.08)", "rgba(84,162,75,0.08)", "rgba(228,87,86,0.10)"]
+    for i, ph in enumerate(phases.get("phases", [])):
+        fill = fills[int(ph["name"][0]) - 1] if "overfitting" in ph["name"] or ph["name"][0] != "3" else fills[1]
+        fig.add_vrect(x0=ph["start"], x1=ph["end"], fillcolor=fill, line_width=0,
+                      annotation_text=ph["name"], annotation_position="top left", annotation_font_size=10)
+    if phases.get("best_epoch") is not None and robust_label:
+        text = "best robust" + (" → then it drops" if phases.get("overfitting") else "")
+        fig.add_vline(x=phases["best_epoch"], line_dash="dot", line_color="#E45756",
+                      annotation_text=text, annotation_position="bottom right", annotation_font_size=10)
+    return fig
+
+
+def to_pil(x: torch.Tensor, scale: int = 4) -> Image.Image:
+    """(C, H, W) or (1, C, H, W) in [0, 1] → PIL image upscaled `scale`× (nearest: crisp pixels)."""
+    a = x.detach().float().cpu().reshape(-1, *x.shape[-2:]).clamp(0, 1)
+    arr = (a.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    if arr.shape[2] == 1:
+        arr = arr[..., 0]
+    im = Image.fromarray(arr)
+    return im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST) if scale > 1 else im
+
+
+def amplified(delta: torch.Tensor, eps: float) -> torch.Tensor:
+    """A perturbation x* − x shown as 0.5 + δ/(2ε): grey is zero, the ε-ball spans black to white."""
+    return (0.5 + delta / (2 * max(eps, 1e-8))).clamp(0, 1)

@@ -1,0 +1,142 @@
+"""Training dynamics: recorded runs (SAT vs TRADES vs WEAT) and a live run on the CPU."""
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from app_pages import common, plots
+from weat_core import WeatError, lens
+
+c = common.ctx()
+st.title("Training dynamics")
+st.markdown("During adversarial training we track $E(x)$ and $E(x^*)$ on a fixed training subset and "
+            "$\\Delta E = \\overline{E(x)} - \\overline{E(x^*)}$ next to robust test accuracy. Training passes "
+            "through three phases; **robust overfitting** shows up in the third as natural and adversarial energies "
+            "drifting apart (SAT's ΔE falls towards −0.6 while TRADES keeps it near 0).")
+
+jobs: dict = st.session_state.setdefault("train_jobs", {})
+
+
+def run_curves(runs: dict[str, pd.DataFrame], key: str) -> None:
+    """The three per-epoch charts for one or more runs, phases shaded for the first."""
+    df = pd.concat([d.assign(run=n) for n, d in runs.items()], ignore_index=True)
+    phases = lens.training_phases(next(iter(runs.values())))
+    multi = len(runs) > 1
+    color = "run" if multi else None
+    e_cols = [k for k in ("energy_nat_mean", "energy_adv_mean") if k in df]
+    charts = [
+        ("mean E(x) and E(x*), training subset", e_cols),
+        ("ΔE = mean E(x) − mean E(x*)", ["delta_e"] if "delta_e" in df else []),
+        ("accuracy, test subset", [k for k in ("test_clean_acc", "test_pgd_acc") if k in df]),
+    ]
+    cols = st.columns(3)
+    for col, (title, ys) in zip(cols, charts):
+        if not ys:
+            col.caption(f"{title}: not recorded")
+            continue
+        named = df.rename(columns={"energy_nat_mean": "E(x)", "energy_adv_mean": "E(x*)", "delta_e": "ΔE",
+                                   "test_clean_acc": "clean", "test_pgd_acc": "robust (PGD)"})
+        ys = [{"energy_nat_mean": "E(x)", "energy_adv_mean": "E(x*)", "delta_e": "ΔE", "test_clean_acc": "clean",
+               "test_pgd_acc": "robust (PGD)"}[y] for y in ys]
+        fig = plots.lines(named, "epoch", ys, title, color=color)
+        if "ΔE" in ys:
+            fig.add_hline(y=0, line_color="#888", line_width=1)
+        col.plotly_chart(plots.shade_phases(fig, phases), key=f"{key}_{title[:8]}")
+    best = phases.get("best_epoch")
+    if best is not None:
+        msg = f"Best robust accuracy {phases['best_robust']:.1%} at epoch {best}"
+        if phases["overfitting"]:
+            msg += f"; it then drops by {phases['robust_drop']:.1%} — **robust overfitting**."
+        st.caption(msg + (" (phases shaded for the first run)" if multi else ""))
+
+
+tab_rec, tab_live = st.tabs(["Recorded runs", "Live run"], key="tr_tab")  # keyed: stays on "Live run" across reruns
+
+with tab_rec:
+    runs: dict[str, pd.DataFrame] = {}
+    for info in common.checkpoint_infos():
+        if info["has_log"]:
+            try:
+                runs[f"{info['name']} ({info['method']})"] = lens.load_training_log(Path(info["path"]))
+            except WeatError as e:
+                st.warning(f"{info['name']}: {e}")
+    for name, job in jobs.items():
+        if job.history:
+            runs[f"{name} (this session)"] = lens.history_frame(job.history)
+    if not runs:
+        st.info("No recorded runs yet: none of the shipped checkpoints carries a log.jsonl. Train a model on the "
+                "**Live run** tab and its curves appear here too.")
+    else:
+        pick = st.multiselect("Runs", list(runs), default=list(runs)[:3], key="tr_runs")
+        if pick:
+            run_curves({k: runs[k] for k in pick}, "rec")
+            with st.expander("Per-epoch records"):
+                st.dataframe(pd.concat([runs[k].assign(run=k) for k in pick]), hide_index=True)
+
+with tab_live:
+    st.markdown("Train the small CPU model on a subset, curves updating every epoch. The result joins the "
+                "sidebar's model picker as *trained here: …*.")
+    with st.form("tr_form"):
+        a, b, d = st.columns(3)
+        method = a.selectbox("Method", ["weat-adv", "weat-nat", "trades", "sat", "mart", "standard"], key="tr_method")
+        epochs = a.slider("Epochs", 1, 30, 5, key="tr_epochs")
+        n_train = b.select_slider("Training images", [64, 256, 512, 1000, 2000, 5000, 10000, 50000], 2000,
+                                  key="tr_n")
+        batch = b.select_slider("Batch size", [16, 32, 64, 128, 256], 128, key="tr_batch")
+        steps = d.slider("Attack steps (training)", 1, 10, 3, key="tr_steps")
+        lr = d.select_slider("Peak learning rate (one-cycle)", [0.01, 0.02, 0.05, 0.1, 0.2], 0.1, key="tr_lr")
+        start = st.form_submit_button("Start training", type="primary")
+    running = [n for n, j in jobs.items() if j.running]
+    if start and running:
+        st.warning(f"{running[0]} is still running; stop it first.")
+    elif start:
+        with common.guard("Starting training"):
+            from weat_core.train import TrainConfig
+
+            cfg = TrainConfig(method=method, arch="weatnet_s", dataset=c.data, epochs=epochs, batch_size=batch,
+                              lr=lr, attack_steps=steps, alpha=max(2 / 255, 2.5 * (8 / 255) / steps),
+                              eval_size=256, eval_steps=5, device=c.device, seed=len(jobs))
+            data = (common.images("train", n_train), common.images("test", 256))
+            name = f"{method} run {len(jobs) + 1}"
+            jobs[name] = lens.TrainingJob(cfg, data).start()
+
+    def use_model(name: str) -> None:  # a callback: runs before the next (fragment) run
+        st.session_state["model_choice"] = name
+        st.session_state["tr_switch"] = True
+
+    def live_view() -> None:
+        if st.session_state.pop("tr_switch", False):
+            st.rerun()  # the whole app, so the sidebar shows the model just picked
+        if not jobs:
+            st.info("No run in this session yet.")
+            return
+        name, job = list(jobs.items())[-1]
+        total = job.config.epochs
+        done = len(job.history)
+        state = "running" if job.running else ("failed" if job.error else "finished")
+        st.progress(done / total, text=f"{name}: epoch {done}/{total} · {state}"
+                    + (" · stopping after this batch…" if job.running and job.stopping else ""))
+        if job.running:
+            st.button("Stop", key="tr_stop", on_click=job.stop, type="secondary")
+        if job.error:
+            st.error(job.error)
+        if job.history:
+            last = job.history[-1]
+            m = st.columns(4)
+            m[0].metric("clean (test subset)", f"{last['test_clean_acc']:.1%}")
+            m[1].metric("robust PGD (test subset)", f"{last['test_pgd_acc']:.1%}")
+            m[2].metric("ΔE", f"{last['delta_e']:+.3f}")
+            m[3].metric("images/s", f"{last.get('img_per_s', 0):.0f}")
+            run_curves({name: lens.history_frame(job.history)}, "live")
+        registered = st.session_state.setdefault("tr_registered", {})
+        if not job.running and job.model is not None and name not in registered:
+            registered[name] = common.register_trained(job.model, name)
+            st.rerun()  # the whole app, so the sidebar lists the new model
+        if name in registered:
+            st.success(f"**{registered[name]}** is in the sidebar's model picker"
+                       + (" (training was stopped early)." if job.result.stopped else "."))
+            st.button("Use it on every page", key="tr_use", on_click=use_model, args=(registered[name],))
+
+    active = any(j.running for j in jobs.values())
+    st.fragment(live_view, run_every=1.0 if active else None)()

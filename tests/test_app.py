@@ -1,0 +1,303 @@
+"""Every page of the Streamlit app under streamlit.testing (AppTest), with a tiny checkpoint in a
+temporary WEAT_CHECKPOINTS_DIR and a tiny ImageFolder dataset as WEAT_DATA_DIR."""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+APP = Path(__file__).resolve().parent.parent / "app.py"
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+TIMEOUT = 60
+
+
+def make_image_folder(root: Path, per_class: dict[str, int], seed: int = 0) -> Path:
+    """root/{train,test}/<class>/NNN.png: each class a noisy flat colour, 32×32."""
+    rng = np.random.default_rng(seed)
+    for split, n in per_class.items():
+        for k, c in enumerate(CLASSES):
+            d = root / split / c
+            d.mkdir(parents=True, exist_ok=True)
+            base = np.array([(37 * k) % 256, (91 * k) % 256, (173 * k) % 256], dtype=np.float64)
+            for i in range(n):
+                a = np.clip(base + rng.normal(0, 30, (32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(a).save(d / f"{i:03d}.png")
+    return root
+
+
+def make_checkpoint(root: Path, data_dir: Path, name: str = "tiny-weat-adv") -> Path:
+    """A weatnet_tiny checkpoint with a training log and (when available) SGLD init statistics."""
+    from weat_core.checkpoints import save
+    from weat_core.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("weatnet_tiny", num_classes=10)
+    d = save(model, root / name, {"dataset": "cifar10", "method": "weat-adv", "classes": list(CLASSES),
+                                  "metrics": {"test_clean_acc": 0.5, "test_pgd_acc": 0.3, "delta_e": -0.1}})
+    recs = []
+    for e in range(1, 9):
+        rob = 0.2 + 0.03 * e if e <= 5 else 0.35 - 0.03 * (e - 5)
+        recs.append({"epoch": e, "lr": 0.1 * min(e, 2) / 2, "test_clean_acc": 0.3 + 0.05 * e, "test_pgd_acc": rob,
+                     "energy_nat_mean": -3.0 - 0.1 * e, "energy_adv_mean": -3.0 - 0.1 * e + 0.05 * max(0, e - 5),
+                     "delta_e": -0.05 * max(0, e - 5), "loss": 2.0 - 0.1 * e})
+    (d / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    try:
+        from weat_core.sampling.init import ClassStats
+    except ImportError:
+        return d
+    # Small rank-4 statistics built directly (fitting 10 full 3072×3072 covariances takes a minute).
+    from weat_core.data import load_split
+
+    s = load_split(data_dir, "train")
+    x = s.float().flatten(1)  # (N, D)
+    mean = torch.stack([x[s.y == k].mean(0) for k in range(10)])
+    basis = torch.linalg.qr(torch.randn(x.shape[1], 4, generator=torch.Generator().manual_seed(0)))[0].T
+    ClassStats(mean, basis.expand(10, 4, -1).half().contiguous(), torch.full((10, 4), 0.5).sort(1, True)[0],
+               torch.full((10,), 3.0), torch.full((10,), 4, dtype=torch.long), (3, 32, 32), CLASSES, "test").save(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def app_env(tmp_path_factory):
+    import streamlit as st
+
+    root = tmp_path_factory.mktemp("app")
+    data = make_image_folder(root / "data" / "tiny", {"train": 4, "test": 4})
+    make_checkpoint(root / "ckpts", data)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WEAT_CHECKPOINTS_DIR", str(root / "ckpts"))
+        mp.setenv("WEAT_DATA_DIR", str(root / "data"))
+        mp.setenv("WEAT_DEFAULT_MODEL", "tiny-weat-adv")  # not whatever checkpoints/ ships
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("HF_HUB_CACHE", str(root / "hub"))
+        import huggingface_hub.constants as hc
+
+        mp.setattr(hc, "HF_HUB_OFFLINE", True)
+        mp.setattr(hc, "HF_HUB_CACHE", str(root / "hub"))
+        st.cache_data.clear()
+        st.cache_resource.clear()
+        yield root
+        st.cache_data.clear()
+        st.cache_resource.clear()
+
+
+def open_page(page: str | None = None):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    assert not at.exception, at.exception
+    if page:
+        at.switch_page(f"app_pages/{page}.py").run()
+    return at
+
+
+def ok(at) -> None:
+    """No exception and no error message anywhere (main area or sidebar)."""
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def charts(at) -> list:
+    return at.get("plotly_chart")
+
+
+def test_overview(app_env):
+    at = open_page()
+    ok(at)
+    assert at.title[0].value.startswith("🔭 WEAT Lens")
+    assert len(charts(at)) == 1 and len(at.metric) == 3
+    sb = at.sidebar.selectbox(key="model_choice")
+    assert sb.value == "tiny-weat-adv"
+    assert "tiny" in at.sidebar.selectbox(key="data_choice").value
+    sb.set_value("untrained weatnet_s (random weights)").run()
+    ok(at)
+    assert any("untrained" in w.value for w in at.sidebar.warning)
+    assert len(charts(at)) == 1
+
+
+def test_landscape(app_env):
+    at = open_page("landscape")
+    ok(at)
+    assert at.title[0].value == "Energy landscape"
+    assert at.session_state["ctx"].data.endswith("tiny")  # the sidebar's dataset survives the page switch
+    assert not charts(at)
+    at.select_slider(key="ls_n").set_value(32)
+    at.slider(key="ls_steps").set_value(2)
+    at.multiselect(key="ls_attacks").set_value(["PGD", "PGD-T", "CW"])
+    at.selectbox(key="ls_other").set_value("untrained weatnet_s (random weights)")
+    at.button(key="ls_run").click().run()
+    ok(at)
+    assert len(charts(at)) == 4  # E(x) and E(x,y) for each of the two models
+    assert len(at.dataframe) == 2
+    summary = at.dataframe[0].value
+    assert list(summary["attack"]) == ["natural", "PGD", "PGD-T", "CW"]
+    assert len(at.get("download_button")) == 2
+
+
+def test_attack_explorer(app_env):
+    at = open_page("attack_explorer")
+    ok(at)
+    at.slider(key="ax_steps").set_value(4)
+    at.selectbox(key="ax_target").set_value("cat")
+    at.button(key="ax_run").click().run()
+    ok(at)
+    assert len(charts(at)) == 4  # energy trajectories + three top-5 bars
+    assert len(at.get("imgs")) >= 5 or len(at.get("image")) >= 5
+    at.slider(key="ax_step").set_value(1).run()
+    ok(at)
+
+
+def test_attack_explorer_bad_uploads(app_env):
+    at = open_page("attack_explorer")
+    at.radio(key="ax_source").set_value("upload").run()
+    ok(at)
+    up = at.file_uploader(key="ax_upload")
+    up.set_value(("broken.png", b"\x89PNG\r\n\x1a\n not really", "image/png")).run()
+    assert not at.exception
+    assert len(at.error) == 1 and "image" in at.error[0].value
+    buf = io.BytesIO()
+    Image.new("I;16", (40, 30), 30000).save(buf, format="PNG")
+    at.file_uploader(key="ax_upload").set_value(("gray16.png", buf.getvalue(), "image/png")).run()
+    ok(at)
+    at.button(key="ax_run").click().run()
+    ok(at)
+    assert len(charts(at)) == 4
+
+
+def test_training_recorded_and_live(app_env):
+    at = open_page("training")
+    ok(at)
+    assert len(charts(at)) == 3  # the shipped run's energy, ΔE and accuracy curves
+    assert any("robust overfitting" in c.value for c in at.caption)
+    pytest.importorskip("weat_core.train")
+    at.slider(key="tr_epochs").set_value(1)
+    at.select_slider(key="tr_n").set_value(64)
+    at.select_slider(key="tr_batch").set_value(32)
+    at.slider(key="tr_steps").set_value(1)
+    next(b for b in at.button if b.label == "Start training").click().run()
+    ok(at)
+    job = next(iter(at.session_state["train_jobs"].values()))
+    job.join(120)
+    assert job.error is None and len(job.history) == 1
+    at.run()
+    ok(at)
+    assert any(o.startswith("trained here: ") for o in at.sidebar.selectbox(key="model_choice").options)
+    at.button(key="tr_use").click().run()
+    ok(at)
+    assert at.sidebar.selectbox(key="model_choice").value.startswith("trained here: ")
+
+
+def test_model_zoo(app_env):
+    at = open_page("zoo")
+    ok(at)
+    assert len(at.dataframe) == 1
+    at.multiselect(key="zoo_attacks").set_value(["pgd10"])
+    at.select_slider(key="zoo_n").set_value(32)
+    at.button(key="zoo_run").click().run()
+    ok(at)
+    assert len(at.dataframe) == 2 and len(charts(at)) == 1
+    assert set(at.dataframe[1].value["model"]) >= {"tiny-weat-adv", "untrained weatnet_s (random weights)"}
+
+
+def test_weat_explained(app_env):
+    at = open_page("weat")
+    ok(at)
+    assert len(charts(at)) == 1
+    at.select_slider(key="weat_m").set_value(8)
+    at.button(key="weat_run").click().run()
+    ok(at)
+    assert len(charts(at)) == 2
+    assert any("identity holds" in c.value for c in at.caption)
+
+
+def test_generation(app_env):
+    pytest.importorskip("weat_core.sampling", reason="weat_core.sampling is not there yet")
+    at = open_page("generation")
+    ok(at)
+    at.slider(key="gen_steps").set_value(5)
+    at.button(key="gen_run").click().run()
+    ok(at)
+    assert len(charts(at)) >= 1
+    assert at.get("download_button")
+    assert at.radio(key="gen_init_stats").value == "pca"  # the tiny checkpoint ships class statistics
+    # a model without them: uniform start by default, and picking PCA gives one clear message
+    at.sidebar.selectbox(key="model_choice").set_value("untrained weatnet_s (random weights)").run()
+    ok(at)
+    assert at.radio(key="gen_init_nostats").value == "uniform"
+    at.radio(key="gen_init_nostats").set_value("pca")
+    at.button(key="gen_run").click().run()
+    assert not at.exception and len(at.error) == 1 and "statistics" in at.error[0].value
+
+
+def test_sidebar_unknown_hub_id_offline(app_env):
+    at = open_page()
+    at.sidebar.selectbox(key="model_choice").set_value("Hugging Face Hub id…").run()
+    ok(at)
+    at.sidebar.text_input(key="hub_id").set_value("nobody-here/no-such-model").run()
+    assert not at.exception
+    assert len(at.sidebar.error) == 1 and "no-such-model" in at.sidebar.error[0].value
+    assert len(charts(at)) == 1  # the page still works, on the fallback model
+
+
+def test_sidebar_uploads(app_env, tmp_path):
+    from weat_core.checkpoints import save
+    from weat_core.models import create_model
+
+    at = open_page()
+    at.sidebar.selectbox(key="model_choice").set_value("Upload .safetensors + config.json…").run()
+    ok(at)
+    at.sidebar.file_uploader(key="up_weights").set_value(("evil.pkl", pickle.dumps({"x": 1}), "application/octet-stream"))
+    at.run()
+    assert not at.exception and len(at.sidebar.error) == 1 and "pickle" in at.sidebar.error[0].value
+    # a well-formed checkpoint whose config does not match the weights
+    d = save(create_model("weatnet_tiny", num_classes=10), tmp_path / "ck")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["num_classes"] = 7
+    at.sidebar.file_uploader(key="up_weights").set_value(
+        ("model.safetensors", (d / "model.safetensors").read_bytes(), "application/octet-stream"))
+    at.sidebar.file_uploader(key="up_config").set_value(("config.json", json.dumps(cfg).encode(), "application/json"))
+    at.run()
+    assert not at.exception and len(at.sidebar.error) == 1 and "do not fit" in at.sidebar.error[0].value
+    # and the right config loads it
+    at.sidebar.file_uploader(key="up_config").set_value(
+        ("config.json", (d / "config.json").read_bytes(), "application/json"))
+    at.run()
+    ok(at)
+    assert "upload: model.safetensors" in " ".join(c.value for c in at.caption)
+
+
+def test_no_checkpoint_no_data(tmp_path, monkeypatch):
+    """A fresh clone before any model ships, with no dataset: every page still works, on an
+    untrained weatnet_s (clearly labelled) and the built-in synthetic images."""
+    import streamlit as st
+
+    import weat_core.checkpoints as ck
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setattr(ck, "checkpoints_dir", lambda: empty)
+    monkeypatch.setenv("WEAT_CHECKPOINTS_DIR", str(empty))
+    monkeypatch.setenv("WEAT_DATA_DIR", str(empty))
+    monkeypatch.delenv("WEAT_DEFAULT_MODEL", raising=False)
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    try:
+        at = open_page()
+        ok(at)
+        assert at.sidebar.selectbox(key="model_choice").value.startswith("untrained")
+        assert "No trained checkpoint is shipped yet" in at.sidebar.warning[0].value
+        assert at.sidebar.selectbox(key="data_choice").value == "synthetic patterns (built in)"
+        assert len(charts(at)) == 1
+        for page in ("landscape", "attack_explorer", "training", "generation", "zoo", "weat"):
+            at.switch_page(f"app_pages/{page}.py").run()
+            ok(at)
+    finally:
+        st.cache_data.clear()
+        st.cache_resource.clear()

@@ -1,0 +1,149 @@
+"""End to end in a real browser: `streamlit run app.py` as a subprocess, driven by Debian's headless
+chromium through Playwright. Visits every page, runs one attack and one generation, and saves a
+screenshot of each step into $WEAT_ARTIFACTS_DIR (default: a temporary folder).
+
+Skipped, with the reason, where /usr/bin/chromium (apt-get install chromium; see
+.ci/install-browser.sh) or the playwright package is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from test_app import make_checkpoint, make_image_folder
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = os.environ.get("WEAT_CHROMIUM", "/usr/bin/chromium")
+PAGES = [("", "WEAT Lens"), ("landscape", "Energy landscape"), ("attack_explorer", "Attack explorer"),
+         ("training", "Training dynamics"), ("generation", "Generation"), ("zoo", "Model zoo"),
+         ("weat", "WEAT explained")]
+
+pytestmark = [
+    pytest.mark.skipif(not Path(CHROMIUM).is_file(),
+                       reason=f"{CHROMIUM} is missing: install Debian's chromium (bash .ci/install-browser.sh)"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    data = make_image_folder(root / "data" / "tiny", {"train": 4, "test": 4})
+    make_checkpoint(root / "ckpts", data)
+    port = _free_port()
+    env = dict(os.environ, WEAT_CHECKPOINTS_DIR=str(root / "ckpts"), WEAT_DATA_DIR=str(root / "data"),
+               HF_HUB_OFFLINE="1", WEAT_DEFAULT_MODEL="tiny-weat-adv", HF_HUB_CACHE=str(root / "hub"), PYTHONPATH=str(REPO))
+    log = open(root / "streamlit.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError("streamlit did not start:\n" + (root / "streamlit.log").read_text()[-3000:])
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory) -> Path:
+    d = Path(os.environ["WEAT_ARTIFACTS_DIR"]) if os.environ.get("WEAT_ARTIFACTS_DIR") else \
+        tmp_path_factory.mktemp("artifacts")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+@pytest.fixture(scope="module")
+def page(server, tmp_path_factory):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with sync_api.sync_playwright() as p:
+        # a fresh profile folder (Playwright passes it as --user-data-dir)
+        ctx = p.chromium.launch_persistent_context(
+            str(profile), executable_path=CHROMIUM, headless=True, viewport={"width": 1400, "height": 2000},
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        pg = ctx.pages[0] if ctx.pages else ctx.new_page()
+        pg.set_default_timeout(60_000)
+        yield pg
+        ctx.close()
+
+
+def settle(pg, timeout: float = 90.0) -> None:
+    """Wait until the script run started by the last action has finished."""
+    pg.wait_for_selector('[data-testid="stApp"]')
+    time.sleep(0.5)  # let a rerun request reach the server
+    deadline = time.time() + timeout
+    quiet = 0
+    while time.time() < deadline:
+        state = pg.get_attribute('[data-testid="stApp"]', "data-test-script-state")
+        quiet = quiet + 1 if state == "notRunning" else 0
+        if quiet >= 3:
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"the app was still running after {timeout:.0f} s")
+
+
+def no_errors(pg, where: str) -> None:
+    exc = pg.locator('[data-testid="stException"]')
+    assert exc.count() == 0, f"{where}: {exc.first.inner_text()[:500]}"
+
+
+def test_every_page_attack_and_generation(server, page, artifacts):
+    pg = page
+    for path, title in PAGES:
+        pg.goto(f"{server}/{path}")
+        settle(pg)
+        pg.get_by_role("heading", name=title).first.wait_for()
+        no_errors(pg, path or "overview")
+        if path == "":
+            pg.wait_for_selector('[data-testid="stPlotlyChart"]')  # the first picture
+        pg.screenshot(path=str(artifacts / f"page-{path or 'overview'}.png"), full_page=True)
+
+    # one attack: the attack explorer with its default settings
+    pg.goto(f"{server}/attack_explorer")
+    settle(pg)
+    pg.get_by_role("button", name="Run both attacks").click()
+    settle(pg)
+    no_errors(pg, "attack explorer")
+    assert pg.locator('[data-testid="stPlotlyChart"]').count() >= 4
+    pg.screenshot(path=str(artifacts / "attack-explorer-run.png"), full_page=True)
+
+    # one generation (the tiny model's defaults: 40 steps, a second or two)
+    pg.goto(f"{server}/generation")
+    settle(pg)
+    pg.get_by_role("button", name="Generate").click()
+    settle(pg)
+    no_errors(pg, "generation")
+    pg.get_by_role("button", name="Download grid (PNG)").wait_for()
+    assert pg.locator('[data-testid="stPlotlyChart"]').count() >= 1
+    pg.screenshot(path=str(artifacts / "generation-run.png"), full_page=True)
+    assert len(list(artifacts.glob("*.png"))) >= len(PAGES) + 2

@@ -1,0 +1,330 @@
+"""weat_core.lens: the app's analyses, and untrusted input (uploads, checkpoints, Hub ids)."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from weat_core import WeatError, lens
+from weat_core.attacks import PGD, TradesAttack
+from weat_core.energy import energy
+
+
+def _params(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _same(a, b) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_prepare_copies_and_matches(trained_tiny, synthetic_batch):
+    x, _ = synthetic_batch
+    before = _params(trained_tiny)
+    fast = lens.prepare(trained_tiny, channels_last=True)
+    assert fast is not trained_tiny and not fast.training
+    assert all(not p.requires_grad for p in fast.parameters())
+    assert any(p.requires_grad for p in trained_tiny.parameters())  # the original is untouched
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), trained_tiny(x), atol=1e-4, rtol=1e-4)
+    assert _same(before, _params(trained_tiny))
+
+
+def test_energy_landscape(trained_tiny, synthetic_batch):
+    x, y = synthetic_batch
+    model = lens.prepare(trained_tiny)
+    before = _params(model)
+    calls = []
+    res = lens.energy_landscape(model, x, y, {"PGD": lens.attack_from("PGD", steps=5),
+                                              "PGD-T": lens.attack_from("PGD-T", steps=5)},
+                                batch_size=16, callback=lambda d, t, n: calls.append((d, t, n)))
+    assert _same(before, _params(model))
+    assert list(res.summary["attack"]) == ["natural", "PGD", "PGD-T"]
+    assert len(res.per_image) == 3 * len(y)
+    assert calls[-1][0] == calls[-1][1] == 6  # 3 names × 2 batches
+    s = res.summary.set_index("attack")
+    assert s.loc["natural", "accuracy"] >= 0.9
+    assert s.loc["PGD", "accuracy"] < s.loc["natural", "accuracy"]
+    assert s.loc["natural", "shift E(x)"] == 0
+    # E(x,y) of the true class rises under both attacks (MISSION.md, observation 1)
+    assert s.loc["PGD", "shift E(x,y)"] > 0 and s.loc["PGD-T", "shift E(x,y)"] > 0
+    nat = res.per_image[res.per_image.attack == "natural"]
+    with torch.no_grad():
+        torch.testing.assert_close(torch.tensor(nat["E(x)"].to_numpy()), energy(model(x)), atol=1e-4, rtol=1e-4)
+
+
+def test_energy_landscape_stops(trained_tiny, synthetic_batch):
+    x, y = synthetic_batch
+    res = lens.energy_landscape(trained_tiny, x, y, {"PGD": "PGD"}, batch_size=8, should_stop=lambda: True)
+    assert res.stopped and res.per_image.empty
+
+
+def test_attack_trajectory(trained_tiny, synthetic_batch):
+    x, y = synthetic_batch
+    t = lens.attack_trajectory(trained_tiny, x[0], int(y[0]), lens.attack_from("PGD", steps=8), classes="abcdefghij")
+    assert list(t.steps["step"]) == list(range(10))  # natural, random start, 8 steps
+    assert t.frames.shape == (10, 3, 32, 32)
+    assert torch.equal(t.frames[0], x[:1][0])
+    assert t.perturbation.abs().max() <= 8 / 255 + 1e-6
+    assert t.steps["E(x,y)"].iloc[-1] > t.steps["E(x,y)"].iloc[0]
+    assert list(t.top_before.columns) == ["class", "index", "prob"] and len(t.top_before) == 5
+    tt = lens.attack_trajectory(trained_tiny, x[0], int(y[0]), lens.attack_from("PGD-T", steps=8), target=3)
+    assert tt.target == 3 and "E(x,t)" in tt.steps
+    assert tt.steps["E(x,t)"].iloc[-1] < tt.steps["E(x,t)"].iloc[0]  # the target's energy is pulled down
+
+
+def test_trades_identity_on_real_images(trained_tiny, cifar_tarball):
+    """KL(p(·|x) ‖ p(·|x*)) = E_{k∼p(·|x)}[E(x*,k) − E(x,k)] + E(x) − E(x*), on CIFAR-10 images."""
+    from weat_core.data import load_split
+
+    s = load_split(cifar_tarball, "test", limit=16)
+    dec = lens.trades_decomposition(trained_tiny, s.float(), s.y, attack=TradesAttack(steps=3))
+    assert len(dec) == 16
+    assert dec["|error|"].max() < 1e-9
+    np.testing.assert_allclose(dec["KL"], dec["cross term"] + dec["marginal term"], atol=1e-9)
+    assert (dec["KL"] >= -1e-12).all()
+    np.testing.assert_allclose(dec["marginal term"], dec["E(x)"] - dec["E(x*)"], atol=1e-9)
+
+
+def test_trades_identity_synthetic(trained_tiny, synthetic_batch):
+    x, y = synthetic_batch
+    dec = lens.trades_decomposition(trained_tiny, x, y, attack=TradesAttack(steps=5))
+    assert dec["|error|"].max() < 1e-9 and dec["KL"].max() > 1e-4  # a real, non-trivial KL
+
+
+def test_weights():
+    c = lens.weight_curve(-5, 5, 11)
+    assert c["w"].iloc[5] == pytest.approx(1 / np.log(2))  # w(0) = 1/softplus(0)
+    assert c["w"].iloc[0] == pytest.approx(c["w"].iloc[-1])  # symmetric in E
+    assert (np.diff(c["w"].iloc[5:]) < 0).all()
+
+
+def test_weights_of(trained_tiny, synthetic_batch):
+    x, y = synthetic_batch
+    w = lens.weights_of(trained_tiny, x, y)
+    assert len(w) == len(y) and (np.diff(w["w"]) <= 0).all()
+    assert set(w["index"]) == set(range(len(y)))
+
+
+def test_zoo_table(trained_tiny, tiny_model, synthetic_batch):
+    x, y = synthetic_batch
+    df = lens.zoo_table({"trained": trained_tiny, "random": tiny_model}, x[:16], y[:16], attacks=("pgd5",))
+    assert list(df["model"]) == ["trained", "random"]
+    assert {"clean_acc", "pgd5_acc", "ΔE", "|ΔE|"} <= set(df.columns)
+    assert df.loc[0, "clean_acc"] >= 0.9
+
+
+def test_training_log_and_phases(tmp_path):
+    recs = []
+    for e in range(1, 21):
+        rob = 0.3 + 0.02 * e if e <= 12 else 0.54 - 0.02 * (e - 12)
+        recs.append({"epoch": e, "lr": min(e, 5) / 5 * 0.1 * (1 if e <= 5 else (21 - e) / 16), "test_pgd_acc": rob,
+                     "energy_nat_mean": -5.0, "energy_adv_mean": -5.0 + 0.03 * e})
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs) + "not json\n")
+    df = lens.load_training_log(tmp_path)
+    assert len(df) == 20 and "delta_e" in df
+    ph = lens.training_phases(df)
+    assert ph["best_epoch"] == 12 and ph["overfitting"]
+    assert [p["name"][0] for p in ph["phases"]] == ["1", "2", "3"]
+    assert ph["phases"][0]["end"] == 5
+    assert lens.training_phases(df.assign(method="standard"))["phases"] == []  # no robust phases without attacks
+    with pytest.raises(WeatError):
+        lens.load_training_log(tmp_path / "missing")
+
+
+def test_demo_images_and_grid():
+    s = lens.demo_images(20, num_classes=10)
+    assert s.x.dtype == torch.uint8 and s.x.shape == (20, 3, 32, 32) and s.num_classes == 10
+    png = lens.image_grid_png(s.float(), nrow=5, scale=2)
+    im = Image.open(io.BytesIO(png))
+    assert im.format == "PNG" and im.size == ((5 * 34 + 2) * 2, (4 * 34 + 2) * 2)
+
+
+def test_find_datasets(tmp_path):
+    (tmp_path / "mine" / "test" / "a").mkdir(parents=True)
+    (tmp_path / "x.tar.gz").write_bytes(b"")
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    found = lens.find_datasets(tmp_path)
+    assert found == ["cifar10", str(tmp_path / "mine"), str(tmp_path / "x.tar.gz")]
+    assert lens.find_datasets(tmp_path / "nope") == []
+
+
+# ------------------------------------------------------------------------------------------
+# uploads: every bad image gives one WeatError; odd-but-valid images decode to (1, 3, 32, 32)
+
+
+def _png(im: Image.Image, fmt: str = "PNG", **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("make", [
+    lambda: Image.new("RGB", (50, 40), (200, 10, 10)),
+    lambda: Image.new("L", (32, 32), 128),                                   # grayscale
+    lambda: Image.new("RGBA", (64, 64), (0, 0, 255, 0)),                     # fully transparent
+    lambda: Image.new("LA", (20, 30), (10, 255)),
+    lambda: Image.new("RGB", (33, 31), (1, 2, 3)).convert("P", palette=Image.Palette.ADAPTIVE),
+    lambda: Image.new("1", (32, 32), 1),
+    lambda: Image.new("CMYK", (32, 32), (0, 0, 0, 0)),
+    lambda: Image.new("F", (16, 16), 0.5),
+])
+def test_decode_image_modes(make):
+    im = make()
+    fmt = "TIFF" if im.mode in ("CMYK", "F") else "PNG"
+    x = lens.decode_image(_png(im, fmt))
+    assert x.shape == (1, 3, 32, 32) and x.dtype == torch.float32
+    assert 0 <= float(x.min()) and float(x.max()) <= 1
+
+
+def test_decode_transparent_is_white_and_16bit_scaled():
+    x = lens.decode_image(_png(Image.new("RGBA", (8, 8), (0, 0, 255, 0))))
+    assert torch.allclose(x, torch.ones_like(x))
+    arr = np.full((40, 40), 65535 // 2, dtype=np.uint16)  # mid-grey in 16 bits
+    im16 = Image.fromarray(arr)
+    assert im16.mode.startswith("I;16")
+    x = lens.decode_image(_png(im16))
+    assert x.mean().item() == pytest.approx(0.5, abs=0.01)
+
+
+def test_decode_resizes_to_model_size():
+    x = lens.decode_image(_png(Image.new("RGB", (300, 200), (0, 255, 0))), size=(64, 48))
+    assert x.shape == (1, 3, 64, 48)
+
+
+@pytest.mark.parametrize("data, match", [
+    (b"", "empty"),
+    (b"this is not an image at all", "not an image"),
+    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "not an image|corrupt"),
+])
+def test_decode_rejects_garbage(data, match):
+    with pytest.raises(WeatError, match=match):
+        lens.decode_image(data)
+
+
+def test_decode_rejects_truncated():
+    data = _png(Image.effect_noise((64, 64), 50).convert("RGB"), "JPEG", quality=90)
+    with pytest.raises(WeatError, match="corrupt|truncated"):
+        lens.decode_image(data[: len(data) // 2])
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims width × height pixels (a decompression bomb's shape)."""
+    import struct
+    import zlib
+
+    data = bytearray(_png(Image.new("L", (1, 1))))
+    ihdr = 8 + 8  # signature, then length + b"IHDR"
+    data[ihdr:ihdr + 8] = struct.pack(">II", width, height)
+    data[ihdr + 13:ihdr + 17] = struct.pack(">I", zlib.crc32(bytes(data[ihdr - 4:ihdr + 13])))
+    return bytes(data)
+
+
+@pytest.mark.parametrize("w, h", [(8000, 6000), (30000, 30000)])  # over our limit; over Pillow's bomb limit
+def test_decode_rejects_huge_before_decoding(monkeypatch, w, h):
+    data, loads = _png_claiming(w, h), []
+    monkeypatch.setattr(Image.Image, "load", lambda self, *a, **k: loads.append(1))
+    with pytest.raises(WeatError, match="megapixels"):
+        lens.decode_image(data)
+    assert not loads
+    with pytest.raises(WeatError, match="MB"):
+        lens.decode_image(b"\x00" * 100, max_bytes=50)
+
+
+# ------------------------------------------------------------------------------------------
+# uploaded checkpoints
+
+
+def _ckpt(model, tmp_path):
+    from weat_core.checkpoints import save
+
+    d = save(model, tmp_path / "ck")
+    return (d / "model.safetensors").read_bytes(), (d / "config.json").read_bytes()
+
+
+def test_upload_roundtrip(tiny_model, tmp_path, synthetic_batch):
+    w, c = _ckpt(tiny_model, tmp_path)
+    m = lens.load_uploaded_checkpoint(w, c, "model.safetensors")
+    x, _ = synthetic_batch
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), tiny_model(x))
+
+
+def test_upload_wrong_shape(tiny_model, tmp_path):
+    w, c = _ckpt(tiny_model, tmp_path)
+    cfg = json.loads(c)
+    cfg["arch_kwargs"] = {"width": 8}
+    with pytest.raises(WeatError, match="do not fit"):
+        lens.load_uploaded_checkpoint(w, json.dumps(cfg).encode(), "model.safetensors")
+    cfg = json.loads(c)
+    cfg["num_classes"] = 100
+    with pytest.raises(WeatError, match="do not fit"):
+        lens.load_uploaded_checkpoint(w, json.dumps(cfg).encode(), "model.safetensors")
+
+
+def test_upload_refuses_pickles(tiny_model, tmp_path):
+    _, c = _ckpt(tiny_model, tmp_path)
+    buf = io.BytesIO()
+    torch.save(tiny_model.state_dict(), buf)
+    for data, name in ((buf.getvalue(), "model.pt"), (buf.getvalue(), "model.safetensors"),
+                       (pickle.dumps({"a": 1}), "weights.safetensors"), (pickle.dumps({"a": 1}), "w.pkl")):
+        with pytest.raises(WeatError, match="pickle"):
+            lens.load_uploaded_checkpoint(data, c, name)
+
+
+@pytest.mark.parametrize("weights, config, match", [
+    (b"", b"{}", "empty"),
+    (b"garbage that is not safetensors", None, "config.json"),
+    (b"garbage that is not safetensors", b"{not json", "JSON"),
+    (b"garbage that is not safetensors", b"[1, 2]", "JSON object"),
+    (b"garbage that is not safetensors", b'{"arch": "weatnet_tiny", "num_classes": 10}', "safetensors"),
+    (b"x", b'{"arch": "no_such_arch", "num_classes": 10}', "build|safetensors"),
+])
+def test_upload_bad_inputs(weights, config, match):
+    with pytest.raises(WeatError, match=match):
+        lens.load_uploaded_checkpoint(weights, config, "model.safetensors")
+
+
+def test_unknown_hub_id_offline(monkeypatch, tmp_path):
+    from weat_core.checkpoints import load
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(WeatError) as e:
+        load("nobody-here/no-such-model")
+    msg = str(e.value)
+    assert "no-such-model" in msg and "\n" not in msg
+
+
+def test_models_are_never_mutated_by_lens(trained_tiny, synthetic_batch):
+    x, y = synthetic_batch
+    m = copy.deepcopy(trained_tiny)
+    before = _params(m)
+    lens.energy_landscape(m, x[:8], y[:8], {"APGD-T": lens.attack_from("APGD-T", steps=2), "CW": "CW"})
+    lens.attack_trajectory(m, x[0], int(y[0]), PGD(steps=3))
+    lens.trades_decomposition(m, x[:8], y[:8], attack=TradesAttack(steps=2))
+    assert _same(before, _params(m)) and all(p.grad is None for p in m.parameters())
+
+
+def test_bf16_crafting_matches_fp32(trained_tiny, synthetic_batch):
+    """Crafting under bf16 autocast (the CPU fast path) gives attacks of the same strength, and the
+    energies themselves are still computed in fp32 (natural rows identical)."""
+    x, y = synthetic_batch
+    atk = {"PGD": lens.attack_from("PGD", steps=5), "PGD-T": lens.attack_from("PGD-T", steps=5)}
+    fp32 = lens.energy_landscape(trained_tiny, x, y, atk, amp=False).summary.set_index("attack")
+    bf16 = lens.energy_landscape(trained_tiny, x, y, atk, amp=True).summary.set_index("attack")
+    assert fp32.loc["natural", "mean E(x)"] == bf16.loc["natural", "mean E(x)"]
+    for a in atk:
+        assert abs(fp32.loc[a, "accuracy"] - bf16.loc[a, "accuracy"]) <= 0.1
+        assert fp32.loc[a, "shift E(x,y)"] == pytest.approx(bf16.loc[a, "shift E(x,y)"], rel=0.2, abs=0.05)
