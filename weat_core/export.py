@@ -64,7 +64,9 @@ def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
             ok = unt < nat < tgt
             lines += ["", f"Untargeted PGD {'lowers' if unt < nat else 'does not lower'} the mean E(x) "
                       f"({unt:.3f} vs {nat:.3f} natural); targeted PGD {'raises' if tgt > nat else 'does not raise'} "
-                      f"it ({tgt:.3f}). Observation 1 {'holds' if ok else 'does NOT hold'} for this model.", ""]
+                      f"it ({tgt:.3f}). Observation 1 {'holds' if ok else 'does NOT hold'} for this model"
+                      + (" (the observation is about robust models; a standard model is shipped for contrast)."
+                         if cfg.get("method") == "standard" else "."), ""]
     if log_records:
         last = log_records[-1]
         lines += ["## Training", "", f"- epochs: {last['epoch']}, images/s: {last.get('img_per_s', 0):.0f} "
