@@ -1,0 +1,60 @@
+"""The analyses behind the WEAT Lens app, as plain functions over a model and image tensors.
+
+Everything here is torch + pandas (no streamlit), so the app's pages stay thin and the same
+numbers can be computed from a notebook:
+
+- `energy_landscape`     E(x), E(x, y) and predictions of natural images and of each attack
+- `attack_trajectory`    one image attacked step by step: energies, top-5, frames
+- `trades_decomposition` KL(p(·|x) ‖ p(·|x*)) = E_{k∼p(·|x)}[E(x*,k) − E(x,k)] + E(x) − E(x*)
+- `weight_curve`, `weights_of`  the WEAT weight w(x) = 1/softplus(|E(x)|)
+- `decode_image`, `load_uploaded_checkpoint`  untrusted user input → tensors / models
+- `zoo_table`, `describe_model`, `load_training_log`, `training_phases`, `TrainingJob`
+
+A model handed to these functions is never changed (attacks only take input gradients, and
+training works on its own copy), so one cached model can serve many app sessions at once.
+Images are float tensors in [0, 1], shape (B, C, H, W).
+
+Modules (everything public is re-exported here, so `from weat_core import lens` is enough):
+
+- `_common`        `prepare`, and the private device / memory-format / batched-logits helpers
+- `attack_specs`   `ATTACKS`, `AttackSpec`, `attack_from`, `bf16_ok`, running an attack (bf16)
+- `landscape`      `energy_landscape`, `Landscape`
+- `trajectory`     `attack_trajectory`, `Trajectory`
+- `decomposition`  `trades_decomposition`, `weight_curve`, `weights_of`
+- `uploads`        `decode_image`, `load_uploaded_checkpoint` and their limits
+- `datasets`       `find_datasets`, `demo_images`, `image_grid_png`
+- `zoo`            `describe_model`, `zoo_table`
+- `training_job`   `load_training_log`, `history_frame`, `training_phases`, `TrainingJob`
+"""
+
+from __future__ import annotations
+
+from ._common import prepare
+from .attack_specs import ATTACKS, AttackSpec, attack_from, bf16_ok
+from .datasets import demo_images, find_datasets, image_grid_png
+from .decomposition import trades_decomposition, weight_curve, weights_of
+from .landscape import Landscape, energy_landscape
+from .trajectory import Trajectory, attack_trajectory
+from .training_job import (  # noqa: F401 - history_frame and the constants are public, not in __all__
+    MIN_EPOCHS_FOR_PHASES,
+    PHASE_NAMES,
+    TrainingJob,
+    history_frame,
+    load_training_log,
+    training_phases,
+)
+from .uploads import (  # noqa: F401 - the limits are public, not in __all__
+    MAX_UPLOAD_BYTES,
+    MAX_UPLOAD_PIXELS,
+    PICKLE_MAGIC,
+    decode_image,
+    load_uploaded_checkpoint,
+)
+from .zoo import describe_model, zoo_table
+
+__all__ = [
+    "ATTACKS", "AttackSpec", "Landscape", "Trajectory", "TrainingJob", "attack_from", "attack_trajectory", "bf16_ok",
+    "decode_image", "demo_images", "describe_model", "energy_landscape", "find_datasets", "image_grid_png",
+    "load_training_log", "load_uploaded_checkpoint", "prepare", "trades_decomposition", "training_phases",
+    "weight_curve", "weights_of", "zoo_table",
+]

@@ -1,0 +1,71 @@
+"""The attacks the app offers: labels → (attack, target) pairs, and running one on a batch
+(under bf16 autocast where that pays off)."""
+
+from __future__ import annotations
+
+from typing import Callable, Union
+
+import torch
+
+from .. import WeatError
+from ..attacks import TorchAttack, make_attack
+
+# An attack plus its `target=` argument, e.g. make_attack("pgd10-t") → (PGD(..., targeted=True), None).
+AttackSpec = Union[str, tuple, Callable]
+
+# Labels the app offers → (make_attack pattern or torchattacks name, what it does to E(x) per MISSION.md)
+ATTACKS: dict[str, str] = {
+    "PGD": "pgd{steps}",            # untargeted: lowers E(x)
+    "PGD-T": "pgd{steps}-t",        # targeted at a random other class: raises E(x)
+    "CW": "cw{steps}",              # PGD on the CW margin: raises E(x)
+    "APGD-CE": "apgd-ce",
+    "APGD-T": "apgd-t",
+    "TRADES-KL": "trades{steps}",
+    "E(x)↓": "energy-lower{steps}",
+    "E(x)↑": "energy-raise{steps}",
+}
+
+
+def attack_from(kind: str, eps: float = 8 / 255, steps: int = 10, norm: str = "linf") -> tuple:
+    """(attack, target) for an app label in `ATTACKS` (or any `make_attack` name)."""
+    pattern = ATTACKS.get(kind, kind)
+    if pattern in ("apgd-ce", "apgd-t"):
+        return TorchAttack(pattern, eps=eps, norm=norm, steps=steps), None
+    try:
+        attack, target = make_attack(pattern.format(steps=steps), eps=eps, norm=norm)
+    except ValueError as e:
+        raise WeatError(str(e)) from None
+    return attack, target
+
+
+def bf16_ok(device: torch.device) -> bool:
+    """Whether crafting attacks under bf16 autocast pays off here: CUDA, or a CPU with native
+    bf16 (AVX512-BF16 / AMX), where oneDNN runs the convolutions ~1.4× faster."""
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu":
+        return False
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # older torch
+        return False
+
+
+def _spec(spec: AttackSpec) -> tuple:
+    if isinstance(spec, str):
+        return attack_from(spec)
+    if isinstance(spec, tuple):
+        return spec
+    return spec, None
+
+
+def _run_attack(attack, target, model, x, y, callback=None, amp: bool = False) -> torch.Tensor:
+    """x_adv, crafted under bf16 autocast when `amp` (PGD-style attacks only: sign-gradient steps
+    do not need fp32 gradients; torchattacks' APGD compares losses, so it stays in fp32).
+    Energies are always evaluated afterwards in fp32."""
+    kw = {"callback": callback} if callback is not None else {}
+    if target is not None:
+        kw["target"] = target
+    amp = amp and not isinstance(attack, TorchAttack)
+    with torch.enable_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        return attack(model, x, y, **kw).float()

@@ -1,0 +1,92 @@
+"""The energy landscape: E(x), E(x, y) and predictions of natural images and of each attack's x*."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Mapping, Optional
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ..energy import energy, joint_energy
+from ._common import _device, _logits, _to_model
+from .attack_specs import AttackSpec, _run_attack, _spec, bf16_ok
+
+
+@dataclass
+class Landscape:
+    per_image: pd.DataFrame  # one row per (attack, image): attack, index, label, pred, correct, E(x), E(x,y)
+    summary: pd.DataFrame  # one row per attack: accuracy, mean/std E(x), shift vs natural, …
+    stopped: bool = False
+
+
+def energy_landscape(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attacks: Mapping[str, AttackSpec],
+    batch_size: int = 128,
+    seed: int = 0,
+    callback: Optional[Callable[[int, int, str], None]] = None,
+    should_stop: Optional[Callable[[], bool]] = None,
+    amp: Optional[bool] = None,
+) -> Landscape:
+    """E(x) and E(x, y) of the natural images and of each attack's x*.
+
+    x (N, C, H, W) in [0, 1], y (N,); `attacks` maps a display name to an `ATTACKS` label, a
+    `make_attack` name, or an (attack, target) pair. `callback(done, total, name)` follows the
+    batches; `should_stop()` ends the run early (`stopped`). `amp` crafts the attacks under
+    bf16 autocast (default: where `bf16_ok`); every energy is computed in fp32.
+    MISSION.md, observation 1: untargeted attacks lower E(x), targeted ones raise it.
+    """
+    if amp is None:
+        amp = bf16_ok(_device(model))
+    y = y.long().cpu()
+    n = int(y.shape[0])
+    specs = {"natural": (None, None), **{k: _spec(v) for k, v in attacks.items()}}
+    nb = (n + batch_size - 1) // batch_size
+    total, done = len(specs) * nb, 0
+    frames, rows, stopped = [], [], False
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for name, (attack, target) in specs.items():
+            t0, logits = time.perf_counter(), []
+            for i in range(0, n, batch_size):
+                if should_stop is not None and should_stop():
+                    stopped = True
+                    break
+                xb, yb = _to_model(model, x[i:i + batch_size]), y[i:i + batch_size].to(_device(model))
+                if attack is not None:
+                    xb = _run_attack(attack, target, model, xb, yb, amp=amp)
+                logits.append(_logits(model, xb, batch_size))
+                done += 1
+                if callback is not None:
+                    callback(done, total, name)
+            if stopped or not logits:
+                break
+            lg = torch.cat(logits)  # (N, K)
+            pred = lg.argmax(1)
+            frames.append(pd.DataFrame({
+                "attack": name, "index": np.arange(n), "label": y.numpy(), "pred": pred.numpy(),
+                "correct": (pred == y).numpy(), "E(x)": energy(lg).numpy(), "E(x,y)": joint_energy(lg, y).numpy()}))
+            rows.append({"attack": name, "time_s": time.perf_counter() - t0})
+    per_image = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["attack", "index", "label", "pred", "correct", "E(x)", "E(x,y)"])
+    return Landscape(per_image, _summary(per_image, rows), stopped)
+
+
+def _summary(per_image: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
+    if per_image.empty:
+        return pd.DataFrame()
+    g = per_image.groupby("attack", sort=False)
+    s = pd.DataFrame({"n": g.size(), "accuracy": g["correct"].mean(), "mean E(x)": g["E(x)"].mean(),
+                      "std E(x)": g["E(x)"].std(ddof=0), "mean E(x,y)": g["E(x,y)"].mean()})
+    nat = s.loc["natural"] if "natural" in s.index else None
+    if nat is not None:
+        s["shift E(x)"] = s["mean E(x)"] - nat["mean E(x)"]  # negative: x* sits lower than x
+        s["shift E(x,y)"] = s["mean E(x,y)"] - nat["mean E(x,y)"]
+    s["time_s"] = pd.Series({r["attack"]: r["time_s"] for r in rows})
+    return s.reset_index()

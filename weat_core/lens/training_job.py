@@ -1,0 +1,141 @@
+"""Training runs: per-epoch logs, the three phases of adversarial training, and a live run in
+a background thread."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import pandas as pd
+from torch import nn
+
+from .. import WeatError
+
+log = logging.getLogger(__name__)
+
+PHASE_NAMES = ("1 · warm-up", "2 · robust learning", "3 · robust overfitting", "3 · plateau")
+MIN_EPOCHS_FOR_PHASES = 4
+
+
+def load_training_log(path: Union[str, Path]) -> pd.DataFrame:
+    """The per-epoch records of a run (`log.jsonl`, or a folder holding one) as a DataFrame
+    sorted by epoch; unreadable lines are skipped."""
+    p = Path(path)
+    p = p / "log.jsonl" if p.is_dir() else p
+    if not p.is_file():
+        raise WeatError(f"no training log at {p}")
+    recs = []
+    for line in p.read_text().splitlines():
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(r, dict) and "epoch" in r:
+            recs.append(r)
+    if not recs:
+        raise WeatError(f"{p} holds no epoch records")
+    return history_frame(recs)
+
+
+def history_frame(history: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Training records → DataFrame by epoch, with ΔE filled in from the energies if absent."""
+    df = pd.DataFrame(list(history))
+    if df.empty:
+        return df
+    df = df.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
+    if "delta_e" not in df and {"energy_nat_mean", "energy_adv_mean"} <= set(df):
+        df["delta_e"] = df["energy_nat_mean"] - df["energy_adv_mean"]
+    return df
+
+
+def training_phases(df: pd.DataFrame) -> dict[str, Any]:
+    """Where the three phases of adversarial training lie in a run (a heuristic for display).
+
+    Phase 1 runs to the learning-rate peak (the end of warm-up; the first tenth of training
+    for flat schedules); phase 2 up to the epoch of best robust test accuracy; phase 3 after
+    it. Robust overfitting is flagged when the robust test accuracy ends more than one point
+    below its best (of at least 5 %) while training goes on (Rice et al. 2020); by then ΔE
+    typically drifts away from 0 for SAT and stays near 0 for TRADES/WEAT; without it phase 3
+    is a plateau. Standard (non-adversarial) runs and runs under 4 epochs get no phases."""
+    if df.empty or "test_pgd_acc" not in df or ("method" in df and (df["method"] == "standard").any()):
+        # a standard (non-adversarial) run has no robust phases to speak of
+        return {"phases": [], "best_epoch": None, "overfitting": False}
+    ep = df["epoch"].to_numpy()
+    rob = df["test_pgd_acc"].to_numpy(dtype=float)
+    best_i = int(np.nanargmax(rob))
+    if "lr" in df and df["lr"].nunique() > 1:
+        warm_i = int(np.argmax(df["lr"].to_numpy()))
+    else:
+        warm_i = max(0, len(ep) // 10 - 1)
+    warm_i = min(warm_i, best_i)
+    scale = 100.0 if np.nanmax(rob) > 1.5 else 1.0
+    drop = float(rob[best_i] - rob[-1])
+    # a drop of more than one point from a best that is itself meaningful (≥ 5 %)
+    overfit = best_i < len(ep) - 1 and drop > 0.01 * scale and rob[best_i] >= 0.05 * scale
+    bounds = [(ep[0], ep[warm_i]), (ep[warm_i], ep[best_i]), (ep[best_i], ep[-1])]
+    names = PHASE_NAMES[:2] + (PHASE_NAMES[2] if overfit else PHASE_NAMES[3],)
+    phases = [{"name": n, "start": float(a), "end": float(b)} for n, (a, b) in zip(names, bounds) if b > a]
+    if len(ep) < MIN_EPOCHS_FOR_PHASES:
+        phases = []  # too short a run to tell phases apart
+    return {"phases": phases, "best_epoch": int(ep[best_i]), "best_robust": float(rob[best_i]),
+            "overfitting": bool(overfit), "robust_drop": drop}
+
+
+@dataclass
+class TrainingJob:
+    """A `weat_core.train.train` run in a background thread, so a UI can poll its history,
+    ask it to stop (it ends cleanly after the current batch) and pick up the model."""
+
+    config: Any
+    data: Optional[tuple] = None
+    history: list = field(default_factory=list)
+    result: Any = None
+    error: Optional[str] = None
+    started: float = field(default_factory=time.time)
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _thread: Optional[threading.Thread] = field(default=None, repr=False)
+
+    def start(self) -> "TrainingJob":
+        try:
+            from ..train import train
+        except ImportError as e:
+            raise WeatError(f"training is not available in this installation ({e})") from None
+
+        def run():
+            try:
+                self.result = train(self.config, data=self.data, callback=lambda e, r: self.history.append(dict(r)),
+                                     should_stop=self._stop.is_set, progress=False)
+            except WeatError as e:
+                self.error = str(e)
+            except Exception as e:  # noqa: BLE001 - surfaced to the UI instead of killing the thread silently
+                log.exception("training failed")
+                self.error = f"training failed: {type(e).__name__}: {e}"
+
+        self._thread = threading.Thread(target=run, name="weat-train", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def join(self, timeout: Optional[float] = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def model(self) -> Optional[nn.Module]:
+        return None if self.result is None else self.result.model

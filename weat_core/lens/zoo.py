@@ -1,0 +1,42 @@
+"""The model zoo: what a model is, and clean/robust accuracy and energy gaps across models."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import pandas as pd
+import torch
+from torch import nn
+
+
+def describe_model(model: nn.Module) -> dict[str, Any]:
+    """arch, classes, parameter count and provenance of a model (from `model.config`)."""
+    cfg = dict(getattr(model, "config", {}))
+    return {"arch": cfg.get("arch", type(model).__name__), "num_classes": cfg.get("num_classes"),
+            "params": sum(p.numel() for p in model.parameters()), "method": cfg.get("method", "?"),
+            "dataset": cfg.get("dataset", "?"), "epoch": cfg.get("epoch"), "source": cfg.get("source", "")}
+
+
+def zoo_table(
+    models: Mapping[str, nn.Module], x: torch.Tensor, y: torch.Tensor, attacks: Sequence[str] = ("pgd20",),
+    eps: float = 8 / 255, batch_size: int = 128, callback: Optional[Callable[[str, str, int, int], None]] = None,
+) -> pd.DataFrame:
+    """One row per model: clean and robust accuracy under each attack ("pgd20", "aa-fast",
+    "aa", …), mean natural/adversarial E(x) and the gap ΔE = mean E(x) − mean E(x*) under
+    the first attack (MISSION.md observation 3: robust models have smaller gaps)."""
+    from ..evaluate import evaluate
+
+    rows = []
+    for name, model in models.items():
+        cb = (lambda a, d, t, name=name: callback(name, a, d, t)) if callback is not None else None
+        r = evaluate(model, x, y, attacks=list(attacks), eps=eps, batch_size=batch_size, callback=cb)
+        first = attacks[0] if attacks else None
+        row = {"model": name, **{k: v for k, v in describe_model(model).items() if k != "source"},
+               "n": r["n"], "clean_acc": r["clean_acc"], **{f"{a}_acc": r[f"{a}_acc"] for a in attacks},
+               "E(x) natural": r["energy"]["clean"]["mean"]}
+        if first:
+            row["E(x*) " + first] = r["energy"][first]["mean"]
+            row["ΔE"] = r["delta_e"][first]
+            row["|ΔE|"] = abs(r["delta_e"][first])
+        rows.append(row)
+    return pd.DataFrame(rows)
