@@ -17,7 +17,7 @@ from typing import Iterator, Optional
 import torch
 from torch import nn
 
-from .base import AttackCallback, eval_mode
+from .base import AttackCallback, eval_mode, num_classes_of
 
 _NORMS = {"linf": "Linf", "l2": "L2"}
 
@@ -56,13 +56,6 @@ def _rng_devices(x: torch.Tensor) -> list[int]:
     current = torch.cuda.current_device()
     return sorted({current, x.device.index if x.device.index is not None else current})
 
-
-def _num_classes(model: nn.Module, x: torch.Tensor) -> int:
-    n = getattr(model, "num_classes", None)
-    if isinstance(n, int):
-        return n
-    with torch.no_grad(), eval_mode(model):
-        return int(model(x[:1]).shape[1])
 
 
 @dataclass(frozen=True)
@@ -110,7 +103,7 @@ class TorchAttack:
     ) -> torch.Tensor:
         if target is not None:
             raise ValueError(f"{self.name} chooses its own targets; pass target=None")
-        atk = self.build(model, _num_classes(model, x))
+        atk = self.build(model, num_classes_of(model, x))
         with eval_mode(model), _frozen_params(model), torch.enable_grad(), \
                 torch.random.fork_rng(devices=_rng_devices(x)):
             x_adv = atk(x.detach(), y.to(x.device).long()).detach()

@@ -11,7 +11,7 @@ from torch import nn
 # callback(step, x_adv, logits): step 0 is the starting point, step `steps` the result.
 AttackCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
 
-__all__ = ["AttackCallback", "eval_mode", "project", "random_start", "pgd_loop"]
+__all__ = ["AttackCallback", "eval_mode", "num_classes_of", "project", "random_start", "pgd_loop"]
 
 
 @contextmanager
@@ -25,6 +25,15 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, f in flags:
             m.training = f
+
+
+def num_classes_of(model: nn.Module, x: torch.Tensor) -> int:
+    """K: `model.num_classes` when the model declares it, else one forward pass of x[:1]."""
+    n = getattr(model, "num_classes", None)
+    if isinstance(n, int):
+        return n
+    with torch.no_grad(), eval_mode(model):
+        return int(model(x[:1]).shape[1])
 
 
 def _norm_l2(v: torch.Tensor) -> torch.Tensor:  # (B, ...) -> (B, 1, 1, 1)

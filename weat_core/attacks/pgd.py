@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import AttackCallback, pgd_loop, random_start
+from .base import AttackCallback, num_classes_of, pgd_loop, random_start
 
 Target = Union[None, str, torch.Tensor]
 
@@ -74,7 +74,7 @@ class PGD:
     ) -> torch.Tensor:
         y = y.to(x.device).long()
         if self.targeted:
-            num_classes = _num_classes(model, x)
+            num_classes = num_classes_of(model, x)
             t = pick_target(model, x, y, target, num_classes)
             if self.loss == "ce":
                 objective = lambda logits: -F.cross_entropy(logits.float(), t, reduction="none")  # noqa: E731
@@ -88,13 +88,3 @@ class PGD:
         start = random_start(x, self.eps, self.norm) if self.random_start else x
         return pgd_loop(model, x, start, objective, self.eps, self.alpha, self.steps, self.norm, callback)
 
-
-def _num_classes(model: nn.Module, x: torch.Tensor) -> int:
-    n = getattr(model, "num_classes", None)
-    if isinstance(n, int):
-        return n
-    with torch.no_grad():
-        from .base import eval_mode
-
-        with eval_mode(model):
-            return int(model(x[:1]).shape[1])
