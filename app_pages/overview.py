@@ -21,8 +21,10 @@ st.markdown(
 st.latex(r"E(x, y) = -f_y(x) \qquad E(x) = -\log \sum_k e^{f_k(x)} \qquad "
          r"p(y \mid x) = \frac{e^{-E(x,y)}}{e^{-E(x)}} \qquad \mathrm{CE}(x, y) = E(x, y) - E(x)")
 st.markdown(
-    "An **untargeted** attack such as PGD pushes the true class down and lands the image at *lower* "
-    "marginal energy $E(x^*)$ than the natural image; **targeted** attacks, CW and Square push $E(x)$ *up*. "
+    "For the well-trained robust models of Mirza et al. (2024), an **untargeted** attack such as PGD pushes "
+    "the true class down and lands the image at *lower* marginal energy $E(x^*)$ than the natural image; "
+    "**targeted** attacks, CW and Square push $E(x)$ *up*. The chart below checks this on the model you picked "
+    "(short, weakly trained models need not follow it). "
     "The joint energy $E(x, y)$ of the true class rises for all of them. Robust models keep the natural and "
     "adversarial energies close (a smooth landscape); **WEAT** weights each training sample by "
     "$w(x) = 1/\\log(1 + e^{|E(x)|})$ to get there.")
