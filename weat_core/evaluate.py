@@ -13,7 +13,7 @@ from torch import nn
 from .attacks import eval_mode, make_attack
 from .energy import energy, energy_stats, joint_energy
 
-__all__ = ["evaluate", "format_table", "parse_eps"]
+__all__ = ["eval_logits", "evaluate", "format_table", "parse_eps"]
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,8 @@ def parse_eps(s: str | float) -> float:
 
 
 @torch.no_grad()
-def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def eval_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Logits (B, K) in fp32 with the model in eval mode (its own mode restored afterwards)."""
     with eval_mode(model):
         return model(x).float()
 
@@ -72,7 +73,7 @@ def evaluate(
             if attack is not None:
                 with torch.enable_grad():
                     xb = attack(model, xb, yb, target=target) if target is not None else attack(model, xb, yb)
-            lg = _logits(model, xb)
+            lg = eval_logits(model, xb)
             correct += int((lg.argmax(1) == yb).sum())
             es.append(energy(lg).cpu())
             ejs.append(joint_energy(lg, yb).cpu())

@@ -34,9 +34,9 @@ from torch import nn
 
 from . import WeatError
 from .attacks import PGD, TradesAttack
-from .attacks.base import eval_mode
 from .data import ImageSet, dataset_info, load_split
 from .energy import energy, energy_stats, joint_energy
+from .evaluate import eval_logits
 from .losses import get_loss
 from .models import DEFAULT_CPU_ARCH, create_model
 
@@ -228,12 +228,6 @@ def _load_resume(out: Path, model: nn.Module, opt: torch.optim.Optimizer) -> tup
 # evaluation on fixed subsets
 
 
-@torch.no_grad()
-def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    with eval_mode(model):
-        return model(x).float()
-
-
 def _eval_subset(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, amp: bool,
                  world: int, prefix: str) -> dict[str, Any]:
     """Clean and PGD accuracy and energy statistics on a fixed subset (sharded across ranks)."""
@@ -243,8 +237,8 @@ def _eval_subset(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainC
         xb, yb = x[i:i + 256], y[i:i + 256]
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
             xa = attack(model, xb, yb)
-            nat_l.append(_predict(model, xb))
-            adv_l.append(_predict(model, xa))
+            nat_l.append(eval_logits(model, xb))
+            adv_l.append(eval_logits(model, xa))
     ln, la = _all_cat(torch.cat(nat_l), world), _all_cat(torch.cat(adv_l), world)  # (N, K)
     yy = _all_cat(y, world)
     e_nat, e_adv = energy(ln), energy(la)
