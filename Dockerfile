@@ -19,7 +19,13 @@ RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu -r requir
 
 COPY --chown=user . .
 USER user
-RUN mkdir -p "$WEAT_DATA_DIR"
+# CIFAR-10 into the image, so the public demo opens on real test images instead of the synthetic
+# stand-in (a Space build is online; the app itself never needs the network). The archive is
+# dropped once unpacked. Offline builds go on without it and the app says what to do.
+RUN mkdir -p "$WEAT_DATA_DIR" \
+ && (python -c "from weat_core.data import load_split; load_split('cifar10', 'test')" \
+     && rm -f "$WEAT_DATA_DIR/cifar-10-python.tar.gz" \
+     || echo "CIFAR-10 could not be downloaded; the app will offer its synthetic images")
 
 EXPOSE 8501
 HEALTHCHECK CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health')"
