@@ -18,37 +18,44 @@ st.markdown("During adversarial training we track $E(x)$ and $E(x^*)$ on a fixed
 jobs: dict = st.session_state.setdefault("train_jobs", {})
 
 
+NAMES = {"energy_nat_mean": "E(x)", "energy_adv_mean": "E(x*)", "delta_e": "ΔE", "test_clean_acc": "clean",
+         "test_pgd_acc": "robust (PGD)", "train_pgd_acc": "robust, train subset"}
+
+
 def run_curves(runs: dict[str, pd.DataFrame], key: str) -> None:
-    """The three per-epoch charts for one or more runs, phases shaded for the first."""
-    df = pd.concat([d.assign(run=n) for n, d in runs.items()], ignore_index=True)
+    """The per-epoch charts for one or more runs (phases shaded for the first) and, for each
+    run, where its robust accuracy peaked and whether it then fell (robust overfitting)."""
+    df = pd.concat([d.assign(run=n) for n, d in runs.items()], ignore_index=True).rename(columns=NAMES)
     phases = lens.training_phases(next(iter(runs.values())))
     multi = len(runs) > 1
     color = "run" if multi else None
-    e_cols = [k for k in ("energy_nat_mean", "energy_adv_mean") if k in df]
     charts = [
-        ("mean E(x) and E(x*), training subset", e_cols),
-        ("ΔE = mean E(x) − mean E(x*)", ["delta_e"] if "delta_e" in df else []),
-        ("accuracy, test subset", [k for k in ("test_clean_acc", "test_pgd_acc") if k in df]),
+        ("mean E(x) and E(x*), training subset", ["E(x)", "E(x*)"]),
+        ("ΔE = mean E(x) − mean E(x*)", ["ΔE"]),
+        ("accuracy, test subset", ["clean", "robust (PGD)"]),
+        ("robust accuracy: training vs test subset", ["robust, train subset", "robust (PGD)"]),
     ]
-    cols = st.columns(3)
+    cols = st.columns(2) + st.columns(2)
     for col, (title, ys) in zip(cols, charts):
+        ys = [y for y in ys if y in df]
         if not ys:
             col.caption(f"{title}: not recorded")
             continue
-        named = df.rename(columns={"energy_nat_mean": "E(x)", "energy_adv_mean": "E(x*)", "delta_e": "ΔE",
-                                   "test_clean_acc": "clean", "test_pgd_acc": "robust (PGD)"})
-        ys = [{"energy_nat_mean": "E(x)", "energy_adv_mean": "E(x*)", "delta_e": "ΔE", "test_clean_acc": "clean",
-               "test_pgd_acc": "robust (PGD)"}[y] for y in ys]
-        fig = plots.lines(named, "epoch", ys, title, color=color)
+        fig = plots.lines(df, "epoch", ys, title, color=color)
         if "ΔE" in ys:
             fig.add_hline(y=0, line_color="#888", line_width=1)
-        col.plotly_chart(plots.shade_phases(fig, phases), key=f"{key}_{title[:8]}")
-    best = phases.get("best_epoch")
-    if best is not None:
-        msg = f"Best robust accuracy {phases['best_robust']:.1%} at epoch {best}"
-        if phases["overfitting"]:
-            msg += f"; it then drops by {phases['robust_drop']:.1%} — **robust overfitting**."
-        st.caption(msg + (" (phases shaded for the first run)" if multi else ""))
+        col.plotly_chart(plots.shade_phases(fig, phases), key=f"{key}_{title[:12]}")
+    summary = lens.runs_summary(runs)
+    if "best_epoch" in summary:
+        for _, r in summary.dropna(subset=["best_epoch"]).iterrows():
+            msg = f"**{r['run']}**: best robust accuracy {r['best_robust']:.1%} at epoch {int(r['best_epoch'])}"
+            msg += (f", then down {r['robust_drop']:.1%} to {r['last_robust']:.1%} at epoch {r['epochs']} — "
+                    "**robust overfitting**" if r["robust_overfitting"] else f", {r['last_robust']:.1%} at the end")
+            if "delta_e_last" in r and pd.notna(r["delta_e_last"]):
+                msg += f"; ΔE {r['delta_e_best']:+.3f} at the best epoch, {r['delta_e_last']:+.3f} at the end"
+            st.markdown(msg + ".")
+        if multi:
+            st.caption("Phases are shaded for the first run selected.")
 
 
 tab_rec, tab_live = st.tabs(["Recorded runs", "Live run"], key="tr_tab")  # keyed: stays on "Live run" across reruns
@@ -68,7 +75,9 @@ with tab_rec:
         st.info("No recorded runs yet: none of the shipped checkpoints carries a log.jsonl. Train a model on the "
                 "**Live run** tab and its curves appear here too.")
     else:
-        pick = st.multiselect("Runs", list(runs), default=list(runs)[:3], key="tr_runs")
+        # by default the longest recorded runs (the step-schedule ones that show robust overfitting)
+        longest = sorted(runs, key=lambda k: -int(runs[k]["epoch"].max()))[:3]
+        pick = st.multiselect("Runs", list(runs), default=[k for k in runs if k in longest], key="tr_runs")
         if pick:
             run_curves({k: runs[k] for k in pick}, "rec")
             with st.expander("Per-epoch records"):

@@ -174,8 +174,8 @@ def test_attack_explorer_bad_uploads(app_env):
 def test_training_recorded_and_live(app_env):
     at = open_page("training")
     ok(at)
-    assert len(charts(at)) == 3  # the shipped run's energy, ΔE and accuracy curves
-    assert any("robust overfitting" in c.value for c in at.caption)
+    assert len(charts(at)) == 4  # the shipped run's energy, ΔE, accuracy and train-vs-test robust curves
+    assert any("robust overfitting" in m.value for m in at.markdown)
     pytest.importorskip("weat_core.train")
     at.slider(key="tr_epochs").set_value(1)
     at.select_slider(key="tr_n").set_value(64)

@@ -8,6 +8,7 @@ import json
 import pickle
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -135,8 +136,30 @@ def test_training_log_and_phases(tmp_path):
     assert [p["name"][0] for p in ph["phases"]] == ["1", "2", "3"]
     assert ph["phases"][0]["end"] == 5
     assert lens.training_phases(df.assign(method="standard"))["phases"] == []  # no robust phases without attacks
+    # a step schedule (÷10 at epochs 11 and 16): phase 1 is the whole high-learning-rate stretch
+    step = df.assign(lr=[0.1 if e <= 10 else 0.01 if e <= 15 else 0.001 for e in df["epoch"]])
+    assert lens.training_phases(step)["phases"][0]["end"] == 10
+    assert [p["name"][0] for p in lens.training_phases(step)["phases"]] == ["1", "2", "3"]
     with pytest.raises(WeatError):
         lens.load_training_log(tmp_path / "missing")
+
+
+def test_runs_summary_marks_robust_overfitting():
+    ep = np.arange(1, 11)
+    over = pd.DataFrame({"epoch": ep, "method": "sat", "lr": 0.1,
+                         "test_pgd_acc": [.1, .2, .3, .4, .45, .42, .40, .38, .36, .35],
+                         "train_pgd_acc": [.1, .2, .3, .4, .5, .6, .7, .8, .85, .9],
+                         "delta_e": [0, -.1, -.1, -.2, -.2, -.3, -.4, -.5, -.6, -.6]})
+    flat = over.assign(method="trades", test_pgd_acc=[.1, .2, .3, .4, .45, .45, .46, .46, .46, .46],
+                       delta_e=0.01 * ep)
+    s = lens.runs_summary({"a": over, "b": flat}).set_index("run")
+    assert s.loc["a", "best_epoch"] == 5 and s.loc["a", "robust_overfitting"]
+    assert s.loc["a", "robust_drop"] == pytest.approx(0.10) and s.loc["a", "last_robust"] == pytest.approx(0.35)
+    assert s.loc["a", "train_test_gap_last"] == pytest.approx(0.55)
+    assert s.loc["a", "delta_e_min"] == pytest.approx(-0.6) and s.loc["a", "delta_e_best"] == pytest.approx(-0.2)
+    assert not s.loc["b", "robust_overfitting"] and s.loc["b", "best_epoch"] == 7
+    assert s.loc["b", "delta_e_last"] == pytest.approx(0.10)
+    assert list(s["epochs"]) == [10, 10]
 
 
 def test_demo_images_and_grid():

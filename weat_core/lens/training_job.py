@@ -57,9 +57,9 @@ def history_frame(history: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 def training_phases(df: pd.DataFrame) -> dict[str, Any]:
     """Where the three phases of adversarial training lie in a run (a heuristic for display).
 
-    Phase 1 runs to the learning-rate peak (the end of warm-up; the first tenth of training
-    for flat schedules); phase 2 up to the epoch of best robust test accuracy; phase 3 after
-    it. Robust overfitting is flagged when the robust test accuracy ends more than one point
+    Phase 1 lasts while the learning rate rises to or stays at its peak (one-cycle: the
+    warm-up; step schedule: until the first decay; flat schedules: the first tenth of
+    training); phase 2 runs up to the epoch of best robust test accuracy; phase 3 after it. Robust overfitting is flagged when the robust test accuracy ends more than one point
     below its best (of at least 5 %) while training goes on (Rice et al. 2020); by then ΔE
     typically drifts away from 0 for SAT and stays near 0 for TRADES/WEAT; without it phase 3
     is a plateau. Standard (non-adversarial) runs and runs under 4 epochs get no phases."""
@@ -70,7 +70,8 @@ def training_phases(df: pd.DataFrame) -> dict[str, Any]:
     rob = df["test_pgd_acc"].to_numpy(dtype=float)
     best_i = int(np.nanargmax(rob))
     if "lr" in df and df["lr"].nunique() > 1:
-        warm_i = int(np.argmax(df["lr"].to_numpy()))
+        lr = df["lr"].to_numpy(dtype=float)
+        warm_i = int(np.flatnonzero(lr >= 0.999 * lr.max())[-1])  # last epoch at the peak learning rate
     else:
         warm_i = max(0, len(ep) // 10 - 1)
     warm_i = min(warm_i, best_i)
@@ -85,6 +86,32 @@ def training_phases(df: pd.DataFrame) -> dict[str, Any]:
         phases = []  # too short a run to tell phases apart
     return {"phases": phases, "best_epoch": int(ep[best_i]), "best_robust": float(rob[best_i]),
             "overfitting": bool(overfit), "robust_drop": drop}
+
+
+def runs_summary(runs: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per run: its best and last robust test accuracy, the drop between them (robust
+    overfitting when `training_phases` flags it), the train−test robust gap at the end, and
+    ΔE at the best epoch, at the end and at its most negative. Accuracies as fractions."""
+    rows = []
+    for name, df in runs.items():
+        if df.empty:
+            continue
+        ph = training_phases(df)
+        last = df.iloc[-1]
+        row: dict[str, Any] = {"run": name, "method": last.get("method", ""), "epochs": int(last["epoch"])}
+        if ph.get("best_epoch") is not None:
+            best = df.loc[df["epoch"] == ph["best_epoch"]].iloc[0]
+            row.update(best_epoch=ph["best_epoch"], best_robust=ph["best_robust"],
+                       last_robust=float(last["test_pgd_acc"]), robust_drop=ph["robust_drop"],
+                       robust_overfitting=ph["overfitting"])
+            if "train_pgd_acc" in df:
+                row["train_test_gap_last"] = float(last["train_pgd_acc"] - last["test_pgd_acc"])
+            if "delta_e" in df:
+                row.update(delta_e_best=float(best["delta_e"]))
+        if "delta_e" in df:
+            row.update(delta_e_last=float(last["delta_e"]), delta_e_min=float(df["delta_e"].min()))
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 @dataclass
