@@ -20,6 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from weat_core.attacks import PGD, TradesAttack  # noqa: E402
+from weat_core.devices import bf16_ok  # noqa: E402
 from weat_core.losses import get_loss  # noqa: E402
 from weat_core.models import create_model  # noqa: E402
 from weat_core.train import METHODS, TrainConfig, augment, make_attack, train_step  # noqa: E402
@@ -74,13 +75,15 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast (default: as training does, on where the hardware has native bf16)")
     a = p.parse_args()
     device = torch.device(a.device)
     gpu = device.type == "cuda"
     archs = (a.archs or ("preactresnet18" if gpu else "weatnet_s")).split(",")
     batch = a.batch_size or (512 if gpu else 128)
     steps = a.steps or (20 if gpu else 3)
-    amp = gpu
+    amp = bf16_ok(device) if a.amp is None else a.amp
     name = torch.cuda.get_device_name(device) if gpu else f"CPU, {torch.get_num_threads()} threads"
     print(f"# device: {name}; batch {batch}; bf16 autocast {'on' if amp else 'off'}; channels_last; "
           f"torch {torch.__version__}")

@@ -71,7 +71,7 @@ class TrainConfig:
     seed: int = 0
     out: Optional[str] = None
     device: str = "auto"
-    amp: Optional[bool] = None  # bf16 autocast; default: on for CUDA
+    amp: Optional[bool] = None  # bf16 autocast; default: on for CUDA and CPUs with native bf16
     channels_last: bool = True
     compile: bool = False
     arch_kwargs: dict = field(default_factory=dict)
@@ -299,7 +299,12 @@ def train(
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
-    amp = cfg.amp if cfg.amp is not None else device.type == "cuda"
+    if cfg.amp is None:  # bf16 where the hardware runs it natively: CUDA, or AVX512-BF16 / AMX CPUs
+        from .devices import bf16_ok
+
+        amp = bf16_ok(device)
+    else:
+        amp = cfg.amp
 
     if data is None:
         train_set = load_split(cfg.dataset, "train", root=cfg.data_dir, limit=cfg.limit)

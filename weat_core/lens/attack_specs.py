@@ -9,6 +9,7 @@ import torch
 
 from .. import WeatError
 from ..attacks import TorchAttack, make_attack
+from ..devices import bf16_ok  # noqa: F401 - re-exported by lens
 
 # An attack plus its `target=` argument, e.g. make_attack("pgd10-t") → (PGD(..., targeted=True), None).
 AttackSpec = Union[str, tuple, Callable]
@@ -36,19 +37,6 @@ def attack_from(kind: str, eps: float = 8 / 255, steps: int = 10, norm: str = "l
     except ValueError as e:
         raise WeatError(str(e)) from None
     return attack, target
-
-
-def bf16_ok(device: torch.device) -> bool:
-    """Whether crafting attacks under bf16 autocast pays off here: CUDA, or a CPU with native
-    bf16 (AVX512-BF16 / AMX), where oneDNN runs the convolutions ~1.4× faster."""
-    if device.type == "cuda":
-        return True
-    if device.type != "cpu":
-        return False
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except AttributeError:  # older torch
-        return False
 
 
 def _spec(spec: AttackSpec) -> tuple:
