@@ -72,7 +72,19 @@ def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
         lines += ["## Training", "", f"- epochs: {last['epoch']}, images/s: {last.get('img_per_s', 0):.0f} "
                   f"(on the training machine), total training time: "
                   f"{sum(r.get('time_s', 0) for r in log_records) / 60:.1f} min",
-                  "- per-epoch records (energies, ΔE, accuracies on fixed subsets): `log.jsonl`", ""]
+                  "- per-epoch records (energies, ΔE, accuracies on fixed subsets): `log.jsonl`"]
+        rob = [(r["test_pgd_acc"], r["epoch"], r.get("delta_e")) for r in log_records if "test_pgd_acc" in r]
+        if rob and cfg.get("method") != "standard":
+            best = max(rob, key=lambda t: t[0])
+            end = rob[-1]
+            line = (f"- robust accuracy on the per-epoch test subset: best {best[0]:.1%} at epoch {best[1]}, "
+                    f"{end[0]:.1%} at the last epoch ({end[1]})")
+            if best[1] < end[1] and best[0] - end[0] > 0.01:
+                line += f": down {best[0] - end[0]:.1%}, robust overfitting"
+            if best[2] is not None and end[2] is not None:
+                line += f"; ΔE {best[2]:+.3f} at the best epoch, {end[2]:+.3f} at the last"
+            lines.append(line)
+        lines.append("")
     if t:
         lines += ["## Re-train", "", "```", _train_command(t), "```", "",
                   f"Settings: {json.dumps(t, sort_keys=True)}", ""]
