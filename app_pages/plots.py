@@ -15,6 +15,9 @@ from PIL import Image
 ATTACK_COLORS = {"natural": "#4C78A8", "PGD": "#54A24B", "APGD-CE": "#2CA02C", "TRADES-KL": "#72B7B2",
                  "E(x)↓": "#17BECF", "PGD-T": "#E45756", "APGD-T": "#F58518", "CW": "#B279A2", "E(x)↑": "#FF9DA6"}
 
+# Distinct hues for runs compared side by side (the theme's default starts with two blues).
+RUN_COLORS = ["#4C78A8", "#E45756", "#54A24B", "#F58518", "#B279A2", "#72B7B2", "#9D755D", "#BAB0AC"]
+
 
 def energy_hist(df: pd.DataFrame, col: str = "E(x)", title: str = "", height: int = 340) -> go.Figure:
     """Overlaid density histograms of `col` per attack."""
@@ -31,11 +34,16 @@ def energy_hist(df: pd.DataFrame, col: str = "E(x)", title: str = "", height: in
 
 def lines(df: pd.DataFrame, x: str, ys: Sequence[str], title: str = "", height: int = 300,
           color: Optional[str] = None, markers: bool = True) -> go.Figure:
+    """One line per column of `ys`; with `color` (e.g. a run column), one colour per group and
+    one dash style per column, so each run keeps its colour across charts."""
     long = df.melt(id_vars=[x] + ([color] if color else []), value_vars=list(ys), var_name="series")
     if color:
-        long["series"] = long[color].astype(str) + " · " + long["series"]
-    fig = px.line(long, x=x, y="value", color="series", markers=markers, title=title)
-    n = long["series"].nunique()
+        fig = px.line(long, x=x, y="value", color=color, line_dash="series", markers=markers, title=title,
+                      color_discrete_sequence=RUN_COLORS)
+        n = long[color].nunique() * long["series"].nunique()
+    else:
+        fig = px.line(long, x=x, y="value", color="series", markers=markers, title=title)
+        n = long["series"].nunique()
     legend = dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right", title=None)
     if color or n > 3:  # several runs: the legend goes under the plot, one entry a line
         legend = dict(orientation="v", y=-0.25, yanchor="top", x=0, title=None, font_size=10)
@@ -59,13 +67,20 @@ def shade_phases(fig: go.Figure, phases: dict, robust_label: bool = True) -> go.
     fills = ["rgba(76,120,168,0.08)", "rgba(84,162,75,0.08)", "rgba(228,87,86,0.10)"]
     for i, ph in enumerate(phases.get("phases", [])):
         fill = fills[int(ph["name"][0]) - 1] if "overfitting" in ph["name"] or ph["name"][0] != "3" else fills[1]
+        # only the phase number in the chart (full names overlap on narrow phases); see phase_caption
         fig.add_vrect(x0=ph["start"], x1=ph["end"], fillcolor=fill, line_width=0,
-                      annotation_text=ph["name"], annotation_position="top left", annotation_font_size=10)
+                      annotation_text=ph["name"].split(" · ")[0], annotation_position="top left",
+                      annotation_font_size=11)
     if phases.get("best_epoch") is not None and robust_label:
         text = "best robust" + (" → then it drops" if phases.get("overfitting") else "")
         fig.add_vline(x=phases["best_epoch"], line_dash="dot", line_color="#E45756",
                       annotation_text=text, annotation_position="bottom right", annotation_font_size=10)
     return fig
+
+
+def phase_caption(phases: dict) -> str:
+    """The phases as text: '1 · warm-up (epochs 1–5) · 2 · …', or '' when there are none."""
+    return " · ".join(f"**{ph['name']}** (epochs {ph['start']:.0f}–{ph['end']:.0f})" for ph in phases.get("phases", []))
 
 
 def to_pil(x: torch.Tensor, scale: int = 4) -> Image.Image:

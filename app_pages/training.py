@@ -54,8 +54,8 @@ def run_curves(runs: dict[str, pd.DataFrame], key: str) -> None:
             if "delta_e_last" in r and pd.notna(r["delta_e_last"]):
                 msg += f"; ΔE {r['delta_e_best']:+.3f} at the best epoch, {r['delta_e_last']:+.3f} at the end"
             st.markdown(msg + ".")
-        if multi:
-            st.caption("Phases are shaded for the first run selected.")
+    if phases.get("phases"):
+        st.caption("Shaded phases" + (f" (of {next(iter(runs))})" if multi else "") + ": " + plots.phase_caption(phases))
 
 
 tab_rec, tab_live = st.tabs(["Recorded runs", "Live run"], key="tr_tab")  # keyed: stays on "Live run" across reruns
