@@ -8,6 +8,7 @@ Skipped, with the reason, where /usr/bin/chromium (apt-get install chromium; see
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -38,20 +39,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    data = make_image_folder(root / "data" / "tiny", {"train": 4, "test": 4})
-    make_checkpoint(root / "ckpts", data)
-    port = _free_port()
-    env = dict(os.environ, WEAT_CHECKPOINTS_DIR=str(root / "ckpts"), WEAT_DATA_DIR=str(root / "data"),
-               HF_HUB_OFFLINE="1", WEAT_DEFAULT_MODEL="tiny-weat-adv", HF_HUB_CACHE=str(root / "hub"), PYTHONPATH=str(REPO))
-    log = open(root / "streamlit.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+@contextlib.contextmanager
+def streamlit_server(cmd: list, cwd: Path, env: dict, port: int, log_path: Path):
+    """Run `cmd` (a streamlit server on `port`) until its health check answers; yields its URL
+    and stops it afterwards. Fails with the end of its log if it does not start within 60 s."""
     url = f"http://127.0.0.1:{port}"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + 60
         while True:
@@ -61,7 +55,7 @@ def server(tmp_path_factory):
             except OSError:
                 pass
             if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError("streamlit did not start:\n" + (root / "streamlit.log").read_text()[-3000:])
+                raise RuntimeError("streamlit did not start:\n" + log_path.read_text()[-3000:])
             time.sleep(0.3)
         yield url
     finally:
@@ -70,7 +64,20 @@ def server(tmp_path_factory):
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
-        log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    data = make_image_folder(root / "data" / "tiny", {"train": 4, "test": 4})
+    make_checkpoint(root / "ckpts", data)
+    port = _free_port()
+    env = dict(os.environ, WEAT_CHECKPOINTS_DIR=str(root / "ckpts"), WEAT_DATA_DIR=str(root / "data"),
+               HF_HUB_OFFLINE="1", WEAT_DEFAULT_MODEL="tiny-weat-adv", HF_HUB_CACHE=str(root / "hub"), PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
+           "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+    with streamlit_server(cmd, REPO, env, port, root / "streamlit.log") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

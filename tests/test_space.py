@@ -15,8 +15,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -96,7 +94,7 @@ def test_image_holds_the_app_and_its_models_but_no_runs_or_data():
 def test_dockerfile_cmd_serves_the_first_chart(tmp_path):
     """Run the CMD with the Dockerfile's ENV from a copy of the image's files (no dataset, no
     network: the Space's state before anyone picks data), then open it in chromium."""
-    from test_e2e_browser import CHROMIUM, _free_port, no_errors, settle
+    from test_e2e_browser import CHROMIUM, _free_port, no_errors, settle, streamlit_server
 
     sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
     df = _dockerfile()
@@ -113,35 +111,15 @@ def test_dockerfile_cmd_serves_the_first_chart(tmp_path):
     cmd = [sys.executable, "-m"] + [c.replace(f"={df['expose']}", f"={port}") for c in df["cmd"]] + \
           ["--server.headless=true", "--browser.gatherUsageStats=false"]
     log_path = tmp_path / "streamlit.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=app, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise AssertionError("the Dockerfile's CMD did not start:\n" + log_path.read_text()[-3000:])
-            time.sleep(0.3)
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                        args=["--no-sandbox", "--disable-gpu", "--disable-quic"])
-            pg = browser.new_page(viewport={"width": 1400, "height": 1600})
-            pg.set_default_timeout(60_000)
-            pg.goto(url)
-            settle(pg)
-            pg.wait_for_selector('[data-testid="stPlotlyChart"]')
-            no_errors(pg, "overview in the Space set-up")
-            browser.close()
-        text = log_path.read_text()
-        assert "is not a valid config option" not in text and "Traceback" not in text, text[-3000:]
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with streamlit_server(cmd, app, env, port, log_path) as url, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-quic"])
+        pg = browser.new_page(viewport={"width": 1400, "height": 1600})
+        pg.set_default_timeout(60_000)
+        pg.goto(url)
+        settle(pg)
+        pg.wait_for_selector('[data-testid="stPlotlyChart"]')
+        no_errors(pg, "overview in the Space set-up")
+        browser.close()
+    text = log_path.read_text()
+    assert "is not a valid config option" not in text and "Traceback" not in text, text[-3000:]
