@@ -12,18 +12,37 @@ st.title("Model zoo")
 st.markdown("Stronger robust classifiers have **smoother energy landscapes**: the gap between natural and "
             "adversarial energies, $|\\Delta E|$, shrinks as robust accuracy grows.")
 
+
+
+def scatter(res: pd.DataFrame, rob: str, title: str, key: str) -> None:
+    """Robust accuracy against |ΔE|, one labelled point per model (log x when the gaps span decades)."""
+    res = res.dropna(subset=[rob, "|ΔE|"])
+    if res.empty:
+        return
+    gaps = res["|ΔE|"].clip(lower=1e-3)
+    fig = px.scatter(res.assign(**{"|ΔE|": gaps}), x="|ΔE|", y=rob, text="model", color="method", title=title,
+                     log_x=bool(gaps.max() / gaps.min() > 20))
+    fig.update_traces(textposition="top center", marker_size=12, cliponaxis=False)
+    fig.update_layout(height=420, yaxis_tickformat=".0%")
+    st.plotly_chart(fig, key=key)
+
+
+def acc_format(df: pd.DataFrame):
+    return df.style.format({k: "{:.1%}" for k in df.columns if k.endswith("_acc")}, precision=3)
+
+
 infos = common.checkpoint_infos()
-rows = [{"model": i["name"], "arch": i["arch"], "method": i["method"], "dataset": common.short(str(i["dataset"])),
-         **{k: v for k, v in i.items() if k.endswith(("_acc", "delta_e")) or k.startswith(("energy", "metric"))}}
-        for i in infos]
-rows += [{"model": common.TRAINED_PREFIX + k, "arch": "weatnet_s", "method": m.config.get("method", "?"),
-          "dataset": common.short(str(m.config.get("dataset", "?")))} for k, m in common.trained_models().items()]
-if not infos:
-    st.info("No checkpoints are shipped yet (checkpoints/ is empty). The table lists models trained in this "
-            "session and the untrained default; evaluate them below.")
 st.subheader("Recorded metrics")
-st.dataframe(pd.DataFrame(rows or [{"model": common.UNTRAINED, "arch": "weatnet_s", "method": "untrained"}]),
-             hide_index=True)
+if infos:
+    rec = lens.recorded_table(infos)
+    st.dataframe(acc_format(rec), hide_index=True)
+    st.caption("As stored in each checkpoint's config.json: measured by `python -m weat_core eval` on the first n "
+               "test images (L∞ ε = 8/255); ΔE = mean E(x) − mean E(x*) under PGD-20.")
+    if "pgd20_acc" in rec:
+        scatter(rec, "pgd20_acc", "recorded: PGD-20 accuracy against the energy gap |ΔE|", "zoo_rec_scatter")
+else:
+    st.info("No checkpoints are shipped yet (checkpoints/ is empty). Evaluate the models trained in this session "
+            "and the untrained default below.")
 
 st.subheader("Evaluate here")
 a, b = st.columns([2, 1])
@@ -55,12 +74,6 @@ if clicked:
 
 res = st.session_state.get("zoo_result")
 if res is not None and not res.empty:
-    st.dataframe(res.style.format({k: "{:.1%}" for k in res.columns if k.endswith("_acc")}, precision=3),
-                 hide_index=True)
+    st.dataframe(acc_format(res), hide_index=True)
     rob = [k for k in res.columns if k.endswith("_acc") and k != "clean_acc"][0]
-    fig = px.scatter(res, x="|ΔE|", y=rob, text="model", color="method", size_max=14,
-                     title=f"robustness ({rob}) against the natural–adversarial energy gap |ΔE|")
-    fig.update_traces(textposition="top center", marker_size=12, cliponaxis=False)
-    fig.update_xaxes(rangemode="tozero")
-    fig.update_layout(height=420, yaxis_tickformat=".0%")
-    st.plotly_chart(fig, key="zoo_scatter")
+    scatter(res, rob, f"robustness ({rob}) against the natural–adversarial energy gap |ΔE|", "zoo_scatter")

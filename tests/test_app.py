@@ -198,11 +198,14 @@ def test_model_zoo(app_env):
     at = open_page("zoo")
     ok(at)
     assert len(at.dataframe) == 1
+    recorded = len(charts(at))  # the scatter of stored metrics, where a checkpoint records PGD-20
+    assert recorded == (1 if "pgd20_acc" in at.dataframe[0].value else 0)
+    at.multiselect(key="zoo_models").set_value(["tiny-weat-adv", "untrained weatnet_s (random weights)"])
     at.multiselect(key="zoo_attacks").set_value(["pgd10"])
     at.select_slider(key="zoo_n").set_value(32)
     at.button(key="zoo_run").click().run()
     ok(at)
-    assert len(at.dataframe) == 2 and len(charts(at)) == 1
+    assert len(at.dataframe) == 2 and len(charts(at)) == recorded + 1
     assert set(at.dataframe[1].value["model"]) >= {"tiny-weat-adv", "untrained weatnet_s (random weights)"}
 
 

@@ -122,6 +122,16 @@ def test_zoo_table(trained_tiny, tiny_model, synthetic_batch):
     assert df.loc[0, "clean_acc"] >= 0.9
 
 
+def test_recorded_table_reads_stored_metrics_only():
+    infos = [{"name": "a", "arch": "weatnet_s", "method": "sat", "dataset": "cifar10", "n": 2000, "clean_acc": 0.6,
+              "pgd20_acc": 0.3, "energy_mean": {"clean": -3.0, "pgd20": -2.8}, "delta_e": {"pgd20": -0.2}},
+             {"name": "b", "arch": "weatnet_s", "method": "standard", "dataset": "cifar10", "test_pgd_acc": 0.1}]
+    df = lens.recorded_table(infos).set_index("model")
+    assert df.loc["a", "pgd20_acc"] == 0.3 and df.loc["a", "ΔE"] == -0.2 and df.loc["a", "|ΔE|"] == 0.2
+    assert df.loc["a", "E(x) natural"] == -3.0
+    assert np.isnan(df.loc["b", "ΔE"]) and df.loc["b", "test_pgd_acc"] == 0.1
+
+
 def test_training_log_and_phases(tmp_path):
     recs = []
     for e in range(1, 21):

@@ -23,7 +23,7 @@ Modules (everything public is re-exported here, so `from weat_core import lens` 
 - `decomposition`  `trades_decomposition`, `weight_curve`, `weights_of`
 - `uploads`        `decode_image`, `load_uploaded_checkpoint` and their limits
 - `datasets`       `find_datasets`, `demo_images`, `image_grid_png`
-- `zoo`            `describe_model`, `zoo_table`
+- `zoo`            `describe_model`, `recorded_table`, `zoo_table`
 - `training_job`   `load_training_log`, `history_frame`, `training_phases`, `runs_summary`,
                    `TrainingJob`
 """
@@ -52,12 +52,12 @@ from .uploads import (  # noqa: F401 - the limits are public, not in __all__
     decode_image,
     load_uploaded_checkpoint,
 )
-from .zoo import describe_model, zoo_table
+from .zoo import describe_model, recorded_table, zoo_table
 
 __all__ = [
     "ATTACKS", "AttackSpec", "Landscape", "Trajectory", "TrainingJob", "attack_from", "attack_trajectory", "bf16_ok",
     "decode_image", "demo_images", "describe_model", "energy_landscape", "find_datasets", "image_grid_png",
-    "load_training_log", "load_uploaded_checkpoint", "prepare", "runs_summary", "trades_decomposition",
+    "load_training_log", "load_uploaded_checkpoint", "prepare", "recorded_table", "runs_summary", "trades_decomposition",
     "training_phases",
     "weight_curve", "weights_of", "zoo_table",
 ]

@@ -17,6 +17,24 @@ def describe_model(model: nn.Module) -> dict[str, Any]:
             "dataset": cfg.get("dataset", "?"), "epoch": cfg.get("epoch"), "source": cfg.get("source", "")}
 
 
+def recorded_table(infos: Sequence[Mapping[str, Any]], attack: str = "pgd20") -> pd.DataFrame:
+    """The metrics stored in checkpoints' config.json (`checkpoints.list_checkpoints()` entries
+    as dicts), one row per checkpoint, in the columns `zoo_table` uses: accuracies under every
+    recorded attack, mean natural E(x), and ΔE / |ΔE| under `attack`. Nothing is computed."""
+    rows = []
+    for i in infos:
+        row = {"model": i["name"], "arch": i.get("arch"), "method": i.get("method"), "dataset": i.get("dataset"),
+               "n": i.get("n"), **{k: v for k, v in i.items() if k.endswith("_acc")}}
+        energy, gap = i.get("energy_mean") or {}, i.get("delta_e") or {}
+        if "clean" in energy:
+            row["E(x) natural"] = energy["clean"]
+        if isinstance(gap, Mapping) and attack in gap:
+            row["ΔE"] = gap[attack]
+            row["|ΔE|"] = abs(gap[attack])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def zoo_table(
     models: Mapping[str, nn.Module], x: torch.Tensor, y: torch.Tensor, attacks: Sequence[str] = ("pgd20",),
     eps: float = 8 / 255, batch_size: int = 128, callback: Optional[Callable[[str, str, int, int], None]] = None,
