@@ -218,6 +218,7 @@ def test_export_writes_checkpoint_metrics_log_and_card(folder_dataset, tmp_path)
     card = (d / "README.md").read_text()
     assert (d / "log.jsonl").is_file() and "Observation 1" in card
     assert "robust accuracy on the per-epoch test subset: best" in card
+    assert cfg["exported"] == "best" and f"these weights: epoch {cfg['epoch']}, the run's best" in card
     assert "python -m weat_core train --method weat-adv" in cfg["reproduce"]["train"]
     # the stored metric is reproduced by `eval` (same seed, same images)
     from weat_core.evaluate import evaluate

@@ -73,6 +73,10 @@ def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
                   f"(on the training machine), total training time: "
                   f"{sum(r.get('time_s', 0) for r in log_records) / 60:.1f} min",
                   "- per-epoch records (energies, ΔE, accuracies on fixed subsets): `log.jsonl`"]
+        if "epoch" in cfg:
+            lines.append(f"- these weights: epoch {cfg['epoch']}, " + (
+                "the run's last" if cfg.get("exported") == "last"
+                else "the run's best by robust accuracy on the per-epoch test subset"))
         rob = [(r["test_pgd_acc"], r["epoch"], r.get("delta_e")) for r in log_records if "test_pgd_acc" in r]
         if rob and cfg.get("method") != "standard":
             best = max(rob, key=lambda t: t[0])
@@ -129,7 +133,7 @@ def export_run(run: Path, name: str, dataset: Optional[str] = None, data_dir: Op
     cfg_out = {k: v for k, v in cfg.items() if k not in ("metrics", "metrics_note", "source")}
     if dataset_name:
         cfg_out.update(dataset=dataset_name, trained_on=str(cfg["dataset"]))
-    cfg_out.update(metrics=metrics, eval_dataset=str(ds), weat_core_version=__version__,
+    cfg_out.update(metrics=metrics, exported=which, eval_dataset=str(ds), weat_core_version=__version__,
                    reproduce={"train": _train_command(cfg["training"]) if "training" in cfg else None,
                               "eval": f"python -m weat_core eval --checkpoint {name} --attacks {','.join(attacks)}"})
     model.config = {k: v for k, v in model.config.items() if k != "source"}
