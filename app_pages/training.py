@@ -56,6 +56,9 @@ def run_curves(runs: dict[str, pd.DataFrame], key: str) -> None:
             if "delta_e_last" in r and pd.notna(r["delta_e_last"]):
                 msg += f"; ΔE {r['delta_e_best']:+.3f} at the best epoch, {r['delta_e_last']:+.3f} at the end"
             st.markdown(msg + ".")
+    st.caption("Accuracies here come from the fixed test subset each run evaluates every epoch (a few hundred "
+               "images), so a change of a point or two is within its sampling noise (about ±2 points at 512 images); "
+               "`python -m weat_core eval` measures the shipped weights on the full test split.")
     if phases.get("phases"):
         st.caption("Shaded phases" + (f" (of {next(iter(runs))})" if multi else "") + ": " + plots.phase_caption(phases))
 
