@@ -78,6 +78,22 @@ def shade_phases(fig: go.Figure, phases: dict, robust_label: bool = True) -> go.
     return fig
 
 
+def focus_y(fig: go.Figure, df: pd.DataFrame, ys: Sequence[str], x: str = "epoch", skip: float = 0.1) -> go.Figure:
+    """Fit the y-axis to the values after the first `skip` share of epochs, so a wild first epoch
+    (energies of a fresh network) does not flatten the rest; says so in the title when it clips."""
+    late = df[df[x] > df[x].min() + skip * (df[x].max() - df[x].min())][list(ys)]
+    vals, all_vals = late.to_numpy(dtype=float), df[list(ys)].to_numpy(dtype=float)
+    if late.empty or not np.isfinite(vals).any():
+        return fig
+    lo, hi = np.nanmin(vals), np.nanmax(vals)
+    pad = 0.15 * (hi - lo) if hi > lo else 0.1 * max(abs(hi), 1e-3)
+    lo, hi = lo - pad, hi + pad
+    if np.nanmin(all_vals) < lo or np.nanmax(all_vals) > hi:
+        fig.update_yaxes(range=[lo, hi])
+        fig.update_layout(title_text=f"{fig.layout.title.text} (first epochs off scale)")
+    return fig
+
+
 def phase_caption(phases: dict) -> str:
     """The phases as text: '1 · warm-up (epochs 1–5) · 2 · …', or '' when there are none."""
     return " · ".join(f"**{ph['name']}** (epochs {ph['start']:.0f}–{ph['end']:.0f})" for ph in phases.get("phases", []))

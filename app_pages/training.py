@@ -44,6 +44,8 @@ def run_curves(runs: dict[str, pd.DataFrame], key: str) -> None:
             col.caption(f"{title}: not recorded")
             continue
         fig = plots.lines(df, "epoch", ys, title, color=color)
+        if not title.startswith(("accuracy", "robust")):
+            plots.focus_y(fig, df, ys)
         if "ΔE" in ys:
             fig.add_hline(y=0, line_color="#888", line_width=1)
         col.plotly_chart(plots.shade_phases(fig, phases), key=f"{key}_{title[:12]}")

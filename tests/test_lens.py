@@ -149,6 +149,8 @@ def test_training_log_and_phases(tmp_path):
     # a step schedule (÷10 at epochs 11 and 16): phase 1 is the whole high-learning-rate stretch
     step = df.assign(lr=[0.1 if e <= 10 else 0.01 if e <= 15 else 0.001 for e in df["epoch"]])
     assert lens.training_phases(step)["phases"][0]["end"] == 10
+    assert lens.training_phases(step)["phases"][0]["name"] == "1 · high learning rate"
+    assert ph["phases"][0]["name"] == "1 · warm-up"
     assert [p["name"][0] for p in lens.training_phases(step)["phases"]] == ["1", "2", "3"]
     with pytest.raises(WeatError):
         lens.load_training_log(tmp_path / "missing")

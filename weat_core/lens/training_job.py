@@ -19,7 +19,7 @@ from .. import WeatError
 
 log = logging.getLogger(__name__)
 
-PHASE_NAMES = ("1 · warm-up", "2 · robust learning", "3 · robust overfitting", "3 · plateau")
+PHASE_NAMES = ("1 · warm-up", "2 · robust learning", "3 · robust overfitting", "3 · plateau", "1 · high learning rate")
 MIN_EPOCHS_FOR_PHASES = 4
 
 
@@ -69,9 +69,12 @@ def training_phases(df: pd.DataFrame) -> dict[str, Any]:
     ep = df["epoch"].to_numpy()
     rob = df["test_pgd_acc"].to_numpy(dtype=float)
     best_i = int(np.nanargmax(rob))
+    first = PHASE_NAMES[0]
     if "lr" in df and df["lr"].nunique() > 1:
         lr = df["lr"].to_numpy(dtype=float)
         warm_i = int(np.flatnonzero(lr >= 0.999 * lr.max())[-1])  # last epoch at the peak learning rate
+        if lr[0] >= 0.5 * lr.max():  # no ramp (step schedule): phase 1 is the high-learning-rate stretch
+            first = PHASE_NAMES[4]
     else:
         warm_i = max(0, len(ep) // 10 - 1)
     warm_i = min(warm_i, best_i)
@@ -80,7 +83,7 @@ def training_phases(df: pd.DataFrame) -> dict[str, Any]:
     # a drop of more than one point from a best that is itself meaningful (≥ 5 %)
     overfit = best_i < len(ep) - 1 and drop > 0.01 * scale and rob[best_i] >= 0.05 * scale
     bounds = [(ep[0], ep[warm_i]), (ep[warm_i], ep[best_i]), (ep[best_i], ep[-1])]
-    names = PHASE_NAMES[:2] + (PHASE_NAMES[2] if overfit else PHASE_NAMES[3],)
+    names = (first, PHASE_NAMES[1], PHASE_NAMES[2] if overfit else PHASE_NAMES[3])
     phases = [{"name": n, "start": float(a), "end": float(b)} for n, (a, b) in zip(names, bounds) if b > a]
     if len(ep) < MIN_EPOCHS_FOR_PHASES:
         phases = []  # too short a run to tell phases apart
