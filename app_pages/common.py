@@ -119,16 +119,18 @@ def model_choices() -> list[str]:
 
 
 def _default_model(choices: list[str]) -> str:
-    """$WEAT_DEFAULT_MODEL if it names an available model, else the first shipped weatnet_s
-    trained with WEAT-adv, else any weatnet_s, else any checkpoint, else the untrained model."""
+    """$WEAT_DEFAULT_MODEL if it names an available model, else the shipped weatnet_s trained
+    with WEAT-adv that has the best recorded PGD-20 accuracy, else any weatnet_s, else any
+    checkpoint, else the untrained model."""
     env = os.environ.get("WEAT_DEFAULT_MODEL")
     if env and env in choices:
         return env
     infos = checkpoint_infos()
     for pref in (("weatnet_s", "weat-adv"), ("weatnet_s", None), (None, None)):
-        for c in infos:
-            if (pref[0] is None or c["arch"] == pref[0]) and (pref[1] is None or c["method"] == pref[1]):
-                return c["name"]
+        found = [c for c in infos
+                 if (pref[0] is None or c["arch"] == pref[0]) and (pref[1] is None or c["method"] == pref[1])]
+        if found:
+            return max(found, key=lambda c: c.get("pgd20_acc") or 0.0)["name"]
     return choices[0] if choices else UNTRAINED
 
 
