@@ -68,7 +68,8 @@ def _add_train(sub) -> None:
     p.add_argument("--out", default=None, help="run folder (default runs/METHOD-ARCH-DATASET)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--device", default="auto")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on a GPU, and on CPUs with native bf16: AVX512-BF16 or AMX)")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast (default: on a GPU, and on CPUs with native bf16: AVX512-BF16 or AMX)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--compile", action="store_true", help="torch.compile the training forward")
     p.add_argument("--arch-kwargs", default="{}", help='JSON of architecture options, e.g. \'{"width": 32}\'')

@@ -57,7 +57,6 @@ from .zoo import describe_model, recorded_table, zoo_table
 __all__ = [
     "ATTACKS", "AttackSpec", "Landscape", "Trajectory", "TrainingJob", "attack_from", "attack_trajectory", "bf16_ok",
     "decode_image", "demo_images", "describe_model", "energy_landscape", "find_datasets", "image_grid_png",
-    "load_training_log", "load_uploaded_checkpoint", "prepare", "recorded_table", "runs_summary", "trades_decomposition",
-    "training_phases",
-    "weight_curve", "weights_of", "zoo_table",
+    "load_training_log", "load_uploaded_checkpoint", "prepare", "recorded_table", "runs_summary",
+    "trades_decomposition", "training_phases", "weight_curve", "weights_of", "zoo_table",
 ]

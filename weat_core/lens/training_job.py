@@ -59,7 +59,8 @@ def training_phases(df: pd.DataFrame) -> dict[str, Any]:
 
     Phase 1 lasts while the learning rate rises to or stays at its peak (one-cycle: the
     warm-up; step schedule: until the first decay; flat schedules: the first tenth of
-    training); phase 2 runs up to the epoch of best robust test accuracy; phase 3 after it. Robust overfitting is flagged when the robust test accuracy ends more than one point
+    training); phase 2 runs up to the epoch of best robust test accuracy; phase 3 after it.
+    Robust overfitting is flagged when the robust test accuracy ends more than one point
     below its best (of at least 5 %) while training goes on (Rice et al. 2020); by then ΔE
     typically drifts away from 0 for SAT and stays near 0 for TRADES/WEAT; without it phase 3
     is a plateau. Standard (non-adversarial) runs and runs under 4 epochs get no phases."""
