@@ -13,7 +13,7 @@ from torch import nn
 from .attacks import eval_mode, make_attack
 from .energy import energy, energy_stats, joint_energy
 
-__all__ = ["eval_logits", "evaluate", "format_table", "parse_eps"]
+__all__ = ["eval_logits", "evaluate", "format_table", "parse_eps", "robust_peak"]
 
 log = logging.getLogger(__name__)
 
@@ -107,3 +107,17 @@ def format_table(res: dict[str, Any]) -> str:
     lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(r)) for r in rows]
     lines.insert(1, "  ".join("-" * k for k in w))
     return "\n".join(lines) + f"\n(n = {res['n']}, eps = {res['eps']:.4f}, {res['norm']})"
+
+
+def robust_peak(robust_acc: Sequence[float]) -> tuple[int, float, bool]:
+    """Where a run's per-epoch robust accuracy peaked, how far it fell from there to the last
+    epoch, and whether that is robust overfitting (Rice et al. 2020): a drop of more than one
+    point from a best that is itself meaningful (≥ 5 %). Accuracies as fractions or percent.
+    Returns (index of the first best epoch, drop, overfitting)."""
+    import numpy as np
+
+    rob = np.asarray(robust_acc, dtype=float)
+    best = int(np.nanargmax(rob))
+    scale = 100.0 if np.nanmax(rob) > 1.5 else 1.0
+    drop = float(rob[best] - rob[-1])
+    return best, drop, bool(best < len(rob) - 1 and drop > 0.01 * scale and rob[best] >= 0.05 * scale)

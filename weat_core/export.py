@@ -19,7 +19,7 @@ import torch
 from . import WeatError
 from .checkpoints import checkpoints_dir, load, save
 from .data import load_split
-from .evaluate import evaluate
+from .evaluate import evaluate, robust_peak
 
 __all__ = ["export_run", "model_card"]
 
@@ -79,12 +79,12 @@ def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
                 else "the run's best by robust accuracy on the per-epoch test subset"))
         rob = [(r["test_pgd_acc"], r["epoch"], r.get("delta_e")) for r in log_records if "test_pgd_acc" in r]
         if rob and cfg.get("method") != "standard":
-            best = max(rob, key=lambda t: t[0])
-            end = rob[-1]
+            best_i, drop, overfit = robust_peak([t[0] for t in rob])
+            best, end = rob[best_i], rob[-1]
             line = (f"- robust accuracy on the per-epoch test subset: best {best[0]:.1%} at epoch {best[1]}, "
                     f"{end[0]:.1%} at the last epoch ({end[1]})")
-            if best[1] < end[1] and best[0] - end[0] > 0.01:
-                line += f": down {best[0] - end[0]:.1%}, robust overfitting"
+            if overfit:
+                line += f": down {drop:.1%}, robust overfitting"
             if best[2] is not None and end[2] is not None:
                 line += f"; ΔE {best[2]:+.3f} at the best epoch, {end[2]:+.3f} at the last"
             lines.append(line)

@@ -16,6 +16,7 @@ import pandas as pd
 from torch import nn
 
 from .. import WeatError
+from ..evaluate import robust_peak
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def training_phases(df: pd.DataFrame) -> dict[str, Any]:
         return {"phases": [], "best_epoch": None, "overfitting": False}
     ep = df["epoch"].to_numpy()
     rob = df["test_pgd_acc"].to_numpy(dtype=float)
-    best_i = int(np.nanargmax(rob))
+    best_i, drop, overfit = robust_peak(rob)
     first = PHASE_NAMES[0]
     if "lr" in df and df["lr"].nunique() > 1:
         lr = df["lr"].to_numpy(dtype=float)
@@ -79,17 +80,13 @@ def training_phases(df: pd.DataFrame) -> dict[str, Any]:
     else:
         warm_i = max(0, len(ep) // 10 - 1)
     warm_i = min(warm_i, best_i)
-    scale = 100.0 if np.nanmax(rob) > 1.5 else 1.0
-    drop = float(rob[best_i] - rob[-1])
-    # a drop of more than one point from a best that is itself meaningful (≥ 5 %)
-    overfit = best_i < len(ep) - 1 and drop > 0.01 * scale and rob[best_i] >= 0.05 * scale
     bounds = [(ep[0], ep[warm_i]), (ep[warm_i], ep[best_i]), (ep[best_i], ep[-1])]
     names = (first, PHASE_NAMES[1], PHASE_NAMES[2] if overfit else PHASE_NAMES[3])
     phases = [{"name": n, "start": float(a), "end": float(b)} for n, (a, b) in zip(names, bounds) if b > a]
     if len(ep) < MIN_EPOCHS_FOR_PHASES:
         phases = []  # too short a run to tell phases apart
     return {"phases": phases, "best_epoch": int(ep[best_i]), "best_robust": float(rob[best_i]),
-            "overfitting": bool(overfit), "robust_drop": drop}
+            "overfitting": overfit, "robust_drop": drop}
 
 
 def runs_summary(runs: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
