@@ -227,3 +227,33 @@ def test_export_writes_checkpoint_metrics_log_and_card(folder_dataset, tmp_path)
     test = load_split(folder_dataset, "test")
     again = evaluate(load(d), test.float(), test.y, ["pgd3"])
     assert again["pgd3_acc"] == pytest.approx(cfg["metrics"]["pgd3_acc"], abs=0.01)
+
+
+def test_init_fine_tunes_from_a_checkpoint_and_export_keeps_both_stages(folder_dataset, tmp_path):
+    from weat_core.cli import main
+    from weat_core.export import lineage
+
+    first = train(_cfg(folder_dataset, tmp_path / "stage1", epochs=2), progress=False)
+    start = tmp_path / "stage1" / (tmp_path / "stage1" / "LATEST").read_text().strip()
+    # lr 0 and one epoch: the fine-tuned parameters must be exactly the ones it started from
+    # (BatchNorm's running statistics do move: the model trains)
+    second = train(_cfg(folder_dataset, tmp_path / "stage2", epochs=1, lr=0.0, weight_decay=0.0, init=str(start)),
+                   progress=False)
+    for (k, a), b in zip(first.model.named_parameters(), second.model.parameters()):
+        assert torch.equal(a, b), k
+    with pytest.raises(WeatError, match="weatnet_tiny"):
+        train(_cfg(folder_dataset, tmp_path / "bad", arch="weatnet_s", init=str(start)), progress=False)
+
+    rc = main(["export", "--run", str(tmp_path / "stage2"), "--name", "ft", "--dest", str(tmp_path / "ck"),
+               "--which", "last", "--dataset", str(folder_dataset), "--attacks", "pgd3,pgd3-t", "--device", "cpu"])
+    assert rc == 0
+    cfg = json.loads((tmp_path / "ck" / "ft" / "config.json").read_text())
+    recs = [json.loads(s) for s in (tmp_path / "ck" / "ft" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in recs] == [1, 2, 3] and [r["stage"] for r in recs] == [1, 1, 2]
+    assert cfg["epoch"] == 3 and len(cfg["stages"]) == 2 and cfg["stages"][1]["init"] == str(start)
+    one, two = cfg["reproduce"]["train"].split(" && ")
+    assert f"--out {tmp_path / 'stage1'}" in one and f"--init {start}" in two
+    card = (tmp_path / "ck" / "ft" / "README.md").read_text()
+    assert "2 stages" in card and "these weights: epoch 3" in card
+    # a checkpoint whose init is not a local run folder keeps its own stage only
+    assert len(lineage({"training": {"init": "some/hub-id"}}, recs[2:])[0]) == 1

@@ -67,6 +67,8 @@ def _add_train(sub) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--out", default=None, help="run folder (default runs/METHOD-ARCH-DATASET)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--init", default=None,
+                   help="start from these weights (checkpoint name, run or folder, file, Hub id): fine-tuning")
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast (default: on a GPU, and on CPUs with native bf16: AVX512-BF16 or AMX)")

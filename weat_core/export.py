@@ -36,7 +36,39 @@ def _train_command(t: dict[str, Any]) -> str:
         args += ["--limit", str(t["limit"])]
     if t.get("arch_kwargs"):
         args += ["--arch-kwargs", json.dumps(t["arch_kwargs"])]
+    if t.get("init"):
+        args += ["--init", str(t["init"])]
+    if t.get("out"):
+        args += ["--out", str(t["out"])]
     return " ".join(shlex.quote(a) for a in args)
+
+
+def lineage(cfg: dict[str, Any], records: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The training stages behind a checkpoint that was fine-tuned (`--init`) from another run's
+    checkpoint: (training settings of every stage, oldest first; the per-epoch records of all
+    stages, renumbered to run on from one stage to the next, each tagged with its `stage`).
+    The earlier stages are followed through the `init` folders as long as they exist locally."""
+    stages, logs = [cfg.get("training", {})], [records]
+    seen = set()
+    while stages[0].get("init") and str(stages[0]["init"]) not in seen:
+        seen.add(str(stages[0]["init"]))
+        src = Path(str(stages[0]["init"]))
+        run = src if (src / "log.jsonl").is_file() else src.parent
+        if not (src / "config.json").is_file() and (src / "LATEST").is_file():
+            src = src / (src / "LATEST").read_text().strip()
+        if not (src / "config.json").is_file() or not (run / "log.jsonl").is_file():
+            break  # a shipped or Hub checkpoint: its own card tells its history
+        prev = json.loads((src / "config.json").read_text())
+        upto = prev.get("epoch", 10**9)
+        stages.insert(0, prev.get("training", {}))
+        logs.insert(0, [json.loads(s) for s in (run / "log.jsonl").read_text().splitlines()
+                        if json.loads(s)["epoch"] <= upto])
+    merged, offset = [], 0
+    for i, recs in enumerate(logs):
+        for r in recs:
+            merged.append({**r, "epoch": r["epoch"] + offset, "stage": i + 1} if len(logs) > 1 else r)
+        offset += recs[-1]["epoch"] if recs else 0
+    return stages, merged
 
 
 def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
@@ -89,9 +121,15 @@ def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
                 line += f"; ΔE {best[2]:+.3f} at the best epoch, {end[2]:+.3f} at the last"
             lines.append(line)
         lines.append("")
-    if t:
-        lines += ["## Re-train", "", "```", _train_command(t), "```", "",
-                  f"Settings: {json.dumps(t, sort_keys=True)}", ""]
+    stages = cfg.get("stages") or ([t] if t else [])
+    if stages:
+        lines += ["## Re-train", ""]
+        if len(stages) > 1:
+            lines += [f"{len(stages)} stages; each later one fine-tunes the weights the one before it ended "
+                      "with (`--init`), so the epochs above run on across stages.", ""]
+        lines += ["```", *map(_train_command, stages), "```", ""]
+        lines += [f"Settings{f' (stage {i + 1})' if len(stages) > 1 else ''}: {json.dumps(st, sort_keys=True)}"
+                  for i, st in enumerate(stages)] + [""]
     return "\n".join(lines)
 
 
@@ -133,14 +171,19 @@ def export_run(run: Path, name: str, dataset: Optional[str] = None, data_dir: Op
     cfg_out = {k: v for k, v in cfg.items() if k not in ("metrics", "metrics_note", "source")}
     if dataset_name:
         cfg_out.update(dataset=dataset_name, trained_on=str(cfg["dataset"]))
+    records = [json.loads(s) for s in (run / "log.jsonl").read_text().splitlines()] if (run / "log.jsonl").is_file() else []
+    stages, records = lineage(cfg, records)
+    if len(stages) > 1:
+        cfg_out["stages"] = stages
     cfg_out.update(metrics=metrics, exported=which, eval_dataset=str(ds), weat_core_version=__version__,
-                   reproduce={"train": _train_command(cfg["training"]) if "training" in cfg else None,
+                   reproduce={"train": " && ".join(_train_command(st) for st in stages) if "training" in cfg else None,
                               "eval": f"python -m weat_core eval --checkpoint {name} --attacks {','.join(attacks)}"})
+    if len(stages) > 1 and "epoch" in cfg:  # count the epochs of the earlier stages too
+        cfg_out["epoch"] = cfg["epoch"] + max(r["epoch"] for r in records if r["stage"] < len(stages))
     model.config = {k: v for k, v in model.config.items() if k != "source"}
     save(model, dest, cfg_out, dtype=torch.float16 if fp16 else None)
-    if (run / "log.jsonl").is_file():
-        shutil.copy(run / "log.jsonl", dest / "log.jsonl")
-    records = [json.loads(s) for s in (dest / "log.jsonl").read_text().splitlines()] if (dest / "log.jsonl").is_file() else []
+    if records:
+        (dest / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     (dest / "README.md").write_text(model_card(name, json.loads((dest / "config.json").read_text()), records))
     log.info("exported %s → %s", src, dest)
     return dest

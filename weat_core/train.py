@@ -75,6 +75,7 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool = False
     arch_kwargs: dict = field(default_factory=dict)
+    init: Optional[str] = None  # start from these weights (checkpoint name, folder, file or Hub id)
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -205,6 +206,23 @@ def _publish(out: Path, pointer: str, name: str, prefix: str) -> None:
             shutil.rmtree(d, ignore_errors=True)
 
 
+def _load_init(model: nn.Module, cfg: TrainConfig) -> None:
+    """Copy the weights of checkpoint `cfg.init` into `model` (fine-tuning; the schedule and the
+    optimizer start fresh). The checkpoint must be the same architecture with the same classes."""
+    from .checkpoints import load
+
+    src = load(cfg.init)
+    want = (cfg.arch, dict(cfg.arch_kwargs), model.config["num_classes"])
+    have = (src.config.get("arch"), dict(src.config.get("arch_kwargs", {})), src.config.get("num_classes"))
+    if have != want:
+        def says(a):
+            return f"{a[0]}{' ' + json.dumps(a[1]) if a[1] else ''} with {a[2]} classes"
+
+        raise WeatError(f"--init {cfg.init} is a {says(have)}; this run trains a {says(want)}")
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in src.state_dict().items()})
+    log.info("initialised from %s", cfg.init)
+
+
 def _load_resume(out: Path, model: nn.Module, opt: torch.optim.Optimizer) -> tuple[int, int, float]:
     from safetensors.torch import load_file
 
@@ -316,6 +334,8 @@ def train(
     model = create_model(cfg.arch, num_classes=train_set.num_classes, mean=stats["mean"], std=stats["std"],
                          **cfg.arch_kwargs).to(device)
     mf = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    if cfg.init and not resume:
+        _load_init(model, cfg)
     model = model.to(memory_format=mf)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
