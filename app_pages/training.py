@@ -48,6 +48,9 @@ def run_curves(runs: dict[str, pd.DataFrame], key: str) -> None:
             plots.focus_y(fig, df, ys)
         if "ΔE" in ys:
             fig.add_hline(y=0, line_color="#888", line_width=1)
+        for e in sorted({e for d in runs.values() for e in lens.stage_starts(d)}):
+            fig.add_vline(x=e - 0.5, line_dash="dash", line_color="#888", line_width=1,
+                          annotation_text="fine-tune", annotation_position="top right", annotation_font_size=10)
         col.plotly_chart(plots.shade_phases(fig, phases), key=f"{key}_{title[:12]}")
     summary = lens.runs_summary(runs)
     if "best_epoch" in summary:
@@ -61,6 +64,11 @@ def run_curves(runs: dict[str, pd.DataFrame], key: str) -> None:
     st.caption("Accuracies here come from the fixed test subset each run evaluates every epoch (a few hundred "
                "images), so a change of a point or two is within its sampling noise (about ±2 points at 512 images); "
                "`python -m weat_core eval` measures the shipped weights on the full test split.")
+    for n, d in runs.items():
+        for e in lens.stage_starts(d):
+            st.caption(f"{n}: from epoch {e} on, a second training stage fine-tunes the weights of epoch {e - 1} "
+                       "with a fresh learning-rate cycle (`train --init`; the dashed line), so its learning rate "
+                       "rises and falls again.")
     if phases.get("phases"):
         st.caption("Shaded phases" + (f" (of {next(iter(runs))})" if multi else "") + ": " + plots.phase_caption(phases))
 

@@ -152,6 +152,8 @@ def test_training_log_and_phases(tmp_path):
     assert lens.training_phases(step)["phases"][0]["name"] == "1 · high learning rate"
     assert ph["phases"][0]["name"] == "1 · warm-up"
     assert [p["name"][0] for p in lens.training_phases(step)["phases"]] == ["1", "2", "3"]
+    assert lens.stage_starts(df) == [] and lens.stage_starts(df.assign(stage=1)) == []
+    assert lens.stage_starts(df.assign(stage=[1] * 14 + [2] * 4 + [3] * 2)) == [15, 19]
     with pytest.raises(WeatError):
         lens.load_training_log(tmp_path / "missing")
 

@@ -24,7 +24,7 @@ Modules (everything public is re-exported here, so `from weat_core import lens` 
 - `uploads`        `decode_image`, `load_uploaded_checkpoint` and their limits
 - `datasets`       `find_datasets`, `demo_images`, `image_grid_png`
 - `zoo`            `describe_model`, `recorded_table`, `zoo_table`
-- `training_job`   `load_training_log`, `history_frame`, `training_phases`, `runs_summary`,
+- `training_job`   `load_training_log`, `history_frame`, `training_phases`, `runs_summary`, `stage_starts`,
                    `TrainingJob`
 """
 
@@ -43,6 +43,7 @@ from .training_job import (  # noqa: F401 - history_frame and the constants are 
     history_frame,
     load_training_log,
     runs_summary,
+    stage_starts,
     training_phases,
 )
 from .uploads import (  # noqa: F401 - the limits are public, not in __all__
@@ -57,6 +58,6 @@ from .zoo import describe_model, recorded_table, zoo_table
 __all__ = [
     "ATTACKS", "AttackSpec", "Landscape", "Trajectory", "TrainingJob", "attack_from", "attack_trajectory", "bf16_ok",
     "decode_image", "demo_images", "describe_model", "energy_landscape", "find_datasets", "image_grid_png",
-    "load_training_log", "load_uploaded_checkpoint", "prepare", "recorded_table", "runs_summary",
+    "load_training_log", "load_uploaded_checkpoint", "prepare", "recorded_table", "runs_summary", "stage_starts",
     "trades_decomposition", "training_phases", "weight_curve", "weights_of", "zoo_table",
 ]

@@ -89,6 +89,15 @@ def training_phases(df: pd.DataFrame) -> dict[str, Any]:
             "overfitting": overfit, "robust_drop": drop}
 
 
+def stage_starts(df: pd.DataFrame) -> list[int]:
+    """First epoch of every later stage of a run that was fine-tuned from its own earlier
+    checkpoint (`train --init`; export tags each record with its `stage`); [] for one stage."""
+    if "stage" not in df or df["stage"].nunique() < 2:
+        return []
+    s = df["stage"].to_numpy()
+    return [int(e) for e in df["epoch"].to_numpy()[1:][s[1:] != s[:-1]]]
+
+
 def runs_summary(runs: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """One row per run: its best and last robust test accuracy, the drop between them (robust
     overfitting when `training_phases` flags it), the train−test robust gap at the end, and
