@@ -202,7 +202,7 @@ def test_cli_one_epoch_on_shared_cifar10_slice(tmp_path):
     assert cfg["classes"][0] == "airplane" and cfg["num_classes"] == 10
 
 
-def test_export_writes_checkpoint_metrics_log_and_card(folder_dataset, tmp_path):
+def test_export_writes_checkpoint_metrics_log_and_card(folder_dataset, tmp_path, capsys):
     from weat_core.checkpoints import load_config
     from weat_core.cli import main
 
@@ -227,6 +227,18 @@ def test_export_writes_checkpoint_metrics_log_and_card(folder_dataset, tmp_path)
     test = load_split(folder_dataset, "test")
     again = evaluate(load(d), test.float(), test.y, ["pgd3"])
     assert again["pgd3_acc"] == pytest.approx(cfg["metrics"]["pgd3_acc"], abs=0.01)
+
+    # eval --store re-measures the shipped folder: new n and PGD numbers, AutoAttack kept apart
+    assert main(["eval", "--checkpoint", str(d), "--dataset", str(folder_dataset), "--n", "20", "--attacks", "pgd2",
+                 "--store", "--device", "cpu", "--quiet"]) == 0
+    sub = load_split(folder_dataset, "test", limit=20)
+    part = evaluate(load(d), sub.float(), sub.y, ["pgd2"])
+    cfg2 = load_config(d)
+    assert cfg2["metrics"]["n"] == 20 and cfg2["metrics"]["pgd2_acc"] == pytest.approx(part["pgd2_acc"])
+    assert cfg2["metrics"]["clean_acc"] == pytest.approx(part["clean_acc"]) and "--n 20" in cfg2["reproduce"]["eval"]
+    assert "| pgd2_acc |" in (d / "README.md").read_text()
+    assert main(["eval", "--checkpoint", str(d), "--dataset", str(folder_dataset), "--eps", "4/255", "--store"]) != 0
+    assert "ε = 8/255" in capsys.readouterr().err
 
 
 def test_init_fine_tunes_from_a_checkpoint_and_export_keeps_both_stages(folder_dataset, tmp_path):

@@ -124,6 +124,9 @@ def _add_eval(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--store", action="store_true",
+                   help="write the measured metrics into the checkpoint's config.json and model card "
+                        "(a local checkpoint folder; L∞ 8/255, seed 0)")
     p.set_defaults(func=_cmd_eval)
 
 
@@ -142,6 +145,11 @@ def _cmd_eval(args) -> int:
     test = load_split(dataset, "test", root=args.data_dir, limit=args.n)
     eps = parse_eps(args.eps) if args.eps else (8 / 255 if args.norm == "linf" else 0.5)
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    folder = Path(str(model.config.get("source", "")))
+    if args.store and (not (folder / "config.json").is_file() or (folder / "config.json").is_symlink()):
+        raise WeatError(f"--store needs a local checkpoint folder (not a Hub cache); {args.checkpoint!r} is not one")
+    if args.store and (args.norm != "linf" or abs(eps - 8 / 255) > 1e-9 or args.seed != 0):
+        raise WeatError("--store keeps metrics for L∞ ε = 8/255 and seed 0 only; drop --norm/--eps/--seed")
     res = evaluate(model, test.float(), test.y, attacks, eps=eps, norm=args.norm, batch_size=args.batch_size,
                    seed=args.seed, progress=not args.quiet)
     res.update(checkpoint=args.checkpoint, dataset=str(dataset))
@@ -150,6 +158,11 @@ def _cmd_eval(args) -> int:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(res, indent=2))
         log.info("wrote %s", args.out)
+    if args.store:
+        from .export import store_metrics
+
+        store_metrics(folder, res, attacks)
+        log.info("stored the metrics in %s", folder / "config.json")
     return 0
 
 

@@ -21,7 +21,7 @@ from .checkpoints import checkpoints_dir, load, save
 from .data import load_split
 from .evaluate import evaluate, robust_peak
 
-__all__ = ["export_run", "model_card"]
+__all__ = ["export_run", "model_card", "store_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,32 @@ def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
         lines += [f"Settings{f' (stage {i + 1})' if len(stages) > 1 else ''}: {json.dumps(st, sort_keys=True)}"
                   for i, st in enumerate(stages)] + [""]
     return "\n".join(lines)
+
+
+def store_metrics(directory: Path, res: dict[str, Any], attacks: Sequence[str]) -> dict[str, Any]:
+    """Write `evaluate`'s results (L∞ 8/255, as every stored metric) into a checkpoint folder's
+    config.json and rewrite its model card. PGD-type attacks replace clean accuracy, `n`,
+    energies and ΔE with the new measurement; AutoAttack ("aa") is stored as `aa_acc`/`aa_n`."""
+    path = directory / "config.json"
+    cfg = json.loads(path.read_text())
+    m = cfg.setdefault("metrics", {})
+    name = directory.name
+    others = [a for a in attacks if a not in ("clean", "aa")]
+    if others or "aa" not in attacks:
+        m.update(clean_acc=res["clean_acc"], n=res["n"])
+        m.update({f"{a}_acc": res[f"{a}_acc"] for a in others})
+        m["energy_mean"] = {k: v["mean"] for k, v in res["energy"].items() if k == "clean" or k in others}
+        m["delta_e"] = {k: v for k, v in res["delta_e"].items() if k in others}
+        cfg.setdefault("reproduce", {})["eval"] = (f"python -m weat_core eval --checkpoint {name} --attacks "
+                                                   f"{','.join(others) or 'clean'}" + (f" --n {res['n']}" if res["n"] < 10000 else ""))
+    if "aa" in attacks:
+        m.update(aa_acc=res["aa_acc"], aa_n=res["n"])
+        cfg.setdefault("reproduce", {})["eval_aa"] = f"python -m weat_core eval --checkpoint {name} --attacks aa --n {res['n']}"
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=True, default=str))
+    log_path = directory / "log.jsonl"
+    records = [json.loads(s) for s in log_path.read_text().splitlines()] if log_path.is_file() else []
+    (directory / "README.md").write_text(model_card(name, cfg, records))
+    return cfg
 
 
 def export_run(run: Path, name: str, dataset: Optional[str] = None, data_dir: Optional[str] = None,
