@@ -26,7 +26,9 @@ __all__ = ["export_run", "model_card", "store_metrics"]
 log = logging.getLogger(__name__)
 
 
-def _train_command(t: dict[str, Any]) -> str:
+def _train_command(t: dict[str, Any], with_out: bool = False) -> str:
+    """The `train` command line of settings `t`; `with_out` names its run folder (for a stage
+    that a later one fine-tunes with `--init`)."""
     args = ["python", "-m", "weat_core", "train", "--method", t["method"], "--arch", t["arch"], "--dataset",
             str(t["dataset"]), "--epochs", str(t["epochs"]), "--batch-size", str(t["batch_size"]), "--lr", str(t["lr"]),
             "--schedule", t["schedule"], "--eps", f"{t['eps'] * 255:.0f}/255", "--alpha", f"{t['alpha'] * 255:.0f}/255",
@@ -38,9 +40,13 @@ def _train_command(t: dict[str, Any]) -> str:
         args += ["--arch-kwargs", json.dumps(t["arch_kwargs"])]
     if t.get("init"):
         args += ["--init", str(t["init"])]
-    if t.get("out"):
+    if with_out and t.get("out"):
         args += ["--out", str(t["out"])]
     return " ".join(shlex.quote(a) for a in args)
+
+
+def _chain(stages: list[dict], sep: str) -> str:
+    return sep.join(_train_command(st, with_out=i < len(stages) - 1) for i, st in enumerate(stages))
 
 
 def lineage(cfg: dict[str, Any], records: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -127,7 +133,7 @@ def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
         if len(stages) > 1:
             lines += [f"{len(stages)} stages; each later one fine-tunes the weights the one before it ended "
                       "with (`--init`), so the epochs above run on across stages.", ""]
-        lines += ["```", *map(_train_command, stages), "```", ""]
+        lines += ["```", _chain(stages, "\n"), "```", ""]
         lines += [f"Settings{f' (stage {i + 1})' if len(stages) > 1 else ''}: {json.dumps(st, sort_keys=True)}"
                   for i, st in enumerate(stages)] + [""]
     return "\n".join(lines)
@@ -202,7 +208,7 @@ def export_run(run: Path, name: str, dataset: Optional[str] = None, data_dir: Op
     if len(stages) > 1:
         cfg_out["stages"] = stages
     cfg_out.update(metrics=metrics, exported=which, eval_dataset=str(ds), weat_core_version=__version__,
-                   reproduce={"train": " && ".join(_train_command(st) for st in stages) if "training" in cfg else None,
+                   reproduce={"train": _chain(stages, " && ") if "training" in cfg else None,
                               "eval": f"python -m weat_core eval --checkpoint {name} --attacks {','.join(attacks)}"})
     if len(stages) > 1 and "epoch" in cfg:  # count the epochs of the earlier stages too
         cfg_out["epoch"] = cfg["epoch"] + max(r["epoch"] for r in records if r["stage"] < len(stages))
