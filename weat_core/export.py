@@ -114,7 +114,8 @@ def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
         if "epoch" in cfg:
             lines.append(f"- these weights: epoch {cfg['epoch']}, " + (
                 "the run's last" if cfg.get("exported") == "last"
-                else "the run's best by robust accuracy on the per-epoch test subset"))
+                else "the run's best by " + ("clean" if cfg.get("method") == "standard" else "robust")
+                + " accuracy on the per-epoch test subset"))
         rob = [(r["test_pgd_acc"], r["epoch"], r.get("delta_e")) for r in log_records if "test_pgd_acc" in r]
         if rob and cfg.get("method") != "standard":
             best_i, drop, overfit = robust_peak([t[0] for t in rob])
