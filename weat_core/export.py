@@ -45,6 +45,11 @@ def _train_command(t: dict[str, Any], with_out: bool = False) -> str:
     return " ".join(shlex.quote(a) for a in args)
 
 
+def _read_log(path: Path) -> list[dict]:
+    """The records of a `log.jsonl` ([] when there is none)."""
+    return [json.loads(s) for s in path.read_text().splitlines()] if path.is_file() else []
+
+
 def _chain(stages: list[dict], sep: str) -> str:
     return sep.join(_train_command(st, with_out=i < len(stages) - 1) for i, st in enumerate(stages))
 
@@ -67,8 +72,7 @@ def lineage(cfg: dict[str, Any], records: list[dict]) -> tuple[list[dict], list[
         prev = json.loads((src / "config.json").read_text())
         upto = prev.get("epoch", 10**9)
         stages.insert(0, prev.get("training", {}))
-        logs.insert(0, [json.loads(s) for s in (run / "log.jsonl").read_text().splitlines()
-                        if json.loads(s)["epoch"] <= upto])
+        logs.insert(0, [r for r in _read_log(run / "log.jsonl") if r["epoch"] <= upto])
     merged, offset = [], 0
     for i, recs in enumerate(logs):
         for r in recs:
@@ -148,21 +152,20 @@ def store_metrics(directory: Path, res: dict[str, Any], attacks: Sequence[str]) 
     cfg = json.loads(path.read_text())
     m = cfg.setdefault("metrics", {})
     name = directory.name
+    cmd = f"python -m weat_core eval --checkpoint {name} --attacks"
     others = [a for a in attacks if a not in ("clean", "aa")]
     if others or "aa" not in attacks:
         m.update(clean_acc=res["clean_acc"], n=res["n"])
         m.update({f"{a}_acc": res[f"{a}_acc"] for a in others})
         m["energy_mean"] = {k: v["mean"] for k, v in res["energy"].items() if k == "clean" or k in others}
         m["delta_e"] = {k: v for k, v in res["delta_e"].items() if k in others}
-        cfg.setdefault("reproduce", {})["eval"] = (f"python -m weat_core eval --checkpoint {name} --attacks "
-                                                   f"{','.join(others) or 'clean'}" + (f" --n {res['n']}" if res["n"] < 10000 else ""))
+        n = f" --n {res['n']}" if res["n"] < 10000 else ""
+        cfg.setdefault("reproduce", {})["eval"] = f"{cmd} {','.join(others) or 'clean'}{n}"
     if "aa" in attacks:
         m.update(aa_acc=res["aa_acc"], aa_n=res["n"])
-        cfg.setdefault("reproduce", {})["eval_aa"] = f"python -m weat_core eval --checkpoint {name} --attacks aa --n {res['n']}"
+        cfg.setdefault("reproduce", {})["eval_aa"] = f"{cmd} aa --n {res['n']}"
     path.write_text(json.dumps(cfg, indent=2, sort_keys=True, default=str))
-    log_path = directory / "log.jsonl"
-    records = [json.loads(s) for s in log_path.read_text().splitlines()] if log_path.is_file() else []
-    (directory / "README.md").write_text(model_card(name, cfg, records))
+    (directory / "README.md").write_text(model_card(name, cfg, _read_log(directory / "log.jsonl")))
     return cfg
 
 
@@ -204,8 +207,7 @@ def export_run(run: Path, name: str, dataset: Optional[str] = None, data_dir: Op
     cfg_out = {k: v for k, v in cfg.items() if k not in ("metrics", "metrics_note", "source")}
     if dataset_name:
         cfg_out.update(dataset=dataset_name, trained_on=str(cfg["dataset"]))
-    records = [json.loads(s) for s in (run / "log.jsonl").read_text().splitlines()] if (run / "log.jsonl").is_file() else []
-    stages, records = lineage(cfg, records)
+    stages, records = lineage(cfg, _read_log(run / "log.jsonl"))
     if len(stages) > 1:
         cfg_out["stages"] = stages
     cfg_out.update(metrics=metrics, exported=which, eval_dataset=str(ds), weat_core_version=__version__,

@@ -219,7 +219,7 @@ def _load_init(model: nn.Module, cfg: TrainConfig) -> None:
             return f"{a[0]}{' ' + json.dumps(a[1]) if a[1] else ''} with {a[2]} classes"
 
         raise WeatError(f"--init {cfg.init} is a {says(have)}; this run trains a {says(want)}")
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in src.state_dict().items()})
+    model.load_state_dict(src.state_dict())  # copied into the model's fp32 tensors (fp16 checkpoints too)
     log.info("initialised from %s", cfg.init)
 
 
