@@ -37,6 +37,7 @@ def run_curves(runs: dict[str, pd.DataFrame], key: str) -> None:
         ("accuracy, test subset", ["clean", "robust (PGD)"]),
         ("robust accuracy: training vs test subset", ["robust, train subset", "robust (PGD)"]),
     ]
+    starts = {n: lens.stage_starts(d) for n, d in runs.items()}  # fine-tuning stages, once per run
     cols = st.columns(2) + st.columns(2)
     for col, (title, ys) in zip(cols, charts):
         ys = [y for y in ys if y in df]
@@ -48,7 +49,7 @@ def run_curves(runs: dict[str, pd.DataFrame], key: str) -> None:
             plots.focus_y(fig, df, ys)
         if "ΔE" in ys:
             fig.add_hline(y=0, line_color="#888", line_width=1)
-        for e in sorted({e for d in runs.values() for e in lens.stage_starts(d)}):
+        for e in sorted({e for es in starts.values() for e in es}):
             fig.add_vline(x=e - 0.5, line_dash="dash", line_color="#888", line_width=1,
                           annotation_text="fine-tune", annotation_position="top right", annotation_font_size=10)
         col.plotly_chart(plots.shade_phases(fig, phases), key=f"{key}_{title[:12]}")
@@ -64,8 +65,8 @@ def run_curves(runs: dict[str, pd.DataFrame], key: str) -> None:
     st.caption("Accuracies here come from the fixed test subset each run evaluates every epoch (a few hundred "
                "images), so a change of a point or two is within its sampling noise (about ±2 points at 512 images); "
                "`python -m weat_core eval` measures the shipped weights on the full test split.")
-    for n, d in runs.items():
-        for e in lens.stage_starts(d):
+    for n, es in starts.items():
+        for e in es:
             st.caption(f"{n}: from epoch {e} on, a second training stage fine-tunes the weights of epoch {e - 1} "
                        "with a fresh learning-rate cycle (`train --init`; the dashed line), so its learning rate "
                        "rises and falls again.")
