@@ -100,6 +100,12 @@ def test_run_writes_log_and_checkpoints(folder_dataset, tmp_path):
         assert torch.equal(v, sd[k].cpu()), k
     cfg = json.loads((tmp_path / "run" / "state-0002" / "config.json").read_text())
     assert cfg["method"] == "weat-adv" and cfg["training"]["seed"] == 3 and "test_pgd_acc" in cfg["metrics"]
+    # "auto" settings are recorded as what they resolved to
+    assert cfg["runtime"]["device"] == "cpu" and cfg["runtime"]["world_size"] == 1
+    from weat_core.devices import bf16_ok
+
+    assert cfg["training"]["amp"] is None and cfg["runtime"]["bf16"] == bf16_ok(torch.device("cpu"))
+    assert cfg["runtime"]["torch"] == torch.__version__
     assert (tmp_path / "run" / (tmp_path / "run" / "BEST").read_text().strip() / "model.safetensors").is_file()
     with pytest.raises(WeatError, match="--resume"):
         train(_cfg(folder_dataset, tmp_path / "run", epochs=2), progress=False)
@@ -267,5 +273,6 @@ def test_init_fine_tunes_from_a_checkpoint_and_export_keeps_both_stages(folder_d
     assert f"--out {tmp_path / 'stage1'}" in one and f"--init {start}" in two
     card = (tmp_path / "ck" / "ft" / "README.md").read_text()
     assert "2 stages" in card and "these weights: epoch 3" in card
+    assert all(st["runtime"]["device"] == "cpu" for st in cfg["stages"]) and "- ran on: cpu, " in card
     # a checkpoint whose init is not a local run folder keeps its own stage only
     assert len(lineage({"training": {"init": "some/hub-id"}}, recs[2:])[0]) == 1

@@ -54,12 +54,23 @@ def _chain(stages: list[dict], sep: str) -> str:
     return sep.join(_train_command(st, with_out=i < len(stages) - 1) for i, st in enumerate(stages))
 
 
+def _stage(cfg: dict[str, Any]) -> dict[str, Any]:
+    """One stage's training settings, with what the run resolved at run time (`runtime`:
+    device, bf16 or not, threads) when its checkpoint recorded that."""
+    return {**cfg.get("training", {}), **({"runtime": cfg["runtime"]} if cfg.get("runtime") else {})}
+
+
+def _runtime_text(rt: dict[str, Any]) -> str:
+    return (f"{rt.get('device', '?')}, {'bf16 autocast' if rt.get('bf16') else 'fp32'}, "
+            f"{rt.get('world_size', 1)} process(es) × {rt.get('threads', '?')} thread(s), torch {rt.get('torch', '?')}")
+
+
 def lineage(cfg: dict[str, Any], records: list[dict]) -> tuple[list[dict], list[dict]]:
     """The training stages behind a checkpoint that was fine-tuned (`--init`) from another run's
     checkpoint: (training settings of every stage, oldest first; the per-epoch records of all
     stages, renumbered to run on from one stage to the next, each tagged with its `stage`).
     The earlier stages are followed through the `init` folders as long as they exist locally."""
-    stages, logs = [cfg.get("training", {})], [records]
+    stages, logs = [_stage(cfg)], [records]
     seen = set()
     while stages[0].get("init") and str(stages[0]["init"]) not in seen:
         seen.add(str(stages[0]["init"]))
@@ -71,7 +82,7 @@ def lineage(cfg: dict[str, Any], records: list[dict]) -> tuple[list[dict], list[
             break  # a shipped or Hub checkpoint: its own card tells its history
         prev = json.loads((src / "config.json").read_text())
         upto = prev.get("epoch", 10**9)
-        stages.insert(0, prev.get("training", {}))
+        stages.insert(0, _stage(prev))
         logs.insert(0, [r for r in _read_log(run / "log.jsonl") if r["epoch"] <= upto])
     merged, offset = [], 0
     for i, recs in enumerate(logs):
@@ -115,6 +126,8 @@ def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
                   f"(on the training machine), total training time: "
                   f"{sum(r.get('time_s', 0) for r in log_records) / 60:.1f} min",
                   "- per-epoch records (energies, ΔE, accuracies on fixed subsets): `log.jsonl`"]
+        if cfg.get("runtime"):
+            lines.append(f"- ran on: {_runtime_text(cfg['runtime'])}")
         if "epoch" in cfg:
             lines.append(f"- these weights: epoch {cfg['epoch']}, " + (
                 "the run's last" if cfg.get("exported") == "last"

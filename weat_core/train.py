@@ -167,7 +167,8 @@ def _all_cat(t: torch.Tensor, world: int) -> torch.Tensor:
 
 
 def _write_state(out: Path, tag: str, model: nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig,
-                 epoch: int, step: int, best: float, record: dict, classes: tuple[str, ...]) -> str:
+                 epoch: int, step: int, best: float, record: dict, classes: tuple[str, ...],
+                 runtime: Optional[dict] = None) -> str:
     from safetensors.torch import save_file
 
     from .checkpoints import save
@@ -179,7 +180,7 @@ def _write_state(out: Path, tag: str, model: nn.Module, opt: torch.optim.Optimiz
                                       "delta_e", "energy_nat_mean", "energy_adv_mean") if k in record}
     save(model, tmp, {
         "dataset": cfg.dataset, "method": cfg.method, "classes": list(classes), "epoch": epoch,
-        "training": asdict(cfg), "metrics": metrics, "metrics_note":
+        "training": asdict(cfg), "runtime": runtime or {}, "metrics": metrics, "metrics_note":
             f"per-epoch metrics on fixed {cfg.eval_size}-image subsets (PGD-{cfg.eval_steps}); "
             "run `python -m weat_core eval` for full test-set numbers",
     })
@@ -323,6 +324,9 @@ def train(
         amp = bf16_ok(device)
     else:
         amp = cfg.amp
+    # what `device="auto"` and `amp=None` turned into, recorded beside the settings
+    runtime = {"device": device.type, "bf16": bool(amp), "world_size": world, "threads": torch.get_num_threads(),
+               "torch": torch.__version__}
 
     if data is None:
         train_set = load_split(cfg.dataset, "train", root=cfg.data_dir, limit=cfg.limit)
@@ -453,12 +457,12 @@ def train(
         if out is not None and rank == 0:
             with open(out / "log.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")
-            name = _write_state(out, "state", model, opt, cfg, epoch, step, best, rec, train_set.classes)
+            name = _write_state(out, "state", model, opt, cfg, epoch, step, best, rec, train_set.classes, runtime)
             score = rec["test_clean_acc" if cfg.method == "standard" else "test_pgd_acc"]
             if score > best:  # best by robust accuracy (clean accuracy for standard training)
                 best = score
                 _publish(out, "BEST", _write_state(out, "best", model, opt, cfg, epoch, step, best, rec,
-                                                   train_set.classes), "best")
+                                                   train_set.classes, runtime), "best")
             _publish(out, "LATEST", name, "state")
         if world > 1:
             dist.barrier()
