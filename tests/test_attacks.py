@@ -115,6 +115,8 @@ def test_pgd_raises_cross_entropy(trained_tiny, batch, seeded):
     assert (adv > clean).float().mean() >= 0.9
     assert adv.mean() > clean.mean() + 1.0
     assert (predict(trained_tiny, x_adv) != y).float().mean() >= 0.8  # untargeted PGD fools it
+    with pytest.raises(ValueError, match="untargeted"):  # a target it would ignore is refused
+        PGD(eps=EPS, steps=1)(trained_tiny, x, y, target=(y + 1) % 10)
 
 
 def test_pgd_l2_raises_cross_entropy(trained_tiny, batch, seeded):

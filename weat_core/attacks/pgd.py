@@ -81,6 +81,8 @@ class PGD:
             else:
                 objective = lambda logits: -margin(logits, t)  # noqa: E731
         else:
+            if target is not None:
+                raise ValueError("this PGD is untargeted (targeted=False); build PGD(targeted=True) to aim at a class")
             if self.loss == "ce":
                 objective = lambda logits: F.cross_entropy(logits.float(), y, reduction="none")  # noqa: E731
             else:
