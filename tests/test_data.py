@@ -108,6 +108,9 @@ def test_image_folder_limit_and_val_fallback(tmp_path):
     (root / "test").rename(root / "val")
     s = load_split(root, "test", limit=4)
     assert s.y.tolist() == [0, 1, 2, 0] and s.x.shape == (4, 3, 8, 8)
+    for bad in (0, -3):  # not "all", not "none": an error
+        with pytest.raises(WeatError, match="positive number"):
+            load_split(root, "test", limit=bad)
 
 
 def test_image_folder_relative_to_data_root(tmp_path, monkeypatch):

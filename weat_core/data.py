@@ -231,6 +231,8 @@ def load_split(
     `limit` images of the class-balanced order (and only decodes those)."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if limit is not None and limit < 1:  # 0 must not quietly mean "all" (folders) or "none" (torchvision)
+        raise WeatError(f"limit must be a positive number of images, or None for the whole split; got {limit}")
     key = str(name).lower()
     if key in ("cifar10", "cifar100", "svhn"):
         return _torchvision_split(key, split, data_root(root), download).subset(limit)
