@@ -269,6 +269,30 @@ def test_class_stats_byte_budget_and_errors(tmp_path):
         initial_images("pca", torch.tensor([5]), (3, 4, 4), stats)  # class 5 does not exist
 
 
+def test_class_stats_file_is_int8_and_loads_orthonormal(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    data, _ = gaussian_imageset(200)
+    stats = ClassStats.fit(data, max_variance=1.0)
+    path = stats.save(tmp_path / "s.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        assert f.get_tensor("basis_q").dtype == torch.int8 and f.get_tensor("basis_scale").shape == stats.eigvals.shape
+    back = ClassStats.load(path)
+    u = back.basis.float()
+    eye = torch.eye(stats.rank).expand(stats.num_classes, -1, -1)
+    torch.testing.assert_close(u @ u.transpose(1, 2), eye, atol=2e-3, rtol=0)  # orthonormal again after int8
+    # each row still points where the fitted eigenvector did (within int8 rounding)
+    cos = (u * stats.basis.float()).sum(-1)
+    assert float(cos.min()) > 0.999
+    # a file of the first format (fp16 basis, as in earlier releases) still loads
+    save_file({"mean": stats.mean.half(), "basis": stats.basis.half(), "eigvals": stats.eigvals,
+               "total_var": stats.total_var, "counts": stats.counts},
+              str(tmp_path / "v1.safetensors"), metadata={"format": "weat-init-stats", "version": "1",
+                                                          "shape": "[3, 4, 4]", "classes": '["a", "b"]'})
+    torch.testing.assert_close(ClassStats.load(tmp_path / "v1.safetensors").basis, stats.basis.half())
+
+
 def test_class_stats_on_real_cifar(cifar_tarball):
     from weat_core.data import load_split
 

@@ -22,6 +22,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 from .. import WeatError
+from .init import DEFAULT_MAX_BYTES
 
 __all__ = ["add_commands", "cmd_generate", "cmd_gen_eval", "cmd_init_stats", "parse_classes"]
 
@@ -144,7 +145,8 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default=None, help="write here instead (a file or folder)")
     p.add_argument("--variance", type=float, default=0.99, help="keep the components that reach this variance share")
-    p.add_argument("--max-mb", type=float, default=4.0, help="size budget of the file in MiB (fp16 components)")
+    p.add_argument("--max-mb", type=float, default=DEFAULT_MAX_BYTES / 2**20,
+                   help="size budget of the file in MiB (int8 components: ~3 KB each per class on 32×32 RGB)")
     p.add_argument("--limit", type=int, default=None, help="use the first N training images only")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_init_stats)

@@ -9,10 +9,15 @@ All three are clipped to [0, 1].
 
 `ClassStats` holds what these need, per class y: the mean μ_y, the top-r eigenvectors u_k and
 eigenvalues λ_k of Σ_y, and its trace. A full 3072×3072 covariance per CIFAR class would take
-38 MB in fp32, so only the top r components are kept (fp16, r chosen to fit a byte budget,
-4 MiB by default), and the Gaussian uses the probabilistic-PCA form of Σ_y (Tipping & Bishop
-1999): the kept components exactly, the rest as isotropic variance s² = (tr Σ_y − Σ_{k≤r} λ_k)
-/ (D − r), the maximum-likelihood fill-in for the discarded directions.
+38 MB in fp32, so only the top r components are kept (r chosen to fit a byte budget, 8 MiB by
+default), and the Gaussian uses the probabilistic-PCA form of Σ_y (Tipping & Bishop 1999): the
+kept components exactly, the rest as isotropic variance s² = (tr Σ_y − Σ_{k≤r} λ_k) / (D − r),
+the maximum-likelihood fill-in for the discarded directions.
+
+On disk each eigenvector is int8 with one fp32 scale (max |u_k| / 127), half the bytes of
+fp16, so the budget holds the ~180 components per CIFAR-10 class that 95 % of the variance
+needs. Loading dequantizes and re-orthonormalizes each class's rows (QR, in order, so u_1 keeps
+its direction and later rows lose only their quantization error).
 
 The statistics are computed once from the training set (`python -m weat_core init-stats`) and
 saved as `init_stats.safetensors` beside the checkpoint's `config.json`; generation then needs
@@ -21,6 +26,7 @@ no dataset.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -38,7 +44,7 @@ log = logging.getLogger(__name__)
 
 INITS = ("uniform", "gaussian", "pca")
 STATS_NAME = "init_stats.safetensors"
-DEFAULT_MAX_BYTES = 4 * 2**20  # "a few MB at most per checkpoint"
+DEFAULT_MAX_BYTES = 8 * 2**20  # beside a weatnet_s checkpoint of 1.3 MB; files stay under 10 MB
 GAUSSIAN_JITTER = 1e-4  # the 1e-4·I added to Σ_y
 _FORMAT = "weat-init-stats"
 
@@ -110,7 +116,7 @@ class ClassStats:
         d = c * h * w
         classes = tuple(getattr(images, "classes", ())) or tuple(str(i) for i in range(int(y.max()) + 1))
         k_cls = len(classes)
-        per_component = k_cls * (d * 2 + 4)  # bytes of one more component for every class (fp16 + eigenvalue)
+        per_component = k_cls * (d + 8)  # bytes of one more component for every class (int8 + scale + eigenvalue)
         fixed = k_cls * (d * 2 + 12) + 1024 + len(json.dumps(list(classes)))  # means, totals, counts, header
         r_cap = max(1, min(d, (max_bytes - fixed) // per_component))
         means, spectra, vectors, totals, counts = [], [], [], [], []
@@ -163,14 +169,17 @@ class ClassStats:
         if path.is_dir() or not path.suffix:
             path.mkdir(parents=True, exist_ok=True)
             path = path / STATS_NAME
+        basis = self.basis.float()
+        scale = basis.abs().amax(-1).clamp_min(1e-12) / 127.0  # (K, r): one scale per eigenvector
         tensors = {
             "mean": self.mean.half().contiguous(),
-            "basis": self.basis.half().contiguous(),
+            "basis_q": torch.round(basis / scale.unsqueeze(-1)).clamp_(-127, 127).to(torch.int8).contiguous(),
+            "basis_scale": scale.contiguous(),
             "eigvals": self.eigvals.float().contiguous(),
             "total_var": self.total_var.float().contiguous(),
             "counts": self.counts.long().contiguous(),
         }
-        meta = {"format": _FORMAT, "version": "1", "shape": json.dumps(list(self.shape)),
+        meta = {"format": _FORMAT, "version": "2", "shape": json.dumps(list(self.shape)),
                 "classes": json.dumps(list(self.classes)), "source": self.source}
         tmp = path.with_name(path.name + ".tmp")
         save_file(tensors, str(tmp), metadata=meta)
@@ -194,6 +203,8 @@ class ClassStats:
                 t = {k: f.get_tensor(k) for k in f.keys()}
         except (SafetensorError, OSError, ValueError) as e:
             raise WeatError(f"{path.name} is not a readable safetensors file ({e})") from None
+        if "basis_q" in t and "basis_scale" in t:  # version 2: int8 rows, one scale each
+            t["basis"] = _orthonormal_rows(t.pop("basis_q").float() * t.pop("basis_scale").float().unsqueeze(-1))
         if meta.get("format") != _FORMAT or not {"mean", "basis", "eigvals", "total_var", "counts"} <= set(t):
             raise WeatError(f"{path} does not hold WEAT Lens initialisation statistics")
         shape = tuple(int(s) for s in json.loads(meta["shape"]))
@@ -212,7 +223,10 @@ class ClassStats:
         if not src:
             return None
         p = Path(src) / STATS_NAME
-        return cls.load(p) if p.is_file() else None
+        if not p.is_file():
+            return None
+        st = p.stat()  # loaded once per file version: a generation call should not redo the QR
+        return _load_cached(cls, str(p.resolve()), st.st_mtime_ns, st.st_size)
 
     # ---------------------------------------------------------------------------- sampling
 
@@ -258,6 +272,22 @@ class ClassStats:
                 x = mu + (z1 * (lam + GAUSSIAN_JITTER).sqrt()) @ u + (s2 + GAUSSIAN_JITTER) ** 0.5 * resid
             out[idx.to(device)] = x
         return out.view(-1, *self.shape).clamp_(0.0, 1.0)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(cls: type, path: str, mtime_ns: int, size: int) -> "ClassStats":
+    return cls.load(path)
+
+
+def _orthonormal_rows(basis: torch.Tensor) -> torch.Tensor:
+    """Rows of each (r, D) block of `basis` (K, r, D) made orthonormal in order (Gram–Schmidt
+    by QR), each keeping the sign of its own direction."""
+    if basis.shape[-2] == 0:
+        return basis
+    q, r = torch.linalg.qr(basis.float().transpose(-1, -2))  # (K, D, r), (K, r, r)
+    sign = torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))
+    sign[sign == 0] = 1
+    return (q * sign.unsqueeze(-2)).transpose(-1, -2).float().contiguous()
 
 
 def _top_components(xc: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
