@@ -34,6 +34,15 @@ init = e.radio("Initialisation", ["uniform", "gaussian", "pca"],
 if not stats:
     e.caption("No class statistics ship with this model, so only the uniform start is available "
               "(`python -m weat_core init-stats` adds them).")
+variance = float(d.pca_variance)
+if stats and init == "pca":
+    from weat_core.sampling import ClassStats
+
+    kept = ClassStats.for_model(c.model).retained()
+    variance = e.slider("PCA: share of each class's variance in the start", 0.5, 1.0, min(variance, 1.0), 0.01,
+                        key="gen_pca_var", help="Lower: smoother, blurrier starts; higher: more detail and texture.")
+    e.caption(f"The saved statistics hold {100 * float(kept.min()):.1f}–{100 * float(kept.max()):.1f} % of each "
+              "class's variance; asking for more uses all of it.")
 objective = e.radio("Objective", ["joint", "ce", "marginal"], horizontal=True, key="gen_obj",
                     format_func={"joint": "E(x,y)", "ce": "CE", "marginal": "E(x)"}.get)
 other_name, other = common.other_model_picker("Side by side with", "gen_other", c.model_name)
@@ -61,7 +70,8 @@ if clicked:
                     img.image(lens.image_grid_png(state.x, nrow=8, scale=3))
 
             out[name] = generate(model, labels, steps=steps, step_size=eta, noise_std=sigma, momentum=zeta,
-                                 init=init, objective=objective, seed=int(seed), callback=watch)
+                                 init=init, objective=objective, seed=int(seed), callback=watch,
+                                 pca_variance=variance)
             slot.empty()
     if out:
         st.session_state["gen_result"] = out

@@ -234,6 +234,13 @@ def test_generation(app_env):
     assert len(charts(at)) >= 1
     assert at.get("download_button")
     assert at.radio(key="gen_init_stats").value == "pca"  # the tiny checkpoint ships class statistics
+    assert at.slider(key="gen_pca_var").value == 0.99 and any("of each class's variance" in c.value for c in at.caption)
+    first = at.session_state["gen_result"]
+    at.slider(key="gen_pca_var").set_value(0.5)
+    at.button(key="gen_run").click().run()
+    ok(at)
+    name = next(iter(first))  # a smaller share of the variance: other starting images, other samples
+    assert not torch.equal(first[name].images, at.session_state["gen_result"][name].images)
     # a model without them: uniform start by default, and picking PCA gives one clear message
     at.sidebar.selectbox(key="model_choice").set_value("untrained weatnet_s (random weights)").run()
     ok(at)
