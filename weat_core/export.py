@@ -228,7 +228,9 @@ def export_run(run: Path, name: str, dataset: Optional[str] = None, data_dir: Op
                               "eval": f"python -m weat_core eval --checkpoint {name} --attacks {','.join(attacks)}"})
     if len(stages) > 1 and "epoch" in cfg:  # count the epochs of the earlier stages too
         cfg_out["epoch"] = cfg["epoch"] + max(r["epoch"] for r in records if r["stage"] < len(stages))
-    model.config = {k: v for k, v in model.config.items() if k != "source"}
+    # the run checkpoint's own metrics and their note ("per-epoch metrics on fixed subsets") must
+    # not come back through the model's config: the shipped metrics are the ones measured here
+    model.config = {k: v for k, v in model.config.items() if k not in ("metrics", "metrics_note", "source")}
     save(model, dest, cfg_out, dtype=torch.float16 if fp16 else None)
     if records:
         (dest / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
