@@ -65,9 +65,11 @@ def run_curves(runs: dict[str, pd.DataFrame], key: str) -> None:
     st.caption("Accuracies here come from the fixed test subset each run evaluates every epoch (a few hundred "
                "images), so a change of a point or two is within its sampling noise (about ±2 points at 512 images); "
                "`python -m weat_core eval` measures the shipped weights on the full test split.")
+    ordinals = ("second", "third", "fourth", "fifth")
     for n, es in starts.items():
-        for e in es:
-            st.caption(f"{n}: from epoch {e} on, a second training stage fine-tunes the weights of epoch {e - 1} "
+        for i, e in enumerate(es):
+            nth = ordinals[i] if i < len(ordinals) else f"{i + 2}th"
+            st.caption(f"{n}: from epoch {e} on, a {nth} training stage fine-tunes the weights of epoch {e - 1} "
                        "with a fresh learning-rate cycle (`train --init`; the dashed line), so its learning rate "
                        "rises and falls again.")
     if phases.get("phases"):

@@ -46,7 +46,7 @@ def make_checkpoint(root: Path, data_dir: Path, name: str = "tiny-weat-adv") -> 
         rob = 0.2 + 0.03 * e if e <= 5 else 0.35 - 0.03 * (e - 5)
         recs.append({"epoch": e, "lr": 0.1 * min(e, 2) / 2, "test_clean_acc": 0.3 + 0.05 * e, "test_pgd_acc": rob,
                      "energy_nat_mean": -3.0 - 0.1 * e, "energy_adv_mean": -3.0 - 0.1 * e + 0.05 * max(0, e - 5),
-                     "delta_e": -0.05 * max(0, e - 5), "loss": 2.0 - 0.1 * e, "stage": 1 if e <= 6 else 2})
+                     "delta_e": -0.05 * max(0, e - 5), "loss": 2.0 - 0.1 * e, "stage": 1 if e <= 6 else e - 5})  # stages 1 (epochs 1-6), 2 (7), 3 (8)
     (d / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     try:
         from weat_core.sampling.init import ClassStats
@@ -180,6 +180,7 @@ def test_training_recorded_and_live(app_env):
     at.multiselect(key="tr_runs").set_value([tiny]).run()
     ok(at)
     assert any(f"{tiny}: from epoch 7 on, a second training stage" in c.value for c in at.caption)
+    assert any(f"{tiny}: from epoch 8 on, a third training stage" in c.value for c in at.caption)
     pytest.importorskip("weat_core.train")
     at.slider(key="tr_epochs").set_value(1)
     at.select_slider(key="tr_n").set_value(64)
