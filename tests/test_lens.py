@@ -154,6 +154,16 @@ def test_training_log_and_phases(tmp_path):
     assert [p["name"][0] for p in lens.training_phases(step)["phases"]] == ["1", "2", "3"]
     assert lens.stage_starts(df) == [] and lens.stage_starts(df.assign(stage=1)) == []
     assert lens.stage_starts(df.assign(stage=[1] * 14 + [2] * 4 + [3] * 2)) == [15, 19]
+    # a 3-point drop from 40 %: overfitting by the 1-point rule, noise on a 512-image subset
+    # (2·√(0.4·0.6/512) = 4.3 points), real on 10,000 images (2·SE = 1.0 point)
+    small = df.assign(test_pgd_acc=[0.2 + 0.02 * min(e, 10) - (0.03 if e == 20 else 0.0) for e in df["epoch"]])
+    assert lens.training_phases(small)["overfitting"]
+    assert not lens.training_phases(small.assign(eval_size=512))["overfitting"]
+    assert lens.training_phases(small.assign(eval_size=10000))["overfitting"]
+    assert ph["overfitting"] and lens.training_phases(df.assign(eval_size=512))["overfitting"]  # 16 points is real
+    # a shipped checkpoint's older log: the subset size comes from its config.json
+    (tmp_path / "config.json").write_text(json.dumps({"training": {"eval_size": 512}}))
+    assert (lens.load_training_log(tmp_path)["eval_size"] == 512).all()
     with pytest.raises(WeatError):
         lens.load_training_log(tmp_path / "missing")
 

@@ -109,15 +109,19 @@ def format_table(res: dict[str, Any]) -> str:
     return "\n".join(lines) + f"\n(n = {res['n']}, eps = {res['eps']:.4f}, {res['norm']})"
 
 
-def robust_peak(robust_acc: Sequence[float]) -> tuple[int, float, bool]:
+def robust_peak(robust_acc: Sequence[float], n: Optional[int] = None) -> tuple[int, float, bool]:
     """Where a run's per-epoch robust accuracy peaked, how far it fell from there to the last
-    epoch, and whether that is robust overfitting (Rice et al. 2020): a drop of more than one
-    point from a best that is itself meaningful (≥ 5 %). Accuracies as fractions or percent.
-    Returns (index of the first best epoch, drop, overfitting)."""
+    epoch, and whether that is robust overfitting (Rice et al. 2020): a drop from a best that is
+    itself meaningful (≥ 5 %) of more than one point, and, when the accuracies were measured on
+    `n` images, of more than twice the binomial standard error √(p(1−p)/n) at the best p, so
+    that the noise of a small per-epoch subset (±2 points at 512 images) is not called
+    overfitting. Accuracies as fractions or percent. Returns (first best index, drop, overfitting)."""
     import numpy as np
 
     rob = np.asarray(robust_acc, dtype=float)
     best = int(np.nanargmax(rob))
     scale = 100.0 if np.nanmax(rob) > 1.5 else 1.0
     drop = float(rob[best] - rob[-1])
-    return best, drop, bool(best < len(rob) - 1 and drop > 0.01 * scale and rob[best] >= 0.05 * scale)
+    p = rob[best] / scale
+    threshold = max(0.01, 2.0 * float(np.sqrt(p * (1 - p) / n)) if n else 0.0) * scale
+    return best, drop, bool(best < len(rob) - 1 and drop > threshold and rob[best] >= 0.05 * scale)

@@ -135,7 +135,8 @@ def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
                 + " accuracy on the per-epoch test subset"))
         rob = [(r["test_pgd_acc"], r["epoch"], r.get("delta_e")) for r in log_records if "test_pgd_acc" in r]
         if rob and cfg.get("method") != "standard":
-            best_i, drop, overfit = robust_peak([t[0] for t in rob])
+            sizes = [r["eval_size"] for r in log_records if r.get("eval_size")]
+            best_i, drop, overfit = robust_peak([t[0] for t in rob], sizes[-1] if sizes else t.get("eval_size"))
             best, end = rob[best_i], rob[-1]
             line = (f"- robust accuracy on the per-epoch test subset: best {best[0]:.1%} at epoch {best[1]}, "
                     f"{end[0]:.1%} at the last epoch ({end[1]})")

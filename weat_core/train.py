@@ -449,6 +449,7 @@ def train(
         torch.manual_seed(cfg.seed + 12345 + rank)  # the same eval randomness every epoch
         rec.update(_eval_subset(model, ex_tr, ey_tr, cfg, amp, world, "train_"))
         rec.update(_eval_subset(model, ex_te, ey_te, cfg, amp, world, "test_"))
+        rec["eval_size"] = int(eval_test.y.shape[0])  # images behind the test_* accuracies (their noise)
         rec["train_time_s"] = train_time
         rec["time_s"] = time.perf_counter() - t0
         rec["img_per_s"] = seen / max(train_time, 1e-9)

@@ -41,7 +41,16 @@ def load_training_log(path: Union[str, Path]) -> pd.DataFrame:
             recs.append(r)
     if not recs:
         raise WeatError(f"{p} holds no epoch records")
-    return history_frame(recs)
+    df = history_frame(recs)
+    cfg_path = p.parent / "config.json"  # a shipped checkpoint: older logs name the subset size only there
+    if "eval_size" not in df and cfg_path.is_file():
+        try:
+            size = (json.loads(cfg_path.read_text()).get("training") or {}).get("eval_size")
+        except (json.JSONDecodeError, AttributeError):
+            size = None
+        if size:
+            df["eval_size"] = int(size)
+    return df
 
 
 def history_frame(history: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
@@ -61,8 +70,9 @@ def training_phases(df: pd.DataFrame) -> dict[str, Any]:
     Phase 1 lasts while the learning rate rises to or stays at its peak (one-cycle: the
     warm-up; step schedule: until the first decay; flat schedules: the first tenth of
     training); phase 2 runs up to the epoch of best robust test accuracy; phase 3 after it.
-    Robust overfitting is flagged when the robust test accuracy ends more than one point
-    below its best (of at least 5 %) while training goes on (Rice et al. 2020); by then ΔE
+    Robust overfitting is flagged when the robust test accuracy ends below its best (of at
+    least 5 %) by more than a point and more than the subset's noise (`robust_peak`, with the
+    records' `eval_size`) while training goes on (Rice et al. 2020); by then ΔE
     typically drifts away from 0 for SAT and stays near 0 for TRADES/WEAT; without it phase 3
     is a plateau. Standard (non-adversarial) runs and runs under 4 epochs get no phases."""
     if df.empty or "test_pgd_acc" not in df or ("method" in df and (df["method"] == "standard").any()):
@@ -70,7 +80,8 @@ def training_phases(df: pd.DataFrame) -> dict[str, Any]:
         return {"phases": [], "best_epoch": None, "overfitting": False}
     ep = df["epoch"].to_numpy()
     rob = df["test_pgd_acc"].to_numpy(dtype=float)
-    best_i, drop, overfit = robust_peak(rob)
+    n = int(df["eval_size"].dropna().iloc[-1]) if "eval_size" in df and df["eval_size"].notna().any() else None
+    best_i, drop, overfit = robust_peak(rob, n)
     first = PHASE_NAMES[0]
     if "lr" in df and df["lr"].nunique() > 1:
         lr = df["lr"].to_numpy(dtype=float)
