@@ -118,6 +118,33 @@ def model_choices() -> list[str]:
     return shipped + [TRAINED_PREFIX + k for k in trained_models()] + [UNTRAINED]
 
 
+def contrast_set(current: str, infos: list[dict[str, Any]]) -> list[str]:
+    """The models a comparison starts with: the current one, then for every other training
+    method one shipped checkpoint of the same architecture and dataset: trained on the same
+    schedule and subset where one exists, else the one with the best recorded PGD-20 accuracy
+    (standard, SAT, TRADES and WEAT-adv side by side, not every schedule variant)."""
+    cur = next((c for c in infos if c["name"] == current), None)
+    picked = [current]
+    if cur is None:
+        return picked
+    def recipe(c: dict[str, Any]) -> tuple:
+        t = (c.get("config") or {}).get("training") or {}
+        return t.get("schedule"), t.get("limit")
+
+    def rank(c: dict[str, Any]) -> tuple:
+        return recipe(c) == recipe(cur), c.get("pgd20_acc") or 0.0
+
+    best: dict[str, dict[str, Any]] = {}
+    for c in infos:
+        if c["name"] == current or c["method"] == cur["method"]:
+            continue
+        if (c["arch"], c["dataset"]) != (cur["arch"], cur["dataset"]):
+            continue
+        if c["method"] not in best or rank(c) > rank(best[c["method"]]):
+            best[c["method"]] = c
+    return picked + [c["name"] for c in sorted(best.values(), key=lambda c: c["name"])]
+
+
 def _default_model(choices: list[str]) -> str:
     """$WEAT_DEFAULT_MODEL if it names an available model, else the shipped weatnet_s trained
     with WEAT-adv that has the best recorded PGD-20 accuracy, else any weatnet_s, else any

@@ -214,6 +214,25 @@ def test_model_zoo(app_env):
     assert set(at.dataframe[1].value["model"]) >= {"tiny-weat-adv", "untrained weatnet_s (random weights)"}
 
 
+def test_zoo_starts_with_one_model_per_method():
+    """The comparison starts with the current model and one checkpoint per other method of the same
+    architecture and dataset: the same schedule and subset first, then the best recorded PGD-20."""
+    from app_pages.common import contrast_set
+
+    def info(name, method, pgd, arch="a", dataset="cifar10", schedule="onecycle", limit=None):
+        return {"name": name, "method": method, "arch": arch, "dataset": dataset, "pgd20_acc": pgd,
+                "config": {"training": {"schedule": schedule, "limit": limit}}}
+
+    infos = [info("std", "standard", 0.0), info("sat", "sat", 0.33), info("sat-step", "sat", 0.27, schedule="step"),
+             info("trades-step", "trades", 0.27, schedule="step"), info("trades", "trades", 0.34),
+             info("weat", "weat-adv", 0.40), info("weat-big", "weat-adv", 0.55, arch="b"),
+             info("weat-c100", "weat-adv", 0.2, dataset="cifar100"), info("sat-nopgd", "sat", None)]
+    assert contrast_set("weat", infos) == ["weat", "sat", "std", "trades"]
+    assert contrast_set("sat-step", infos) == ["sat-step", "std", "trades-step", "weat"]
+    assert contrast_set("weat-big", infos) == ["weat-big"]
+    assert contrast_set("trained here: x", infos) == ["trained here: x"]
+
+
 def test_weat_explained(app_env):
     at = open_page("weat")
     ok(at)
