@@ -7,9 +7,10 @@ from weat_core import lens
 
 c = common.ctx()
 st.title("Energy landscape")
-st.markdown("Where do adversarial images sit in the model's energy landscape? Untargeted attacks (PGD, APGD-CE) "
-            "usually **lower** $E(x)$; targeted ones (PGD-T, APGD-T) and CW **raise** it; $E(x, y)$ of the "
-            "true class rises for all.")
+st.markdown("Where do adversarial images sit in the model's energy landscape? On well-trained robust models "
+            "(Mirza et al. 2024), untargeted attacks (PGD, APGD-CE, TRADES-KL) **lower** $E(x)$; targeted ones "
+            "(PGD-T, APGD-T) and CW **raise** it; $E(x, y)$ of the true class rises for all. The line under each "
+            "table checks this on the models you run.")
 common.model_caption()
 
 a, b, d = st.columns(3)
@@ -25,6 +26,18 @@ other_name, other = common.other_model_picker("Compare with", "ls_other", c.mode
 run, stop = st.columns([1, 6])
 clicked = run.button("Run", type="primary", key="ls_run")
 stop.button("Stop", key="ls_stop", help="Interrupts the running attacks.")
+
+
+
+def observation_lines(summary) -> list[str]:
+    """One short verdict per attack with an expected direction: did mean E(x) move that way?"""
+    out = []
+    for _, r in lens.observation1(summary).iterrows():
+        moved = "lowered" if r["shift E(x)"] < 0 else "raised"
+        out.append(f"{'✓' if r['holds'] else '✗'} {r['attack']} {moved} mean E(x) by {abs(r['shift E(x)']):.3f} "
+                   f"(expected: {r['expected']}; {r['share E(x)↓']:.0%} of images went lower)")
+    return out
+
 
 settings = (c.model_id, other_name, c.data, n, norm, round(eps, 6), steps, tuple(kinds))
 if clicked:
@@ -55,8 +68,11 @@ else:
             st.plotly_chart(plots.energy_hist(land.per_image, "E(x)", "marginal energy E(x)"), key=f"ls_ex_{name}")
             st.plotly_chart(plots.energy_hist(land.per_image, "E(x,y)", "joint energy E(x, y) of the true class"),
                             key=f"ls_exy_{name}")
-            st.dataframe(land.summary.style.format({"accuracy": "{:.1%}", "time_s": "{:.1f}"}, precision=3),
-                         hide_index=True)
+            st.dataframe(land.summary.style.format({"accuracy": "{:.1%}", "share E(x)↓": "{:.0%}", "time_s": "{:.1f}"},
+                                                   precision=3), hide_index=True)
+            verdicts = observation_lines(land.summary)
+            if verdicts:
+                st.caption("Observation 1 on this model: " + " · ".join(verdicts))
             csv = land.per_image.assign(model=name, eps=eps_then, steps=steps_then, norm=norm_then).to_csv(index=False)
             st.download_button("Download per-image numbers (CSV)", csv, f"energy_landscape_{common.slug(name)}.csv",
                                "text/csv", key=f"ls_csv_{name}", on_click="ignore")

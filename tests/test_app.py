@@ -139,6 +139,8 @@ def test_landscape(app_env):
     summary = at.dataframe[0].value
     assert list(summary["attack"]) == ["natural", "PGD", "PGD-T", "CW"]
     assert len(at.get("download_button")) == 2
+    verdicts = [c.value for c in at.caption if c.value.startswith("Observation 1 on this model")]
+    assert len(verdicts) == 2 and all(v.count("(expected: ") == 3 for v in verdicts)
 
 
 def test_attack_explorer(app_env):

@@ -61,6 +61,27 @@ def test_energy_landscape(trained_tiny, synthetic_batch):
         torch.testing.assert_close(torch.tensor(nat["E(x)"].to_numpy()), energy(model(x)), atol=1e-4, rtol=1e-4)
 
 
+def test_observation1_verdicts(trained_tiny, synthetic_batch):
+    """share E(x)↓ pairs every x* with its own natural image; observation1 keeps the attacks
+    with an expected direction and judges the sign of the mean shift."""
+    x, y = synthetic_batch
+    res = lens.energy_landscape(trained_tiny, x, y, {k: lens.attack_from(k, steps=4) for k in ("PGD", "PGD-T", "E(x)↓")})
+    e = res.per_image.pivot(index="index", columns="attack", values="E(x)")
+    s = res.summary.set_index("attack")
+    for k in ("PGD", "PGD-T", "E(x)↓"):
+        assert s.loc[k, "share E(x)↓"] == pytest.approx(float((e[k] < e["natural"]).mean()))
+    assert s.loc["natural", "share E(x)↓"] == 0
+    assert s.loc["E(x)↓", "share E(x)↓"] > 0.9  # the energy attack lowers E(x) by construction
+    obs = lens.observation1(res.summary).set_index("attack")
+    assert list(obs.index) == ["PGD", "PGD-T"]  # E(x)↓ is not a test of the observation
+    assert list(obs["expected"]) == ["lower", "higher"]
+    for k in obs.index:
+        shift = e[k].mean() - e["natural"].mean()
+        assert obs.loc[k, "shift E(x)"] == pytest.approx(shift, abs=1e-5)
+        assert obs.loc[k, "holds"] == ((shift < 0) if k == "PGD" else (shift > 0))
+    assert lens.observation1(pd.DataFrame()).empty
+
+
 def test_energy_landscape_stops(trained_tiny, synthetic_batch):
     x, y = synthetic_batch
     res = lens.energy_landscape(trained_tiny, x, y, {"PGD": "PGD"}, batch_size=8, should_stop=lambda: True)

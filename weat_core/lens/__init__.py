@@ -4,6 +4,7 @@ Everything here is torch + pandas (no streamlit), so the app's pages stay thin a
 numbers can be computed from a notebook:
 
 - `energy_landscape`     E(x), E(x, y) and predictions of natural images and of each attack
+- `observation1`         whether each attack moved E(x) the way MISSION.md's observation 1 expects
 - `attack_trajectory`    one image attacked step by step: energies, top-5, frames
 - `trades_decomposition` KL(p(·|x) ‖ p(·|x*)) = E_{k∼p(·|x)}[E(x*,k) − E(x,k)] + E(x) − E(x*)
 - `weight_curve`, `weights_of`  the WEAT weight w(x) = 1/softplus(|E(x)|)
@@ -17,8 +18,8 @@ Images are float tensors in [0, 1], shape (B, C, H, W).
 Modules (everything public is re-exported here, so `from weat_core import lens` is enough):
 
 - `_common`        `prepare`, and the private device / memory-format / batched-logits helpers
-- `attack_specs`   `ATTACKS`, `AttackSpec`, `attack_from`, `bf16_ok`, running an attack (bf16)
-- `landscape`      `energy_landscape`, `Landscape`
+- `attack_specs`   `ATTACKS`, `EXPECTED_SHIFT`, `AttackSpec`, `attack_from`, `bf16_ok`, running an attack (bf16)
+- `landscape`      `energy_landscape`, `Landscape`, `observation1`
 - `trajectory`     `attack_trajectory`, `Trajectory`
 - `decomposition`  `trades_decomposition`, `weight_curve`, `weights_of`
 - `uploads`        `decode_image`, `load_uploaded_checkpoint` and their limits
@@ -31,10 +32,10 @@ Modules (everything public is re-exported here, so `from weat_core import lens` 
 from __future__ import annotations
 
 from ._common import prepare
-from .attack_specs import ATTACKS, AttackSpec, attack_from, bf16_ok
+from .attack_specs import ATTACKS, EXPECTED_SHIFT, AttackSpec, attack_from, bf16_ok
 from .datasets import demo_images, find_datasets, image_grid_png
 from .decomposition import trades_decomposition, weight_curve, weights_of
-from .landscape import Landscape, energy_landscape
+from .landscape import Landscape, energy_landscape, observation1
 from .trajectory import Trajectory, attack_trajectory
 from .training_job import (  # noqa: F401 - history_frame and the constants are public, not in __all__
     MIN_EPOCHS_FOR_PHASES,
@@ -56,8 +57,8 @@ from .uploads import (  # noqa: F401 - the limits are public, not in __all__
 from .zoo import describe_model, recorded_table, zoo_table
 
 __all__ = [
-    "ATTACKS", "AttackSpec", "Landscape", "Trajectory", "TrainingJob", "attack_from", "attack_trajectory", "bf16_ok",
+    "ATTACKS", "EXPECTED_SHIFT", "AttackSpec", "Landscape", "Trajectory", "TrainingJob", "attack_from", "attack_trajectory", "bf16_ok",
     "decode_image", "demo_images", "describe_model", "energy_landscape", "find_datasets", "image_grid_png",
-    "load_training_log", "load_uploaded_checkpoint", "prepare", "recorded_table", "runs_summary", "stage_starts",
+    "load_training_log", "load_uploaded_checkpoint", "observation1", "prepare", "recorded_table", "runs_summary", "stage_starts",
     "trades_decomposition", "training_phases", "weight_curve", "weights_of", "zoo_table",
 ]

@@ -26,6 +26,14 @@ ATTACKS: dict[str, str] = {
     "E(x)↑": "energy-raise{steps}",
 }
 
+# Where each attack should move the marginal energy E(x) of robust models, relative to the
+# natural images (MISSION.md, observation 1, after Mirza et al. 2024). The E(x)↓ / E(x)↑ attacks
+# move it by construction, so they are not a test of the observation.
+EXPECTED_SHIFT: dict[str, str] = {
+    "PGD": "lower", "APGD-CE": "lower", "TRADES-KL": "lower",
+    "PGD-T": "higher", "APGD-T": "higher", "CW": "higher",
+}
+
 
 def attack_from(kind: str, eps: float = 8 / 255, steps: int = 10, norm: str = "linf") -> tuple:
     """(attack, target) for an app label in `ATTACKS` (or any `make_attack` name)."""

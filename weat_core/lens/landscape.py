@@ -13,7 +13,7 @@ from torch import nn
 
 from ..energy import energy, joint_energy
 from ._common import _device, _logits, _to_model
-from .attack_specs import AttackSpec, _run_attack, _spec, bf16_ok
+from .attack_specs import EXPECTED_SHIFT, AttackSpec, _run_attack, _spec, bf16_ok
 
 
 @dataclass
@@ -88,5 +88,27 @@ def _summary(per_image: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
     if nat is not None:
         s["shift E(x)"] = s["mean E(x)"] - nat["mean E(x)"]  # negative: x* sits lower than x
         s["shift E(x,y)"] = s["mean E(x,y)"] - nat["mean E(x,y)"]
+        # per image: does x* sit lower than its own natural image x?
+        e_nat = per_image[per_image["attack"] == "natural"].set_index("index")["E(x)"]
+        lower = per_image["E(x)"].to_numpy() < e_nat.reindex(per_image["index"]).to_numpy()
+        s["share E(x)↓"] = pd.Series(lower, index=per_image.index).groupby(per_image["attack"], sort=False).mean()
     s["time_s"] = pd.Series({r["attack"]: r["time_s"] for r in rows})
     return s.reset_index()
+
+
+def observation1(summary: pd.DataFrame) -> pd.DataFrame:
+    """Observation 1 checked on a landscape's summary: for each attack with an expected direction
+    (`EXPECTED_SHIFT`), the mean shift of E(x) from the natural images, the share of images whose
+    E(x) dropped, and whether the mean moved the expected way. Empty when nothing applies."""
+    cols = ["attack", "expected", "shift E(x)", "share E(x)↓", "holds"]
+    if summary.empty or "shift E(x)" not in summary:
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for _, r in summary.iterrows():
+        want = EXPECTED_SHIFT.get(r["attack"])
+        if want is None:
+            continue
+        shift = float(r["shift E(x)"])
+        rows.append({"attack": r["attack"], "expected": want, "shift E(x)": shift, "share E(x)↓": r["share E(x)↓"],
+                     "holds": shift < 0 if want == "lower" else shift > 0})
+    return pd.DataFrame(rows, columns=cols)
