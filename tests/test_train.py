@@ -231,8 +231,13 @@ def test_export_writes_checkpoint_metrics_log_and_card(folder_dataset, tmp_path,
     from weat_core.data import load_split
 
     test = load_split(folder_dataset, "test")
-    again = evaluate(load(d), test.float(), test.y, ["pgd3"])
+    again = evaluate(load(d), test.float(), test.y, ["pgd3", "energy-lower5"])
     assert again["pgd3_acc"] == pytest.approx(cfg["metrics"]["pgd3_acc"], abs=0.01)
+    # per image: the share of x* below their own natural E(x); the energy attack lowers it by construction
+    assert set(cfg["metrics"]["share_lower"]) == {"pgd3", "pgd3-t"}
+    assert again["share_lower"]["pgd3"] == pytest.approx(cfg["metrics"]["share_lower"]["pgd3"], abs=0.03)
+    assert again["share_lower"]["energy-lower5"] > 0.9 and "clean" not in again["share_lower"]
+    assert "lower E(x) than the natural image for: pgd3 " in card
 
     # eval --store re-measures the shipped folder: new n and PGD numbers, AutoAttack kept apart
     assert main(["eval", "--checkpoint", str(d), "--dataset", str(folder_dataset), "--n", "20", "--attacks", "pgd2",

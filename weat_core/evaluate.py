@@ -51,11 +51,12 @@ def evaluate(
     device (or CPU: batches are moved), y (N,). Attack names as in `attacks.make_attack`
     ("pgd20", "pgd20-t", "cw20", "aa", "aa-fast", …). Returns a dict with `n`, `clean_acc`,
     `<attack>_acc`, and `energy[<name>]` / `joint_energy[<name>]` statistics, `delta_e[<attack>]`
-    (mean E(x) − mean E(x*)) and `time_s[<attack>]`."""
+    (mean E(x) − mean E(x*)), `share_lower[<attack>]` (the share of images whose x* has lower
+    E(x) than the image itself) and `time_s[<attack>]`."""
     device = next(model.parameters()).device
     n = int(y.shape[0])
     res: dict[str, Any] = {"n": n, "eps": eps, "norm": norm, "energy": {}, "joint_energy": {}, "delta_e": {},
-                           "time_s": {}}
+                           "share_lower": {}, "time_s": {}}
     names = ["clean"] + [a for a in attacks if a != "clean"]
     bar = None
     if progress:
@@ -90,6 +91,7 @@ def evaluate(
             e_nat = e
         else:
             res["delta_e"][name] = float(e_nat.mean() - e.mean())
+            res["share_lower"][name] = float((e < e_nat).float().mean()) if n else float("nan")
     if bar is not None:
         bar.close()
     return res
@@ -97,12 +99,13 @@ def evaluate(
 
 def format_table(res: dict[str, Any]) -> str:
     """A plain-text table of accuracy and energies per attack."""
-    rows = [("attack", "accuracy %", "mean E(x)", "mean E(x,y)", "ΔE", "seconds")]
+    rows = [("attack", "accuracy %", "mean E(x)", "mean E(x,y)", "ΔE", "E(x*) < E(x)", "seconds")]
     for name, st in res["energy"].items():
         acc = res["clean_acc" if name == "clean" else f"{name}_acc"]
-        de = res["delta_e"].get(name)
+        de, low = res["delta_e"].get(name), res.get("share_lower", {}).get(name)
         rows.append((name, f"{100 * acc:.2f}", f"{st['mean']:.3f}", f"{res['joint_energy'][name]['mean']:.3f}",
-                     "" if de is None else f"{de:+.3f}", f"{res['time_s'][name]:.1f}"))
+                     "" if de is None else f"{de:+.3f}", "" if low is None else f"{100 * low:.1f} %",
+                     f"{res['time_s'][name]:.1f}"))
     w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(r)) for r in rows]
     lines.insert(1, "  ".join("-" * k for k in w))

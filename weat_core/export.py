@@ -120,6 +120,10 @@ def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
                       f"it ({tgt:.3f}). Observation 1 {'holds' if ok else 'does NOT hold'} for this model"
                       + (" (the observation is about robust models; a standard model is shipped for contrast)."
                          if cfg.get("method") == "standard" else "."), ""]
+        low = m.get("share_lower") or {}
+        if low:
+            lines += ["Per image, the attack's x* has a lower E(x) than the natural image for: "
+                      + ", ".join(f"{k} {100 * v:.1f} %" for k, v in low.items()) + " of the images.", ""]
     if log_records:
         last = log_records[-1]
         lines += ["## Training", "", f"- epochs: {last['epoch']}, images/s: {last.get('img_per_s', 0):.0f} "
@@ -173,6 +177,7 @@ def store_metrics(directory: Path, res: dict[str, Any], attacks: Sequence[str]) 
         m.update({f"{a}_acc": res[f"{a}_acc"] for a in others})
         m["energy_mean"] = {k: v["mean"] for k, v in res["energy"].items() if k == "clean" or k in others}
         m["delta_e"] = {k: v for k, v in res["delta_e"].items() if k in others}
+        m["share_lower"] = {k: v for k, v in res.get("share_lower", {}).items() if k in others}
         n = f" --n {res['n']}" if res["n"] < 10000 else ""
         cfg.setdefault("reproduce", {})["eval"] = f"{cmd} {','.join(others) or 'clean'}{n}"
     if "aa" in attacks:
@@ -209,6 +214,7 @@ def export_run(run: Path, name: str, dataset: Optional[str] = None, data_dir: Op
     metrics.update({f"{a}_acc": res[f"{a}_acc"] for a in attacks})
     metrics["energy_mean"] = {k: v["mean"] for k, v in res["energy"].items()}
     metrics["delta_e"] = res["delta_e"]
+    metrics["share_lower"] = res["share_lower"]
     if aa_n:
         sub = test.subset(aa_n)
         aa = evaluate(model, sub.float(), sub.y, ["aa"], batch_size=256, progress=True)
