@@ -132,6 +132,51 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(folder_dataset, tmp_pa
     assert [r["epoch"] for r in log] == [1, 2, 3]
 
 
+def test_epochs_for_budget_fits_whole_epochs():
+    from weat_core.train import epochs_for_budget
+
+    # 600 s, 30 s spent, 100 steps of 0.5 s + 10 s eval = 60 s an epoch, 63 s with the 5 % margin
+    assert epochs_for_budget(600, 30, 100, 0.5, 10.0) == 9  # 570 // 63
+    assert epochs_for_budget(600, 30, 100, 0.5, 10.0, margin=1.0) == 9  # 570 // 60
+    assert epochs_for_budget(600, 0, 100, 0.5, 10.0, margin=1.0) == 10
+    assert epochs_for_budget(10, 30, 100, 0.5, 10.0) == 1  # never zero
+    with pytest.raises(WeatError, match="positive number of minutes"):
+        TrainConfig(minutes=0)
+
+
+def test_time_budget_run_is_the_run_its_epoch_count_gives(folder_dataset, tmp_path):
+    """--minutes times throwaway steps, then trains; the calibration leaves no trace, so the
+    budgeted run ends with exactly the weights of a plain run with the epochs it chose."""
+    timed = train(_cfg(folder_dataset, tmp_path / "timed", minutes=0.04), progress=False)
+    n = len(timed.history)
+    assert n >= 1 and [r["epoch"] for r in timed.history] == list(range(1, n + 1))
+    cfg = json.loads((tmp_path / "timed" / f"state-{n:04d}" / "config.json").read_text())
+    assert cfg["training"]["epochs"] == n and cfg["training"]["minutes"] == 0.04
+    plain = train(_cfg(folder_dataset, tmp_path / "plain", epochs=n), progress=False)
+    a, b = timed.model.state_dict(), plain.model.state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs: the calibration changed the run"
+
+
+def test_time_budget_uses_the_measured_times_and_resume_keeps_its_epochs(folder_dataset, tmp_path, monkeypatch):
+    import weat_core.train as tr
+
+    monkeypatch.setattr(tr, "_calibrate", lambda *a, **k: (1.0, 5.0))  # 5 steps × 1 s + 5 s eval → 10.5 s/epoch
+    calls = {"n": 0}
+
+    def crash():
+        calls["n"] += 1
+        if calls["n"] == 7:  # mid-epoch 2
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(folder_dataset, tmp_path / "run", minutes=1.0), progress=False, should_stop=crash)
+    # a resumed run keeps the schedule it started with, whatever a new calibration would say
+    monkeypatch.setattr(tr, "_calibrate", lambda *a, **k: pytest.fail("a resumed budgeted run re-calibrated"))
+    res = train(_cfg(folder_dataset, tmp_path / "run", minutes=1.0), progress=False, resume=True)
+    assert [r["epoch"] for r in res.history] == [1, 2, 3, 4, 5]  # (60 s − setup) // 10.5 s
+
+
 def test_stop_request_ends_cleanly_without_a_partial_checkpoint(folder_dataset, tmp_path):
     calls = {"n": 0}
 
@@ -180,12 +225,14 @@ def test_ddp_two_gloo_processes(folder_dataset, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "weat_core",
            "train", "--method", "weat-adv", "--arch", "weatnet_tiny", "--dataset", str(folder_dataset),
-           "--epochs", "1", "--batch-size", "32", "--attack-steps", "2", "--eval-size", "20", "--eval-steps", "2",
-           "--device", "cpu", "--quiet", "--out", str(out)]
+           "--batch-size", "32", "--attack-steps", "2", "--eval-size", "20", "--eval-steps", "2",
+           "--device", "cpu", "--quiet", "--out", str(out),
+           "--minutes", "0.005"]  # a budget smaller than the set-up: the ranks calibrate together, agree on 1 epoch
     r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     recs = [json.loads(s) for s in (out / "log.jsonl").read_text().splitlines()]
     assert len(recs) == 1  # only rank 0 writes
+    assert "time budget" in r.stderr + r.stdout
     assert recs[0]["images"] == 160  # 5 global batches of 32 (16 per rank), summed over both ranks
     assert 0.0 <= recs[0]["test_clean_acc"] <= 1.0 and REQUIRED_KEYS - {"weight_std"} <= set(recs[0])
     # the test accuracy was gathered over the 20 images of both ranks: a multiple of 1/20

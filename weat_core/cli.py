@@ -51,6 +51,9 @@ def _add_train(sub) -> None:
                    help="cifar10 | cifar100 | svhn | tinyimagenet | DIR with train/ and test/ class folders | .tar.gz")
     p.add_argument("--data-dir", default=None, help="where datasets live or download to (default $WEAT_DATA_DIR)")
     p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--minutes", type=float, default=None,
+                   help="wall-clock budget: time a few throwaway steps and the per-epoch evaluation, then train "
+                        "as many epochs as fit (replaces --epochs; the schedule spans them)")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--momentum", type=float, default=d.momentum)

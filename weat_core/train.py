@@ -6,6 +6,10 @@ batch 128, L∞ ε = 8/255; the TRADES attack (10 steps of 2/255) for TRADES/WEA
 SAT/MART; β = 6. Data lives on the training device as uint8 and is augmented there (random
 crop with 4-pixel zero padding + horizontal flip), so the inner loop never waits for a loader.
 
+`minutes` sets a wall-clock budget instead of an epoch count: a few throwaway steps and one
+per-epoch evaluation are timed (then undone), and the run trains as many whole epochs as fit,
+with the learning-rate schedule spanning exactly those; a resumed run keeps that count.
+
 Run folder layout (`out`):
     log.jsonl          one JSON record per epoch
     state-NNNN/        newest complete checkpoint: model.safetensors, config.json,
@@ -18,13 +22,14 @@ Run folder layout (`out`):
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -40,7 +45,8 @@ from .evaluate import eval_logits
 from .losses import get_loss
 from .models import DEFAULT_CPU_ARCH, create_model
 
-__all__ = ["TrainConfig", "TrainResult", "train", "train_step", "make_attack", "lr_at", "augment", "METHODS"]
+__all__ = ["TrainConfig", "TrainResult", "train", "train_step", "make_attack", "lr_at", "augment", "METHODS",
+           "epochs_for_budget"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +82,7 @@ class TrainConfig:
     compile: bool = False
     arch_kwargs: dict = field(default_factory=dict)
     init: Optional[str] = None  # start from these weights (checkpoint name, folder, file or Hub id)
+    minutes: Optional[float] = None  # wall-clock budget: `epochs` is then chosen to fit it (`epochs_for_budget`)
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -84,6 +91,8 @@ class TrainConfig:
             raise WeatError(f"unknown schedule {self.schedule!r}; choose onecycle, step, cosine or constant")
         if self.epochs < 1 or self.batch_size < 1:
             raise WeatError("epochs and batch size must be at least 1")
+        if self.minutes is not None and not self.minutes > 0:
+            raise WeatError(f"the time budget must be a positive number of minutes, not {self.minutes}")
 
 
 @dataclass
@@ -301,6 +310,74 @@ def train_step(model: nn.Module, fwd: nn.Module, opt: torch.optim.Optimizer, att
     return res
 
 
+# ---------------------------------------------------------------------------------------------
+# a wall-clock budget
+
+
+CALIBRATION_STEPS = (3, 10)  # throwaway steps: warm-up (cuDNN autotuning, torch.compile), then timed
+
+
+def epochs_for_budget(budget_s: float, spent_s: float, steps_per_epoch: int, step_s: float, eval_s: float,
+                      margin: float = 1.05) -> int:
+    """How many whole epochs fit the rest of a `budget_s`-second budget after `spent_s` seconds,
+    when one step takes `step_s` and the per-epoch evaluation and checkpoint `eval_s` (with a
+    `margin` for noise). At least one: a budget too small for an epoch still trains one."""
+    per_epoch = margin * (steps_per_epoch * step_s + eval_s)
+    return max(1, int((budget_s - spent_s) // per_epoch))
+
+
+def _calibrate(model: nn.Module, fwd: nn.Module, opt: torch.optim.Optimizer, attack, loss_fn,
+               xs: torch.Tensor, ys: torch.Tensor, per_rank: int, mf, cfg: TrainConfig, amp: bool,
+               device: torch.device, world: int, evaluate_once: Callable[[], Any]) -> tuple[float, float]:
+    """(seconds per training step, seconds per end-of-epoch evaluation), timed on throwaway
+    steps. Weights, BatchNorm statistics, optimizer state and every RNG are restored afterwards,
+    so the run that follows is exactly the run that `--epochs` alone would give. Every rank runs
+    the same steps (DDP's collectives); the slowest rank's times are used."""
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    opt_state = copy.deepcopy(opt.state_dict())
+    warm, timed = CALIBRATION_STEPS
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        g = torch.Generator(device=device).manual_seed(cfg.seed + 777)
+        model.train()
+        times = []
+        for i in range(warm + timed):
+            idx = torch.randint(0, xs.shape[0], (per_rank,), generator=g, device=device)
+            xb = augment(xs[idx].float().div_(255), g).contiguous(memory_format=mf)
+            sync()
+            t0 = time.perf_counter()
+            train_step(model, fwd, opt, attack, loss_fn, xb, ys[idx], cfg, amp)
+            sync()
+            times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        evaluate_once()
+        sync()
+        eval_s = time.perf_counter() - t0
+    model.load_state_dict(weights)
+    opt.load_state_dict(opt_state)
+    opt.zero_grad(set_to_none=True)
+    step_s = sorted(times[warm:])[timed // 2]  # the median: robust to a stray slow step
+    t = torch.tensor([step_s, eval_s], dtype=torch.float64, device=device)
+    if world > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t[0]), float(t[1])
+
+
+def _recorded_epochs(out: Path) -> Optional[int]:
+    """The epoch count a budgeted run settled on, from its newest checkpoint (for --resume)."""
+    latest = out / "LATEST"
+    if not latest.is_file():
+        return None
+    cfg = json.loads((out / latest.read_text().strip() / "config.json").read_text())
+    return cfg.get("training", {}).get("epochs")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
 def train(
     cfg: TrainConfig,
     data: Optional[tuple[ImageSet, ImageSet]] = None,
@@ -311,6 +388,7 @@ def train(
 ) -> TrainResult:
     """Train a model by `cfg`; see the module docstring. `callback(epoch, record)` runs after
     every epoch; `should_stop()` is polled every batch and ends training after that batch."""
+    t_start = time.perf_counter()
     rank, world, local_rank = _dist_env()
     device = _resolve_device(cfg.device, local_rank)
     if world > 1 and not dist.is_initialized():
@@ -370,7 +448,6 @@ def train(
     n = xs.shape[0]
     per_rank = max(1, min(cfg.batch_size, n) // world)
     steps_per_epoch = max(1, n // (per_rank * world))
-    total = steps_per_epoch * cfg.epochs
     ev = cfg.eval_size - cfg.eval_size % world
     eval_train = train_set.subset(ev)
     ex_tr = eval_train.float()[rank::world].to(device).to(memory_format=mf)
@@ -381,6 +458,29 @@ def train(
 
     attack = make_attack(cfg)
     loss_fn = get_loss(cfg.method)
+    if cfg.minutes is not None:
+        recorded = _recorded_epochs(out) if (out is not None and resume and start_epoch) else None
+        if recorded is not None:  # a resumed budgeted run keeps the schedule it started with
+            cfg = replace(cfg, epochs=int(recorded))
+        else:
+            def evaluate_once():
+                torch.manual_seed(cfg.seed + 12345 + rank)
+                _eval_subset(model, ex_tr, ey_tr, cfg, amp, world, "train_")
+                _eval_subset(model, ex_te, ey_te, cfg, amp, world, "test_")
+
+            step_s, eval_s = _calibrate(model, fwd, opt, attack, loss_fn, xs, ys, per_rank, mf, cfg, amp, device,
+                                        world, evaluate_once)
+            spent = time.perf_counter() - t_start
+            epochs = epochs_for_budget(60 * cfg.minutes, spent, steps_per_epoch, step_s, eval_s)
+            if world > 1:  # one schedule for every rank
+                t = torch.tensor([epochs], device=device)
+                dist.broadcast(t, 0)
+                epochs = int(t)
+            cfg = replace(cfg, epochs=epochs)
+            log.info("time budget %.4g min: %.3f s per step × %d steps + %.1f s evaluation per epoch, %.0f s spent "
+                     "setting up → %d epoch%s", cfg.minutes, step_s, steps_per_epoch, eval_s, spent, epochs,
+                     "" if epochs == 1 else "s")
+    total = steps_per_epoch * cfg.epochs
     stopped = False
     for epoch in range(start_epoch + 1, cfg.epochs + 1):
         # Every epoch's randomness derives from (seed, epoch): resuming replays it exactly.
@@ -474,6 +574,8 @@ def train(
             callback(epoch, rec)
         if stopped:
             break
+    if cfg.minutes is not None:
+        log.info("time budget %.4g min, used %.2f min", cfg.minutes, (time.perf_counter() - t_start) / 60)
     model.eval()
     model.config.update({"dataset": cfg.dataset, "method": cfg.method, "classes": list(train_set.classes)})
     return TrainResult(model, history, out, stopped)
