@@ -108,6 +108,9 @@ with tab_live:
         a, b, d = st.columns(3)
         method = a.selectbox("Method", ["weat-adv", "weat-nat", "trades", "sat", "mart", "standard"], key="tr_method")
         epochs = a.slider("Epochs", 1, 30, 5, key="tr_epochs")
+        budget = a.select_slider("Time budget (minutes)", ["off", 0.5, 1, 2, 5, 10, 20], "off", key="tr_minutes",
+                                 help="Instead of the epoch count: times a few steps, then trains as many whole "
+                                      "epochs as fit (at least one).")
         n_train = b.select_slider("Training images", [64, 256, 512, 1000, 2000, 5000, 10000, 50000], 2000,
                                   key="tr_n")
         batch = b.select_slider("Batch size", [16, 32, 64, 128, 256], 128, key="tr_batch")
@@ -123,7 +126,8 @@ with tab_live:
 
             cfg = TrainConfig(method=method, arch="weatnet_s", dataset=c.data, epochs=epochs, batch_size=batch,
                               lr=lr, attack_steps=steps, alpha=max(2 / 255, 2.5 * (8 / 255) / steps),
-                              eval_size=256, eval_steps=5, device=c.device, seed=len(jobs))
+                              eval_size=256, eval_steps=5, device=c.device, seed=len(jobs),
+                              minutes=None if budget == "off" else float(budget))
             data = (common.images("train", n_train), common.images("test", 256))
             name = f"{method} run {len(jobs) + 1}"
             jobs[name] = lens.TrainingJob(cfg, data).start()
@@ -139,10 +143,15 @@ with tab_live:
             st.info("No run in this session yet.")
             return
         name, job = list(jobs.items())[-1]
-        total = job.config.epochs
         done = len(job.history)
+        budgeted = job.config.minutes is not None
+        total = job.history[-1].get("epochs", job.config.epochs) if job.history else job.config.epochs
         state = "running" if job.running else ("failed" if job.error else "finished")
-        st.progress(done / total, text=f"{name}: epoch {done}/{total} · {state}"
+        if budgeted and not job.history:  # the epoch count is known only once the first epoch ends
+            text = f"{name}: first epoch of a {job.config.minutes:g}-minute budget"
+        else:
+            text = f"{name}: epoch {done}/{total}" + (f" ({job.config.minutes:g}-minute budget)" if budgeted else "")
+        st.progress(min(done / total, 1.0) if job.history else 0.0, text=f"{text} · {state}"
                     + (" · stopping after this batch…" if job.running and job.stopping else ""))
         if job.running:
             st.button("Stop", key="tr_stop", on_click=job.stop, type="secondary")

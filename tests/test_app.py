@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import time
 from pathlib import Path
 
 import numpy as np
@@ -198,6 +199,22 @@ def test_training_recorded_and_live(app_env):
     assert any(o.startswith("trained here: ") for o in at.sidebar.selectbox(key="model_choice").options)
     at.button(key="tr_use").click().run()
     ok(at)
+    # a time budget instead of an epoch count: the progress bar learns the count after epoch 1
+    at.select_slider(key="tr_minutes").set_value(0.5)
+    next(b for b in at.button if b.label == "Start training").click().run()
+    ok(at)
+    job = list(at.session_state["train_jobs"].values())[-1]
+    assert job.config.minutes == 0.5
+    deadline = time.time() + 120
+    while not job.history and job.error is None and time.time() < deadline:
+        time.sleep(0.2)
+    job.stop()
+    job.join(120)
+    assert job.error is None and job.history and job.history[0]["epochs"] >= 1
+    at.run()
+    ok(at)
+    bars = [p.proto.text for p in at.get("progress")]
+    assert any(f"epoch {len(job.history)}/{job.history[-1]['epochs']} (0.5-minute budget)" in t for t in bars), bars
     assert at.sidebar.selectbox(key="model_choice").value.startswith("trained here: ")
 
 

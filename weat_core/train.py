@@ -532,7 +532,7 @@ def train(
             torch.cuda.synchronize()
         train_time = time.perf_counter() - t0
         seen = done * per_rank * world
-        rec: dict[str, Any] = {"epoch": epoch, "lr": lr, "method": cfg.method, "arch": cfg.arch}
+        rec: dict[str, Any] = {"epoch": epoch, "epochs": cfg.epochs, "lr": lr, "method": cfg.method, "arch": cfg.arch}
         for k, v in sums.items():
             if k in ("weight_min", "weight_max"):
                 continue
