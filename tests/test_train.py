@@ -255,6 +255,32 @@ def test_cli_one_epoch_on_shared_cifar10_slice(tmp_path):
     assert cfg["classes"][0] == "airplane" and cfg["num_classes"] == 10
 
 
+def test_export_auto_ships_the_best_epoch_only_beyond_the_subset_noise(tmp_path):
+    from weat_core.export import choose_epoch
+
+    def run(name, accs, method="trades", key="test_pgd_acc", n=512):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "log.jsonl").write_text("".join(json.dumps({"epoch": i + 1, "method": method, key: a, "eval_size": n})
+                                             + "\n" for i, a in enumerate(accs)))
+        return d
+
+    # 512 images at ~35 %: 2·SE ≈ 4.2 points; a 1-point lead of epoch 2 is noise → the last epoch
+    which, why = choose_epoch(run("flat", [0.30, 0.36, 0.35]))
+    assert which == "last" and "best epoch (2)" in why and "within" in why
+    # a 10-point fall from epoch 2 is robust overfitting → the best epoch
+    which, why = choose_epoch(run("over", [0.30, 0.45, 0.35]))
+    assert which == "best" and "fell 10.0 points" in why and "epoch 2" in why
+    # the same 10-point gap on a 20-image subset is within its noise (2·SE ≈ 22 points)
+    assert choose_epoch(run("tiny", [0.30, 0.45, 0.35], n=20))[0] == "last"
+    # standard training is judged by clean accuracy
+    assert choose_epoch(run("std", [0.5, 0.8, 0.6], method="standard", key="test_clean_acc"))[0] == "best"
+    assert choose_epoch(run("flat2", [0.3]), "best") == ("best", "--which best")
+    assert choose_epoch(tmp_path / "nolog")[0] == "best"
+    with pytest.raises(WeatError, match="best, last or auto"):
+        choose_epoch(tmp_path / "flat", "middle")
+
+
 def test_export_writes_checkpoint_metrics_log_and_card(folder_dataset, tmp_path, capsys):
     from weat_core.checkpoints import load_config
     from weat_core.cli import main
@@ -271,7 +297,9 @@ def test_export_writes_checkpoint_metrics_log_and_card(folder_dataset, tmp_path,
     card = (d / "README.md").read_text()
     assert (d / "log.jsonl").is_file() and "Observation 1" in card
     assert "robust accuracy on the per-epoch test subset: best" in card
-    assert cfg["exported"] == "best" and f"these weights: epoch {cfg['epoch']}, the run's best" in card
+    # one epoch: its best is its last, and auto (the default) says why it ships the last
+    assert cfg["exported"] == "last" and cfg["exported_why"].startswith("auto: ")
+    assert f"these weights: epoch {cfg['epoch']}, the run's last (auto: " in card
     assert "python -m weat_core train --method weat-adv" in cfg["reproduce"]["train"]
     # the stored metric is reproduced by `eval` (same seed, same images)
     from weat_core.evaluate import evaluate

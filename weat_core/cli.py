@@ -208,7 +208,9 @@ def _add_export(sub) -> None:
     p = sub.add_parser("export", help="ship a training run as a checkpoint with measured metrics and a model card")
     p.add_argument("--run", required=True, help="training run folder (holds BEST / LATEST)")
     p.add_argument("--name", required=True, help="checkpoint name (folder under checkpoints/)")
-    p.add_argument("--which", choices=("best", "last"), default="best")
+    p.add_argument("--which", choices=("auto", "best", "last"), default="auto",
+                   help="which epoch to ship: best (by per-epoch test-subset PGD accuracy), last, or auto: the "
+                        "best only when the last fell from it by more than the subset's noise, else the last")
     p.add_argument("--dataset", default=None, help="test data (default: the run's dataset)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--attacks", default="pgd20,pgd20-t")

@@ -21,7 +21,7 @@ from .checkpoints import checkpoints_dir, load, save
 from .data import load_split
 from .evaluate import evaluate, robust_peak
 
-__all__ = ["export_run", "model_card", "store_metrics"]
+__all__ = ["choose_epoch", "export_run", "model_card", "store_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,8 @@ def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
             lines.append(f"- these weights: epoch {cfg['epoch']}, " + (
                 "the run's last" if cfg.get("exported") == "last"
                 else "the run's best by " + ("clean" if cfg.get("method") == "standard" else "robust")
-                + " accuracy on the per-epoch test subset"))
+                + " accuracy on the per-epoch test subset")
+                + (f" ({cfg['exported_why']})" if str(cfg.get("exported_why", "")).startswith("auto") else ""))
         rob = [(r["test_pgd_acc"], r["epoch"], r.get("delta_e")) for r in log_records if "test_pgd_acc" in r]
         if rob and cfg.get("method") != "standard":
             sizes = [r["eval_size"] for r in log_records if r.get("eval_size")]
@@ -188,14 +189,44 @@ def store_metrics(directory: Path, res: dict[str, Any], attacks: Sequence[str]) 
     return cfg
 
 
+def choose_epoch(run: Path, which: str = "auto") -> tuple[str, str]:
+    """("best" or "last", why) for `export --which`. "auto" keeps the run's best epoch (by test
+    PGD accuracy on the per-epoch subset; clean accuracy for standard training) only when the
+    last epoch fell from it by more than that subset's noise (`evaluate.robust_peak`, the rule
+    that flags robust overfitting), and the last epoch otherwise: on a 512-image subset a best
+    epoch that leads by a point or two is noise, and the end of the schedule is the better bet."""
+    if which in ("best", "last"):
+        return which, f"--which {which}"
+    if which != "auto":
+        raise WeatError(f"--which must be best, last or auto, not {which!r}")
+    recs = _read_log(run / "log.jsonl")
+    if not recs:
+        return "best", "auto: the run has no log, so its best checkpoint"
+    key = "test_clean_acc" if recs[-1].get("method") == "standard" else "test_pgd_acc"
+    acc = [r[key] for r in recs if key in r]
+    sizes = [r["eval_size"] for r in recs if r.get("eval_size")]
+    if not acc:
+        return "best", "auto: the log has no accuracies, so the run's best checkpoint"
+    best_i, drop, fell = robust_peak(acc, sizes[-1] if sizes else None)
+    what = "clean" if key == "test_clean_acc" else "robust"
+    if fell:
+        return "best", (f"auto: the last epoch's {what} accuracy fell {100 * drop:.1f} points from the best "
+                        f"(epoch {recs[best_i]['epoch']}), more than the per-epoch subset's noise")
+    return "last", (f"auto: the best epoch ({recs[best_i]['epoch']}) led the last by {100 * drop:.1f} points of "
+                    f"{what} accuracy, within the per-epoch subset's noise")
+
+
 def export_run(run: Path, name: str, dataset: Optional[str] = None, data_dir: Optional[str] = None,
                attacks: Sequence[str] = ("pgd20", "pgd20-t"), n: Optional[int] = None, aa_n: int = 0,
-               which: str = "best", fp16: bool = True, dest_root: Optional[Path] = None,
+               which: str = "auto", fp16: bool = True, dest_root: Optional[Path] = None,
                device: str = "cpu", dataset_name: Optional[str] = None) -> Path:
-    """Evaluate the run's best (or last) checkpoint on the test split and write it, with the
-    metrics, the training log and a model card, to `dest_root/name` (default `checkpoints/`).
-    `dataset_name` replaces a local dataset path in config.json (e.g. "cifar10" for a run on
-    a class-folder copy of CIFAR-10), so users' `eval` finds the official data by name."""
+    """Evaluate the run's best or last checkpoint (`which`: best, last, or auto, see
+    `choose_epoch`) on the test split and write it, with the metrics, the training log and a
+    model card, to `dest_root/name` (default `checkpoints/`). `dataset_name` replaces a local
+    dataset path in config.json (e.g. "cifar10" for a run on a class-folder copy of CIFAR-10),
+    so users' `eval` finds the official data by name."""
+    which, why = choose_epoch(run, which)
+    log.info("exporting the %s checkpoint (%s)", which, why)
     pointer = run / ("BEST" if which == "best" else "LATEST")
     if not pointer.is_file():
         raise WeatError(f"{run} is not a training run folder (no {pointer.name})")
@@ -230,7 +261,7 @@ def export_run(run: Path, name: str, dataset: Optional[str] = None, data_dir: Op
     stages, records = lineage(cfg, _read_log(run / "log.jsonl"))
     if len(stages) > 1:
         cfg_out["stages"] = stages
-    cfg_out.update(metrics=metrics, exported=which, eval_dataset=str(ds), weat_core_version=__version__,
+    cfg_out.update(metrics=metrics, exported=which, exported_why=why, eval_dataset=str(ds), weat_core_version=__version__,
                    reproduce={"train": _chain(stages, " && ") if "training" in cfg else None,
                               "eval": f"python -m weat_core eval --checkpoint {name} --attacks {','.join(attacks)}"})
     if len(stages) > 1 and "epoch" in cfg:  # count the epochs of the earlier stages too
