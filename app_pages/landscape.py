@@ -20,7 +20,9 @@ with b:
     eps = common.eps_slider("ls_eps", norm)
     steps = st.slider("Attack steps", 1, 50, 10, key="ls_steps")
 kinds = d.multiselect("Attacks", list(lens.ATTACKS), default=["PGD", "PGD-T"], key="ls_attacks",
-                      help="APGD-T tries the 9 most likely other classes, so it costs about 9× a PGD run.")
+                      help="APGD-T tries the 9 most likely other classes, so it costs about 9× a PGD run. "
+                           "APGD-CE shows its highest-loss point for every image; APGD-T hands back the natural "
+                           "image wherever it fails (the table's 'unchanged' column).")
 other_name, other = common.other_model_picker("Compare with", "ls_other", c.model_name)
 
 run, stop = st.columns([1, 6])
@@ -34,8 +36,9 @@ def observation_lines(summary) -> list[str]:
     out = []
     for _, r in lens.observation1(summary).iterrows():
         moved = "lowered" if r["shift E(x)"] < 0 else "raised"
+        kept = f"; {r['unchanged']:.0%} handed back unchanged" if r["unchanged"] > 0 else ""
         out.append(f"{'✓' if r['holds'] else '✗'} {r['attack']} {moved} mean E(x) by {abs(r['shift E(x)']):.3f} "
-                   f"(expected: {r['expected']}; {r['share E(x)↓']:.0%} of images went lower)")
+                   f"(expected: {r['expected']}; {r['share E(x)↓']:.0%} of images went lower{kept})")
     return out
 
 
@@ -68,8 +71,8 @@ else:
             st.plotly_chart(plots.energy_hist(land.per_image, "E(x)", "marginal energy E(x)"), key=f"ls_ex_{name}")
             st.plotly_chart(plots.energy_hist(land.per_image, "E(x,y)", "joint energy E(x, y) of the true class"),
                             key=f"ls_exy_{name}")
-            st.dataframe(land.summary.style.format({"accuracy": "{:.1%}", "share E(x)↓": "{:.0%}", "time_s": "{:.1f}"},
-                                                   precision=3), hide_index=True)
+            st.dataframe(land.summary.style.format({"accuracy": "{:.1%}", "share E(x)↓": "{:.0%}", "unchanged": "{:.0%}",
+                                                    "time_s": "{:.1f}"}, precision=3, na_rep=""), hide_index=True)
             verdicts = observation_lines(land.summary)
             if verdicts:
                 st.caption("Observation 1 on this model: " + " · ".join(verdicts))

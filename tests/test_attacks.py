@@ -271,6 +271,24 @@ def test_apgd_t_on_a_100_class_model(seeded):
     assert (x_adv - x).abs().max() <= EPS + TOL
 
 
+def test_apgd_max_loss_moves_every_image(trained_tiny, batch):
+    """keep="max-loss": where APGD fails, torchattacks hands back the natural image; the energy
+    pictures want the attack's highest-loss point instead, for every image."""
+    x, y = batch
+    eps = 1 / 255  # small enough that some images survive
+    adv = TorchAttack("apgd-ce", eps=eps, steps=5)(trained_tiny, x, y)
+    top = TorchAttack("apgd-ce", eps=eps, steps=5, keep="max-loss")(trained_tiny, x, y)
+    survived = (adv == x).flatten(1).all(1)
+    assert survived.any() and not survived.all()
+    assert not (top == x).flatten(1).all(1).any()  # every image moved
+    assert (top - x).abs().max() <= eps + TOL and top.min() >= 0 and top.max() <= 1
+    assert (ce(trained_tiny, top, y) > ce(trained_tiny, x, y))[survived].float().mean() >= 0.9
+    with pytest.raises(ValueError, match="best-loss"):
+        TorchAttack("apgd-t", keep="max-loss")
+    with pytest.raises(ValueError, match="keep"):
+        TorchAttack("apgd-ce", keep="final")
+
+
 def test_torch_attack_validation(tiny_model):
     with pytest.raises(ValueError):
         TorchAttack("deepfool")

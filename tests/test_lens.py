@@ -72,6 +72,7 @@ def test_observation1_verdicts(trained_tiny, synthetic_batch):
         assert s.loc[k, "share E(x)↓"] == pytest.approx(float((e[k] < e["natural"]).mean()))
     assert s.loc["natural", "share E(x)↓"] == 0
     assert s.loc["E(x)↓", "share E(x)↓"] > 0.9  # the energy attack lowers E(x) by construction
+    assert s.loc["PGD", "unchanged"] == 0 and np.isnan(s.loc["natural", "unchanged"])
     obs = lens.observation1(res.summary).set_index("attack")
     assert list(obs.index) == ["PGD", "PGD-T"]  # E(x)↓ is not a test of the observation
     assert list(obs["expected"]) == ["lower", "higher"]
@@ -80,6 +81,20 @@ def test_observation1_verdicts(trained_tiny, synthetic_batch):
         assert obs.loc[k, "shift E(x)"] == pytest.approx(shift, abs=1e-5)
         assert obs.loc[k, "holds"] == ((shift < 0) if k == "PGD" else (shift > 0))
     assert lens.observation1(pd.DataFrame()).empty
+
+
+def test_landscape_apgd_shows_where_every_image_went(trained_tiny, synthetic_batch):
+    """APGD-CE in the landscape keeps its highest-loss point for every image; APGD-T hands the
+    natural image back where it fails, and the summary says how often."""
+    x, y = synthetic_batch
+    atk = {k: lens.attack_from(k, eps=1 / 255, steps=3) for k in ("APGD-CE", "APGD-T")}
+    res = lens.energy_landscape(trained_tiny, x[:16], y[:16], atk)
+    s = res.summary.set_index("attack")
+    survived = s.loc["APGD-T", "accuracy"]
+    assert s.loc["APGD-CE", "unchanged"] == 0
+    # the images it failed on (all 16 start correctly classified, so none is skipped as already wrong)
+    assert s.loc["APGD-T", "unchanged"] == pytest.approx(survived)
+    assert 0 < survived < 1
 
 
 def test_energy_landscape_stops(trained_tiny, synthetic_batch):

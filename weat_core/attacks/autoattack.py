@@ -74,6 +74,12 @@ class TorchAttack:
     x (B, C, H, W) in [0, 1], y (B,) → x_adv (B, C, H, W) in [0, 1], detached. The model's
     train/eval mode is restored exactly as found (torchattacks alone only restores the
     top-level flag); parameters' `.grad` and the caller's global RNG state are left as found.
+
+    `keep`: what comes back for an image the attack fails on. "adversarial" (robustness
+    evaluation, as in AutoAttack): the natural image itself, unchanged. "max-loss" (apgd-ce and
+    apgd-dlr only; for energy pictures): APGD's highest-loss point for every image, through
+    torchattacks' `perturb(..., best_loss=True)`, so a robust image still shows where the
+    attack pushed it.
     """
 
     name: str = "autoattack"
@@ -83,10 +89,15 @@ class TorchAttack:
     n_restarts: int = 1
     n_queries: int = 5000
     seed: int = 0
+    keep: str = "adversarial"
 
     def __post_init__(self):
         if self.name not in _BUILDERS:
             raise ValueError(f"unknown torchattacks attack {self.name!r}; choose one of {sorted(_BUILDERS)}")
+        if self.keep not in ("adversarial", "max-loss"):
+            raise ValueError(f"keep must be 'adversarial' or 'max-loss', got {self.keep!r}")
+        if self.keep == "max-loss" and self.name not in ("apgd-ce", "apgd-dlr"):
+            raise ValueError(f"keep='max-loss' needs apgd-ce or apgd-dlr; {self.name} has no best-loss mode")
         if self.norm not in _NORMS:
             raise ValueError(f"norm must be 'linf' or 'l2', got {self.norm!r}")
 
@@ -106,7 +117,10 @@ class TorchAttack:
         atk = self.build(model, num_classes_of(model, x))
         with eval_mode(model), _frozen_params(model), torch.enable_grad(), \
                 torch.random.fork_rng(devices=_rng_devices(x)):
-            x_adv = atk(x.detach(), y.to(x.device).long()).detach()
+            if self.keep == "max-loss":
+                x_adv = atk.perturb(x.detach(), y.to(x.device).long(), best_loss=True)[1].detach()
+            else:
+                x_adv = atk(x.detach(), y.to(x.device).long()).detach()
         if callback is not None:
             with torch.no_grad(), eval_mode(model):
                 callback(0, x_adv, model(x_adv))

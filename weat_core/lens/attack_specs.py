@@ -38,7 +38,9 @@ EXPECTED_SHIFT: dict[str, str] = {
 def attack_from(kind: str, eps: float = 8 / 255, steps: int = 10, norm: str = "linf") -> tuple:
     """(attack, target) for an app label in `ATTACKS` (or any `make_attack` name)."""
     pattern = ATTACKS.get(kind, kind)
-    if pattern in ("apgd-ce", "apgd-t"):
+    if pattern == "apgd-ce":  # the highest-loss point for every image, not the natural image where it fails
+        return TorchAttack(pattern, eps=eps, norm=norm, steps=steps, keep="max-loss"), None
+    if pattern == "apgd-t":  # no best-loss mode: images it fails on come back unchanged ("unchanged" column)
         return TorchAttack(pattern, eps=eps, norm=norm, steps=steps), None
     try:
         attack, target = make_attack(pattern.format(steps=steps), eps=eps, norm=norm)

@@ -18,7 +18,8 @@ from .attack_specs import EXPECTED_SHIFT, AttackSpec, _run_attack, _spec, bf16_o
 
 @dataclass
 class Landscape:
-    per_image: pd.DataFrame  # one row per (attack, image): attack, index, label, pred, correct, E(x), E(x,y)
+    per_image: pd.DataFrame  # one row per (attack, image): attack, index, label, pred, correct, E(x), E(x,y),
+    #                          unchanged (x* is exactly x: the attack handed the natural image back)
     summary: pd.DataFrame  # one row per attack: accuracy, mean/std E(x), shift vs natural, …
     stopped: bool = False
 
@@ -53,14 +54,16 @@ def energy_landscape(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for name, (attack, target) in specs.items():
-            t0, logits = time.perf_counter(), []
+            t0, logits, same = time.perf_counter(), [], []
             for i in range(0, n, batch_size):
                 if should_stop is not None and should_stop():
                     stopped = True
                     break
                 xb, yb = _to_model(model, x[i:i + batch_size]), y[i:i + batch_size].to(_device(model))
                 if attack is not None:
-                    xb = _run_attack(attack, target, model, xb, yb, amp=amp)
+                    xa = _run_attack(attack, target, model, xb, yb, amp=amp)
+                    same.append((xa == xb).flatten(1).all(1).cpu())
+                    xb = xa
                 logits.append(_logits(model, xb, batch_size))
                 done += 1
                 if callback is not None:
@@ -71,10 +74,11 @@ def energy_landscape(
             pred = lg.argmax(1)
             frames.append(pd.DataFrame({
                 "attack": name, "index": np.arange(n), "label": y.numpy(), "pred": pred.numpy(),
-                "correct": (pred == y).numpy(), "E(x)": energy(lg).numpy(), "E(x,y)": joint_energy(lg, y).numpy()}))
+                "correct": (pred == y).numpy(), "E(x)": energy(lg).numpy(), "E(x,y)": joint_energy(lg, y).numpy(),
+                "unchanged": torch.cat(same).numpy() if same else np.zeros(n, dtype=bool)}))
             rows.append({"attack": name, "time_s": time.perf_counter() - t0})
     per_image = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["attack", "index", "label", "pred", "correct", "E(x)", "E(x,y)"])
+        columns=["attack", "index", "label", "pred", "correct", "E(x)", "E(x,y)", "unchanged"])
     return Landscape(per_image, _summary(per_image, rows), stopped)
 
 
@@ -92,6 +96,9 @@ def _summary(per_image: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
         e_nat = per_image[per_image["attack"] == "natural"].set_index("index")["E(x)"]
         lower = per_image["E(x)"].to_numpy() < e_nat.reindex(per_image["index"]).to_numpy()
         s["share E(x)↓"] = pd.Series(lower, index=per_image.index).groupby(per_image["attack"], sort=False).mean()
+    s["unchanged"] = g["unchanged"].mean().astype(float)  # images handed back as they were (APGD-T where it fails)
+    if "natural" in s.index:
+        s.loc["natural", "unchanged"] = np.nan
     s["time_s"] = pd.Series({r["attack"]: r["time_s"] for r in rows})
     return s.reset_index()
 
@@ -99,8 +106,9 @@ def _summary(per_image: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
 def observation1(summary: pd.DataFrame) -> pd.DataFrame:
     """Observation 1 checked on a landscape's summary: for each attack with an expected direction
     (`EXPECTED_SHIFT`), the mean shift of E(x) from the natural images, the share of images whose
-    E(x) dropped, and whether the mean moved the expected way. Empty when nothing applies."""
-    cols = ["attack", "expected", "shift E(x)", "share E(x)↓", "holds"]
+    E(x) dropped, the share handed back unchanged, and whether the mean moved the expected way.
+    Empty when nothing applies."""
+    cols = ["attack", "expected", "shift E(x)", "share E(x)↓", "unchanged", "holds"]
     if summary.empty or "shift E(x)" not in summary:
         return pd.DataFrame(columns=cols)
     rows = []
@@ -110,5 +118,5 @@ def observation1(summary: pd.DataFrame) -> pd.DataFrame:
             continue
         shift = float(r["shift E(x)"])
         rows.append({"attack": r["attack"], "expected": want, "shift E(x)": shift, "share E(x)↓": r["share E(x)↓"],
-                     "holds": shift < 0 if want == "lower" else shift > 0})
+                     "unchanged": r.get("unchanged", 0.0), "holds": shift < 0 if want == "lower" else shift > 0})
     return pd.DataFrame(rows, columns=cols)
