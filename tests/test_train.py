@@ -312,6 +312,7 @@ def test_export_writes_checkpoint_metrics_log_and_card(folder_dataset, tmp_path,
     assert set(cfg["metrics"]["share_lower"]) == {"pgd3", "pgd3-t"}
     assert again["share_lower"]["pgd3"] == pytest.approx(cfg["metrics"]["share_lower"]["pgd3"], abs=0.03)
     assert again["share_lower"]["energy-lower5"] > 0.9 and "clean" not in again["share_lower"]
+    assert again["unchanged"] == {"pgd3": 0.0, "energy-lower5": 0.0}  # PGD-style attacks move every image
     assert "lower E(x) than the natural image for: pgd3 " in card
 
     # eval --store re-measures the shipped folder: new n and PGD numbers, AutoAttack kept apart

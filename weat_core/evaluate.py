@@ -52,11 +52,13 @@ def evaluate(
     ("pgd20", "pgd20-t", "cw20", "aa", "aa-fast", …). Returns a dict with `n`, `clean_acc`,
     `<attack>_acc`, and `energy[<name>]` / `joint_energy[<name>]` statistics, `delta_e[<attack>]`
     (mean E(x) − mean E(x*)), `share_lower[<attack>]` (the share of images whose x* has lower
-    E(x) than the image itself) and `time_s[<attack>]`."""
+    E(x) than the image itself), `unchanged[<attack>]` (the share handed back exactly as they
+    were: APGD, FAB, Square and AutoAttack return the natural image where they fail, so their
+    energy statistics mix adversarial and natural images) and `time_s[<attack>]`."""
     device = next(model.parameters()).device
     n = int(y.shape[0])
     res: dict[str, Any] = {"n": n, "eps": eps, "norm": norm, "energy": {}, "joint_energy": {}, "delta_e": {},
-                           "share_lower": {}, "time_s": {}}
+                           "share_lower": {}, "unchanged": {}, "time_s": {}}
     names = ["clean"] + [a for a in attacks if a != "clean"]
     bar = None
     if progress:
@@ -67,13 +69,15 @@ def evaluate(
     for name in names:
         torch.manual_seed(seed)
         attack, target = (None, None) if name == "clean" else make_attack(name, eps=eps, norm=norm)
-        correct, es, ejs = 0, [], []
+        correct, es, ejs, kept = 0, [], [], 0
         t0 = time.perf_counter()
         for i in range(0, n, batch_size):
             xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
             if attack is not None:
                 with torch.enable_grad():
-                    xb = attack(model, xb, yb, target=target) if target is not None else attack(model, xb, yb)
+                    xa = attack(model, xb, yb, target=target) if target is not None else attack(model, xb, yb)
+                kept += int((xa == xb).flatten(1).all(1).sum())
+                xb = xa
             lg = eval_logits(model, xb)
             correct += int((lg.argmax(1) == yb).sum())
             es.append(energy(lg).cpu())
@@ -92,6 +96,7 @@ def evaluate(
         else:
             res["delta_e"][name] = float(e_nat.mean() - e.mean())
             res["share_lower"][name] = float((e < e_nat).float().mean()) if n else float("nan")
+            res["unchanged"][name] = kept / max(n, 1)
     if bar is not None:
         bar.close()
     return res
@@ -99,13 +104,13 @@ def evaluate(
 
 def format_table(res: dict[str, Any]) -> str:
     """A plain-text table of accuracy and energies per attack."""
-    rows = [("attack", "accuracy %", "mean E(x)", "mean E(x,y)", "ΔE", "E(x*) < E(x)", "seconds")]
+    rows = [("attack", "accuracy %", "mean E(x)", "mean E(x,y)", "ΔE", "E(x*) < E(x)", "unchanged", "seconds")]
     for name, st in res["energy"].items():
         acc = res["clean_acc" if name == "clean" else f"{name}_acc"]
-        de, low = res["delta_e"].get(name), res.get("share_lower", {}).get(name)
+        de, low, same = (res.get(k, {}).get(name) for k in ("delta_e", "share_lower", "unchanged"))
         rows.append((name, f"{100 * acc:.2f}", f"{st['mean']:.3f}", f"{res['joint_energy'][name]['mean']:.3f}",
                      "" if de is None else f"{de:+.3f}", "" if low is None else f"{100 * low:.1f} %",
-                     f"{res['time_s'][name]:.1f}"))
+                     "" if same is None else f"{100 * same:.1f} %", f"{res['time_s'][name]:.1f}"))
     w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(r)) for r in rows]
     lines.insert(1, "  ".join("-" * k for k in w))
