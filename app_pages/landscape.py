@@ -31,6 +31,16 @@ stop.button("Stop", key="ls_stop", help="Interrupts the running attacks.")
 
 
 
+def summary_view(summary):
+    """The summary as shown: per-image shares as percentages, blank for the natural images
+    (whose share of 'lower than themselves' or 'unchanged' says nothing)."""
+    view = summary.copy()
+    for col in ("share E(x)↓", "unchanged"):
+        if col in view:
+            view[col] = ["" if a == "natural" or v != v else f"{v:.0%}" for a, v in zip(view["attack"], view[col])]
+    return view
+
+
 def observation_lines(summary) -> list[str]:
     """One short verdict per attack with an expected direction: did mean E(x) move that way?"""
     out = []
@@ -71,8 +81,8 @@ else:
             st.plotly_chart(plots.energy_hist(land.per_image, "E(x)", "marginal energy E(x)"), key=f"ls_ex_{name}")
             st.plotly_chart(plots.energy_hist(land.per_image, "E(x,y)", "joint energy E(x, y) of the true class"),
                             key=f"ls_exy_{name}")
-            st.dataframe(land.summary.style.format({"accuracy": "{:.1%}", "share E(x)↓": "{:.0%}", "unchanged": "{:.0%}",
-                                                    "time_s": "{:.1f}"}, precision=3, na_rep=""), hide_index=True)
+            st.dataframe(summary_view(land.summary).style.format({"accuracy": "{:.1%}", "time_s": "{:.1f}"}, precision=3),
+                         hide_index=True)
             verdicts = observation_lines(land.summary)
             if verdicts:
                 st.caption("Observation 1 on this model: " + " · ".join(verdicts))
