@@ -372,6 +372,41 @@ def test_inception_metrics_without_weights_give_a_clear_error(monkeypatch):
         inception_score(torch.rand(4, 3, 32, 32))
 
 
+def test_inception_metrics_run_offline_from_a_pre_populated_torch_hub_cache(tmp_path, monkeypatch):
+    """With torch-fidelity's weight file in the torch hub cache, IS and FID run with no network:
+    the real torchmetrics/torch-fidelity path, fed an Inception-v3 of random weights written
+    where the download would have put the real file (this machine cannot fetch it)."""
+    pytest.importorskip("torch_fidelity")
+    import socket
+
+    import torch_fidelity.feature_extractor_inceptionv3 as fe
+
+    from weat_core.sampling import fid
+    from weat_core.sampling.metrics import INCEPTION_WEIGHTS
+
+    # 1. an Inception-v3 state dict of the right layout, without any download
+    with monkeypatch.context() as m:
+        m.setattr(fe, "load_state_dict_from_url", lambda *a, **k: {})
+        m.setattr(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd, *a, **k: None)
+        torch.manual_seed(0)
+        net = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(net.state_dict(), tmp_path / "hub" / "checkpoints" / INCEPTION_WEIGHTS)
+    # 2. the network is gone; the metrics must read the cache
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+
+    def no_network(*a, **k):
+        raise OSError("no network in this test")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(12, 3, 32, 32, generator=g), torch.rand(12, 3, 32, 32, generator=g)
+    mean, std = inception_score(a, splits=2, device="cpu")
+    assert math.isfinite(mean) and mean >= 1.0 - 1e-4 and std >= 0  # IS = exp(E KL) ≥ 1
+    same, other = fid(a, a, device="cpu"), fid(a, (b * 0.2).clamp(0, 1), device="cpu")
+    assert abs(same) < 1e-2 and other > same
+
+
 # ------------------------------------------------------------------------------------ CLI
 
 
