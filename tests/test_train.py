@@ -287,9 +287,11 @@ def test_export_writes_checkpoint_metrics_log_and_card(folder_dataset, tmp_path,
 
     train(_cfg(folder_dataset, tmp_path / "run", epochs=1), progress=False)
     rc = main(["export", "--run", str(tmp_path / "run"), "--name", "tiny-weat", "--dest", str(tmp_path / "ck"),
-               "--dataset-name", "toy", "--dataset", str(folder_dataset), "--attacks", "pgd3,pgd3-t", "--device", "cpu"])
+               "--dataset-name", "toy", "--dataset", str(folder_dataset), "--attacks", "pgd3,pgd3-t", "--device", "cpu",
+               "--max-shard-size", "20KB"])
     assert rc == 0
     d = tmp_path / "ck" / "tiny-weat"
+    assert (d / "model.safetensors.index.json").is_file() and len(list(d.glob("model-*.safetensors"))) > 1
     cfg = load_config(d)
     assert cfg["dataset"] == "toy" and cfg["trained_on"] == str(folder_dataset) and cfg["weights_dtype"] == "float16"
     assert {"clean_acc", "pgd3_acc", "pgd3-t_acc", "n", "energy_mean"} <= set(cfg["metrics"])

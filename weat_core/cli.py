@@ -208,6 +208,8 @@ def _add_export(sub) -> None:
     p = sub.add_parser("export", help="ship a training run as a checkpoint with measured metrics and a model card")
     p.add_argument("--run", required=True, help="training run folder (holds BEST / LATEST)")
     p.add_argument("--name", required=True, help="checkpoint name (folder under checkpoints/)")
+    p.add_argument("--max-shard-size", default="100MB",
+                   help="split larger weights into safetensors shards with an index (Hub layout), e.g. 15MB")
     p.add_argument("--which", choices=("auto", "best", "last"), default="auto",
                    help="which epoch to ship: best (by per-epoch test-subset PGD accuracy), last, or auto: the "
                         "best only when the last fell from it by more than the subset's noise, else the last")
@@ -231,7 +233,8 @@ def _cmd_export(args) -> int:
     dest = export_run(Path(args.run), args.name, dataset=args.dataset, data_dir=args.data_dir,
                       attacks=[a for a in args.attacks.split(",") if a], n=args.n, aa_n=args.aa_n, which=args.which,
                       fp16=not args.fp32, dest_root=Path(args.dest) if args.dest else None,
-                      device=str(_device(args.device)), dataset_name=args.dataset_name)
+                      device=str(_device(args.device)), dataset_name=args.dataset_name,
+                      max_shard_size=args.max_shard_size)
     print((dest / "README.md").read_text())
     return 0
 

@@ -219,12 +219,15 @@ def choose_epoch(run: Path, which: str = "auto") -> tuple[str, str]:
 def export_run(run: Path, name: str, dataset: Optional[str] = None, data_dir: Optional[str] = None,
                attacks: Sequence[str] = ("pgd20", "pgd20-t"), n: Optional[int] = None, aa_n: int = 0,
                which: str = "auto", fp16: bool = True, dest_root: Optional[Path] = None,
-               device: str = "cpu", dataset_name: Optional[str] = None) -> Path:
+               device: str = "cpu", dataset_name: Optional[str] = None,
+               max_shard_size: str = "100MB") -> Path:
     """Evaluate the run's best or last checkpoint (`which`: best, last, or auto, see
     `choose_epoch`) on the test split and write it, with the metrics, the training log and a
     model card, to `dest_root/name` (default `checkpoints/`). `dataset_name` replaces a local
     dataset path in config.json (e.g. "cifar10" for a run on a class-folder copy of CIFAR-10),
-    so users' `eval` finds the official data by name."""
+    so users' `eval` finds the official data by name. Weights above `max_shard_size` are split
+    into safetensors shards with an index, the Hub's layout (e.g. "15MB" for a transfer that
+    caps file sizes)."""
     which, why = choose_epoch(run, which)
     log.info("exporting the %s checkpoint (%s)", which, why)
     pointer = run / ("BEST" if which == "best" else "LATEST")
@@ -269,7 +272,7 @@ def export_run(run: Path, name: str, dataset: Optional[str] = None, data_dir: Op
     # the run checkpoint's own metrics and their note ("per-epoch metrics on fixed subsets") must
     # not come back through the model's config: the shipped metrics are the ones measured here
     model.config = {k: v for k, v in model.config.items() if k not in ("metrics", "metrics_note", "source")}
-    save(model, dest, cfg_out, dtype=torch.float16 if fp16 else None)
+    save(model, dest, cfg_out, dtype=torch.float16 if fp16 else None, max_shard_size=max_shard_size)
     if records:
         (dest / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     (dest / "README.md").write_text(model_card(name, json.loads((dest / "config.json").read_text()), records))

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Train and ship the GPU checkpoints: for each method, `train --minutes` (as many epochs as fit
+# the budget), then `export` (PGD-20 and targeted PGD-20 on the whole test split, AutoAttack on
+# the first AA_N images, fp16 weights in shards of at most 15 MB, model card). One method fits
+# one 10-minute command with the defaults below. Every setting can be overridden from the environment:
+#
+#   bash scripts/gpu_models.sh                       # weat-adv, trades and sat on preactresnet18
+#   DATA=.data/cifar10-jpeg.tar.gz bash scripts/gpu_models.sh weat-adv
+#   ARCH=weatnet_tiny DEVICE=cpu MINUTES=0.2 TRAIN_EXTRA="--limit 256 --eval-size 64" \
+#     EXPORT_EXTRA="--n 100" AA_N=0 DEST=/tmp/ck bash scripts/gpu_models.sh sat   # a CPU smoke run
+set -euo pipefail
+
+DATA=${DATA:-cifar10}              # a dataset name, or a class-folder copy / .tar.gz of CIFAR-10
+ARCH=${ARCH:-preactresnet18}
+DEVICE=${DEVICE:-cuda}
+MINUTES=${MINUTES:-7}              # training budget per model; export and AutoAttack come on top
+BATCH=${BATCH:-512}
+LR=${LR:-0.2}
+SEED=${SEED:-0}
+AA_N=${AA_N:-1000}
+RUNS=${RUNS:-runs}
+DEST=${DEST:-}                     # export folder (default: the repo's checkpoints/)
+TRAIN_EXTRA=${TRAIN_EXTRA:-}
+EXPORT_EXTRA=${EXPORT_EXTRA:-}
+
+methods=("$@")
+[ ${#methods[@]} -eq 0 ] && methods=(weat-adv trades sat)
+name_opts=()
+case "$DATA" in cifar10|cifar100|svhn|tinyimagenet) ;; *) name_opts=(--dataset-name cifar10) ;; esac
+dest_opts=()
+[ -n "$DEST" ] && dest_opts=(--dest "$DEST")
+
+for m in "${methods[@]}"; do
+  run="$RUNS/$ARCH-$m-${MINUTES}min"
+  echo "== $m: training for $MINUTES min into $run"
+  # shellcheck disable=SC2086  # the *_EXTRA options are meant to split into words
+  python -m weat_core train --method "$m" --arch "$ARCH" --dataset "$DATA" --device "$DEVICE" \
+    --minutes "$MINUTES" --batch-size "$BATCH" --lr "$LR" --seed "$SEED" --out "$run" --quiet $TRAIN_EXTRA
+  echo "== $m: exporting $ARCH-$m"
+  # shellcheck disable=SC2086
+  python -m weat_core export --run "$run" --name "$ARCH-$m" --dataset "$DATA" --device "$DEVICE" \
+    --aa-n "$AA_N" --max-shard-size 15MB "${name_opts[@]}" "${dest_opts[@]}" $EXPORT_EXTRA
+done
