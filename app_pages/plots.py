@@ -112,3 +112,39 @@ def to_pil(x: torch.Tensor, scale: int = 4) -> Image.Image:
 def amplified(delta: torch.Tensor, eps: float) -> torch.Tensor:
     """A perturbation x* − x shown as 0.5 + δ/(2ε): grey is zero, the ε-ball spans black to white."""
     return (0.5 + delta / (2 * max(eps, 1e-8))).clamp(0, 1)
+
+
+def label_spots(names: list[str], x, y, log_x: bool, width: float = 700, height: float = 300) -> dict[str, str]:
+    """A text position per point (above, below, right or left of its marker) whose label box does
+    not overlap the labels already placed or the other markers, in rough pixel units of a
+    `width` × `height` plot; above when nothing is free. Centred labels may overhang the axes
+    (the chart keeps a margin); side labels must stay near them."""
+    xs = np.log10(np.asarray(x, float)) if log_x else np.asarray(x, float)
+    ys = np.asarray(y, float)
+
+    def scale(v):
+        span = v.max() - v.min()
+        return (v - v.min()) / span if span > 0 else np.full_like(v, 0.5)
+
+    px, py = scale(xs) * width, scale(ys) * height
+    boxes = [(a - 6, b - 6, a + 6, b + 6) for a, b in zip(px, py)]  # the markers
+    offsets = {"top center": lambda w: (0, 16), "bottom center": lambda w: (0, -16),
+               "middle right": lambda w: (w / 2 + 10, 0), "middle left": lambda w: (-w / 2 - 10, 0)}
+
+    def box(spot: str, a: float, b: float, w: float) -> tuple:
+        dx, dy = offsets[spot](w)
+        return a + dx - w / 2, b + dy - 6, a + dx + w / 2, b + dy + 6
+
+    def ok(spot: str, bx: tuple, own: int) -> bool:
+        if not spot.endswith("center") and (bx[0] < -60 or bx[2] > width + 60):
+            return False
+        return all(bx[2] <= o[0] or bx[0] >= o[2] or bx[3] <= o[1] or bx[1] >= o[3]
+                   for k, o in enumerate(boxes) if k != own)
+
+    out = {}
+    for i in np.argsort(px):
+        w = 6.5 * len(names[i])
+        spot = next((s for s in offsets if ok(s, box(s, px[i], py[i], w), i)), "top center")
+        boxes.append(box(spot, px[i], py[i], w))
+        out[names[i]] = spot
+    return out

@@ -4,7 +4,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from app_pages import common
+from app_pages import common, plots
 from weat_core import lens
 
 c = common.ctx()
@@ -23,6 +23,9 @@ def scatter(res: pd.DataFrame, rob: str, title: str, key: str) -> None:
     fig = px.scatter(res.assign(**{"|ΔE|": gaps}), x="|ΔE|", y=rob, text="model", color="method", title=title,
                      log_x=bool(gaps.max() / gaps.min() > 20))
     fig.update_traces(textposition="top center", marker_size=12, cliponaxis=False)
+    where = plots.label_spots(res["model"].tolist(), gaps.to_numpy(), res[rob].to_numpy(), log_x=fig.layout.xaxis.type == "log")
+    for tr in fig.data:
+        tr.textposition = [where.get(m, "top center") for m in tr.text]
     fig.update_layout(height=420, yaxis_tickformat=".0%")
     st.plotly_chart(fig, key=key)
 

@@ -252,6 +252,18 @@ def test_zoo_starts_with_one_model_per_method():
     assert contrast_set("trained here: x", infos) == ["trained here: x"]
 
 
+def test_zoo_scatter_labels_avoid_each_other():
+    from app_pages.plots import label_spots
+
+    names = ["a-sat", "a-sat-5k-step", "a-standard", "a-trades", "a-trades-5k-step", "a-weat-adv", "a-weat-adv-5k-step"]
+    x = [0.165, 0.106, 8.382, 0.086, 0.062, 0.138, 0.063]  # the shipped models' |ΔE| and PGD-20 accuracy
+    y = [0.330, 0.272, 0.000, 0.341, 0.274, 0.397, 0.275]
+    spots = label_spots(names, x, y, log_x=True)
+    assert set(spots) == set(names)
+    assert spots["a-trades-5k-step"] != spots["a-weat-adv-5k-step"]  # two markers on the same spot
+    assert label_spots(["p", "q"], [0.1, 10], [0.1, 0.5], log_x=True) == {"p": "top center", "q": "top center"}
+
+
 def test_weat_explained(app_env):
     at = open_page("weat")
     ok(at)
