@@ -47,7 +47,8 @@ def observation_lines(summary) -> list[str]:
     for _, r in lens.observation1(summary).iterrows():
         moved = "lowered" if r["shift E(x)"] < 0 else "raised"
         kept = f"; {r['unchanged']:.0%} handed back unchanged" if r["unchanged"] > 0 else ""
-        out.append(f"{'✓' if r['holds'] else '✗'} {r['attack']} {moved} mean E(x) by {abs(r['shift E(x)']):.3f} "
+        mark = {"holds": "✓", "fails": "✗", "unclear": "≈"}[r["verdict"]]
+        out.append(f"{mark} {r['attack']} {moved} mean E(x) by {abs(r['shift E(x)']):.3f} ± {2 * r['se']:.3f} "
                    f"(expected: {r['expected']}; {r['share E(x)↓']:.0%} of images went lower{kept})")
     return out
 
@@ -85,7 +86,8 @@ else:
                          hide_index=True)
             verdicts = observation_lines(land.summary)
             if verdicts:
-                st.caption("Observation 1 on this model: " + " · ".join(verdicts))
+                st.caption("Observation 1 on this model (✓ holds, ✗ fails, ≈ within noise; ± two standard errors "
+                           "of the per-image shifts): " + " · ".join(verdicts))
             csv = land.per_image.assign(model=name, eps=eps_then, steps=steps_then, norm=norm_then).to_csv(index=False)
             st.download_button("Download per-image numbers (CSV)", csv, f"energy_landscape_{common.slug(name)}.csv",
                                "text/csv", key=f"ls_csv_{name}", on_click="ignore")

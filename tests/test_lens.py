@@ -77,10 +77,18 @@ def test_observation1_verdicts(trained_tiny, synthetic_batch):
     assert list(obs.index) == ["PGD", "PGD-T"]  # E(x)↓ is not a test of the observation
     assert list(obs["expected"]) == ["lower", "higher"]
     for k in obs.index:
-        shift = e[k].mean() - e["natural"].mean()
-        assert obs.loc[k, "shift E(x)"] == pytest.approx(shift, abs=1e-5)
-        assert obs.loc[k, "holds"] == ((shift < 0) if k == "PGD" else (shift > 0))
+        d = (e[k] - e["natural"]).to_numpy()
+        se = d.std(ddof=1) / np.sqrt(len(d))
+        assert obs.loc[k, "shift E(x)"] == pytest.approx(d.mean(), abs=1e-5)
+        assert obs.loc[k, "se"] == pytest.approx(se, rel=1e-4)
+        signed = -d.mean() if k == "PGD" else d.mean()
+        want = "holds" if signed > 2 * se else "fails" if signed < -2 * se else "unclear"
+        assert obs.loc[k, "verdict"] == want
     assert lens.observation1(pd.DataFrame()).empty
+    # the verdict rule on hand-made summaries: beyond ±2 standard errors, or unclear
+    fake = pd.DataFrame({"attack": ["PGD", "PGD-T", "CW"], "shift E(x)": [-0.3, 0.01, -0.5],
+                         "shift E(x) se": [0.1, 0.1, 0.1], "share E(x)↓": [0.8, 0.5, 0.9], "unchanged": [0.0] * 3})
+    assert list(lens.observation1(fake)["verdict"]) == ["holds", "unclear", "fails"]
 
 
 def test_landscape_apgd_shows_where_every_image_went(trained_tiny, synthetic_batch):

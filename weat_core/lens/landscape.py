@@ -96,6 +96,10 @@ def _summary(per_image: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
         e_nat = per_image[per_image["attack"] == "natural"].set_index("index")["E(x)"]
         lower = per_image["E(x)"].to_numpy() < e_nat.reindex(per_image["index"]).to_numpy()
         s["share E(x)↓"] = pd.Series(lower, index=per_image.index).groupby(per_image["attack"], sort=False).mean()
+        # standard error of the mean shift, from the per-image (paired) differences E(x*) − E(x)
+        diff = pd.Series(per_image["E(x)"].to_numpy() - e_nat.reindex(per_image["index"]).to_numpy(),
+                         index=per_image.index).groupby(per_image["attack"], sort=False)
+        s["shift E(x) se"] = diff.std(ddof=1) / np.sqrt(diff.count())
     s["unchanged"] = g["unchanged"].mean().astype(float)  # images handed back as they were (APGD-T where it fails)
     if "natural" in s.index:
         s.loc["natural", "unchanged"] = np.nan
@@ -105,10 +109,12 @@ def _summary(per_image: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
 
 def observation1(summary: pd.DataFrame) -> pd.DataFrame:
     """Observation 1 checked on a landscape's summary: for each attack with an expected direction
-    (`EXPECTED_SHIFT`), the mean shift of E(x) from the natural images, the share of images whose
-    E(x) dropped, the share handed back unchanged, and whether the mean moved the expected way.
+    (`EXPECTED_SHIFT`), the mean shift of E(x) from the natural images and its standard error
+    (paired, per image), the share of images whose E(x) dropped, the share handed back
+    unchanged, and the verdict: "holds" when the mean moved the expected way by more than two
+    standard errors, "fails" when it moved the other way by as much, "unclear" in between.
     Empty when nothing applies."""
-    cols = ["attack", "expected", "shift E(x)", "share E(x)↓", "unchanged", "holds"]
+    cols = ["attack", "expected", "shift E(x)", "se", "share E(x)↓", "unchanged", "verdict"]
     if summary.empty or "shift E(x)" not in summary:
         return pd.DataFrame(columns=cols)
     rows = []
@@ -116,7 +122,9 @@ def observation1(summary: pd.DataFrame) -> pd.DataFrame:
         want = EXPECTED_SHIFT.get(r["attack"])
         if want is None:
             continue
-        shift = float(r["shift E(x)"])
-        rows.append({"attack": r["attack"], "expected": want, "shift E(x)": shift, "share E(x)↓": r["share E(x)↓"],
-                     "unchanged": r.get("unchanged", 0.0), "holds": shift < 0 if want == "lower" else shift > 0})
+        shift, se = float(r["shift E(x)"]), float(r.get("shift E(x) se", 0.0))
+        signed = -shift if want == "lower" else shift  # > 0: the expected direction
+        verdict = "holds" if signed > 2 * se else ("fails" if signed < -2 * se else "unclear")
+        rows.append({"attack": r["attack"], "expected": want, "shift E(x)": shift, "se": se,
+                     "share E(x)↓": r["share E(x)↓"], "unchanged": r.get("unchanged", 0.0), "verdict": verdict})
     return pd.DataFrame(rows, columns=cols)
