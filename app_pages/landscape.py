@@ -33,11 +33,11 @@ stop.button("Stop", key="ls_stop", help="Interrupts the running attacks.")
 
 def summary_view(summary):
     """The summary as shown: per-image shares as percentages, blank for the natural images
-    (whose share of 'lower than themselves' or 'unchanged' says nothing)."""
+    (whose share of 'lower than themselves', 'unchanged' or shift error says nothing)."""
     view = summary.copy()
-    for col in ("share E(x)↓", "unchanged"):
+    for col, fmt in (("share E(x)↓", "{:.0%}"), ("unchanged", "{:.0%}"), ("shift E(x) se", "{:.3f}")):
         if col in view:
-            view[col] = ["" if a == "natural" or v != v else f"{v:.0%}" for a, v in zip(view["attack"], view[col])]
+            view[col] = ["" if a == "natural" or v != v else fmt.format(v) for a, v in zip(view["attack"], view[col])]
     return view
 
 
