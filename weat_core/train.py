@@ -391,7 +391,8 @@ def train(
     t_start = time.perf_counter()
     rank, world, local_rank = _dist_env()
     device = _resolve_device(cfg.device, local_rank)
-    if world > 1 and not dist.is_initialized():
+    owns_group = world > 1 and not dist.is_initialized()
+    if owns_group:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -576,6 +577,11 @@ def train(
             break
     if cfg.minutes is not None:
         log.info("time budget %.4g min, used %.2f min", cfg.minutes, (time.perf_counter() - t_start) / 60)
+    if owns_group:
+        # a process group left alive at exit can abort the process ("terminate called without an
+        # active exception") while its communication threads are torn down
+        dist.barrier()
+        dist.destroy_process_group()
     model.eval()
     model.config.update({"dataset": cfg.dataset, "method": cfg.method, "classes": list(train_set.classes)})
     return TrainResult(model, history, out, stopped)
