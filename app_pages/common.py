@@ -360,3 +360,19 @@ def eps_slider(key: str, norm: str = "linf", default_255: int = 8) -> float:
     if norm == "linf":
         return st.slider("ε (×1/255)", 1, 32, default_255, key=f"{key}_linf") / 255
     return st.slider("ε (L2)", 0.05, 3.0, 0.5, 0.05, key=f"{key}_l2")
+
+
+OBSERVATION_PREFIX = ("Observation 1 on this model (✓ holds, ✗ fails, ≈ within noise; ± two standard errors of the "
+                      "per-image shifts): ")
+
+
+def observation_lines(summary) -> list[str]:
+    """One short verdict per attack with an expected direction: did mean E(x) move that way?"""
+    out = []
+    for _, r in lens.observation1(summary).iterrows():
+        moved = "lowered" if r["shift E(x)"] < 0 else "raised"
+        kept = f"; {r['unchanged']:.0%} handed back unchanged" if r["unchanged"] > 0 else ""
+        mark = {"holds": "✓", "fails": "✗", "unclear": "≈"}[r["verdict"]]
+        out.append(f"{mark} {r['attack']} {moved} mean E(x) by {abs(r['shift E(x)']):.3f} ± {2 * r['se']:.3f} "
+                   f"(expected: {r['expected']}; {r['share E(x)↓']:.0%} of images went lower{kept})")
+    return out

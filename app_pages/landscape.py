@@ -41,18 +41,6 @@ def summary_view(summary):
     return view
 
 
-def observation_lines(summary) -> list[str]:
-    """One short verdict per attack with an expected direction: did mean E(x) move that way?"""
-    out = []
-    for _, r in lens.observation1(summary).iterrows():
-        moved = "lowered" if r["shift E(x)"] < 0 else "raised"
-        kept = f"; {r['unchanged']:.0%} handed back unchanged" if r["unchanged"] > 0 else ""
-        mark = {"holds": "✓", "fails": "✗", "unclear": "≈"}[r["verdict"]]
-        out.append(f"{mark} {r['attack']} {moved} mean E(x) by {abs(r['shift E(x)']):.3f} ± {2 * r['se']:.3f} "
-                   f"(expected: {r['expected']}; {r['share E(x)↓']:.0%} of images went lower{kept})")
-    return out
-
-
 settings = (c.model_id, other_name, c.data, n, norm, round(eps, 6), steps, tuple(kinds))
 if clicked:
     st.session_state.pop("ls_result", None)
@@ -84,10 +72,9 @@ else:
                             key=f"ls_exy_{name}")
             st.dataframe(summary_view(land.summary).style.format({"accuracy": "{:.1%}", "time_s": "{:.1f}"}, precision=3),
                          hide_index=True)
-            verdicts = observation_lines(land.summary)
+            verdicts = common.observation_lines(land.summary)
             if verdicts:
-                st.caption("Observation 1 on this model (✓ holds, ✗ fails, ≈ within noise; ± two standard errors "
-                           "of the per-image shifts): " + " · ".join(verdicts))
+                st.caption(common.OBSERVATION_PREFIX + " · ".join(verdicts))
             csv = land.per_image.assign(model=name, eps=eps_then, steps=steps_then, norm=norm_then).to_csv(index=False)
             st.download_button("Download per-image numbers (CSV)", csv, f"energy_landscape_{common.slug(name)}.csv",
                                "text/csv", key=f"ls_csv_{name}", on_click="ignore")

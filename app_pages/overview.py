@@ -39,6 +39,10 @@ with common.guard("The first picture"), st.spinner("Attacking a few test images 
     right.metric("clean accuracy", f"{s.loc['natural', 'accuracy']:.1%}")
     right.metric("PGD-10 accuracy", f"{s.loc['PGD', 'accuracy']:.1%}")
     right.metric("mean E(x*) − mean E(x)", f"{s.loc['PGD', 'shift E(x)']:+.3f}")
+    right.metric("images with E(x*) < E(x)", f"{s.loc['PGD', 'share E(x)↓']:.0%}")
+    verdicts = common.observation_lines(res.summary)
+    if verdicts and not c.untrained:
+        left.caption(common.OBSERVATION_PREFIX + " · ".join(verdicts))
     if c.untrained:
         right.info("Untrained weights: expect chance accuracy and nearly equal energies.")
 

@@ -113,7 +113,8 @@ def test_overview(app_env):
     at = open_page()
     ok(at)
     assert at.title[0].value.startswith("🔭 WEAT Lens")
-    assert len(charts(at)) == 1 and len(at.metric) == 3
+    assert len(charts(at)) == 1 and len(at.metric) == 4
+    assert sum(c.value.startswith("Observation 1 on this model") for c in at.caption) == 1
     sb = at.sidebar.selectbox(key="model_choice")
     assert sb.value == "tiny-weat-adv"
     assert "tiny" in at.sidebar.selectbox(key="data_choice").value
