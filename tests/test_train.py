@@ -261,7 +261,8 @@ def test_export_auto_ships_the_best_epoch_only_beyond_the_subset_noise(tmp_path)
     def run(name, accs, method="trades", key="test_pgd_acc", n=512):
         d = tmp_path / name
         d.mkdir()
-        (d / "log.jsonl").write_text("".join(json.dumps({"epoch": i + 1, "method": method, key: a, "eval_size": n})
+        size = {"eval_size": n} if n else {}
+        (d / "log.jsonl").write_text("".join(json.dumps({"epoch": i + 1, "method": method, key: a, **size})
                                              + "\n" for i, a in enumerate(accs)))
         return d
 
@@ -275,6 +276,13 @@ def test_export_auto_ships_the_best_epoch_only_beyond_the_subset_noise(tmp_path)
     assert choose_epoch(run("tiny", [0.30, 0.45, 0.35], n=20))[0] == "last"
     # standard training is judged by clean accuracy
     assert choose_epoch(run("std", [0.5, 0.8, 0.6], method="standard", key="test_clean_acc"))[0] == "best"
+    # an older log without eval_size: the subset size comes from the run's newest checkpoint settings
+    old = run("old", [0.30, 0.45, 0.35], n=None)
+    assert choose_epoch(old)[0] == "best"  # unknown size: only the one-point floor applies
+    (old / "state-0003").mkdir()
+    (old / "state-0003" / "config.json").write_text(json.dumps({"training": {"eval_size": 20}}))
+    (old / "LATEST").write_text("state-0003\n")
+    assert choose_epoch(old)[0] == "last"
     assert choose_epoch(run("flat2", [0.3]), "best") == ("best", "--which best")
     assert choose_epoch(tmp_path / "nolog")[0] == "best"
     with pytest.raises(WeatError, match="best, last or auto"):

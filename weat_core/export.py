@@ -50,6 +50,13 @@ def _read_log(path: Path) -> list[dict]:
     return [json.loads(s) for s in path.read_text().splitlines()] if path.is_file() else []
 
 
+def _subset_size(records: list[dict], training: Optional[dict]) -> Optional[int]:
+    """Images behind the per-epoch test accuracies (their noise): from the log records, else the
+    run's settings (logs written before records carried it)."""
+    sizes = [r["eval_size"] for r in records if r.get("eval_size")]
+    return sizes[-1] if sizes else (training or {}).get("eval_size")
+
+
 def _chain(stages: list[dict], sep: str) -> str:
     return sep.join(_train_command(st, with_out=i < len(stages) - 1) for i, st in enumerate(stages))
 
@@ -140,8 +147,7 @@ def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
                 + (f" ({cfg['exported_why']})" if str(cfg.get("exported_why", "")).startswith("auto") else ""))
         rob = [(r["test_pgd_acc"], r["epoch"], r.get("delta_e")) for r in log_records if "test_pgd_acc" in r]
         if rob and cfg.get("method") != "standard":
-            sizes = [r["eval_size"] for r in log_records if r.get("eval_size")]
-            best_i, drop, overfit = robust_peak([t[0] for t in rob], sizes[-1] if sizes else t.get("eval_size"))
+            best_i, drop, overfit = robust_peak([acc for acc, _, _ in rob], _subset_size(log_records, t))
             best, end = rob[best_i], rob[-1]
             line = (f"- robust accuracy on the per-epoch test subset: best {best[0]:.1%} at epoch {best[1]}, "
                     f"{end[0]:.1%} at the last epoch ({end[1]})")
@@ -203,11 +209,15 @@ def choose_epoch(run: Path, which: str = "auto") -> tuple[str, str]:
     if not recs:
         return "best", "auto: the run has no log, so its best checkpoint"
     key = "test_clean_acc" if recs[-1].get("method") == "standard" else "test_pgd_acc"
-    acc = [r[key] for r in recs if key in r]
-    sizes = [r["eval_size"] for r in recs if r.get("eval_size")]
-    if not acc:
+    recs = [r for r in recs if key in r]
+    if not recs:
         return "best", "auto: the log has no accuracies, so the run's best checkpoint"
-    best_i, drop, fell = robust_peak(acc, sizes[-1] if sizes else None)
+    training = {}
+    if (run / "LATEST").is_file():  # older logs do not record the subset size; the run's settings do
+        cfg_path = run / (run / "LATEST").read_text().strip() / "config.json"
+        if cfg_path.is_file():
+            training = json.loads(cfg_path.read_text()).get("training") or {}
+    best_i, drop, fell = robust_peak([r[key] for r in recs], _subset_size(recs, training))
     what = "clean" if key == "test_clean_acc" else "robust"
     if fell:
         return "best", (f"auto: the last epoch's {what} accuracy fell {100 * drop:.1f} points from the best "
