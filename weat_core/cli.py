@@ -125,7 +125,11 @@ def _add_eval(sub) -> None:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument("--out", default=None,
+                   help="write the results as JSON here; progress is saved after every batch in OUT.partial")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted evaluation from OUT.partial (same settings; same results as "
+                        "an uninterrupted run)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--store", action="store_true",
                    help="write the measured metrics into the checkpoint's config.json and model card "
@@ -153,8 +157,14 @@ def _cmd_eval(args) -> int:
         raise WeatError(f"--store needs a local checkpoint folder (not a Hub cache); {args.checkpoint!r} is not one")
     if args.store and (args.norm != "linf" or abs(eps - 8 / 255) > 1e-9 or args.seed != 0):
         raise WeatError("--store keeps metrics for L∞ ε = 8/255 and seed 0 only; drop --norm/--eps/--seed")
+    state = Path(args.out + ".partial") if args.out else None
+    if args.resume and state is None:
+        raise WeatError("--resume continues the evaluation saved beside --out; pass the same --out")
+    if state is not None and state.is_file() and not args.resume:
+        raise WeatError(f"{state} holds an interrupted evaluation: pass --resume to continue it, "
+                        "or delete the file to start over")
     res = evaluate(model, test.float(), test.y, attacks, eps=eps, norm=args.norm, batch_size=args.batch_size,
-                   seed=args.seed, progress=not args.quiet)
+                   seed=args.seed, progress=not args.quiet, state=state)
     res.update(checkpoint=args.checkpoint, dataset=str(dataset))
     print(format_table(res))
     if args.out:

@@ -3,13 +3,17 @@ and energy statistics of natural and adversarial images."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
-from typing import Any, Callable, Optional, Sequence
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
+from . import WeatError
 from .attacks import eval_mode, make_attack
 from .energy import energy, energy_stats, joint_energy
 
@@ -46,6 +50,7 @@ def evaluate(
     seed: int = 0,
     progress: bool = False,
     callback: Optional[Callable[[str, int, int], None]] = None,
+    state: Optional[Union[str, Path]] = None,
 ) -> dict[str, Any]:
     """Accuracy and energies under each attack. x (N, C, H, W) float in [0, 1] on the model's
     device (or CPU: batches are moved), y (N,). Attack names as in `attacks.make_attack`
@@ -54,24 +59,46 @@ def evaluate(
     (mean E(x) − mean E(x*)), `share_lower[<attack>]` (the share of images whose x* has lower
     E(x) than the image itself), `unchanged[<attack>]` (the share handed back exactly as they
     were: APGD, FAB, Square and AutoAttack return the natural image where they fail, so their
-    energy statistics mix adversarial and natural images) and `time_s[<attack>]`."""
+    energy statistics mix adversarial and natural images) and `time_s[<attack>]`.
+
+    `state`: a file where the progress is saved after every batch; when it exists (with the
+    same settings) the evaluation continues from it, with the same random numbers, so an
+    interrupted and resumed run gives exactly the results of an uninterrupted one. It is
+    deleted once the evaluation completes."""
     device = next(model.parameters()).device
     n = int(y.shape[0])
     res: dict[str, Any] = {"n": n, "eps": eps, "norm": norm, "energy": {}, "joint_energy": {}, "delta_e": {},
                            "share_lower": {}, "unchanged": {}, "time_s": {}}
     names = ["clean"] + [a for a in attacks if a != "clean"]
+    settings = {"n": n, "eps": eps, "norm": norm, "batch_size": batch_size, "seed": seed, "attacks": names}
+    saved = _read_state(Path(state), settings) if state is not None else None
+    done: list[str] = []
+    e_nat = None
+    if saved is not None:
+        res, done, e_nat = saved["res"], saved["done"], saved["tensors"].get("e_nat")
+        log.info("resuming the evaluation from %s: %s done", state, ", ".join(done) or "nothing")
+    nb = (n + batch_size - 1) // batch_size
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(names) * ((n + batch_size - 1) // batch_size), desc="eval", unit="batch")
-    e_nat = None
+        bar = tqdm(total=len(names) * nb, desc="eval", unit="batch", initial=len(done) * nb)
     for name in names:
+        if name in done:
+            continue
         torch.manual_seed(seed)
         attack, target = (None, None) if name == "clean" else make_attack(name, eps=eps, norm=norm)
-        correct, es, ejs, kept = 0, [], [], 0
+        correct, es, ejs, kept, first, spent = 0, [], [], 0, 0, 0.0
+        if saved is not None and saved["current"] == name:  # pick up after the last finished batch
+            t = saved["tensors"]
+            correct, kept, first, spent = saved["correct"], saved["kept"], saved["next_batch"], saved["spent"]
+            es, ejs = [t["es"]], [t["ejs"]]
+            _set_rng(t, device)
+            if bar is not None:
+                bar.update(first)
         t0 = time.perf_counter()
-        for i in range(0, n, batch_size):
+        for b in range(first, nb):
+            i = b * batch_size
             xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
             if attack is not None:
                 with torch.enable_grad():
@@ -82,6 +109,10 @@ def evaluate(
             correct += int((lg.argmax(1) == yb).sum())
             es.append(energy(lg).cpu())
             ejs.append(joint_energy(lg, yb).cpu())
+            if state is not None:
+                _write_state(Path(state), settings, res, done, e_nat, device, current=name, next_batch=b + 1,
+                             correct=correct, kept=kept, spent=spent + time.perf_counter() - t0,
+                             es=torch.cat(es), ejs=torch.cat(ejs))
             if bar is not None:
                 bar.update(1)
             if callback is not None:
@@ -90,16 +121,74 @@ def evaluate(
         res["clean_acc" if name == "clean" else f"{name}_acc"] = correct / max(n, 1)
         res["energy"][name] = energy_stats(e)
         res["joint_energy"][name] = energy_stats(torch.cat(ejs))
-        res["time_s"][name] = time.perf_counter() - t0
+        res["time_s"][name] = spent + time.perf_counter() - t0
         if name == "clean":
             e_nat = e
         else:
             res["delta_e"][name] = float(e_nat.mean() - e.mean())
             res["share_lower"][name] = float((e < e_nat).float().mean()) if n else float("nan")
             res["unchanged"][name] = kept / max(n, 1)
+        done.append(name)
+        if state is not None:
+            _write_state(Path(state), settings, res, done, e_nat, device)
     if bar is not None:
         bar.close()
+    if state is not None:
+        Path(state).unlink(missing_ok=True)  # complete: nothing left to resume
     return res
+
+
+# ---------------------------------------------------------------------------------------------
+# resumable evaluation: the state after every batch, in one safetensors file
+
+
+def _write_state(path: Path, settings: dict, res: dict, done: list[str], e_nat: Optional[torch.Tensor],
+                 device: torch.device, current: Optional[str] = None, next_batch: int = 0, correct: int = 0,
+                 kept: int = 0, spent: float = 0.0, es: Optional[torch.Tensor] = None,
+                 ejs: Optional[torch.Tensor] = None) -> None:
+    """Everything an interrupted `evaluate` needs to go on exactly where it stopped: finished
+    results, the current attack's counts and energies, and the RNG state after the last batch
+    (PGD's random starts draw from it). Written to a temporary file, then renamed over the old
+    one, so a kill at any moment leaves a readable state."""
+    from safetensors.torch import save_file
+
+    tensors = {"rng_cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        tensors["rng_cuda"] = torch.cuda.get_rng_state(device)
+    for k, v in (("e_nat", e_nat), ("es", es), ("ejs", ejs)):
+        if v is not None and v.numel():
+            tensors[k] = v.contiguous()
+    meta = {"settings": settings, "res": res, "done": done, "current": current, "next_batch": next_batch,
+            "correct": correct, "kept": kept, "spent": spent}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"weat_eval_state": json.dumps(meta)})
+    os.replace(tmp, path)
+
+
+def _read_state(path: Path, settings: dict) -> Optional[dict]:
+    """The saved state of an interrupted evaluation with these settings (None when there is none)."""
+    if not path.is_file():
+        return None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads(f.metadata()["weat_eval_state"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise WeatError(f"{path} is not a readable evaluation state ({e}); delete it to start over") from None
+    if json.loads(json.dumps(settings)) != meta["settings"]:
+        raise WeatError(f"{path} holds an evaluation with other settings ({meta['settings']}); "
+                        "run it with those, or delete the file to start over")
+    meta["tensors"] = tensors
+    return meta
+
+
+def _set_rng(tensors: dict, device: torch.device) -> None:
+    torch.set_rng_state(tensors["rng_cpu"])
+    if device.type == "cuda" and "rng_cuda" in tensors:
+        torch.cuda.set_rng_state(tensors["rng_cuda"], device)
 
 
 def format_table(res: dict[str, Any]) -> str:

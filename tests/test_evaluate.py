@@ -1,0 +1,105 @@
+"""Evaluation: an interrupted run resumes from its saved state with exactly the results of an
+uninterrupted one, and a state from other settings is refused."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import weat_core.evaluate as ev
+from weat_core import WeatError
+from weat_core.checkpoints import save
+from weat_core.cli import main
+from weat_core.evaluate import evaluate
+
+ATTACKS = ["pgd3", "pgd3-t", "apgd-ce"]
+
+
+class Stop(Exception):
+    pass
+
+
+def _strip_times(res: dict) -> dict:
+    return {k: v for k, v in res.items() if k != "time_s"}
+
+
+def test_interrupted_evaluation_resumes_to_the_same_results(trained_tiny, synthetic_batch, tmp_path):
+    x, y = synthetic_batch  # 32 images: 4 batches of 8 per attack
+    full = evaluate(trained_tiny, x, y, ATTACKS, batch_size=8, seed=1)
+
+    state = tmp_path / "eval.json.partial"
+    seen = []
+
+    def crash_in_pgd3_t(name, done, n):
+        seen.append((name, done))
+        if name == "pgd3-t" and done == 16:  # mid-attack, after two of its four batches
+            raise Stop
+
+    with pytest.raises(Stop):
+        evaluate(trained_tiny, x, y, ATTACKS, batch_size=8, seed=1, state=state, callback=crash_in_pgd3_t)
+    assert state.is_file()
+    after = []
+    resumed = evaluate(trained_tiny, x, y, ATTACKS, batch_size=8, seed=1, state=state,
+                       callback=lambda name, done, n: after.append((name, done)))
+    assert after[0] == ("pgd3-t", 24)  # only the batches still to do
+    assert _strip_times(resumed) == _strip_times(full)  # bit-identical: the RNG state was saved too
+    assert set(resumed["time_s"]) == set(full["time_s"])
+    assert not state.exists()  # complete: the state is gone
+
+
+def test_a_state_from_other_settings_is_refused(trained_tiny, synthetic_batch, tmp_path):
+    x, y = synthetic_batch
+    state = tmp_path / "s.partial"
+
+    def stop(name, done, n):
+        if name == "pgd3":
+            raise Stop
+
+    with pytest.raises(Stop):
+        evaluate(trained_tiny, x, y, ["pgd3"], batch_size=8, state=state, callback=stop)
+    with pytest.raises(WeatError, match="other settings"):
+        evaluate(trained_tiny, x, y, ["pgd3"], batch_size=16, state=state)
+    state.write_bytes(b"not safetensors")
+    with pytest.raises(WeatError, match="delete it"):
+        evaluate(trained_tiny, x, y, ["pgd3"], batch_size=8, state=state)
+
+
+def test_cli_eval_resume(tmp_path, trained_tiny, monkeypatch, capsys):
+    folder = tmp_path / "data"
+    rng = np.random.default_rng(0)
+    for c in range(10):
+        d = folder / "test" / f"c{c}"
+        d.mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    (folder / "train").mkdir()
+    ck = save(trained_tiny, tmp_path / "ck", {"dataset": str(folder)})
+    out = tmp_path / "res.json"
+    argv = ["eval", "--checkpoint", str(ck), "--attacks", "pgd2", "--batch-size", "8", "--device", "cpu",
+            "--quiet", "--out", str(out)]
+    real = ev._write_state
+    calls = {"n": 0}
+
+    def die_after_two(*a, **k):  # a kill after the second saved batch
+        real(*a, **k)
+        calls["n"] += 1
+        if calls["n"] == 6:  # clean: 4 batches + its end; then the first pgd2 batch
+            raise Stop
+
+    monkeypatch.setattr(ev, "_write_state", die_after_two)
+    with pytest.raises(Stop):
+        main(argv)
+    monkeypatch.setattr(ev, "_write_state", real)
+    assert main(argv) != 0 and "--resume" in capsys.readouterr().err  # a leftover state is not overwritten
+    assert main(argv + ["--resume"]) == 0
+    assert not (tmp_path / "res.json.partial").exists()
+    got = json.loads(out.read_text())
+    monkeypatch.chdir(tmp_path)
+    assert main(["eval", "--checkpoint", str(ck), "--attacks", "pgd2", "--batch-size", "8", "--device", "cpu",
+                 "--quiet", "--out", "again.json"]) == 0
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert got["pgd2_acc"] == again["pgd2_acc"] and got["energy"] == again["energy"]
+    assert main(["eval", "--checkpoint", str(ck), "--resume"]) != 0  # --resume needs --out
