@@ -298,6 +298,7 @@ def test_export_writes_checkpoint_metrics_log_and_card(folder_dataset, tmp_path,
                "--dataset-name", "toy", "--dataset", str(folder_dataset), "--attacks", "pgd3,pgd3-t", "--device", "cpu",
                "--max-shard-size", "20KB"])
     assert rc == 0
+    assert not list((tmp_path / "run").glob(".export-*"))  # its resumable evaluation state is cleaned up
     d = tmp_path / "ck" / "tiny-weat"
     assert (d / "model.safetensors.index.json").is_file() and len(list(d.glob("model-*.safetensors"))) > 1
     cfg = load_config(d)

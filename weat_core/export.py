@@ -253,7 +253,10 @@ def export_run(run: Path, name: str, dataset: Optional[str] = None, data_dir: Op
     cfg = json.loads((src / "config.json").read_text())
     ds = dataset or cfg["dataset"]
     test = load_split(ds, "test", root=data_dir, limit=n)
-    res = evaluate(model, test.float(), test.y, list(attacks), batch_size=256, progress=True)
+    # progress is kept in the run folder, per exported checkpoint: a re-run after a crash resumes
+    tag = f"{src.name}-{'fp16' if fp16 else 'fp32'}-{name}"
+    res = evaluate(model, test.float(), test.y, list(attacks), batch_size=256, progress=True,
+                   state=run / f".export-{tag}.partial")
     metrics: dict[str, Any] = {"clean_acc": res["clean_acc"], "n": res["n"]}
     metrics.update({f"{a}_acc": res[f"{a}_acc"] for a in attacks})
     metrics["energy_mean"] = {k: v["mean"] for k, v in res["energy"].items()}
@@ -261,7 +264,8 @@ def export_run(run: Path, name: str, dataset: Optional[str] = None, data_dir: Op
     metrics["share_lower"] = res["share_lower"]
     if aa_n:
         sub = test.subset(aa_n)
-        aa = evaluate(model, sub.float(), sub.y, ["aa"], batch_size=256, progress=True)
+        aa = evaluate(model, sub.float(), sub.y, ["aa"], batch_size=256, progress=True,
+                      state=run / f".export-{tag}-aa.partial")
         metrics.update(aa_acc=aa["aa_acc"], aa_n=aa["n"])
     dest = (dest_root or checkpoints_dir()) / name
     if dest.exists():
