@@ -8,8 +8,9 @@ from weat_core import lens
 
 c = common.ctx()
 st.title("Attack explorer")
-st.markdown("Follow one image through PGD: the **untargeted** attack pushes $E(x, y)$ of the true class up and "
-            "on well-trained robust models, $E(x)$ down (see the energy landscape page for yours); the **targeted** one pulls $E(x, t)$ of the target down and $E(x)$ up.")
+st.markdown("Follow one image through PGD: the **untargeted** attack pushes $E(x, y)$ of the true class up and, "
+            "on well-trained robust models, $E(x)$ down (the energy landscape page checks yours); the **targeted** "
+            "one pulls $E(x, t)$ of the target down and $E(x)$ up.")
 common.model_caption()
 
 left, right = st.columns([1, 2])
