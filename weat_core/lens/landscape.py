@@ -92,14 +92,13 @@ def _summary(per_image: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
     if nat is not None:
         s["shift E(x)"] = s["mean E(x)"] - nat["mean E(x)"]  # negative: x* sits lower than x
         s["shift E(x,y)"] = s["mean E(x,y)"] - nat["mean E(x,y)"]
-        # per image: does x* sit lower than its own natural image x?
+        # per image, paired with its own natural image: E(x*) − E(x); below 0, x* sits lower than x
         e_nat = per_image[per_image["attack"] == "natural"].set_index("index")["E(x)"]
-        lower = per_image["E(x)"].to_numpy() < e_nat.reindex(per_image["index"]).to_numpy()
-        s["share E(x)↓"] = pd.Series(lower, index=per_image.index).groupby(per_image["attack"], sort=False).mean()
-        # standard error of the mean shift, from the per-image (paired) differences E(x*) − E(x)
         diff = pd.Series(per_image["E(x)"].to_numpy() - e_nat.reindex(per_image["index"]).to_numpy(),
-                         index=per_image.index).groupby(per_image["attack"], sort=False)
-        s["shift E(x) se"] = diff.std(ddof=1) / np.sqrt(diff.count())
+                         index=per_image.index)
+        s["share E(x)↓"] = (diff < 0).groupby(per_image["attack"], sort=False).mean()
+        by = diff.groupby(per_image["attack"], sort=False)
+        s["shift E(x) se"] = by.std(ddof=1) / np.sqrt(by.count())  # standard error of the mean shift
     s["unchanged"] = g["unchanged"].mean().astype(float)  # images handed back as they were (APGD-T where it fails)
     if "natural" in s.index:
         s.loc["natural", "unchanged"] = np.nan
