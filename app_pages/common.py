@@ -127,6 +127,7 @@ def contrast_set(current: str, infos: list[dict[str, Any]]) -> list[str]:
     picked = [current]
     if cur is None:
         return picked
+
     def recipe(c: dict[str, Any]) -> tuple:
         t = (c.get("config") or {}).get("training") or {}
         return t.get("schedule"), t.get("limit")
