@@ -53,8 +53,9 @@ choices = common.model_choices()
 if c.model_name not in choices:
     choices = [c.model_name] + choices
 pick = a.multiselect("Models", choices, default=common.contrast_set(c.model_name, infos), key="zoo_models",
-                     help="Starts with the current model and, for each other training method, the checkpoint of "
-                          "the same architecture and dataset with the best recorded PGD-20 accuracy.")
+                     help="Starts with the current model and, for each other training method, one checkpoint of "
+                          "the same architecture and dataset: the same schedule where there is one, else the best "
+                          "recorded PGD-20 accuracy.")
 attacks = a.multiselect("Attacks", ["pgd20", "pgd10", "cw20", "aa-fast", "aa"], default=["pgd20"], key="zoo_attacks",
                         help="aa-fast: APGD-CE + APGD-T; aa: standard AutoAttack (slow on a CPU).")
 n = b.select_slider("Test images", [32, 64, 128, 256, 512, 1024], 128, key="zoo_n")

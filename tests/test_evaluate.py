@@ -86,7 +86,7 @@ def test_cli_eval_resume(tmp_path, trained_tiny, monkeypatch, capsys):
     def die_after_two(*a, **k):  # a kill after the second saved batch
         real(*a, **k)
         calls["n"] += 1
-        if calls["n"] == 6:  # clean: 4 batches + its end; then the first pgd2 batch
+        if calls["n"] == 6:  # clean: 3 batch saves + its end; then two of the four pgd2 batches
             raise Stop
 
     monkeypatch.setattr(ev, "_write_state", die_after_two)

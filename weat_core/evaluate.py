@@ -109,7 +109,7 @@ def evaluate(
             correct += int((lg.argmax(1) == yb).sum())
             es.append(energy(lg).cpu())
             ejs.append(joint_energy(lg, yb).cpu())
-            if state is not None:
+            if state is not None and b + 1 < nb:  # after the last batch, the finished attack is saved below
                 _write_state(Path(state), settings, res, done, e_nat, device, current=name, next_batch=b + 1,
                              correct=correct, kept=kept, spent=spent + time.perf_counter() - t0,
                              es=torch.cat(es), ejs=torch.cat(ejs))
