@@ -342,11 +342,10 @@ def other_model_picker(label: str, key: str, exclude: str) -> tuple[Optional[str
 
 
 def has_init_stats(model: torch.nn.Module) -> bool:
-    """Whether SGLD's class Gaussian / PCA statistics ship beside this model's checkpoint."""
-    from weat_core.sampling import STATS_NAME
+    """Whether SGLD's class Gaussian / PCA statistics ship with this model's checkpoint."""
+    from weat_core.sampling import stats_path
 
-    src = str(getattr(model, "config", {}).get("source", ""))
-    return bool(src) and (Path(src) / STATS_NAME).is_file()
+    return stats_path(getattr(model, "config", {}).get("source")) is not None
 
 
 def model_caption() -> None:

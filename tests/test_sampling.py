@@ -7,6 +7,7 @@ import argparse
 import copy
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -483,6 +484,44 @@ def test_cli_init_stats_generate_and_gen_eval_write_every_output(tmp_path, tiny_
     m = json.loads(capsys.readouterr().out)
     assert m["n"] == 20 and 0 <= m["classifier"]["agreement"] <= 1
     assert m["diversity"]["real"] > 0 and "inception" in m["skipped"]
+
+
+def test_cli_init_stats_share_one_file_between_checkpoints(tmp_path, trained_tiny, capsys):
+    from weat_core.sampling import stats_path
+
+    data = _image_folder(tmp_path / "data")
+    cfg = {"dataset": "synthetic", "method": "sat", "classes": [f"c{i}" for i in range(10)]}
+    a, b = tmp_path / "ck" / "a", tmp_path / "ck" / "b"
+    checkpoints.save(trained_tiny, a, config=cfg)
+    checkpoints.save(trained_tiny, b, config=cfg)
+    shared = tmp_path / "ck" / "_shared" / "synthetic-init_stats.safetensors"
+    assert _run(["init-stats", "--checkpoint", str(a), "--dataset", str(data), "--share", str(shared),
+                 "--quiet"]) == 0
+    assert shared.is_file() and not (a / STATS_NAME).exists()
+    shutil.copy(shared, b / STATS_NAME)  # b has a copy beside it: the duplicate goes when b shares the file
+    assert json.loads((a / "config.json").read_text())["init_stats"] == "../_shared/synthetic-init_stats.safetensors"
+    assert _run(["init-stats", "--checkpoint", str(b), "--share", str(shared), "--quiet"]) == 0  # reused: no data
+    assert not (b / STATS_NAME).exists() and "removed" in capsys.readouterr().out
+    for d in (a, b):
+        assert stats_path(d) == shared.resolve()
+        model = checkpoints.load(str(d))
+        assert ClassStats.for_model(model).rank == ClassStats.load(shared).rank
+    out = tmp_path / "gen"
+    assert _run(["generate", "--checkpoint", str(b), "--classes", "0", "--per-class", "2", "--steps", "2",
+                 "--out", str(out), "--quiet"]) == 0
+    assert json.loads((out / "energies.json").read_text())["settings"]["init"] == "pca"  # the shared stats
+
+    # other statistics beside a checkpoint would win over the shared file: refused, nothing changed
+    (b / STATS_NAME).write_bytes(b"not the shared statistics")
+    with pytest.raises(WeatError, match="other statistics"):
+        _run(["init-stats", "--checkpoint", str(b), "--share", str(shared), "--quiet"])
+    assert (b / STATS_NAME).is_file()
+    with pytest.raises(WeatError, match="safetensors"):
+        _run(["init-stats", "--checkpoint", str(a), "--share", str(tmp_path / "x.bin"), "--quiet"])
+    # a config naming a missing or non-safetensors file finds nothing
+    for link in ("../_shared/missing.safetensors", "../../etc/passwd", 3):
+        (a / "config.json").write_text(json.dumps({**json.loads((a / "config.json").read_text()), "init_stats": link}))
+        assert stats_path(a) is None
 
 
 def test_cli_generate_reports_diverged_chains(tmp_path, tiny_checkpoint, capsys):

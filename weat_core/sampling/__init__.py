@@ -24,7 +24,7 @@ from .generate import (
     objective_energy,
     threat_model,
 )
-from .init import DEFAULT_MAX_BYTES, INITS, STATS_NAME, ClassStats, initial_images
+from .init import DEFAULT_MAX_BYTES, INITS, STATS_NAME, ClassStats, initial_images, stats_path
 from .metrics import classifier_agreement, diversity, evaluate_samples, fid, inception_score
 from .sgld import DIVERGENCE_REASONS, SGLD, EnergyFn, Heun, SamplingDiverged, SGLDState, make_sampler
 
@@ -53,5 +53,6 @@ __all__ = [
     "initial_images",
     "make_sampler",
     "objective_energy",
+    "stats_path",
     "threat_model",
 ]

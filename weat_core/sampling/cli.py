@@ -144,6 +144,9 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--dataset", default=None, help="training data (default: the checkpoint's dataset)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default=None, help="write here instead (a file or folder)")
+    p.add_argument("--share", default=None, metavar="FILE",
+                   help="keep the statistics in FILE, shared by checkpoints of one dataset: computed when FILE "
+                        "does not exist yet, else reused; the checkpoint's config.json then names FILE")
     p.add_argument("--variance", type=float, default=0.99, help="keep the components that reach this variance share")
     p.add_argument("--max-mb", type=float, default=DEFAULT_MAX_BYTES / 2**20,
                    help="size budget of the file in MiB (int8 components: ~3 KB each per class on 32×32 RGB)")
@@ -344,13 +347,30 @@ def cmd_init_stats(args: argparse.Namespace) -> int:
 
     if not args.checkpoint and not args.out:
         raise WeatError("give --checkpoint (to save beside it) or --out")
+    if args.share and (args.out or not args.checkpoint):
+        raise WeatError("--share goes with --checkpoint (and not with --out)")
     cfg: dict[str, Any] = {}
     target: Optional[Path] = Path(args.out) if args.out else None
+    directory: Optional[Path] = None
     if args.checkpoint:
         path = checkpoints.resolve(args.checkpoint)
         directory = path if path.is_dir() else path.parent
         cfg = checkpoints.load_config(directory)
         target = target or directory / STATS_NAME
+    if args.share:
+        target = Path(args.share)
+        if target.suffix != ".safetensors":
+            raise WeatError(f"--share names a .safetensors file, not {target}")
+        _check_beside(directory, target)
+        if target.is_file():  # reuse: check it fits, then only point the config at it
+            stats = ClassStats.load(target)
+            k = cfg.get("num_classes")
+            if k is not None and int(k) != stats.num_classes:
+                raise WeatError(f"{target} holds {stats.num_classes} classes but the checkpoint {k}")
+            _link_stats(directory, target)
+            print(f"{directory.name} now uses {target} ({stats.num_classes} classes, {stats.rank} components "
+                  f"per class, from {stats.source or 'an unnamed dataset'})")
+            return 0
     dataset = args.dataset or cfg.get("dataset")
     if not dataset:
         raise WeatError("the checkpoint's config names no dataset; pass --dataset")
@@ -365,8 +385,40 @@ def cmd_init_stats(args: argparse.Namespace) -> int:
                            callback=lambda i, n: bar.update(1))
     bar.close()
     written = stats.save(target)
+    if args.share:
+        _link_stats(directory, written)
     ret = stats.retained()
     print(f"wrote {written} ({written.stat().st_size / 2**20:.2f} MiB): {stats.num_classes} classes, "
           f"{stats.rank} components per class covering {100 * ret.min():.1f}–{100 * ret.max():.1f} % of the "
           f"variance, from {len(data)} images of {dataset}")
     return 0
+
+
+def _link_stats(directory: Path, stats_file: Path) -> None:
+    """Point the checkpoint in `directory` at shared statistics: its config.json gets "init_stats",
+    the file's path relative to the folder. A byte-identical copy beside it goes (it would take
+    precedence); a different one is refused before anything is computed (`_check_beside`)."""
+    from .init import STATS_NAME
+
+    cfg_path = directory / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["init_stats"] = Path(os.path.relpath(stats_file.resolve(), directory.resolve())).as_posix()
+    tmp = cfg_path.with_name(cfg_path.name + ".tmp")
+    tmp.write_text(json.dumps(cfg, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, cfg_path)
+    beside = directory / STATS_NAME
+    if beside.is_file() and beside.resolve() != stats_file.resolve():
+        beside.unlink()
+        print(f"removed {beside}: the same statistics as {stats_file}")
+
+
+def _check_beside(directory: Path, stats_file: Path) -> None:
+    """Refuse to share over statistics beside the checkpoint that differ from `stats_file`."""
+    import filecmp
+
+    from .init import STATS_NAME
+
+    beside = directory / STATS_NAME
+    if beside.is_file() and not (stats_file.is_file() and filecmp.cmp(beside, stats_file, shallow=False)):
+        raise WeatError(f"{beside} holds other statistics and would take precedence over {stats_file}; "
+                        "move it away first")

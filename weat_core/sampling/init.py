@@ -20,8 +20,9 @@ variance (fp16 held 50, 81–88 %). Loading dequantizes and re-orthonormalizes e
 its direction and later rows lose only their quantization error).
 
 The statistics are computed once from the training set (`python -m weat_core init-stats`) and
-saved as `init_stats.safetensors` beside the checkpoint's `config.json`; generation then needs
-no dataset.
+saved as `init_stats.safetensors` beside the checkpoint's `config.json`, or once per dataset in
+a file that several checkpoints' configs name (`init-stats --share FILE`); generation then
+needs no dataset.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import torch
 
 from .. import WeatError
 
-__all__ = ["ClassStats", "INITS", "STATS_NAME", "DEFAULT_MAX_BYTES", "initial_images"]
+__all__ = ["ClassStats", "INITS", "STATS_NAME", "DEFAULT_MAX_BYTES", "initial_images", "stats_path"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,25 @@ STATS_NAME = "init_stats.safetensors"
 DEFAULT_MAX_BYTES = 8 * 2**20  # beside a weatnet_s checkpoint of 1.3 MB; files stay under 10 MB
 GAUSSIAN_JITTER = 1e-4  # the 1e-4·I added to Σ_y
 _FORMAT = "weat-init-stats"
+
+
+def stats_path(checkpoint_dir: Union[str, os.PathLike, None]) -> Optional[Path]:
+    """Where a checkpoint folder's class statistics are: `init_stats.safetensors` beside its
+    `config.json`, else the file its config names under "init_stats" (a path relative to the
+    folder, so checkpoints trained on one dataset can share one copy). None when neither exists."""
+    if not checkpoint_dir:
+        return None
+    d = Path(checkpoint_dir)
+    if (d / STATS_NAME).is_file():
+        return d / STATS_NAME
+    try:
+        link = json.loads((d / "config.json").read_text()).get("init_stats")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(link, str) or not link.endswith(".safetensors"):
+        return None
+    p = (d / link).resolve()
+    return p if p.is_file() else None
 
 
 @dataclass(frozen=True, eq=False)
@@ -167,8 +187,8 @@ class ClassStats:
 
         path = Path(path)
         if path.is_dir() or not path.suffix:
-            path.mkdir(parents=True, exist_ok=True)
             path = path / STATS_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
         basis = self.basis.float()
         scale = basis.abs().amax(-1).clamp_min(1e-12) / 127.0  # (K, r): one scale per eigenvector
         tensors = {
@@ -218,12 +238,9 @@ class ClassStats:
 
     @classmethod
     def for_model(cls, model: Any) -> Optional["ClassStats"]:
-        """The statistics saved beside the checkpoint `model` was loaded from, or None."""
-        src = getattr(model, "config", {}).get("source")
-        if not src:
-            return None
-        p = Path(src) / STATS_NAME
-        if not p.is_file():
+        """The statistics of the checkpoint `model` was loaded from (`stats_path`), or None."""
+        p = stats_path(getattr(model, "config", {}).get("source"))
+        if p is None:
             return None
         st = p.stat()  # loaded once per file version: a generation call should not redo the QR
         return _load_cached(cls, str(p.resolve()), st.st_mtime_ns, st.st_size)
