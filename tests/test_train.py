@@ -294,6 +294,8 @@ def test_export_writes_checkpoint_metrics_log_and_card(folder_dataset, tmp_path,
     from weat_core.cli import main
 
     train(_cfg(folder_dataset, tmp_path / "run", epochs=1), progress=False)
+    (tmp_path / "ck" / "_shared").mkdir(parents=True)  # the dataset's shared SGLD statistics: linked, not copied
+    (tmp_path / "ck" / "_shared" / "toy-init_stats.safetensors").write_bytes(b"stand-in")
     rc = main(["export", "--run", str(tmp_path / "run"), "--name", "tiny-weat", "--dest", str(tmp_path / "ck"),
                "--dataset-name", "toy", "--dataset", str(folder_dataset), "--attacks", "pgd3,pgd3-t", "--device", "cpu",
                "--max-shard-size", "20KB"])
@@ -305,6 +307,7 @@ def test_export_writes_checkpoint_metrics_log_and_card(folder_dataset, tmp_path,
     assert cfg["dataset"] == "toy" and cfg["trained_on"] == str(folder_dataset) and cfg["weights_dtype"] == "float16"
     assert {"clean_acc", "pgd3_acc", "pgd3-t_acc", "n", "energy_mean"} <= set(cfg["metrics"])
     assert cfg["metrics"]["n"] == 40 and "metrics_note" not in cfg  # the run's per-epoch note stays behind
+    assert cfg["init_stats"] == "../_shared/toy-init_stats.safetensors" and not (d / "init_stats.safetensors").exists()
     card = (d / "README.md").read_text()
     assert (d / "log.jsonl").is_file() and "Observation 1" in card
     assert "robust accuracy on the per-epoch test subset: best" in card

@@ -286,6 +286,9 @@ def export_run(run: Path, name: str, dataset: Optional[str] = None, data_dir: Op
     # the run checkpoint's own metrics and their note ("per-epoch metrics on fixed subsets") must
     # not come back through the model's config: the shipped metrics are the ones measured here
     model.config = {k: v for k, v in model.config.items() if k not in ("metrics", "metrics_note", "source")}
+    shared = dest.parent / "_shared" / f"{cfg_out.get('dataset')}-init_stats.safetensors"
+    if shared.is_file():  # the dataset's SGLD start statistics, shipped once for all its checkpoints
+        cfg_out["init_stats"] = f"../_shared/{shared.name}"
     save(model, dest, cfg_out, dtype=torch.float16 if fp16 else None, max_shard_size=max_shard_size)
     if records:
         (dest / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
