@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# One GPU session's work in ONE command that ends inside the device tool's 10-minute limit (a
+# session that is lent a GPU has 15 minutes of device time in all, the machine's start included,
+# so there is one try): environment check, throughput benchmark, then one PreActResNet-18
+# checkpoint trained with `train --minutes`, exported (PGD-20 and targeted PGD-20 on all 10,000
+# test images, fp16 weights in shards under 15 MB) and, if time allows, measured with AutoAttack
+# on the first 1,000 test images. Each stage after the benchmark keeps what the one before wrote,
+# so a stage that fails or runs out of time still leaves the rest under $OUT.
+#
+# Here, once per machine (.data and .whl are ignored; the device image has no torchattacks):
+#   mkdir -p .data && cp ../shared/data/cifar10-jpeg.tar.gz .data/
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux2014_x86_64 -d .whl torchattacks==3.5.1
+# On the device (run: carry [".data", ".whl"], timeout_s 600):
+#   bash scripts/gpu_session.sh weat-adv        # or trades, sat, weat-nat
+# Then here: copy $OUT/ckpt/NAME into checkpoints/ and link the shared SGLD statistics
+#   (python -m weat_core init-stats --checkpoint NAME --share checkpoints/_shared/cifar10-init_stats.safetensors).
+#
+# What comes back (the tool returns at most 8 files): session.log, bench.txt and ckpt/NAME/
+# {config.json, README.md, log.jsonl, model.safetensors.index.json, two weight shards}.
+#
+# A CPU smoke run of the whole script (tiny model, seconds per stage):
+#   ARCH=weatnet_tiny DEVICE=cpu MINUTES=0.2 AA_N=50 TRAIN_EXTRA="--limit 256 --eval-size 64" \
+#     EXPORT_EXTRA="--n 100" OUT=/tmp/gpu-smoke DATA=../shared/data/cifar10-jpeg.tar.gz bash scripts/gpu_session.sh sat
+set -uo pipefail
+
+METHOD=${1:-weat-adv}
+OUT=${OUT:-out/gpu-session}
+ARCH=${ARCH:-preactresnet18}
+DEVICE=${DEVICE:-cuda}
+DATA=${DATA:-.data/cifar10-jpeg.tar.gz}
+MINUTES=${MINUTES:-4}         # training budget; with the stages around it the command takes about 8.5 min
+BENCH_S=${BENCH_S:-90}        # the benchmark's time limit (seconds)
+AA_N=${AA_N:-1000}
+AA_S=${AA_S:-150}             # AutoAttack's time limit (seconds); past it the checkpoint comes back without
+BENCH_EXTRA=${BENCH_EXTRA:-}  # e.g. "--compile" (compilation takes about a minute of the budget)
+
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/session.log") 2>&1
+export PYTHONUNBUFFERED=1
+t0=$(date +%s)
+stage() { echo "== [$(( $(date +%s) - t0 )) s] $*"; }
+
+if compgen -G ".whl/*.whl" > /dev/null; then
+  stage "installing the carried wheels"
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+
+stage "environment"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv 2>/dev/null || echo "(no nvidia-smi)"
+python3 -c "import torch, torchattacks, weat_core; print('torch', torch.__version__, '| torchattacks', \
+torchattacks.__version__, '| weat_core', weat_core.__version__, '| cuda', torch.cuda.is_available())" \
+  || { stage "the environment lacks a package; stopping"; exit 1; }
+[ -f "$DATA" ] || [ -d "$DATA" ] || { stage "no dataset at $DATA (carry .data)"; exit 1; }
+
+stage "benchmark, training and attack img/s (at most $BENCH_S s)"
+# shellcheck disable=SC2086  # BENCH_EXTRA splits into options
+timeout "$BENCH_S" python3 bench/bench_train.py --device "$DEVICE" --archs "$ARCH" --methods weat-adv,trades,sat \
+  $BENCH_EXTRA | tee "$OUT/bench.txt" || stage "the benchmark stopped early; going on"
+
+stage "training $METHOD on $ARCH for $MINUTES min, then export"
+AA_N=0 DEST="$OUT/ckpt" ARCH="$ARCH" DEVICE="$DEVICE" DATA="$DATA" MINUTES="$MINUTES" \
+  bash "$(dirname "$0")/gpu_models.sh" "$METHOD" || { stage "training or export failed"; exit 1; }
+
+ckpt="$OUT/ckpt/$ARCH-$METHOD"
+if [ "$AA_N" -gt 0 ]; then
+  stage "AutoAttack on the first $AA_N test images (at most $AA_S s)"
+  timeout "$AA_S" python3 -m weat_core eval --checkpoint "$ckpt" --dataset "$DATA" --attacks aa --n "$AA_N" \
+    --device "$DEVICE" --store || stage "AutoAttack did not finish; the checkpoint comes back without it"
+fi
+ls -la "$ckpt"
+stage "done"
