@@ -48,7 +48,7 @@ def bench_train(arch: str, method: str, device: torch.device, batch: int, steps:
             t0 = time.perf_counter()
         j = (i % 4) * batch
         xb = augment(xs[j:j + batch].float().div_(255), g).contiguous(memory_format=torch.channels_last)
-        train_step(model, fwd, opt, attack, loss_fn, xb, ys[j:j + batch], cfg, amp)
+        train_step(model, fwd, opt, attack, loss_fn, xb, ys[j:j + batch], cfg, amp, fwd)  # as train() does
     _sync(device)
     return steps * batch / (time.perf_counter() - t0)
 

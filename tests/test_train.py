@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -371,3 +372,23 @@ def test_init_fine_tunes_from_a_checkpoint_and_export_keeps_both_stages(folder_d
     assert all(st["runtime"]["device"] == "cpu" for st in cfg["stages"]) and "- ran on: cpu, " in card
     # a checkpoint whose init is not a local run folder keeps its own stage only
     assert len(lineage({"training": {"init": "some/hub-id"}}, recs[2:])[0]) == 1
+
+
+def test_compile_also_compiles_the_attack(folder_dataset, tmp_path, monkeypatch):
+    """--compile: the training forwards and the attack's forwards run through torch.compile (the
+    attack is most of a step's work); the run trains and logs as the eager one does."""
+    import weat_core.train as T
+
+    seen = []
+    real = T.train_step
+
+    def spy(model, fwd, opt, attack, loss_fn, xb, yb, cfg, amp, attack_model=None):
+        seen.append(type(attack_model).__name__)
+        return real(model, fwd, opt, attack, loss_fn, xb, yb, cfg, amp, attack_model)
+
+    monkeypatch.setattr(T, "train_step", spy)
+    res = train(_cfg(folder_dataset, tmp_path / "run", epochs=1, compile=True, amp=False), progress=False)
+    assert seen and set(seen) == {"OptimizedModule"}
+    rec = res.history[-1]
+    assert math.isfinite(rec["loss"]) and 0 <= rec["test_pgd_acc"] <= 1
+    assert (tmp_path / "run" / "log.jsonl").is_file()

@@ -294,13 +294,14 @@ def make_attack(cfg: TrainConfig):
 
 
 def train_step(model: nn.Module, fwd: nn.Module, opt: torch.optim.Optimizer, attack, loss_fn, xb: torch.Tensor,
-               yb: torch.Tensor, cfg: TrainConfig, amp: bool):
-    """One optimizer step: craft x* on `model` (eval mode, the plain module even under DDP), then
-    forward natural and adversarial batches separately in train mode through `fwd` (the DDP or
-    compiled wrapper), as the reference TRADES/MART code does, so BatchNorm sees each batch alone.
-    SAT forwards only x*. Returns the LossOutput (per-sample terms)."""
+               yb: torch.Tensor, cfg: TrainConfig, amp: bool, attack_model: Optional[nn.Module] = None):
+    """One optimizer step: craft x* on `attack_model` (default `model`; eval mode, the plain
+    module even under DDP, or its compiled wrapper), then forward natural and adversarial batches
+    separately in train mode through `fwd` (the DDP or compiled wrapper), as the reference
+    TRADES/MART code does, so BatchNorm sees each batch alone. SAT forwards only x*. Returns the
+    LossOutput (per-sample terms)."""
     with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=amp):
-        x_adv = attack(model, xb, yb) if attack is not None else None
+        x_adv = attack(model if attack_model is None else attack_model, xb, yb) if attack is not None else None
         logits_nat = fwd(xb) if cfg.method != "sat" else None
         logits_adv = fwd(x_adv) if x_adv is not None else None
         res = loss_fn(logits_nat, logits_adv, yb, beta=cfg.beta)
@@ -328,7 +329,8 @@ def epochs_for_budget(budget_s: float, spent_s: float, steps_per_epoch: int, ste
 
 def _calibrate(model: nn.Module, fwd: nn.Module, opt: torch.optim.Optimizer, attack, loss_fn,
                xs: torch.Tensor, ys: torch.Tensor, per_rank: int, mf, cfg: TrainConfig, amp: bool,
-               device: torch.device, world: int, evaluate_once: Callable[[], Any]) -> tuple[float, float]:
+               device: torch.device, world: int, evaluate_once: Callable[[], Any],
+               attack_model: Optional[nn.Module] = None) -> tuple[float, float]:
     """(seconds per training step, seconds per end-of-epoch evaluation), timed on throwaway
     steps. Weights, BatchNorm statistics, optimizer state and every RNG are restored afterwards,
     so the run that follows is exactly the run that `--epochs` alone would give. Every rank runs
@@ -349,7 +351,7 @@ def _calibrate(model: nn.Module, fwd: nn.Module, opt: torch.optim.Optimizer, att
             xb = augment(xs[idx].float().div_(255), g).contiguous(memory_format=mf)
             sync()
             t0 = time.perf_counter()
-            train_step(model, fwd, opt, attack, loss_fn, xb, ys[idx], cfg, amp)
+            train_step(model, fwd, opt, attack, loss_fn, xb, ys[idx], cfg, amp, attack_model)
             sync()
             times.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
@@ -443,6 +445,9 @@ def train(
     if world > 1:
         ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     fwd = torch.compile(ddp_model) if cfg.compile else ddp_model
+    # the attack's forwards and input gradients are most of a step's work: compile them too (on
+    # one process `fwd` already wraps the plain module; under DDP the attack needs the plain one)
+    attack_model = (fwd if world == 1 else torch.compile(model)) if cfg.compile else model
 
     # Data on the device as uint8; each rank takes its shard of every global batch.
     xs, ys = train_set.x.to(device), train_set.y.to(device)
@@ -470,7 +475,7 @@ def train(
                 _eval_subset(model, ex_te, ey_te, cfg, amp, world, "test_")
 
             step_s, eval_s = _calibrate(model, fwd, opt, attack, loss_fn, xs, ys, per_rank, mf, cfg, amp, device,
-                                        world, evaluate_once)
+                                        world, evaluate_once, attack_model)
             spent = time.perf_counter() - t_start
             epochs = epochs_for_budget(60 * cfg.minutes, spent, steps_per_epoch, step_s, eval_s)
             if world > 1:  # one schedule for every rank
@@ -504,7 +509,7 @@ def train(
             lr = lr_at(step, total, cfg)
             for pg in opt.param_groups:
                 pg["lr"] = lr
-            res = train_step(model, fwd, opt, attack, loss_fn, xb, yb, cfg, amp)
+            res = train_step(model, fwd, opt, attack, loss_fn, xb, yb, cfg, amp, attack_model)
             loss = res.loss.mean()
             step += 1
             done += 1
