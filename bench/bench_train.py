@@ -74,7 +74,9 @@ def main() -> None:
     p.add_argument("--methods", default=",".join(m for m in METHODS))
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--compile", action="store_true")
+    p.add_argument("--compile", action="store_true", help="training and attack forwards through torch.compile, "
+                   "as `train --compile` does")
+    p.add_argument("--no-attacks", action="store_true", help="training steps only, no attack throughput")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast (default: as training does, on where the hardware has native bf16)")
     a = p.parse_args()
@@ -92,6 +94,8 @@ def main() -> None:
         for method in a.methods.split(","):
             ips = bench_train(arch, method, device, batch, steps, 2, amp, a.compile)
             print(f"{arch:16s} {'train ' + method:22s} {ips:10.0f}", flush=True)
+        if a.no_attacks:
+            continue
         for label, atk in (("attack PGD-10", PGD(steps=10)), ("attack TRADES-10", TradesAttack(steps=10)),
                            ("attack PGD-20", PGD(steps=20))):
             ips = bench_attack(arch, atk, device, batch, max(1, steps // 2), amp)
