@@ -86,6 +86,11 @@ def test_image_holds_the_app_and_its_models_but_no_runs_or_data():
             "weat_core/__init__.py", "app_pages/overview.py"} <= files
     shipped = [p for p in files if p.startswith("checkpoints/") and p.endswith("config.json")]
     assert shipped, "the image must carry the shipped checkpoints"
+    for cfg_file in shipped:  # the SGLD start statistics each checkpoint names are in the image too
+        link = json.loads((REPO / cfg_file).read_text()).get("init_stats")
+        beside = cfg_file.replace("config.json", "init_stats.safetensors")
+        target = os.path.normpath(os.path.join(os.path.dirname(cfg_file), link)) if link else beside
+        assert target in files, f"{cfg_file}: its class statistics {target} are not in the image"
     assert not any(p.startswith(("runs/", ".data/", ".git/")) or "__pycache__" in p for p in files)
 
 
