@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # One GPU session's work in ONE command that ends inside the device tool's 10-minute limit (a
 # session that is lent a GPU has 15 minutes of device time in all, the machine's start included,
-# so there is one try): environment check, throughput benchmark, then one PreActResNet-18
-# checkpoint trained with `train --minutes`, exported (PGD-20 and targeted PGD-20 on all 10,000
-# test images, fp16 weights in shards under 15 MB) and, if time allows, measured with AutoAttack
-# on the first 1,000 test images. Each stage after the benchmark keeps what the one before wrote,
-# so a stage that fails or runs out of time still leaves the rest under $OUT.
+# so there is one try): environment check, the GPU tests, throughput benchmarks, then one
+# PreActResNet-18 checkpoint trained with `train --minutes`, exported (PGD-20 and targeted PGD-20
+# on all 10,000 test images, fp16 weights in shards under 15 MB) and, if enough time is left,
+# measured with AutoAttack on the first 1,000 test images. Each stage after the benchmark keeps
+# what the one before wrote, so a stage that fails or runs out of time still leaves the rest
+# under $OUT.
 #
 # Here, once per machine (.data and .whl are ignored; the device image has no torchattacks):
 #   mkdir -p .data && cp ../shared/data/cifar10-jpeg.tar.gz .data/
@@ -30,11 +31,13 @@ ARCH=${ARCH:-preactresnet18}
 DEVICE=${DEVICE:-cuda}
 DATA=${DATA:-.data/cifar10-jpeg.tar.gz}
 MINUTES=${MINUTES:-3.5}       # training budget (the whole command: about 9.5 min at most)
+TESTS_S=${TESTS_S:-60}        # the GPU tests' time limit (seconds)
 BENCH_S=${BENCH_S:-60}        # the eager benchmark's time limit (seconds)
 COMPILE_S=${COMPILE_S:-90}    # the torch.compile benchmark's (WEAT-adv only); 0 skips it
 AA_N=${AA_N:-1000}
-END_S=${END_S:-570}           # AutoAttack gets what is left of this many seconds; past it the checkpoint
-                              # comes back without AutoAttack (the tool stops a command at 600 s)
+END_S=${END_S:-570}           # AutoAttack gets what is left of this many seconds (the tool stops a command
+AA_MIN_S=${AA_MIN_S:-200}     # at 600 s), and is skipped when less than AA_MIN_S is left: then run it on a
+                              # CPU later (eval --attacks aa --n 1000 --store; about 2 h on 2 cores)
 
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/session.log") 2>&1
@@ -55,6 +58,10 @@ torchattacks.__version__, '| weat_core', weat_core.__version__, '| cuda', torch.
   || { stage "the environment lacks a package; stopping"; exit 1; }
 [ -f "$DATA" ] || [ -d "$DATA" ] || { stage "no dataset at $DATA (carry .data)"; exit 1; }
 
+stage "the GPU tests (tests/test_cuda.py, at most $TESTS_S s)"
+WEAT_TEST_DEVICE="$DEVICE" timeout "$TESTS_S" python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -n 25 \
+  || stage "GPU tests failed or timed out (above); going on"
+
 stage "benchmark, training and attack img/s (at most $BENCH_S s)"
 timeout "$BENCH_S" python3 bench/bench_train.py --device "$DEVICE" --archs "$ARCH" --methods weat-adv,sat \
   | tee "$OUT/bench.txt" || stage "the benchmark stopped early; going on"
@@ -70,10 +77,12 @@ AA_N=0 DEST="$OUT/ckpt" ARCH="$ARCH" DEVICE="$DEVICE" DATA="$DATA" MINUTES="$MIN
 
 ckpt="$OUT/ckpt/$ARCH-$METHOD"
 left=$(( END_S - ($(date +%s) - t0) ))
-if [ "$AA_N" -gt 0 ] && [ "$left" -gt 20 ]; then
+if [ "$AA_N" -gt 0 ] && [ "$left" -ge "$AA_MIN_S" ]; then
   stage "AutoAttack on the first $AA_N test images (at most $left s)"
   timeout "$left" python3 -m weat_core eval --checkpoint "$ckpt" --dataset "$DATA" --attacks aa --n "$AA_N" \
     --device "$DEVICE" --store || stage "AutoAttack did not finish; the checkpoint comes back without it"
+elif [ "$AA_N" -gt 0 ]; then
+  stage "AutoAttack skipped: $left s left, under AA_MIN_S=$AA_MIN_S"
 fi
 ls -la "$ckpt"
 stage "done"
