@@ -37,7 +37,7 @@ COMPILE_S=${COMPILE_S:-90}    # the torch.compile benchmark's (WEAT-adv only); 0
 AA_N=${AA_N:-1000}
 END_S=${END_S:-570}           # AutoAttack gets what is left of this many seconds (the tool stops a command
 AA_MIN_S=${AA_MIN_S:-200}     # at 600 s), and is skipped when less than AA_MIN_S is left: then run it on a
-                              # CPU later (eval --attacks aa --n 1000 --store; about 2 h on 2 cores)
+                              # CPU later (eval --attacks aa --n 1000 --store --out F: hours on 2 cores, resumable)
 
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/session.log") 2>&1
