@@ -61,6 +61,34 @@ def test_energy_landscape(trained_tiny, synthetic_batch):
         torch.testing.assert_close(torch.tensor(nat["E(x)"].to_numpy()), energy(model(x)), atol=1e-4, rtol=1e-4)
 
 
+def test_strength_sweep_is_the_landscape_at_each_eps(trained_tiny, synthetic_batch):
+    """Each ε's rows are exactly `energy_landscape` + `observation1` with the sweep's PGD
+    settings (α = max(2/255, 2.5·ε/steps)); a stronger attack leaves fewer images correct."""
+    from weat_core.attacks import PGD
+
+    x, y = synthetic_batch
+    calls = []
+    df = lens.strength_sweep(trained_tiny, x, y, eps_values=(0.1, 32), steps=4, batch_size=16,
+                             callback=lambda d, t, n: calls.append((d, t, n)))
+    assert list(zip(df["eps"], df["attack"])) == [(0.1, "PGD"), (0.1, "PGD-T"), (32, "PGD"), (32, "PGD-T")]
+    assert calls[-1][:2] == (12, 12) and "ε = 32/255" in calls[-1][2]  # 2 ε × 3 names × 2 batches
+    pgd = df[df["attack"] == "PGD"].set_index("eps")
+    assert pgd.loc[32, "accuracy"] < pgd.loc[0.1, "accuracy"]
+    eps, alpha = 32 / 255, 2.5 * (32 / 255) / 4
+    land = lens.energy_landscape(trained_tiny, x, y, {"PGD": (PGD(eps=eps, alpha=alpha, steps=4), None),
+                                                      "PGD-T": (PGD(eps=eps, alpha=alpha, steps=4, targeted=True), None)},
+                                 batch_size=16)
+    ob = lens.observation1(land.summary).set_index("attack")
+    for a in ("PGD", "PGD-T"):
+        row = df[(df["eps"] == 32) & (df["attack"] == a)].iloc[0]
+        assert row["shift E(x)"] == pytest.approx(ob.loc[a, "shift E(x)"]) and row["verdict"] == ob.loc[a, "verdict"]
+    # stopped after the first ε: only its rows
+    n = iter(range(100))
+    part = lens.strength_sweep(trained_tiny, x, y, eps_values=(2, 32), steps=2, batch_size=16,
+                               should_stop=lambda: next(n) >= 7)
+    assert list(part["eps"].unique()) == [2]
+
+
 def test_observation1_verdicts(trained_tiny, synthetic_batch):
     """share E(x)↓ pairs every x* with its own natural image; observation1 keeps the attacks
     with an expected direction and judges the sign of the mean shift."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Mapping, Optional
+from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -126,4 +126,52 @@ def observation1(summary: pd.DataFrame) -> pd.DataFrame:
         verdict = "holds" if signed > 2 * se else ("fails" if signed < -2 * se else "unclear")
         rows.append({"attack": r["attack"], "expected": want, "shift E(x)": shift, "se": se,
                      "share E(x)↓": r["share E(x)↓"], "unchanged": r.get("unchanged", 0.0), "verdict": verdict})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def strength_sweep(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps_values: Sequence[float] = (2, 4, 8, 16, 32),
+    steps: int = 20,
+    batch_size: int = 128,
+    seed: int = 0,
+    callback: Optional[Callable[[int, int, str], None]] = None,
+    should_stop: Optional[Callable[[], bool]] = None,
+) -> pd.DataFrame:
+    """Observation 1 as the attack grows: untargeted and targeted L∞ PGD (a random other class)
+    at each ε in `eps_values` (in units of 1/255), `steps` steps of α = max(2/255, 2.5·ε/steps)
+    (the usual 2/255 at ε = 8/255, and enough reach for the ball at large ε), on the same images.
+
+    One row per (ε, attack): eps (×1/255), attack ("PGD" / "PGD-T"), accuracy, and
+    `observation1`'s shift E(x), se, share E(x)↓, verdict. The direction of the shift can
+    depend on ε: a small robust model's untargeted PGD raises E(x) at 8/255 and lowers it once
+    the attack is strong enough to make confident mistakes. `callback(done, total, label)`
+    follows the batches; `should_stop()` ends early (the finished ε values are returned)."""
+    from ..attacks import PGD
+
+    rows = []
+    total = len(eps_values)
+    for i, e in enumerate(eps_values):
+        if should_stop is not None and should_stop():
+            break
+        eps = float(e) / 255
+        alpha = max(2 / 255, 2.5 * eps / steps)
+        attacks = {"PGD": (PGD(eps=eps, alpha=alpha, steps=steps), None),
+                   "PGD-T": (PGD(eps=eps, alpha=alpha, steps=steps, targeted=True), None)}
+
+        def cb(done: int, n: int, name: str, _i: int = i, _e: float = e) -> None:
+            if callback is not None:
+                callback(_i * n + done, total * n, f"ε = {_e:g}/255, {name}")
+
+        land = energy_landscape(model, x, y, attacks, batch_size=batch_size, seed=seed, callback=cb,
+                                should_stop=should_stop)
+        if land.stopped:
+            break
+        ob = observation1(land.summary).set_index("attack")
+        acc = land.summary.set_index("attack")["accuracy"]
+        for a in attacks:
+            rows.append({"eps": float(e), "attack": a, "accuracy": float(acc[a]), **ob.loc[a].to_dict()})
+    cols = ["eps", "attack", "accuracy", "expected", "shift E(x)", "se", "share E(x)↓", "unchanged", "verdict"]
     return pd.DataFrame(rows, columns=cols)
