@@ -78,3 +78,44 @@ else:
             csv = land.per_image.assign(model=name, eps=eps_then, steps=steps_then, norm=norm_then).to_csv(index=False)
             st.download_button("Download per-image numbers (CSV)", csv, f"energy_landscape_{common.slug(name)}.csv",
                                "text/csv", key=f"ls_csv_{name}", on_click="ignore")
+
+
+st.divider()
+st.subheader("Does the direction depend on the attack's strength?")
+st.markdown("Untargeted and targeted PGD at growing ε on the same images; the line is the mean shift "
+            "$\\overline{E(x^*) - E(x)}$ with two standard errors. Below zero, the attack sent the images "
+            "lower, as Observation 1 expects of untargeted attacks.")
+sa, sb, sc = st.columns([3, 2, 1])
+sweep_eps = sa.multiselect("ε (× 1/255)", [1, 2, 4, 8, 16, 32, 64], default=[2, 4, 8, 16, 32, 64], key="ls_sw_eps")
+sweep_steps = sb.slider("Steps per attack", 5, 100, 20, key="ls_sw_steps",
+                        help="Step size max(2/255, 2.5·ε/steps): the usual 2/255 at ε = 8/255, and enough "
+                             "reach to cross the ball at large ε.")
+sweep_n = sb.select_slider("Test images", [64, 128, 256, 512], value=256, key="ls_sw_n")
+sweep_clicked = sc.button("Run the sweep", key="ls_sw_run", disabled=not sweep_eps)
+sweep_settings = (c.model_id, c.data, tuple(sorted(sweep_eps)), sweep_steps, sweep_n)
+if sweep_clicked:
+    st.session_state.pop("ls_sweep", None)
+    with common.guard("The ε sweep"):
+        imgs = common.images("test", sweep_n)
+        bar = st.progress(0.0)
+        df = lens.strength_sweep(c.model, imgs.float(), imgs.y, sorted(sweep_eps), steps=sweep_steps,
+                                 callback=common.progress_callback(bar, c.model_name))
+        bar.empty()
+        st.session_state["ls_sweep"] = (sweep_settings, df)
+sweep = st.session_state.get("ls_sweep")
+if sweep is None:
+    st.caption(f"{len(sweep_eps)} values of ε × 2 attacks on {sweep_n} images: about "
+               f"{len(sweep_eps) * 2 * sweep_n * sweep_steps / 1600:.0f} s for the default model on a 2-core CPU.")
+else:
+    if sweep[0] != sweep_settings:
+        st.caption("Showing the last sweep; settings or the model have changed since — press the button to update.")
+    df = sweep[1]
+    st.plotly_chart(plots.shift_vs_eps(df), key="ls_sw_chart")
+    pgd = df[df["attack"] == "PGD"]
+    st.caption(common.sweep_line(pgd))
+    view = df.assign(**{"share E(x)↓": df["share E(x)↓"].map("{:.0%}".format),
+                        "accuracy": df["accuracy"].map("{:.1%}".format), "± 2 SE": 2 * df["se"]})
+    view = view[["eps", "attack", "accuracy", "shift E(x)", "± 2 SE", "share E(x)↓", "verdict"]]
+    st.dataframe(view.style.format({"shift E(x)": "{:+.3f}", "± 2 SE": "{:.3f}", "eps": "{:g}"}), hide_index=True,
+                 height=35 * (len(view) + 1) + 3)
+

@@ -144,6 +144,18 @@ def test_landscape(app_env):
     verdicts = [c.value for c in at.caption if c.value.startswith("Observation 1 on this model")]
     assert len(verdicts) == 2 and all(v.count("(expected: ") == 3 for v in verdicts)
 
+    # the ε sweep: one chart and one table more, a line saying what PGD did at each ε
+    at.multiselect(key="ls_sw_eps").set_value([2, 32])
+    at.slider(key="ls_sw_steps").set_value(5)
+    at.select_slider(key="ls_sw_n").set_value(64)
+    at.button(key="ls_sw_run").click().run()
+    ok(at)
+    assert len(charts(at)) == 5 and len(at.dataframe) == 3
+    sweep = at.dataframe[2].value
+    assert list(sweep["attack"]) == ["PGD", "PGD-T", "PGD", "PGD-T"] and list(sweep["eps"]) == [2, 2, 32, 32]
+    line = next(c.value for c in at.caption if c.value.startswith("Untargeted PGD, mean E(x*)"))
+    assert "2/255" in line and "32/255" in line
+
 
 def test_attack_explorer(app_env):
     at = open_page("attack_explorer")
