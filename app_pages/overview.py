@@ -43,11 +43,15 @@ with common.guard("The first picture"), st.spinner("Attacking a few test images 
     verdicts = common.observation_lines(res.summary)
     if verdicts and not c.untrained:
         left.caption(common.OBSERVATION_PREFIX + " · ".join(verdicts))
+        if s.loc["PGD", "shift E(x)"] > 0:
+            left.caption("Here PGD raised E(x). The *Energy landscape* page's ε sweep shows from which attack "
+                         "strength on it lowers it on this model.")
     if c.untrained:
         right.info("Untrained weights: expect chance accuracy and nearly equal energies.")
 
 st.markdown(
-    "**Pages** · *Energy landscape*: all attacks, both energies, two models side by side · *Attack explorer*: one "
+    "**Pages** · *Energy landscape*: all attacks, both energies, two models side by side, and how the shift "
+    "changes with ε · *Attack explorer*: one "
     "image, step by step · *Training dynamics*: how E(x) and E(x\\*) evolve in SAT, TRADES and WEAT, and a live "
     "run · *Generation*: SGLD sampling from the classifier · *Model zoo*: robustness vs energy gap · "
     "*WEAT explained*: the weights and TRADES written with energies.")

@@ -115,6 +115,9 @@ def test_overview(app_env):
     assert at.title[0].value.startswith("🔭 WEAT Lens")
     assert len(charts(at)) == 1 and len(at.metric) == 4
     assert sum(c.value.startswith("Observation 1 on this model") for c in at.caption) == 1
+    obs = next(c.value for c in at.caption if c.value.startswith("Observation 1 on this model"))
+    raised = "PGD raised mean E(x)" in obs
+    assert any("ε sweep" in c.value for c in at.caption) == raised  # the pointer only where PGD went up
     sb = at.sidebar.selectbox(key="model_choice")
     assert sb.value == "tiny-weat-adv"
     assert "tiny" in at.sidebar.selectbox(key="data_choice").value
