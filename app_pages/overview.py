@@ -44,8 +44,8 @@ with common.guard("The first picture"), st.spinner("Attacking a few test images 
     if verdicts and not c.untrained:
         left.caption(common.OBSERVATION_PREFIX + " · ".join(verdicts))
         if s.loc["PGD", "shift E(x)"] > 0:
-            left.caption("Here PGD raised E(x). The *Energy landscape* page's ε sweep shows from which attack "
-                         "strength on it lowers it on this model.")
+            left.caption("Here PGD raised E(x). The *Energy landscape* page's ε sweep shows whether, and from "
+                         "which attack strength on, it lowers E(x) on this model.")
     if c.untrained:
         right.info("Untrained weights: expect chance accuracy and nearly equal energies.")
 
