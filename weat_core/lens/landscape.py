@@ -146,8 +146,8 @@ def strength_sweep(
 
     One row per (ε, attack): eps (×1/255), attack ("PGD" / "PGD-T"), accuracy, and
     `observation1`'s shift E(x), se, share E(x)↓, verdict. The direction of the shift can
-    depend on ε: a small robust model's untargeted PGD raises E(x) at 8/255 and lowers it once
-    the attack is strong enough to make confident mistakes. `callback(done, total, label)`
+    depend on ε: on the shipped small robust models untargeted PGD raises E(x) at 8/255 and
+    lowers it only once ε is large enough to misclassify nearly every image. `callback(done, total, label)`
     follows the batches; `should_stop()` ends early (the finished ε values are returned)."""
     from ..attacks import PGD
 
