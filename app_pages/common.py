@@ -377,21 +377,3 @@ def observation_lines(summary) -> list[str]:
                    f"(expected: {r['expected']}; {r['share E(x)↓']:.0%} of images went lower{kept})")
     return out
 
-
-def sweep_line(pgd) -> str:
-    """What untargeted PGD did to mean E(x) across a `lens.strength_sweep` (its PGD rows): a mark
-    per ε, and from which ε on it lowers E(x) beyond the noise, if it does."""
-    marks = {"holds": "✓ lower", "fails": "✗ higher", "unclear": "≈ within the noise"}
-    per_eps = " · ".join(f"{e:g}/255 {marks[v]}" for e, v in zip(pgd["eps"], pgd["verdict"]))
-    verdicts = list(pgd["verdict"])
-    if verdicts and all(v == "holds" for v in verdicts):
-        end = "untargeted PGD lowers mean E(x) at every ε tried, as Observation 1 expects."
-    elif verdicts and verdicts[-1] == "holds":
-        first = next(i for i in range(len(verdicts)) if all(v == "holds" for v in verdicts[i:]))
-        end = (f"untargeted PGD lowers mean E(x) only from ε = {pgd['eps'].iloc[first]:g}/255 on, where it "
-               f"leaves {pgd['accuracy'].iloc[first]:.0%} of the images correctly classified.")
-    elif "holds" not in verdicts:
-        end = "untargeted PGD does not lower mean E(x) at any ε tried."
-    else:
-        end = "the direction changes with ε."
-    return f"Untargeted PGD, mean E(x*) vs E(x) (beyond two standard errors): {per_eps}. So {end}"

@@ -111,8 +111,7 @@ else:
         st.caption("Showing the last sweep; settings or the model have changed since — press the button to update.")
     df = sweep[1]
     st.plotly_chart(plots.shift_vs_eps(df), key="ls_sw_chart")
-    pgd = df[df["attack"] == "PGD"]
-    st.caption(common.sweep_line(pgd))
+    st.caption(lens.sweep_summary(df))
     view = df.assign(**{"share E(x)↓": df["share E(x)↓"].map("{:.0%}".format),
                         "accuracy": df["accuracy"].map("{:.1%}".format), "± 2 SE": 2 * df["se"]})
     view = view[["eps", "attack", "accuracy", "shift E(x)", "± 2 SE", "share E(x)↓", "verdict"]]

@@ -392,3 +392,34 @@ def test_compile_also_compiles_the_attack(folder_dataset, tmp_path, monkeypatch)
     rec = res.history[-1]
     assert math.isfinite(rec["loss"]) and 0 <= rec["test_pgd_acc"] <= 1
     assert (tmp_path / "run" / "log.jsonl").is_file()
+
+
+def test_cli_sweep_prints_stores_and_writes_json(folder_dataset, tmp_path, capsys):
+    """`sweep`: Observation 1 across ε; --store puts the rows into config.json and a table into the
+    model card, --out writes them as JSON; the rows are lens.strength_sweep's."""
+    from weat_core import lens
+    from weat_core.checkpoints import load_config, save
+    from weat_core.cli import main
+    from weat_core.data import load_split
+    from weat_core.models import create_model
+
+    torch.manual_seed(0)
+    d = tmp_path / "ck" / "tiny"
+    save(create_model("weatnet_tiny").eval(), d, config={"dataset": str(folder_dataset), "method": "sat"})
+    out = tmp_path / "sweep.json"
+    argv = ["sweep", "--checkpoint", str(d), "--n", "20", "--eps", "1,16", "--steps", "2", "--device", "cpu",
+            "--out", str(out), "--store", "--quiet"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "16/255" in printed and "Untargeted PGD, mean E(x*) vs E(x)" in printed
+    rows = load_config(d)["metrics"]["obs1_sweep"]["rows"]
+    assert [(r["eps"], r["attack"]) for r in rows] == [(1, "PGD"), (1, "PGD-T"), (16, "PGD"), (16, "PGD-T")]
+    assert json.loads(out.read_text())["rows"] == rows
+    test = load_split(str(folder_dataset), "test", limit=20)
+    ref = lens.strength_sweep(load(d), test.float(), test.y, (1, 16), steps=2)
+    assert [r["shift"] for r in rows] == pytest.approx(list(ref["shift E(x)"]))
+    card = (d / "README.md").read_text()
+    assert "### Observation 1 across ε" in card and "| 16/255 | " in card
+    assert "sweep --checkpoint tiny --eps 1,16 --steps 2 --n 20" in load_config(d)["reproduce"]["sweep"]
+    assert main(["sweep", "--checkpoint", str(d), "--eps", "two", "--quiet"]) != 0
+    assert "--eps takes numbers" in capsys.readouterr().err

@@ -137,6 +137,17 @@ def _add_eval(sub) -> None:
     p.set_defaults(func=_cmd_eval)
 
 
+def _store_folder(model, checkpoint: str):
+    """The local checkpoint folder that `--store` writes into (its config.json and model card);
+    a Hub cache or a lone weights file is refused."""
+    from pathlib import Path
+
+    folder = Path(str(model.config.get("source", "")))
+    if not (folder / "config.json").is_file() or (folder / "config.json").is_symlink():
+        raise WeatError(f"--store needs a local checkpoint folder (not a Hub cache); {checkpoint!r} is not one")
+    return folder
+
+
 def _cmd_eval(args) -> int:
     from pathlib import Path
 
@@ -152,9 +163,7 @@ def _cmd_eval(args) -> int:
     test = load_split(dataset, "test", root=args.data_dir, limit=args.n)
     eps = parse_eps(args.eps) if args.eps else (8 / 255 if args.norm == "linf" else 0.5)
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
-    folder = Path(str(model.config.get("source", "")))
-    if args.store and (not (folder / "config.json").is_file() or (folder / "config.json").is_symlink()):
-        raise WeatError(f"--store needs a local checkpoint folder (not a Hub cache); {args.checkpoint!r} is not one")
+    folder = _store_folder(model, args.checkpoint) if args.store else None
     if args.store and (args.norm != "linf" or abs(eps - 8 / 255) > 1e-9 or args.seed != 0):
         raise WeatError("--store keeps metrics for L∞ ε = 8/255 and seed 0 only; drop --norm/--eps/--seed")
     state = Path(args.out + ".partial") if args.out else None
@@ -177,6 +186,89 @@ def _cmd_eval(args) -> int:
         store_metrics(folder, res, attacks)
         log.info("stored the metrics in %s", folder / "config.json")
     return 0
+
+
+# ------------------------------------------------------------------------------------ sweep
+
+
+def _add_sweep(sub) -> None:
+    p = sub.add_parser("sweep", help="Observation 1 across ε: how PGD and targeted PGD move E(x) as ε grows",
+                       description="Untargeted and targeted L∞ PGD at each ε on the same test images (step "
+                                   "max(2/255, 2.5·ε/steps)); prints the mean shift of E(x) from the natural "
+                                   "images with its standard error, the share of images sent lower, accuracy "
+                                   "and the Observation 1 verdict per ε.")
+    p.add_argument("--checkpoint", required=True, help="shipped name, local folder/file, or Hub id owner/name")
+    p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) to pin")
+    p.add_argument("--dataset", default=None, help="default: the checkpoint's dataset")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--n", type=int, default=500, help="number of test images (the first n)")
+    p.add_argument("--eps", default="2,4,8,16,32,64", help="comma list of ε in units of 1/255")
+    p.add_argument("--steps", type=int, default=20, help="PGD steps per attack")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default=None, help="write the rows as JSON here")
+    p.add_argument("--store", action="store_true",
+                   help="write the sweep into the checkpoint's config.json and model card (a local folder)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_sweep)
+
+
+def _cmd_sweep(args) -> int:
+    from pathlib import Path
+
+    from tqdm.auto import tqdm
+
+    from . import lens
+    from .checkpoints import load
+    from .data import load_split
+
+    try:
+        eps = [float(e) for e in args.eps.split(",") if e.strip()]
+    except ValueError:
+        raise WeatError(f"--eps takes numbers in units of 1/255, e.g. 2,4,8,16; got {args.eps!r}") from None
+    if not eps or min(eps) <= 0 or args.steps < 1 or args.n < 2:
+        raise WeatError("--eps needs positive values, --steps at least 1 and --n at least 2 images")
+    model = load(args.checkpoint, device=_device(args.device), revision=args.revision)
+    folder = _store_folder(model, args.checkpoint) if args.store else None
+    dataset = args.dataset or model.config.get("dataset")
+    if not dataset:
+        raise WeatError("the checkpoint does not name its dataset; pass --dataset")
+    test = load_split(dataset, "test", root=args.data_dir, limit=args.n)
+    bar = tqdm(total=1, desc="sweep", unit="batch", disable=args.quiet, leave=False)
+
+    def progress(done: int, total: int, label: str) -> None:
+        bar.total = total
+        bar.n = done
+        bar.set_postfix_str(label)
+        bar.refresh()
+
+    df = lens.strength_sweep(model, test.float(), test.y, eps, steps=args.steps, batch_size=args.batch_size,
+                             callback=progress)
+    bar.close()
+    view = df.assign(**{"± 2 SE": 2 * df["se"], "eps": df["eps"].map("{:g}/255".format)})[
+        ["eps", "attack", "accuracy", "shift E(x)", "± 2 SE", "share E(x)↓", "verdict"]]
+    print(view.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"(n = {len(test)}, {args.steps} steps, L∞)")
+    print(lens.sweep_summary(df))
+    rows = sweep_rows(df)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"checkpoint": args.checkpoint, "n": len(test), "steps": args.steps,
+                                              "rows": rows}, indent=2))
+        log.info("wrote %s", args.out)
+    if folder is not None:
+        from .export import store_sweep
+
+        store_sweep(folder, rows, len(test), args.steps, args.eps)
+        log.info("stored the sweep in %s", folder / "config.json")
+    return 0
+
+
+def sweep_rows(df) -> list[dict]:
+    """A strength_sweep as JSON-ready rows (eps, attack, accuracy, shift, se, share_lower, verdict)."""
+    return [{"eps": float(r["eps"]), "attack": r["attack"], "accuracy": float(r["accuracy"]),
+             "shift": float(r["shift E(x)"]), "se": float(r["se"]), "share_lower": float(r["share E(x)↓"]),
+             "verdict": r["verdict"]} for _, r in df.iterrows()]
 
 
 # ------------------------------------------------------------------------------------ list
@@ -258,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_eval(sub)
+    _add_sweep(sub)
     _add_list(sub)
     _add_export(sub)
     try:

@@ -131,6 +131,9 @@ def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
         if low:
             lines += ["Per image, the attack's x* has a lower E(x) than the natural image for: "
                       + ", ".join(f"{k} {100 * v:.1f} %" for k, v in low.items()) + " of the images.", ""]
+    sweep = m.get("obs1_sweep")
+    if sweep and sweep.get("rows"):
+        lines += _sweep_lines(sweep)
     if log_records:
         last = log_records[-1]
         lines += ["## Training", "", f"- epochs: {last['epoch']}, images/s: {last.get('img_per_s', 0):.0f} "
@@ -169,6 +172,27 @@ def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _sweep_lines(sweep: dict[str, Any]) -> list[str]:
+    """The model card's table of Observation 1 across ε (`python -m weat_core sweep --store`)."""
+    import pandas as pd
+
+    from .lens import sweep_summary
+
+    rows = sweep["rows"]
+    by = {(r["eps"], r["attack"]): r for r in rows}
+    cell = (lambda r: f"{r['shift']:+.3f} ± {2 * r['se']:.3f} ({100 * r['share_lower']:.0f} % lower, "
+                      f"accuracy {100 * r['accuracy']:.1f} %)" if r else "")
+    lines = ["### Observation 1 across ε", "",
+             f"Mean shift of E(x) from the natural images (± two standard errors), first {sweep['n']} test images, "
+             f"PGD with {sweep['steps']} steps of max(2/255, 2.5·ε/{sweep['steps']}):", "",
+             "| ε | untargeted PGD | targeted PGD |", "|---|---|---|"]
+    for e in sorted({r["eps"] for r in rows}):
+        lines.append(f"| {e:g}/255 | {cell(by.get((e, 'PGD')))} | {cell(by.get((e, 'PGD-T')))} |")
+    df = pd.DataFrame([{"eps": r["eps"], "attack": r["attack"], "accuracy": r["accuracy"], "verdict": r["verdict"]}
+                       for r in rows])
+    return lines + ["", sweep_summary(df), ""]
+
+
 def store_metrics(directory: Path, res: dict[str, Any], attacks: Sequence[str]) -> dict[str, Any]:
     """Write `evaluate`'s results (L∞ 8/255, as every stored metric) into a checkpoint folder's
     config.json and rewrite its model card. PGD-type attacks replace clean accuracy, `n`,
@@ -192,6 +216,19 @@ def store_metrics(directory: Path, res: dict[str, Any], attacks: Sequence[str]) 
         cfg.setdefault("reproduce", {})["eval_aa"] = f"{cmd} aa --n {res['n']}"
     path.write_text(json.dumps(cfg, indent=2, sort_keys=True, default=str))
     (directory / "README.md").write_text(model_card(name, cfg, _read_log(directory / "log.jsonl")))
+    return cfg
+
+
+def store_sweep(directory: Path, rows: list[dict], n: int, steps: int, eps_arg: str) -> dict[str, Any]:
+    """Write a `sweep` (Observation 1 across ε; rows from `cli.sweep_rows`) into a checkpoint
+    folder's config.json as metrics["obs1_sweep"] and rewrite its model card."""
+    path = directory / "config.json"
+    cfg = json.loads(path.read_text())
+    cfg.setdefault("metrics", {})["obs1_sweep"] = {"n": n, "steps": steps, "rows": rows}
+    cfg.setdefault("reproduce", {})["sweep"] = (f"python -m weat_core sweep --checkpoint {directory.name} "
+                                                f"--eps {eps_arg} --steps {steps} --n {n}")
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=True, default=str))
+    (directory / "README.md").write_text(model_card(directory.name, cfg, _read_log(directory / "log.jsonl")))
     return cfg
 
 

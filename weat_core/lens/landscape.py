@@ -175,3 +175,24 @@ def strength_sweep(
             rows.append({"eps": float(e), "attack": a, "accuracy": float(acc[a]), **ob.loc[a].to_dict()})
     cols = ["eps", "attack", "accuracy", "expected", "shift E(x)", "se", "share E(x)↓", "unchanged", "verdict"]
     return pd.DataFrame(rows, columns=cols)
+
+
+def sweep_summary(sweep: pd.DataFrame) -> str:
+    """One sentence on a `strength_sweep`: what untargeted PGD did to mean E(x) at each ε (beyond
+    two standard errors or not), and from which ε on it lowers E(x), if it does."""
+    pgd = sweep[sweep["attack"] == "PGD"]
+    marks = {"holds": "✓ lower", "fails": "✗ higher", "unclear": "≈ within the noise"}
+    per_eps = " · ".join(f"{e:g}/255 {marks[v]}" for e, v in zip(pgd["eps"], pgd["verdict"]))
+    verdicts = list(pgd["verdict"])
+    if verdicts and all(v == "holds" for v in verdicts):
+        end = "untargeted PGD lowers mean E(x) at every ε tried, as Observation 1 expects."
+    elif verdicts and verdicts[-1] == "holds":
+        first = next(i for i in range(len(verdicts)) if all(v == "holds" for v in verdicts[i:]))
+        end = (f"untargeted PGD lowers mean E(x) only from ε = {pgd['eps'].iloc[first]:g}/255 on, where it "
+               f"leaves {pgd['accuracy'].iloc[first]:.0%} of the images correctly classified.")
+    elif "holds" not in verdicts:
+        end = "untargeted PGD does not lower mean E(x) at any ε tried."
+    else:
+        end = "the direction changes with ε."
+    return f"Untargeted PGD, mean E(x*) vs E(x) (beyond two standard errors): {per_eps}. So {end}"
+
