@@ -31,7 +31,9 @@ def scatter(res: pd.DataFrame, rob: str, title: str, key: str) -> None:
 
 
 def acc_format(df: pd.DataFrame):
-    return df.style.format({k: "{:.1%}" for k in df.columns if k.endswith("_acc")}, precision=3)
+    fmt = {k: "{:.1%}" for k in df.columns if k.endswith("_acc")}
+    fmt.update({k: "{:g}" for k in df.columns if k.startswith("PGD lowers E(x) from")})
+    return df.style.format(fmt, precision=3, na_rep="")
 
 
 infos = common.checkpoint_infos()
@@ -40,7 +42,9 @@ if infos:
     rec = lens.recorded_table(infos)
     st.dataframe(acc_format(rec), hide_index=True)
     st.caption("As stored in each checkpoint's config.json: measured by `python -m weat_core eval` on the first n "
-               "test images (L∞ ε = 8/255); ΔE = mean E(x) − mean E(x*) under PGD-20.")
+               "test images (L∞ ε = 8/255); ΔE = mean E(x) − mean E(x*) under PGD-20. *PGD lowers E(x) from ε*: "
+               "the smallest ε from which untargeted PGD sends mean E(x) below the natural images' "
+               "(`python -m weat_core sweep --store`; empty where it never does or no sweep is stored).")
     if "pgd20_acc" in rec:
         scatter(rec, "pgd20_acc", "recorded: PGD-20 accuracy against the energy gap |ΔE|", "zoo_rec_scatter")
 else:

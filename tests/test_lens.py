@@ -198,7 +198,13 @@ def test_recorded_table_reads_stored_metrics_only():
     infos = [{"name": "a", "arch": "weatnet_s", "method": "sat", "dataset": "cifar10", "n": 2000, "clean_acc": 0.6,
               "pgd20_acc": 0.3, "energy_mean": {"clean": -3.0, "pgd20": -2.8}, "delta_e": {"pgd20": -0.2}},
              {"name": "b", "arch": "weatnet_s", "method": "standard", "dataset": "cifar10", "test_pgd_acc": 0.1}]
+    infos[0]["obs1_sweep"] = {"n": 10, "steps": 2, "rows": [  # as `sweep --store` writes it
+        {"eps": e, "attack": a, "verdict": v} for e, a, v in
+        [(2.0, "PGD", "holds"), (2.0, "PGD-T", "holds"), (8.0, "PGD", "fails"), (8.0, "PGD-T", "holds"),
+         (32.0, "PGD", "holds"), (32.0, "PGD-T", "fails"), (64.0, "PGD", "holds"), (64.0, "PGD-T", "fails")]]}
     df = lens.recorded_table(infos).set_index("model")
+    assert df.loc["a", "PGD lowers E(x) from ε (/255)"] == 32.0  # not 2: it fails again at 8
+    assert np.isnan(df.loc["b", "PGD lowers E(x) from ε (/255)"])
     assert df.loc["a", "pgd20_acc"] == 0.3 and df.loc["a", "ΔE"] == -0.2 and df.loc["a", "|ΔE|"] == 0.2
     assert df.loc["a", "E(x) natural"] == -3.0
     assert np.isnan(df.loc["b", "ΔE"]) and df.loc["b", "test_pgd_acc"] == 0.1

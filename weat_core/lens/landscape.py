@@ -177,19 +177,32 @@ def strength_sweep(
     return pd.DataFrame(rows, columns=cols)
 
 
+def lowers_from(sweep: pd.DataFrame) -> Optional[float]:
+    """The smallest ε (×1/255) of a `strength_sweep` from which untargeted PGD lowers mean E(x)
+    beyond two standard errors at that and every larger ε tried; None when it does not at the
+    largest. Needs the columns eps, attack and verdict."""
+    pgd = sweep[sweep["attack"] == "PGD"].sort_values("eps")
+    verdicts = list(pgd["verdict"])
+    if not verdicts or verdicts[-1] != "holds":
+        return None
+    first = next(i for i in range(len(verdicts)) if all(v == "holds" for v in verdicts[i:]))
+    return float(pgd["eps"].iloc[first])
+
+
 def sweep_summary(sweep: pd.DataFrame) -> str:
     """One sentence on a `strength_sweep`: what untargeted PGD did to mean E(x) at each ε (beyond
     two standard errors or not), and from which ε on it lowers E(x), if it does."""
-    pgd = sweep[sweep["attack"] == "PGD"]
+    pgd = sweep[sweep["attack"] == "PGD"].sort_values("eps")
     marks = {"holds": "✓ lower", "fails": "✗ higher", "unclear": "≈ within the noise"}
     per_eps = " · ".join(f"{e:g}/255 {marks[v]}" for e, v in zip(pgd["eps"], pgd["verdict"]))
     verdicts = list(pgd["verdict"])
+    start = lowers_from(sweep)
     if verdicts and all(v == "holds" for v in verdicts):
         end = "untargeted PGD lowers mean E(x) at every ε tried, as Observation 1 expects."
-    elif verdicts and verdicts[-1] == "holds":
-        first = next(i for i in range(len(verdicts)) if all(v == "holds" for v in verdicts[i:]))
-        end = (f"untargeted PGD lowers mean E(x) only from ε = {pgd['eps'].iloc[first]:g}/255 on, where it "
-               f"leaves {pgd['accuracy'].iloc[first]:.0%} of the images correctly classified.")
+    elif start is not None:
+        acc = float(pgd.loc[pgd["eps"] == start, "accuracy"].iloc[0])
+        end = (f"untargeted PGD lowers mean E(x) only from ε = {start:g}/255 on, where it leaves {acc:.0%} of the "
+               "images correctly classified.")
     elif "holds" not in verdicts:
         end = "untargeted PGD does not lower mean E(x) at any ε tried."
     else:

@@ -8,6 +8,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .landscape import lowers_from
+
 
 def describe_model(model: nn.Module) -> dict[str, Any]:
     """arch, classes, parameter count and provenance of a model (from `model.config`)."""
@@ -31,6 +33,9 @@ def recorded_table(infos: Sequence[Mapping[str, Any]], attack: str = "pgd20") ->
         if isinstance(gap, Mapping) and attack in gap:
             row["ΔE"] = gap[attack]
             row["|ΔE|"] = abs(gap[attack])
+        sweep = (i.get("obs1_sweep") or {}).get("rows")
+        if sweep:  # `sweep --store`: from which ε on untargeted PGD lowers mean E(x)
+            row["PGD lowers E(x) from ε (/255)"] = lowers_from(pd.DataFrame(sweep))
         rows.append(row)
     return pd.DataFrame(rows)
 
