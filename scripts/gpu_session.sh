@@ -86,3 +86,4 @@ elif [ "$AA_N" -gt 0 ]; then
 fi
 ls -la "$ckpt"
 stage "done"
+sleep 1  # let tee write the last lines of session.log before the command returns
