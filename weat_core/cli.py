@@ -148,19 +148,26 @@ def _store_folder(model, checkpoint: str):
     return folder
 
 
+def _test_split(model, args):
+    """(dataset, the first `args.n` test images) for eval and sweep: `--dataset`, else the one the
+    checkpoint names."""
+    from .data import load_split
+
+    dataset = args.dataset or model.config.get("dataset")
+    if not dataset:
+        raise WeatError("the checkpoint does not name its dataset; pass --dataset")
+    return dataset, load_split(dataset, "test", root=args.data_dir, limit=args.n)
+
+
 def _cmd_eval(args) -> int:
     from pathlib import Path
 
     from .checkpoints import load
-    from .data import load_split
     from .evaluate import evaluate, format_table, parse_eps
 
     device = _device(args.device)
     model = load(args.checkpoint, device=device, revision=args.revision)
-    dataset = args.dataset or model.config.get("dataset")
-    if not dataset:
-        raise WeatError("the checkpoint does not name its dataset; pass --dataset")
-    test = load_split(dataset, "test", root=args.data_dir, limit=args.n)
+    dataset, test = _test_split(model, args)
     eps = parse_eps(args.eps) if args.eps else (8 / 255 if args.norm == "linf" else 0.5)
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
     folder = _store_folder(model, args.checkpoint) if args.store else None
@@ -220,7 +227,6 @@ def _cmd_sweep(args) -> int:
 
     from . import lens
     from .checkpoints import load
-    from .data import load_split
 
     try:
         eps = [float(e) for e in args.eps.split(",") if e.strip()]
@@ -230,10 +236,7 @@ def _cmd_sweep(args) -> int:
         raise WeatError("--eps needs positive values, --steps at least 1 and --n at least 2 images")
     model = load(args.checkpoint, device=_device(args.device), revision=args.revision)
     folder = _store_folder(model, args.checkpoint) if args.store else None
-    dataset = args.dataset or model.config.get("dataset")
-    if not dataset:
-        raise WeatError("the checkpoint does not name its dataset; pass --dataset")
-    test = load_split(dataset, "test", root=args.data_dir, limit=args.n)
+    _, test = _test_split(model, args)
     bar = tqdm(total=1, desc="sweep", unit="batch", disable=args.quiet, leave=False)
 
     def progress(done: int, total: int, label: str) -> None:
