@@ -92,6 +92,14 @@ def checkpoint_infos() -> list[dict[str, Any]]:
     return _checkpoint_infos()
 
 
+@st.cache_data(show_spinner=False, ttl=600)
+def recorded_runs() -> list[dict[str, Any]]:
+    """Training runs shipped for their curves only (`checkpoints/_runs/`: log, settings, card)."""
+    from weat_core.checkpoints import list_runs
+
+    return [dict(r.to_dict(), config=r.config) for r in list_runs()]
+
+
 def load_named_model(name: str, device: str = "cpu") -> torch.nn.Module:
     """A shipped checkpoint, a session-trained model or the untrained default, by picker name."""
     if name.startswith(TRAINED_PREFIX):

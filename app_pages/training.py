@@ -81,12 +81,13 @@ tab_rec, tab_live = st.tabs(["Recorded runs", "Live run"], key="tr_tab")  # keye
 
 with tab_rec:
     runs: dict[str, pd.DataFrame] = {}
-    for info in common.checkpoint_infos():
-        if info["has_log"]:
-            try:
-                runs[f"{info['name']} ({info['method']})"] = lens.load_training_log(Path(info["path"]))
-            except WeatError as e:
-                st.warning(f"{info['name']}: {e}")
+    sources = [(i, i["method"]) for i in common.checkpoint_infos() if i["has_log"]]
+    sources += [(i, f"{i['method']}, log only") for i in common.recorded_runs()]  # shipped without weights
+    for info, what in sources:
+        try:
+            runs[f"{info['name']} ({what})"] = lens.load_training_log(Path(info["path"]))
+        except WeatError as e:
+            st.warning(f"{info['name']}: {e}")
     for name, job in jobs.items():
         if job.history:
             runs[f"{name} (this session)"] = lens.history_frame(job.history)

@@ -374,6 +374,44 @@ def test_init_fine_tunes_from_a_checkpoint_and_export_keeps_both_stages(folder_d
     assert len(lineage({"training": {"init": "some/hub-id"}}, recs[2:])[0]) == 1
 
 
+def test_export_log_only_ships_a_recorded_run_without_weights(folder_dataset, tmp_path, monkeypatch, capsys):
+    """`export --log-only`: the run's log (all --init stages), settings and a card, in
+    DEST/_runs/NAME; nothing to load, so list_checkpoints leaves it out and list_runs finds it."""
+    from weat_core.checkpoints import list_checkpoints, list_runs
+    from weat_core.cli import main
+
+    train(_cfg(folder_dataset, tmp_path / "s1", epochs=2), progress=False)
+    start = tmp_path / "s1" / (tmp_path / "s1" / "LATEST").read_text().strip()
+    train(_cfg(folder_dataset, tmp_path / "s2", epochs=1, init=str(start)), progress=False)
+    ck = tmp_path / "ck"
+    assert main(["export", "--run", str(tmp_path / "s2"), "--name", "rec", "--dest", str(ck), "--log-only",
+                 "--dataset-name", "toy"]) == 0
+    d = ck / "_runs" / "rec"
+    assert sorted(p.name for p in d.iterdir()) == ["README.md", "config.json", "log.jsonl"]
+    cfg = json.loads((d / "config.json").read_text())
+    recs = [json.loads(s) for s in (d / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in recs] == [1, 2, 3] and cfg["epochs"] == 3 and len(cfg["stages"]) == 2
+    assert cfg["dataset"] == "toy" and cfg["trained_on"] == str(folder_dataset)
+    assert "metrics" not in cfg and "epoch" not in cfg and cfg["recorded"].startswith("log only")
+    assert f"--init {start}" in cfg["reproduce"]["train"].split(" && ")[1]
+    card = (d / "README.md").read_text()
+    assert card.strip() in capsys.readouterr().out  # the command prints the card
+    assert "not its weights" in card and "Test metrics" not in card and "these weights" not in card
+    last = recs[-1]
+    assert f"{last['train_pgd_acc']:.1%} at the last" in card  # how well it fits its own images under attack
+    monkeypatch.setenv("WEAT_CHECKPOINTS_DIR", str(ck))
+    runs = {r.name: r for r in list_runs()}
+    assert runs["rec"].method == "weat-adv" and runs["rec"].path == d
+    assert "rec" not in {c.name for c in list_checkpoints()}
+    assert main(["list"]) == 0
+    listed = capsys.readouterr().out.split("recorded training runs")
+    assert len(listed) == 2 and "rec " in listed[1] and "3 epochs" in listed[1]
+    with pytest.raises(WeatError, match="not a training run folder"):
+        from weat_core.export import export_log
+
+        export_log(tmp_path / "nothing", "x", dest_root=ck)
+
+
 def test_compile_also_compiles_the_attack(folder_dataset, tmp_path, monkeypatch):
     """--compile: the training forwards and the attack's forwards run through torch.compile (the
     attack is most of a step's work); the run trains and logs as the eager one does."""

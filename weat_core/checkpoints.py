@@ -34,6 +34,7 @@ __all__ = [
     "CheckpointInfo",
     "checkpoints_dir",
     "list_checkpoints",
+    "list_runs",
     "load",
     "load_config",
     "load_state_dict",
@@ -44,6 +45,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
+RUNS_DIR = "_runs"  # recorded training runs shipped without weights: checkpoints/_runs/NAME/
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
@@ -110,6 +112,29 @@ def list_checkpoints() -> list[CheckpointInfo]:
                 name=d.name, path=d, arch=cfg.get("arch", "?"), dataset=cfg.get("dataset", "?"),
                 method=cfg.get("method", "?"), num_classes=int(cfg.get("num_classes", 0)),
                 metrics=dict(cfg.get("metrics", {})), config=cfg,
+            )
+    return [found[k] for k in sorted(found)]
+
+
+def list_runs() -> list[CheckpointInfo]:
+    """Recorded training runs shipped without weights (their per-epoch `log.jsonl`, the
+    settings in `config.json` and a card), in `checkpoints/_runs/` (and
+    `$WEAT_CHECKPOINTS_DIR/_runs/`), sorted by name. They are there for their training
+    dynamics (the training page); `load` cannot load them, and `list_checkpoints` leaves them out."""
+    found: dict[str, CheckpointInfo] = {}
+    for root in _search_dirs():
+        for log_path in sorted((root / RUNS_DIR).glob("*/log.jsonl")):
+            d = log_path.parent
+            if d.name in found:
+                continue
+            try:
+                cfg = load_config(d)
+            except WeatError as e:
+                log.warning("skipping %s: %s", d, e)
+                continue
+            found[d.name] = CheckpointInfo(
+                name=d.name, path=d, arch=cfg.get("arch", "?"), dataset=cfg.get("dataset", "?"),
+                method=cfg.get("method", "?"), num_classes=int(cfg.get("num_classes", 0)), config=cfg,
             )
     return [found[k] for k in sorted(found)]
 

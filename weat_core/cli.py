@@ -291,7 +291,7 @@ def _cmd_list(args) -> int:
         for name in sorted(_ARCHS):
             print(f"{name:16s} {_ARCHS[name].description}")
         return 0
-    from .checkpoints import list_checkpoints
+    from .checkpoints import list_checkpoints, list_runs
 
     infos = list_checkpoints()
     if args.json:
@@ -303,6 +303,11 @@ def _cmd_list(args) -> int:
         m = i.metrics
         acc = "  ".join(f"{k}={100 * v:.1f}" for k, v in m.items() if k.endswith("_acc") and isinstance(v, float))
         print(f"{i.name:28s} {i.arch:14s} {i.method:9s} {i.dataset:9s} {acc}")
+    runs = list_runs()
+    if runs:
+        print("\nrecorded training runs (per-epoch log only, no weights; the app's training page):")
+    for r in runs:
+        print(f"{r.name:28s} {r.arch:14s} {r.method:9s} {r.dataset:9s} {r.config.get('epochs', '?')} epochs")
     return 0
 
 
@@ -327,14 +332,22 @@ def _add_export(sub) -> None:
     p.add_argument("--dest", default=None, help="folder to export into (default: the repo's checkpoints/)")
     p.add_argument("--dataset-name", default=None, help="dataset name to record (e.g. cifar10 for a folder copy)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--log-only", action="store_true",
+                   help="ship the run's per-epoch log, settings and card without weights or evaluation, to "
+                        "DEST/_runs/NAME (a recorded run for the training page)")
     p.set_defaults(func=_cmd_export)
 
 
 def _cmd_export(args) -> int:
     from pathlib import Path
 
-    from .export import export_run
+    from .export import export_log, export_run
 
+    if args.log_only:
+        dest = export_log(Path(args.run), args.name, dest_root=Path(args.dest) if args.dest else None,
+                          dataset_name=args.dataset_name)
+        print((dest / "README.md").read_text())
+        return 0
     dest = export_run(Path(args.run), args.name, dataset=args.dataset, data_dir=args.data_dir,
                       attacks=[a for a in args.attacks.split(",") if a], n=args.n, aa_n=args.aa_n, which=args.which,
                       fp16=not args.fp32, dest_root=Path(args.dest) if args.dest else None,

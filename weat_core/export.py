@@ -17,11 +17,11 @@ from typing import Any, Optional, Sequence
 import torch
 
 from . import WeatError
-from .checkpoints import checkpoints_dir, load, save
+from .checkpoints import RUNS_DIR, checkpoints_dir, load, save
 from .data import load_split
 from .evaluate import evaluate, robust_peak
 
-__all__ = ["choose_epoch", "export_run", "model_card", "store_metrics"]
+__all__ = ["choose_epoch", "export_log", "export_run", "model_card", "store_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -106,16 +106,20 @@ def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
     lines = [f"# {name}", "",
              f"{cfg['arch']} trained with **{cfg.get('method', '?')}** on {cfg.get('dataset', '?')} by WEAT Lens "
              f"(`weat_core` {cfg.get('weat_core_version', '')}).", ""]
-    lines += ["## Test metrics (measured by `python -m weat_core eval`)", "",
-              "| metric | value |", "|---|---|"]
-    for k, v in m.items():
-        if k.endswith("_acc"):
-            lines.append(f"| {k} | {100 * v:.2f} % |")
-    lines.append(f"| images (PGD) | {m.get('n', '?')} |")
-    if "aa_n" in m:
-        lines.append(f"| images (AutoAttack) | {m['aa_n']} |")
-    lines += ["", "L∞ ε = 8/255; PGD-20 with step 2/255 and a random start; targeted PGD aims at a random "
-              "other class.", ""]
+    if cfg.get("recorded"):
+        lines += ["A recorded training run: its per-epoch log (`log.jsonl`) and settings are shipped, not its "
+                  "weights. The accuracies below come from the fixed subsets the run evaluated every epoch.", ""]
+    elif m:
+        lines += ["## Test metrics (measured by `python -m weat_core eval`)", "",
+                  "| metric | value |", "|---|---|"]
+        for k, v in m.items():
+            if k.endswith("_acc"):
+                lines.append(f"| {k} | {100 * v:.2f} % |")
+        lines.append(f"| images (PGD) | {m.get('n', '?')} |")
+        if "aa_n" in m:
+            lines.append(f"| images (AutoAttack) | {m['aa_n']} |")
+        lines += ["", "L∞ ε = 8/255; PGD-20 with step 2/255 and a random start; targeted PGD aims at a random "
+                  "other class.", ""]
     if e:
         lines += ["## Energies (Observation 1)", "", "| images | mean E(x) |", "|---|---|"]
         lines += [f"| {k} | {v:.3f} |" for k, v in e.items()]
@@ -159,6 +163,11 @@ def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
             if best[2] is not None and end[2] is not None:
                 line += f"; ΔE {best[2]:+.3f} at the best epoch, {end[2]:+.3f} at the last"
             lines.append(line)
+            fit = {r["epoch"]: r["train_pgd_acc"] for r in log_records if "train_pgd_acc" in r}
+            if best[1] in fit and end[1] in fit:  # how far the run fits its own images under attack
+                lines.append(f"- robust accuracy on the per-epoch training subset: {fit[best[1]]:.1%} at the best "
+                             f"epoch, {fit[end[1]]:.1%} at the last (the gap to the test subset: "
+                             f"{100 * (fit[best[1]] - best[0]):+.1f} and {100 * (fit[end[1]] - end[0]):+.1f} points)")
         lines.append("")
     stages = cfg.get("stages") or ([t] if t else [])
     if stages:
@@ -331,4 +340,38 @@ def export_run(run: Path, name: str, dataset: Optional[str] = None, data_dir: Op
         (dest / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     (dest / "README.md").write_text(model_card(name, json.loads((dest / "config.json").read_text()), records))
     log.info("exported %s → %s", src, dest)
+    return dest
+
+
+def export_log(run: Path, name: str, dest_root: Optional[Path] = None, dataset_name: Optional[str] = None) -> Path:
+    """Ship a training run's dynamics without its weights: the per-epoch `log.jsonl` (earlier
+    `--init` stages included), `config.json` with the settings and the command that re-trains
+    it, and a card, in `dest_root/_runs/name` (default `checkpoints/_runs/`). Nothing is
+    evaluated: the card reports the per-epoch subset accuracies the log holds. For runs that
+    matter for their curves (robust overfitting) rather than as models to load."""
+    pointer = run / "LATEST"
+    if not pointer.is_file():
+        raise WeatError(f"{run} is not a training run folder (no LATEST)")
+    cfg = json.loads((run / pointer.read_text().strip() / "config.json").read_text())
+    stages, records = lineage(cfg, _read_log(run / "log.jsonl"))
+    if not records:
+        raise WeatError(f"{run} has no per-epoch records in log.jsonl to ship")
+    from . import __version__
+
+    out = {k: v for k, v in cfg.items() if k not in ("metrics", "metrics_note", "source", "epoch")}
+    if dataset_name:
+        out.update(dataset=dataset_name, trained_on=str(cfg["dataset"]))
+    if len(stages) > 1:
+        out["stages"] = stages
+    out.update(recorded="log only: no weights are shipped", epochs=records[-1]["epoch"],
+               weat_core_version=__version__,
+               reproduce={"train": _chain(stages, " && ") if "training" in cfg else None})
+    dest = (dest_root or checkpoints_dir()) / RUNS_DIR / name
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    (dest / "config.json").write_text(json.dumps(out, indent=2, sort_keys=True, default=str))
+    (dest / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (dest / "README.md").write_text(model_card(name, out, records))
+    log.info("recorded %s → %s", run, dest)
     return dest
