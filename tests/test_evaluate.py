@@ -103,3 +103,15 @@ def test_cli_eval_resume(tmp_path, trained_tiny, monkeypatch, capsys):
     again = json.loads((tmp_path / "again.json").read_text())
     assert got["pgd2_acc"] == again["pgd2_acc"] and got["energy"] == again["energy"]
     assert main(["eval", "--checkpoint", str(ck), "--resume"]) != 0  # --resume needs --out
+
+    seen = []  # default batch: 256, but 64 for the torchattacks evaluations on a CPU (progress per batch)
+
+    def spy(*a, **k):
+        seen.append(k["batch_size"])
+        raise Stop
+
+    monkeypatch.setattr(ev, "evaluate", spy)
+    for attacks in ("pgd2", "aa-fast", "pgd2,apgd-t", "square"):
+        with pytest.raises(Stop):
+            main(["eval", "--checkpoint", str(ck), "--attacks", attacks, "--device", "cpu", "--quiet"])
+    assert seen == [256, 64, 64, 64]

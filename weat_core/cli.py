@@ -122,7 +122,9 @@ def _add_eval(sub) -> None:
                         "fab-t, square, aa (standard AutoAttack), aa-fast (APGD-CE + APGD-T)")
     p.add_argument("--eps", default=None, help="default 8/255 for linf, 0.5 for l2")
     p.add_argument("--norm", choices=("linf", "l2"), default="linf")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="default 256; 64 for AutoAttack-family attacks on a CPU, where one batch of 256 takes "
+                        "tens of minutes (progress, and what --resume keeps, advance once per batch)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None,
@@ -135,6 +137,9 @@ def _add_eval(sub) -> None:
                    help="write the measured metrics into the checkpoint's config.json and model card "
                         "(a local checkpoint folder; L∞ 8/255, seed 0)")
     p.set_defaults(func=_cmd_eval)
+
+
+SLOW_ON_CPU = ("aa", "apgd", "fab", "square")  # the torchattacks evaluations (prefixes of attack names)
 
 
 def _store_folder(model, checkpoint: str):
@@ -179,7 +184,9 @@ def _cmd_eval(args) -> int:
     if state is not None and state.is_file() and not args.resume:
         raise WeatError(f"{state} holds an interrupted evaluation: pass --resume to continue it, "
                         "or delete the file to start over")
-    res = evaluate(model, test.float(), test.y, attacks, eps=eps, norm=args.norm, batch_size=args.batch_size,
+    batch = args.batch_size or (64 if device.type == "cpu" and any(a.split("-")[0] in SLOW_ON_CPU for a in attacks)
+                                else 256)
+    res = evaluate(model, test.float(), test.y, attacks, eps=eps, norm=args.norm, batch_size=batch,
                    seed=args.seed, progress=not args.quiet, state=state)
     res.update(checkpoint=args.checkpoint, dataset=str(dataset))
     print(format_table(res))
