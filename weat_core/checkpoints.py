@@ -93,14 +93,13 @@ def load_config(directory: PathLike) -> dict[str, Any]:
         raise WeatError(f"{path} is not valid JSON ({e})") from None
 
 
-def list_checkpoints() -> list[CheckpointInfo]:
-    """Every checkpoint shipped in `checkpoints/` (and `$WEAT_CHECKPOINTS_DIR`), sorted by name."""
+def _scan(pattern: str) -> list[CheckpointInfo]:
+    """The folders holding a file matching `pattern` (relative to each search dir) with a
+    readable config.json, first search dir first on equal names, sorted by name."""
     found: dict[str, CheckpointInfo] = {}
     for root in _search_dirs():
-        if not root.is_dir():
-            continue
-        for cfg_path in sorted(root.glob(f"*/{CONFIG_NAME}")):
-            d = cfg_path.parent
+        for hit in sorted(root.glob(pattern)) if root.is_dir() else []:
+            d = hit.parent
             if d.name in found:
                 continue
             try:
@@ -116,27 +115,17 @@ def list_checkpoints() -> list[CheckpointInfo]:
     return [found[k] for k in sorted(found)]
 
 
+def list_checkpoints() -> list[CheckpointInfo]:
+    """Every checkpoint shipped in `checkpoints/` (and `$WEAT_CHECKPOINTS_DIR`), sorted by name."""
+    return _scan(f"*/{CONFIG_NAME}")
+
+
 def list_runs() -> list[CheckpointInfo]:
     """Recorded training runs shipped without weights (their per-epoch `log.jsonl`, the
     settings in `config.json` and a card), in `checkpoints/_runs/` (and
     `$WEAT_CHECKPOINTS_DIR/_runs/`), sorted by name. They are there for their training
     dynamics (the training page); `load` cannot load them, and `list_checkpoints` leaves them out."""
-    found: dict[str, CheckpointInfo] = {}
-    for root in _search_dirs():
-        for log_path in sorted((root / RUNS_DIR).glob("*/log.jsonl")):
-            d = log_path.parent
-            if d.name in found:
-                continue
-            try:
-                cfg = load_config(d)
-            except WeatError as e:
-                log.warning("skipping %s: %s", d, e)
-                continue
-            found[d.name] = CheckpointInfo(
-                name=d.name, path=d, arch=cfg.get("arch", "?"), dataset=cfg.get("dataset", "?"),
-                method=cfg.get("method", "?"), num_classes=int(cfg.get("num_classes", 0)), config=cfg,
-            )
-    return [found[k] for k in sorted(found)]
+    return _scan(f"{RUNS_DIR}/*/log.jsonl")
 
 
 def _hub_snapshot(repo_id: str, revision: Optional[str]) -> Path:
