@@ -60,6 +60,8 @@ def run_curves(runs: dict[str, pd.DataFrame], key: str) -> None:
             msg = f"**{r['run']}**: best robust accuracy {r['best_robust']:.1%} at epoch {int(r['best_epoch'])}"
             msg += (f", then down {r['robust_drop']:.1%} to {r['last_robust']:.1%} at epoch {r['epochs']} — "
                     "**robust overfitting**" if r["robust_overfitting"] else f", {r['last_robust']:.1%} at the end")
+            if "train_robust_last" in r and pd.notna(r["train_robust_last"]):
+                msg += f"; it fits {r['train_robust_last']:.1%} of its training subset under attack at the end"
             if "delta_e_last" in r and pd.notna(r["delta_e_last"]):
                 msg += f"; ΔE {r['delta_e_best']:+.3f} at the best epoch, {r['delta_e_last']:+.3f} at the end"
             st.markdown(msg + ".")

@@ -257,7 +257,7 @@ def test_runs_summary_marks_robust_overfitting():
     s = lens.runs_summary({"a": over, "b": flat}).set_index("run")
     assert s.loc["a", "best_epoch"] == 5 and s.loc["a", "robust_overfitting"]
     assert s.loc["a", "robust_drop"] == pytest.approx(0.10) and s.loc["a", "last_robust"] == pytest.approx(0.35)
-    assert s.loc["a", "train_test_gap_last"] == pytest.approx(0.55)
+    assert s.loc["a", "train_test_gap_last"] == pytest.approx(0.55) and s.loc["a", "train_robust_last"] == 0.9
     assert s.loc["a", "delta_e_min"] == pytest.approx(-0.6) and s.loc["a", "delta_e_best"] == pytest.approx(-0.2)
     assert not s.loc["b", "robust_overfitting"] and s.loc["b", "best_epoch"] == 7
     assert s.loc["b", "delta_e_last"] == pytest.approx(0.10)

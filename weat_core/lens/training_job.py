@@ -111,7 +111,8 @@ def stage_starts(df: pd.DataFrame) -> list[int]:
 
 def runs_summary(runs: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """One row per run: its best and last robust test accuracy, the drop between them (robust
-    overfitting when `training_phases` flags it), the train−test robust gap at the end, and
+    overfitting when `training_phases` flags it), the robust accuracy on the training subset and
+    the train−test robust gap at the end, and
     ΔE at the best epoch, at the end and at its most negative. Accuracies as fractions."""
     rows = []
     for name, df in runs.items():
@@ -126,7 +127,8 @@ def runs_summary(runs: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
                        last_robust=float(last["test_pgd_acc"]), robust_drop=ph["robust_drop"],
                        robust_overfitting=ph["overfitting"])
             if "train_pgd_acc" in df:
-                row["train_test_gap_last"] = float(last["train_pgd_acc"] - last["test_pgd_acc"])
+                row.update(train_robust_last=float(last["train_pgd_acc"]),
+                           train_test_gap_last=float(last["train_pgd_acc"] - last["test_pgd_acc"]))
             if "delta_e" in df:
                 row.update(delta_e_best=float(best["delta_e"]))
         if "delta_e" in df:
