@@ -29,6 +29,10 @@ with common.guard("Weighting the batch"):
                     text=[names[i] for i in w["label"]])
     fig.update_layout(height=320, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="E(x)", yaxis_title="w(x)")
     st.plotly_chart(fig, key="weat_curve")
+    st.caption(f"Mean weight in this batch: {w['w'].mean():.3f}. The loss is the plain mean of the weighted terms "
+               "(not divided by the weights' sum), so with SGD at the same learning rate WEAT's steps are about that "
+               "fraction of TRADES' (and weight decay weighs correspondingly more). Training logs record the mean "
+               "weight of every epoch (`weight_mean`).")
     st.caption("The batch sorted by weight, heaviest first:")
     per_row = 8
     for start in range(0, len(w), per_row):
