@@ -97,8 +97,13 @@ with tab_rec:
         st.info("No recorded runs yet: none of the shipped checkpoints carries a log.jsonl. Train a model on the "
                 "**Live run** tab and its curves appear here too.")
     else:
-        # by default the longest recorded runs (the step-schedule ones that show robust overfitting)
-        longest = sorted(runs, key=lambda k: -int(runs[k]["epoch"].max()))[:3]
+        # by default the longest recorded run of each of three methods (the step-schedule comparison)
+        longest, methods = [], set()
+        for k in sorted(runs, key=lambda k: -int(runs[k]["epoch"].max())):
+            method = str(runs[k]["method"].iloc[-1]) if "method" in runs[k] else k
+            if method not in methods and len(longest) < 3:
+                longest.append(k)
+                methods.add(method)
         pick = st.multiselect("Runs", list(runs), default=[k for k in runs if k in longest], key="tr_runs")
         if pick:
             run_curves({k: runs[k] for k in pick}, "rec")

@@ -195,14 +195,19 @@ def test_training_recorded_and_live(app_env):
 
     rec = app_env / "ckpts" / "_runs" / "rec-sat"  # a run shipped for its curves only (export --log-only)
     rec.mkdir(parents=True, exist_ok=True)
-    (rec / "log.jsonl").write_text((app_env / "ckpts" / "tiny-weat-adv" / "log.jsonl").read_text())
+    recs = [dict(json.loads(s), method="sat") for s in (app_env / "ckpts" / "tiny-weat-adv" / "log.jsonl").open()]
+    (rec / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     (rec / "config.json").write_text(json.dumps({"arch": "weatnet_tiny", "method": "sat", "recorded": "log only"}))
     st.cache_data.clear()
     at = open_page("training")
     ok(at)
     assert len(charts(at)) == 4  # the shipped run's energy, ΔE, accuracy and train-vs-test robust curves
     assert any("robust overfitting" in m.value for m in at.markdown)
-    assert "rec-sat (sat, log only)" in at.multiselect(key="tr_runs").options
+    runs = at.multiselect(key="tr_runs")
+    assert "rec-sat (sat, log only)" in runs.options
+    method = (lambda label: label.split(" (")[1].split(",")[0].rstrip(")"))
+    picked = [method(v) for v in runs.value]  # by default: the longest run of each of up to three methods
+    assert len(set(picked)) == len(picked) == min(3, len({method(o) for o in runs.options}))
     tiny = next(o for o in at.multiselect(key="tr_runs").options if o.startswith("tiny-weat-adv"))
     at.multiselect(key="tr_runs").set_value([tiny]).run()
     ok(at)

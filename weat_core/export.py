@@ -104,7 +104,7 @@ def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
     m, t = cfg.get("metrics", {}), cfg.get("training", {})
     e = m.get("energy_mean", {})
     lines = [f"# {name}", "",
-             f"{cfg['arch']} trained with **{cfg.get('method', '?')}** on {cfg.get('dataset', '?')} by WEAT Lens "
+             f"{cfg['arch']}{_arch_options(cfg.get('arch_kwargs'))} trained with **{cfg.get('method', '?')}** on {cfg.get('dataset', '?')} by WEAT Lens "
              f"(`weat_core` {cfg.get('weat_core_version', '')}).", ""]
     if cfg.get("recorded"):
         lines += ["A recorded training run: its per-epoch log (`log.jsonl`) and settings are shipped, not its "
@@ -179,6 +179,11 @@ def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
         lines += [f"Settings{f' (stage {i + 1})' if len(stages) > 1 else ''}: {json.dumps(st, sort_keys=True)}"
                   for i, st in enumerate(stages)] + [""]
     return "\n".join(lines)
+
+
+def _arch_options(kw: Optional[dict]) -> str:
+    """' (width 48)' for arch_kwargs {"width": 48}; '' for none."""
+    return f" ({', '.join(f'{k} {v}' for k, v in kw.items())})" if kw else ""
 
 
 def _sweep_lines(sweep: dict[str, Any]) -> list[str]:
