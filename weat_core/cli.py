@@ -314,7 +314,7 @@ def _cmd_list(args) -> int:
     if runs:
         print("\nrecorded training runs (per-epoch log only, no weights; the app's training page):")
     for r in runs:
-        print(f"{r.name:28s} {r.arch:14s} {r.method:9s} {r.dataset:9s} {r.config.get('epochs', '?')} epochs")
+        print(f"{r.name:38s} {r.arch:14s} {r.method:9s} {r.dataset:9s} {r.config.get('epochs', '?')} epochs")
     return 0
 
 
