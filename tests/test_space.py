@@ -84,8 +84,10 @@ def test_image_holds_the_app_and_its_models_but_no_runs_or_data():
     files = set(_image_files())
     assert {"app.py", "requirements.txt", "requirements-nodeps.txt", ".streamlit/config.toml",
             "weat_core/__init__.py", "app_pages/overview.py"} <= files
-    shipped = [p for p in files if p.startswith("checkpoints/") and p.endswith("config.json")]
+    shipped = [p for p in files if p.startswith("checkpoints/") and p.count("/") == 2 and p.endswith("config.json")]
     assert shipped, "the image must carry the shipped checkpoints"
+    recorded = sorted(Path(REPO, "checkpoints", "_runs").glob("*/log.jsonl"))  # logs only: no statistics needed
+    assert all(str(r.relative_to(REPO)) in files for r in recorded), "the training page's recorded runs"
     for cfg_file in shipped:  # the SGLD start statistics each checkpoint names are in the image too
         link = json.loads((REPO / cfg_file).read_text()).get("init_stats")
         beside = cfg_file.replace("config.json", "init_stats.safetensors")
