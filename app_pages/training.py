@@ -18,8 +18,10 @@ st.markdown("During adversarial training we track $E(x)$ and $E(x^*)$ on a fixed
             "step schedule (1,024 training images, 100 epochs, weatnet_s at width 48; shipped as logs, without "
             "weights). Each run's line below the charts says how much of its training subset it fits under attack. "
             "Robust overfitting needs a model that fits its training images under attack; these small models fit "
-            "a third to a half of them, so their test robust accuracy stays flat within the noise, while ΔE on the "
-            "training subset drifts below 0: further for SAT than for TRADES, and further the more a run fits. "
+            "a third to a half of them, so on these curves (256-image subsets) their test robust accuracy stays flat "
+            "within the noise (on 2,000 held-out images the TRADES-type runs do lose a few points from their best "
+            "epoch), while ΔE on the training subset drifts below 0: further for SAT than for TRADES, and further "
+            "the more a run fits. "
             "WEAT's weights average about a third, which shrinks its SGD steps; the TRADES run at a third of the "
             "learning rate shows how much of WEAT-adv's curve that explains. The README has the numbers.")
 
