@@ -321,17 +321,9 @@ def export_run(run: Path, name: str, dataset: Optional[str] = None, data_dir: Op
     dest = (dest_root or checkpoints_dir()) / name
     if dest.exists():
         shutil.rmtree(dest)
-    from . import __version__
-
-    cfg_out = {k: v for k, v in cfg.items() if k not in ("metrics", "metrics_note", "source")}
-    if dataset_name:
-        cfg_out.update(dataset=dataset_name, trained_on=str(cfg["dataset"]))
-    stages, records = lineage(cfg, _read_log(run / "log.jsonl"))
-    if len(stages) > 1:
-        cfg_out["stages"] = stages
-    cfg_out.update(metrics=metrics, exported=which, exported_why=why, eval_dataset=str(ds), weat_core_version=__version__,
-                   reproduce={"train": _chain(stages, " && ") if "training" in cfg else None,
-                              "eval": f"python -m weat_core eval --checkpoint {name} --attacks {','.join(attacks)}"})
+    cfg_out, stages, records = _run_settings(run, cfg, dataset_name)
+    cfg_out.update(metrics=metrics, exported=which, exported_why=why, eval_dataset=str(ds))
+    cfg_out["reproduce"]["eval"] = f"python -m weat_core eval --checkpoint {name} --attacks {','.join(attacks)}"
     if len(stages) > 1 and "epoch" in cfg:  # count the epochs of the earlier stages too
         cfg_out["epoch"] = cfg["epoch"] + max(r["epoch"] for r in records if r["stage"] < len(stages))
     # the run checkpoint's own metrics and their note ("per-epoch metrics on fixed subsets") must
@@ -341,11 +333,31 @@ def export_run(run: Path, name: str, dataset: Optional[str] = None, data_dir: Op
     if shared.is_file():  # the dataset's SGLD start statistics, shipped once for all its checkpoints
         cfg_out["init_stats"] = f"../_shared/{shared.name}"
     save(model, dest, cfg_out, dtype=torch.float16 if fp16 else None, max_shard_size=max_shard_size)
-    if records:
-        (dest / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    (dest / "README.md").write_text(model_card(name, json.loads((dest / "config.json").read_text()), records))
+    _write_log_and_card(dest, name, json.loads((dest / "config.json").read_text()), records)
     log.info("exported %s → %s", src, dest)
     return dest
+
+
+def _run_settings(run: Path, cfg: dict[str, Any], dataset_name: Optional[str]) -> tuple[dict, list[dict], list[dict]]:
+    """What a shipped folder's config.json takes from a run's checkpoint config `cfg` (its own
+    per-epoch metrics left behind), with the stages and re-train command of its `--init` chain;
+    also (stages, the merged per-epoch records). `dataset_name` replaces a local dataset path."""
+    from . import __version__
+
+    out = {k: v for k, v in cfg.items() if k not in ("metrics", "metrics_note", "source")}
+    if dataset_name:
+        out.update(dataset=dataset_name, trained_on=str(cfg["dataset"]))
+    stages, records = lineage(cfg, _read_log(run / "log.jsonl"))
+    if len(stages) > 1:
+        out["stages"] = stages
+    out.update(weat_core_version=__version__, reproduce={"train": _chain(stages, " && ") if "training" in cfg else None})
+    return out, stages, records
+
+
+def _write_log_and_card(dest: Path, name: str, cfg: dict[str, Any], records: list[dict]) -> None:
+    if records:
+        (dest / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (dest / "README.md").write_text(model_card(name, cfg, records))
 
 
 def export_log(run: Path, name: str, dest_root: Optional[Path] = None, dataset_name: Optional[str] = None) -> Path:
@@ -358,25 +370,16 @@ def export_log(run: Path, name: str, dest_root: Optional[Path] = None, dataset_n
     if not pointer.is_file():
         raise WeatError(f"{run} is not a training run folder (no LATEST)")
     cfg = json.loads((run / pointer.read_text().strip() / "config.json").read_text())
-    stages, records = lineage(cfg, _read_log(run / "log.jsonl"))
+    out, _, records = _run_settings(run, cfg, dataset_name)
     if not records:
         raise WeatError(f"{run} has no per-epoch records in log.jsonl to ship")
-    from . import __version__
-
-    out = {k: v for k, v in cfg.items() if k not in ("metrics", "metrics_note", "source", "epoch")}
-    if dataset_name:
-        out.update(dataset=dataset_name, trained_on=str(cfg["dataset"]))
-    if len(stages) > 1:
-        out["stages"] = stages
-    out.update(recorded="log only: no weights are shipped", epochs=records[-1]["epoch"],
-               weat_core_version=__version__,
-               reproduce={"train": _chain(stages, " && ") if "training" in cfg else None})
+    out.pop("epoch", None)  # no weights, so no epoch of them
+    out.update(recorded="log only: no weights are shipped", epochs=records[-1]["epoch"])
     dest = (dest_root or checkpoints_dir()) / RUNS_DIR / name
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
     (dest / "config.json").write_text(json.dumps(out, indent=2, sort_keys=True, default=str))
-    (dest / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    (dest / "README.md").write_text(model_card(name, out, records))
+    _write_log_and_card(dest, name, out, records)
     log.info("recorded %s → %s", run, dest)
     return dest
