@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # One GPU session's work in ONE command that ends inside the device tool's 10-minute limit (a
 # session that is lent a GPU has 15 minutes of device time in all, the machine's start included,
-# so there is one try): environment check, the GPU tests, throughput benchmarks, then one
-# PreActResNet-18 checkpoint trained with `train --minutes`, exported (PGD-20 and targeted PGD-20
-# on all 10,000 test images, fp16 weights in shards under 15 MB) and, if enough time is left,
-# measured with AutoAttack on the first 1,000 test images. Each stage after the benchmark keeps
-# what the one before wrote, so a stage that fails or runs out of time still leaves the rest
-# under $OUT.
+# so there is one try): environment check, the GPU tests, training/attack and SGLD throughput
+# benchmarks, then one PreActResNet-18 checkpoint trained with `train --minutes`, exported (PGD-20
+# and targeted PGD-20 on all 10,000 test images, fp16 weights in shards under 15 MB), measured with
+# AutoAttack on the first 1,000 test images, and last, in whatever time is left, the torch.compile
+# benchmark. Each stage after the benchmarks keeps what the one before wrote, so a stage that
+# fails or runs out of time still leaves the rest under $OUT.
 #
 # Here, once per machine (.data and .whl are ignored; the device image has no torchattacks):
 #   mkdir -p .data && cp ../shared/data/cifar10-jpeg.tar.gz .data/
@@ -17,11 +17,12 @@
 # Then here: copy $OUT/ckpt/NAME into checkpoints/ and link the shared SGLD statistics
 #   (python -m weat_core init-stats --checkpoint NAME --share checkpoints/_shared/cifar10-init_stats.safetensors).
 #
-# What comes back (the tool returns at most 8 files): session.log, bench.txt and ckpt/NAME/
-# {config.json, README.md, log.jsonl, model.safetensors.index.json, two weight shards}.
+# What comes back (the tool returns at most 8 files): session.log (every stage's output, the
+# benchmarks' numbers too), aa.json (or aa.json.partial when AutoAttack was cut short) and
+# ckpt/NAME/{config.json, README.md, log.jsonl, model.safetensors.index.json, two weight shards}.
 #
 # A CPU smoke run of the whole script (tiny model, seconds per stage):
-#   ARCH=weatnet_tiny DEVICE=cpu MINUTES=0.2 AA_N=50 TRAIN_EXTRA="--limit 256 --eval-size 64" \
+#   ARCH=weatnet_tiny DEVICE=cpu MINUTES=0.2 AA_N=50 COMPILE_S=0 TRAIN_EXTRA="--limit 256 --eval-size 64" \
 #     EXPORT_EXTRA="--n 100" OUT=/tmp/gpu-smoke DATA=../shared/data/cifar10-jpeg.tar.gz bash scripts/gpu_session.sh sat
 set -uo pipefail
 
@@ -30,13 +31,14 @@ OUT=${OUT:-out/gpu-session}
 ARCH=${ARCH:-preactresnet18}
 DEVICE=${DEVICE:-cuda}
 DATA=${DATA:-.data/cifar10-jpeg.tar.gz}
-MINUTES=${MINUTES:-3.5}       # training budget (the whole command: about 9.5 min at most)
-TESTS_S=${TESTS_S:-60}        # the GPU tests' time limit (seconds)
-BENCH_S=${BENCH_S:-60}        # the eager benchmark's time limit (seconds)
-COMPILE_S=${COMPILE_S:-90}    # the torch.compile benchmark's (WEAT-adv only); 0 skips it
+MINUTES=${MINUTES:-2.75}      # training budget (the whole command: about 9.5 min at most)
+TESTS_S=${TESTS_S:-40}        # the GPU tests' time limit (seconds)
+BENCH_S=${BENCH_S:-45}        # the eager benchmark's time limit (seconds)
+SAMPLING_S=${SAMPLING_S:-25}  # the SGLD benchmark's (CUDA only)
+COMPILE_S=${COMPILE_S:-90}    # the torch.compile benchmark's (WEAT-adv only), last, in what is left; 0 skips it
 AA_N=${AA_N:-1000}
 END_S=${END_S:-570}           # AutoAttack gets what is left of this many seconds (the tool stops a command
-AA_MIN_S=${AA_MIN_S:-200}     # at 600 s), and is skipped when less than AA_MIN_S is left: then run it on a
+AA_MIN_S=${AA_MIN_S:-120}     # at 600 s), and is skipped when less than AA_MIN_S is left: then run it on a
                               # CPU later (eval --attacks aa --n 1000 --store --out F: hours on 2 cores, resumable)
 
 mkdir -p "$OUT"
@@ -64,25 +66,34 @@ WEAT_TEST_DEVICE="$DEVICE" timeout "$TESTS_S" python3 -m pytest -q -p no:cachepr
 
 stage "benchmark, training and attack img/s (at most $BENCH_S s)"
 timeout "$BENCH_S" python3 bench/bench_train.py --device "$DEVICE" --archs "$ARCH" --methods weat-adv,sat \
-  | tee "$OUT/bench.txt" || stage "the benchmark stopped early; going on"
-if [ "$COMPILE_S" -gt 0 ]; then
-  stage "benchmark with torch.compile, WEAT-adv (at most $COMPILE_S s, compilation included)"
-  timeout "$COMPILE_S" python3 bench/bench_train.py --device "$DEVICE" --archs "$ARCH" --methods weat-adv --compile \
-    --no-attacks | tee -a "$OUT/bench.txt" || stage "the compiled benchmark stopped early; going on"
+  || stage "the benchmark stopped early; going on"
+if [ "$DEVICE" = cuda ]; then
+  stage "benchmark, SGLD generation on preactresnet18 (at most $SAMPLING_S s)"
+  timeout "$SAMPLING_S" python3 bench/bench_sampling.py --cuda-only || stage "the sampling benchmark stopped early; going on"
 fi
 
 stage "training $METHOD on $ARCH for $MINUTES min, then export"
-AA_N=0 DEST="$OUT/ckpt" ARCH="$ARCH" DEVICE="$DEVICE" DATA="$DATA" MINUTES="$MINUTES" \
+AA_N=0 DEST="$OUT/ckpt" RUNS="$(mktemp -d)" ARCH="$ARCH" DEVICE="$DEVICE" DATA="$DATA" MINUTES="$MINUTES" \
   bash "$(dirname "$0")/gpu_models.sh" "$METHOD" || { stage "training or export failed"; exit 1; }
 
 ckpt="$OUT/ckpt/$ARCH-$METHOD"
 left=$(( END_S - ($(date +%s) - t0) ))
 if [ "$AA_N" -gt 0 ] && [ "$left" -ge "$AA_MIN_S" ]; then
+  # Progress is saved after every batch in $OUT/aa.json.partial: an AutoAttack cut short comes
+  # back with it and goes on elsewhere (eval ... --batch-size 256 --out aa.json --resume --store).
   stage "AutoAttack on the first $AA_N test images (at most $left s)"
   timeout "$left" python3 -m weat_core eval --checkpoint "$ckpt" --dataset "$DATA" --attacks aa --n "$AA_N" \
-    --device "$DEVICE" --store || stage "AutoAttack did not finish; the checkpoint comes back without it"
+    --batch-size 256 --device "$DEVICE" --out "$OUT/aa.json" --store \
+    || stage "AutoAttack did not finish; the checkpoint comes back without it, its progress in aa.json.partial"
 elif [ "$AA_N" -gt 0 ]; then
   stage "AutoAttack skipped: $left s left, under AA_MIN_S=$AA_MIN_S"
+fi
+left=$(( END_S - ($(date +%s) - t0) ))
+if [ "$COMPILE_S" -gt 0 ] && [ "$left" -ge 45 ]; then
+  [ "$left" -lt "$COMPILE_S" ] && COMPILE_S=$left
+  stage "benchmark with torch.compile, WEAT-adv (at most $COMPILE_S s, compilation included)"
+  timeout "$COMPILE_S" python3 bench/bench_train.py --device "$DEVICE" --archs "$ARCH" --methods weat-adv --compile \
+    --no-attacks || stage "the compiled benchmark stopped early"
 fi
 ls -la "$ckpt"
 stage "done"
