@@ -2,6 +2,7 @@
 
     python bench/bench_train.py                      # CPU: weatnet_s, every method
     python bench/bench_train.py --device cuda --archs preactresnet18 --batch-size 512
+    python bench/bench_train.py --device cuda --methods weat-adv --batch-size 512,1024,2048 --no-attacks
 
 Measures the real training step of weat_core.train (attack + forwards + backward + SGD) on
 random uint8 data already on the device, after warm-up steps; prints one line per setting.
@@ -32,7 +33,9 @@ def _sync(device: torch.device) -> None:
 
 
 def bench_train(arch: str, method: str, device: torch.device, batch: int, steps: int, warmup: int,
-                amp: bool, compile_: bool) -> float:
+                amp: bool, compile_: bool) -> tuple[float, float]:
+    """(training images/s, the share of the wall time the host spent queueing work). On a GPU a
+    share near 100 % means the host, not the GPU, sets the pace (launch overhead, host syncs)."""
     cfg = TrainConfig(method=method, arch=arch, batch_size=batch, device=str(device), compile=compile_)
     model = create_model(arch).to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
@@ -49,8 +52,10 @@ def bench_train(arch: str, method: str, device: torch.device, batch: int, steps:
         j = (i % 4) * batch
         xb = augment(xs[j:j + batch].float().div_(255), g).contiguous(memory_format=torch.channels_last)
         train_step(model, fwd, opt, attack, loss_fn, xb, ys[j:j + batch], cfg, amp, fwd)  # as train() does
+    issued = time.perf_counter() - t0  # the host's time to queue the steps (GPU kernels run asynchronously)
     _sync(device)
-    return steps * batch / (time.perf_counter() - t0)
+    total = time.perf_counter() - t0
+    return steps * batch / total, issued / total
 
 
 def bench_attack(arch: str, attack, device: torch.device, batch: int, reps: int, amp: bool) -> float:
@@ -72,7 +77,7 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--archs", default=None, help="comma list (default: weatnet_s on CPU, preactresnet18 on GPU)")
     p.add_argument("--methods", default=",".join(m for m in METHODS))
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--batch-size", default=None, help="one size or a comma list (default: 512 on GPU, 128 on CPU)")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--compile", action="store_true", help="training and attack forwards through torch.compile, "
                    "as `train --compile` does")
@@ -83,23 +88,26 @@ def main() -> None:
     device = torch.device(a.device)
     gpu = device.type == "cuda"
     archs = (a.archs or ("preactresnet18" if gpu else "weatnet_s")).split(",")
-    batch = a.batch_size or (512 if gpu else 128)
+    batches = [int(b) for b in a.batch_size.split(",")] if a.batch_size else [512 if gpu else 128]
+    if gpu:
+        torch.backends.cudnn.benchmark = True  # as train() sets it
     steps = a.steps or (20 if gpu else 3)
     amp = bf16_ok(device) if a.amp is None else a.amp
     name = torch.cuda.get_device_name(device) if gpu else f"CPU, {torch.get_num_threads()} threads"
-    print(f"# device: {name}; batch {batch}; bf16 autocast {'on' if amp else 'off'}; channels_last; "
+    print(f"# device: {name}; bf16 autocast {'on' if amp else 'off'}; channels_last; "
           f"torch {torch.__version__}")
-    print(f"{'arch':16s} {'what':22s} {'img/s':>10s}")
+    print(f"{'arch':16s} {'what':22s} {'batch':>6s} {'img/s':>10s} {'host %':>7s}")
     for arch in archs:
-        for method in a.methods.split(","):
-            ips = bench_train(arch, method, device, batch, steps, 2, amp, a.compile)
-            print(f"{arch:16s} {'train ' + method:22s} {ips:10.0f}", flush=True)
-        if a.no_attacks:
-            continue
-        for label, atk in (("attack PGD-10", PGD(steps=10)), ("attack TRADES-10", TradesAttack(steps=10)),
-                           ("attack PGD-20", PGD(steps=20))):
-            ips = bench_attack(arch, atk, device, batch, max(1, steps // 2), amp)
-            print(f"{arch:16s} {label:22s} {ips:10.0f}", flush=True)
+        for batch in batches:
+            for method in a.methods.split(","):
+                ips, host = bench_train(arch, method, device, batch, steps, 2, amp, a.compile)
+                print(f"{arch:16s} {'train ' + method:22s} {batch:6d} {ips:10.0f} {100 * host:6.0f}%", flush=True)
+            if a.no_attacks:
+                continue
+            for label, atk in (("attack PGD-10", PGD(steps=10)), ("attack TRADES-10", TradesAttack(steps=10)),
+                               ("attack PGD-20", PGD(steps=20))):
+                ips = bench_attack(arch, atk, device, batch, max(1, steps // 2), amp)
+                print(f"{arch:16s} {label:22s} {batch:6d} {ips:10.0f}", flush=True)
 
 
 if __name__ == "__main__":
