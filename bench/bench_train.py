@@ -33,9 +33,7 @@ def _sync(device: torch.device) -> None:
 
 
 def bench_train(arch: str, method: str, device: torch.device, batch: int, steps: int, warmup: int,
-                amp: bool, compile_: bool) -> tuple[float, float]:
-    """(training images/s, the share of the wall time the host spent queueing work). On a GPU a
-    share near 100 % means the host, not the GPU, sets the pace (launch overhead, host syncs)."""
+                amp: bool, compile_: bool) -> float:
     cfg = TrainConfig(method=method, arch=arch, batch_size=batch, device=str(device), compile=compile_)
     model = create_model(arch).to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
@@ -52,10 +50,8 @@ def bench_train(arch: str, method: str, device: torch.device, batch: int, steps:
         j = (i % 4) * batch
         xb = augment(xs[j:j + batch].float().div_(255), g).contiguous(memory_format=torch.channels_last)
         train_step(model, fwd, opt, attack, loss_fn, xb, ys[j:j + batch], cfg, amp, fwd)  # as train() does
-    issued = time.perf_counter() - t0  # the host's time to queue the steps (GPU kernels run asynchronously)
     _sync(device)
-    total = time.perf_counter() - t0
-    return steps * batch / total, issued / total
+    return steps * batch / (time.perf_counter() - t0)
 
 
 def bench_attack(arch: str, attack, device: torch.device, batch: int, reps: int, amp: bool) -> float:
@@ -96,12 +92,12 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if gpu else f"CPU, {torch.get_num_threads()} threads"
     print(f"# device: {name}; bf16 autocast {'on' if amp else 'off'}; channels_last; "
           f"torch {torch.__version__}")
-    print(f"{'arch':16s} {'what':22s} {'batch':>6s} {'img/s':>10s} {'host %':>7s}")
+    print(f"{'arch':16s} {'what':22s} {'batch':>6s} {'img/s':>10s}")
     for arch in archs:
         for batch in batches:
             for method in a.methods.split(","):
-                ips, host = bench_train(arch, method, device, batch, steps, 2, amp, a.compile)
-                print(f"{arch:16s} {'train ' + method:22s} {batch:6d} {ips:10.0f} {100 * host:6.0f}%", flush=True)
+                ips = bench_train(arch, method, device, batch, steps, 2, amp, a.compile)
+                print(f"{arch:16s} {'train ' + method:22s} {batch:6d} {ips:10.0f}", flush=True)
             if a.no_attacks:
                 continue
             for label, atk in (("attack PGD-10", PGD(steps=10)), ("attack TRADES-10", TradesAttack(steps=10)),
