@@ -9,6 +9,7 @@ same checks on the CPU, to check the tests themselves.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 
@@ -80,6 +81,11 @@ def test_a_whole_run_trains_logs_and_evaluates(tmp_path):
     rec = res.history[-1]
     assert math.isfinite(rec["loss"]) and rec["img_per_s"] > 0 and 0 <= rec["test_pgd_acc"] <= 1
     assert next(res.model.parameters()).device.type == torch.device(DEVICE).type
+    state = tmp_path / "run" / (tmp_path / "run" / "LATEST").read_text().strip()
+    runtime = json.loads((state / "config.json").read_text())["runtime"]
+    assert runtime["device"] == torch.device(DEVICE).type
+    if runtime["device"] == "cuda":  # the card says which GPU it ran on
+        assert runtime["gpu"] == torch.cuda.get_device_name(torch.device(DEVICE))
 
     from weat_core.evaluate import evaluate
 

@@ -408,6 +408,8 @@ def train(
     # what `device="auto"` and `amp=None` turned into, recorded beside the settings
     runtime = {"device": device.type, "bf16": bool(amp), "world_size": world, "threads": torch.get_num_threads(),
                "torch": torch.__version__}
+    if device.type == "cuda":  # which GPU: speeds differ several-fold between cards
+        runtime["gpu"] = torch.cuda.get_device_name(device)
 
     if data is None:
         train_set = load_split(cfg.dataset, "train", root=cfg.data_dir, limit=cfg.limit)
