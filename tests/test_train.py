@@ -328,6 +328,19 @@ def test_export_writes_checkpoint_metrics_log_and_card(folder_dataset, tmp_path,
     assert again["share_lower"]["pgd3"] == pytest.approx(cfg["metrics"]["share_lower"]["pgd3"], abs=0.03)
     assert again["share_lower"]["energy-lower5"] > 0.9 and "clean" not in again["share_lower"]
     assert again["unchanged"] == {"pgd3": 0.0, "energy-lower5": 0.0}  # PGD-style attacks move every image
+    # an exported folder can be shipped as a recorded run (weights too large to ship): its
+    # measured metrics stay, marked as measured on weights that are not shipped
+    capsys.readouterr()
+    assert main(["export", "--run", str(d), "--name", "rec", "--dest", str(tmp_path / "ck"), "--log-only"]) == 0
+    r = tmp_path / "ck" / "_runs" / "rec"
+    assert sorted(p.name for p in r.iterdir()) == ["README.md", "config.json", "log.jsonl"]
+    rcfg = json.loads((r / "config.json").read_text())
+    assert rcfg["metrics"] == cfg["metrics"] and "epoch" not in rcfg and rcfg["recorded"].startswith("log only")
+    assert f"epoch {cfg['epoch']}, which are not shipped" in rcfg["metrics_note"]
+    assert set(rcfg["reproduce"]) == {"train"} and rcfg["reproduce"]["train"] == cfg["reproduce"]["train"]
+    rcard = (r / "README.md").read_text()
+    assert "not its weights" in rcard and "| pgd3_acc |" in rcard and "these weights" not in rcard
+    assert (r / "log.jsonl").read_text() == (d / "log.jsonl").read_text()
     assert "lower E(x) than the natural image for: pgd3 " in card
 
     # eval --store re-measures the shipped folder: new n and PGD numbers, AutoAttack kept apart
@@ -410,6 +423,11 @@ def test_export_log_only_ships_a_recorded_run_without_weights(folder_dataset, tm
         from weat_core.export import export_log
 
         export_log(tmp_path / "nothing", "x", dest_root=ck)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.json").write_text("{}")
+    (tmp_path / "other" / "log.jsonl").write_text("")
+    with pytest.raises(WeatError, match="does not come from"):
+        export_log(tmp_path / "other", "x", dest_root=ck)
 
 
 def test_compile_also_compiles_the_attack(folder_dataset, tmp_path, monkeypatch):

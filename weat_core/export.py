@@ -68,7 +68,8 @@ def _stage(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def _runtime_text(rt: dict[str, Any]) -> str:
-    return (f"{rt.get('device', '?')}, {'bf16 autocast' if rt.get('bf16') else 'fp32'}, "
+    return (f"{rt.get('device', '?')}{' (' + rt['gpu'] + ')' if rt.get('gpu') else ''}, "
+            f"{'bf16 autocast' if rt.get('bf16') else 'fp32'}, "
             f"{rt.get('world_size', 1)} process(es) × {rt.get('threads', '?')} thread(s), torch {rt.get('torch', '?')}")
 
 
@@ -106,10 +107,13 @@ def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
     lines = [f"# {name}", "",
              f"{cfg['arch']}{_arch_options(cfg.get('arch_kwargs'))} trained with **{cfg.get('method', '?')}** on {cfg.get('dataset', '?')} by WEAT Lens "
              f"(`weat_core` {cfg.get('weat_core_version', '')}).", ""]
+    measured = any(k.endswith("_acc") for k in m)
     if cfg.get("recorded"):
         lines += ["A recorded training run: its per-epoch log (`log.jsonl`) and settings are shipped, not its "
-                  "weights. The accuracies below come from the fixed subsets the run evaluated every epoch.", ""]
-    elif m:
+                  "weights. " + (f"The test metrics below were {cfg.get('metrics_note', 'measured on weights that are not shipped')}; the training accuracies come "
+                                 "from the fixed subsets the run evaluated every epoch." if measured else
+                                 "The accuracies below come from the fixed subsets the run evaluated every epoch."), ""]
+    if measured:
         lines += ["## Test metrics (measured by `python -m weat_core eval`)", "",
                   "| metric | value |", "|---|---|"]
         for k, v in m.items():
@@ -365,15 +369,33 @@ def export_log(run: Path, name: str, dest_root: Optional[Path] = None, dataset_n
     `--init` stages included), `config.json` with the settings and the command that re-trains
     it, and a card, in `dest_root/_runs/name` (default `checkpoints/_runs/`). Nothing is
     evaluated: the card reports the per-epoch subset accuracies the log holds. For runs that
-    matter for their curves (robust overfitting) rather than as models to load."""
+    matter for their curves (robust overfitting) rather than as models to load.
+
+    `run` may also be an exported checkpoint folder (`config.json` and `log.jsonl`, e.g. one
+    trained on a GPU machine whose weights are too large to ship): its measured test metrics
+    are kept, marked as measured on weights that are not shipped."""
     pointer = run / "LATEST"
-    if not pointer.is_file():
-        raise WeatError(f"{run} is not a training run folder (no LATEST)")
-    cfg = json.loads((run / pointer.read_text().strip() / "config.json").read_text())
-    out, _, records = _run_settings(run, cfg, dataset_name)
+    if pointer.is_file():
+        cfg = json.loads((run / pointer.read_text().strip() / "config.json").read_text())
+        out, _, records = _run_settings(run, cfg, dataset_name)
+        out.pop("epoch", None)  # no weights, so no epoch of them
+    elif (run / "config.json").is_file() and (run / "log.jsonl").is_file():
+        out = json.loads((run / "config.json").read_text())
+        if "training" not in out:
+            raise WeatError(f"{run}/config.json does not come from `weat_core export` (no training settings)")
+        records = _read_log(run / "log.jsonl")
+        if dataset_name:
+            out.update(dataset=dataset_name)
+        out["reproduce"] = {"train": out.get("reproduce", {}).get("train")}  # no weights to evaluate
+        if out.get("metrics"):
+            out["metrics_note"] = (f"measured by `weat_core eval` on the weights of epoch {out.get('epoch', '?')}, "
+                                   "which are not shipped")
+        out.pop("epoch", None)
+    else:
+        raise WeatError(f"{run} is not a training run folder (no LATEST) nor an exported checkpoint folder "
+                        "(config.json and log.jsonl)")
     if not records:
         raise WeatError(f"{run} has no per-epoch records in log.jsonl to ship")
-    out.pop("epoch", None)  # no weights, so no epoch of them
     out.update(recorded="log only: no weights are shipped", epochs=records[-1]["epoch"])
     dest = (dest_root or checkpoints_dir()) / RUNS_DIR / name
     if dest.exists():
