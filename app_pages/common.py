@@ -121,6 +121,9 @@ def register_trained(model: torch.nn.Module, label: str) -> str:
     return TRAINED_PREFIX + name
 
 
+BIG_ON_CPU = 5_000_000  # parameters above which the sidebar says that pages will be slow on a CPU
+
+
 def model_choices() -> list[str]:
     shipped = [c["name"] for c in checkpoint_infos()]
     return shipped + [TRAINED_PREFIX + k for k in trained_models()] + [UNTRAINED]
@@ -229,6 +232,12 @@ def sidebar() -> None:
         why = "" if choices[0] != UNTRAINED else "No trained checkpoint is shipped yet: "
         sb.warning(f"{why}this is an **untrained** weatnet_s, so its energies and accuracies are those of random "
                    "weights. Train one on the **Training** page.", icon="⚠️")
+    elif device == "cpu":
+        params = sum(p.numel() for p in model.parameters())
+        if params > BIG_ON_CPU:
+            sb.info(f"**{name}** has {params / 1e6:.1f} M parameters, many times the work per image of the small "
+                    "CPU models: on a CPU, pages that attack or sample many images take tens of seconds. Fewer "
+                    "images make them quick.", icon="⏱️")
 
     found = _find_datasets()
     data_opts = found + ["cifar10", SYNTHETIC, CUSTOM_PATH]

@@ -120,11 +120,21 @@ def test_overview(app_env):
     assert any("ε sweep" in c.value for c in at.caption) == raised  # the pointer only where PGD went up
     sb = at.sidebar.selectbox(key="model_choice")
     assert sb.value == "tiny-weat-adv"
+    assert not at.sidebar.info  # a small model: no note that pages will be slow
     assert "tiny" in at.sidebar.selectbox(key="data_choice").value
     sb.set_value("untrained weatnet_s (random weights)").run()
     ok(at)
     assert any("untrained" in w.value for w in at.sidebar.warning)
     assert len(charts(at)) == 1
+
+
+def test_sidebar_says_when_a_model_is_slow_on_a_cpu(app_env, monkeypatch):
+    import app_pages.common as common
+
+    monkeypatch.setattr(common, "BIG_ON_CPU", 1000)  # weatnet_tiny counts as big here
+    at = open_page()
+    ok(at)
+    assert any("M parameters" in i.value and "Fewer images" in i.value for i in at.sidebar.info)
 
 
 def test_landscape(app_env):
