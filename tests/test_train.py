@@ -479,3 +479,33 @@ def test_cli_sweep_prints_stores_and_writes_json(folder_dataset, tmp_path, capsy
     assert "sweep --checkpoint tiny --eps 1,16 --steps 2 --n 20" in load_config(d)["reproduce"]["sweep"]
     assert main(["sweep", "--checkpoint", str(d), "--eps", "two", "--quiet"]) != 0
     assert "--eps takes numbers" in capsys.readouterr().err
+
+
+def test_heldout_script_measures_best_and_last_away_from_the_per_epoch_subset(folder_dataset, tmp_path):
+    """scripts/heldout_best_last.py (the README's held-out table): BEST and LATEST of a run, on
+    the test images after the run's per-epoch subset and on the run's own training images."""
+    from weat_core.checkpoints import load
+    from weat_core.data import balanced_order, load_split
+    from weat_core.evaluate import evaluate
+
+    repo = Path(__file__).resolve().parents[1]
+    train(_cfg(folder_dataset, tmp_path / "run", epochs=2, limit=64), progress=False)
+    out = tmp_path / "heldout.json"
+    proc = subprocess.run([sys.executable, str(repo / "scripts" / "heldout_best_last.py"), str(tmp_path / "run"),
+                           "--dataset", str(folder_dataset), "--n", "20", "--attack", "pgd2", "--out", str(out)],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(repo)}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())
+    run = tmp_path / "run"
+    names = [f"run:{(run / p).read_text().strip()}" for p in ("BEST", "LATEST")]
+    assert sorted(res) == sorted(set(names)) and len(proc.stdout.splitlines()) == 2
+    test = load_split(folder_dataset, "test")  # 40 images, 20 of them the run's per-epoch subset
+    seen = set(balanced_order(test.y)[:20].tolist())  # as test.subset(20), which training evaluates on
+    rest = torch.tensor([i for i in range(len(test)) if i not in seen])
+    for name in names:
+        row = res[name]
+        assert row["n_test"] == 20 and row["n_train"] == 64
+        model = load(run / name.split(":")[1])
+        held = evaluate(model, test.float()[rest], test.y[rest], [])
+        assert row["test_clean"] == pytest.approx(held["clean_acc"])
+        assert 0 <= row["test_pgd2"] <= row["test_clean"] and 0 <= row["train_pgd2"] <= row["train_clean"]
