@@ -509,3 +509,16 @@ def test_heldout_script_measures_best_and_last_away_from_the_per_epoch_subset(fo
         held = evaluate(model, test.float()[rest], test.y[rest], [])
         assert row["test_clean"] == pytest.approx(held["clean_acc"])
         assert 0 <= row["test_pgd2"] <= row["test_clean"] and 0 <= row["train_pgd2"] <= row["train_clean"]
+
+
+def test_a_standard_models_card_reports_its_clean_curve():
+    """Robust accuracy says nothing about a standard model (it is ~0): its card gives the clean
+    accuracy on the per-epoch subset, last and best, instead of the robust line."""
+    from weat_core.export import model_card
+
+    recs = [{"epoch": e, "test_clean_acc": a, "test_pgd_acc": 0.0} for e, a in ((1, 0.5), (2, 0.8), (3, 0.75))]
+    card = model_card("std", {"arch": "weatnet_tiny", "method": "standard", "training": {}}, recs)
+    assert "clean accuracy on the per-epoch test subset: 75.0% at the last epoch (3), best 80.0% at epoch 2" in card
+    assert "robust accuracy" not in card
+    robust = model_card("rob", {"arch": "weatnet_tiny", "method": "sat", "training": {}}, recs)
+    assert "clean accuracy on the per-epoch test subset" not in robust and "robust accuracy" in robust

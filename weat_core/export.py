@@ -156,6 +156,11 @@ def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
                 else "the run's best by " + ("clean" if cfg.get("method") == "standard" else "robust")
                 + " accuracy on the per-epoch test subset")
                 + (f" ({cfg['exported_why']})" if str(cfg.get("exported_why", "")).startswith("auto") else ""))
+        clean = [(r["test_clean_acc"], r["epoch"]) for r in log_records if "test_clean_acc" in r]
+        if clean and cfg.get("method") == "standard":  # robust accuracy is ~0 for it: its clean curve instead
+            top = max(clean)
+            lines.append(f"- clean accuracy on the per-epoch test subset: {clean[-1][0]:.1%} at the last epoch "
+                         f"({clean[-1][1]}), best {top[0]:.1%} at epoch {top[1]}")
         rob = [(r["test_pgd_acc"], r["epoch"], r.get("delta_e")) for r in log_records if "test_pgd_acc" in r]
         if rob and cfg.get("method") != "standard":
             best_i, drop, overfit = robust_peak([acc for acc, _, _ in rob], _subset_size(log_records, t))
