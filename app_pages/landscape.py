@@ -58,7 +58,7 @@ if clicked:
 
 res = st.session_state.get("ls_result")
 if res is None:
-    st.info("Pick attacks and press **Run** (256 images with PGD-10 and PGD-10-T take a few seconds on a CPU).")
+    st.info("Pick attacks and press **Run** (256 images with PGD-10 and PGD-10-T take a few seconds on a CPU with the small weatnet models).")
 else:
     (_, other_then, _, n_then, norm_then, eps_then, steps_then, _), out = res
     if res[0] != settings:
