@@ -206,6 +206,11 @@ def test_defaults_per_family_and_config_override(tiny_model):
     assert r.settings.steps == 3 and r.settings.step_size == 0.1 and r.energies.shape[0] == 4
     r = generate(m, [1, 2], seed=0, steps=1)  # an argument beats the config
     assert r.settings.steps == 1
+    m.config.update(method="standard", generation={"steps": 1, "init": "uniform"})
+    assert generate(m, [1], seed=0).settings.max_update == pytest.approx(2 / 255)  # the standard family clamps
+    free = generate(m, [1], seed=0, max_update=0)  # 0 turns the clamp off
+    assert free.settings.max_update is None
+    assert generate(m, [1], seed=0, max_update=0.1).settings.max_update == 0.1
 
 
 def test_generate_needs_stats_for_gaussian_and_falls_back_for_the_default(tiny_model):

@@ -92,7 +92,8 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--objective", choices=("joint", "ce", "marginal"), default=None,
                    help="joint: E(x,y); ce: CE(x,y); marginal: E(x), unconditional")
     g.add_argument("--sampler", choices=("sgld", "heun"), default=None, help="heun: second order, 2 gradients a step")
-    g.add_argument("--max-update", type=float, default=None, help="clamp each step's velocity to this radius")
+    g.add_argument("--max-update", type=float, default=None, help="clamp each step's velocity to this radius; 0: no clamp "
+                   "(standard models clamp to 2/255 by default)")
     g.add_argument("--update-norm", choices=("linf", "l2"), default=None, help="norm of --max-update")
     g.add_argument("--stats", default=None, help="class statistics file (default: the one beside the checkpoint)")
     g.add_argument("--seed", type=int, default=None, help="random seed (default: a fresh one, recorded in the output)")

@@ -224,7 +224,8 @@ def generate(
 ) -> GenerationResult:
     """Sample images of classes `labels` (N,) from `model` by SGLD on an energy.
 
-    Arguments left as None come from `default_settings(model)`. `init` is "uniform",
+    Arguments left as None come from `default_settings(model)`; `max_update=0` turns the
+    update clamp off where the default has one. `init` is "uniform",
     "gaussian", "pca" or a tensor of starting images (N, C, H, W) in [0, 1]; the Gaussian and
     PCA starts need class statistics: `stats="auto"` loads the ones saved beside the model's
     checkpoint (when the default init needs them and none exist, it falls back to uniform).
@@ -242,8 +243,10 @@ def generate(
     settings = base.updated(
         steps=steps, step_size=step_size, noise_std=noise_std, momentum=momentum,
         init=init if isinstance(init, str) else None, objective=_objective_name(objective) if objective else None,
-        sampler=sampler, max_update=max_update, update_norm=update_norm, pca_variance=pca_variance,
+        sampler=sampler, max_update=max_update or None, update_norm=update_norm, pca_variance=pca_variance,
     )
+    if max_update == 0:  # 0: no clamp, overriding a family default that has one (the standard family's)
+        settings = replace(settings, max_update=None)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     y_all = torch.as_tensor(labels, dtype=torch.long).view(-1).to(device)
     n = y_all.shape[0]
