@@ -109,10 +109,12 @@ def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
              f"(`weat_core` {cfg.get('weat_core_version', '')}).", ""]
     measured = any(k.endswith("_acc") for k in m)
     if cfg.get("recorded"):
+        subsets = "the fixed subsets the run evaluated every epoch"
+        source = (f"The test metrics below were {cfg.get('metrics_note', 'measured on weights that are not shipped')}; "
+                  f"the training accuracies come from {subsets}." if measured
+                  else f"The accuracies below come from {subsets}.")
         lines += ["A recorded training run: its per-epoch log (`log.jsonl`) and settings are shipped, not its "
-                  "weights. " + (f"The test metrics below were {cfg.get('metrics_note', 'measured on weights that are not shipped')}; the training accuracies come "
-                                 "from the fixed subsets the run evaluated every epoch." if measured else
-                                 "The accuracies below come from the fixed subsets the run evaluated every epoch."), ""]
+                  "weights. " + source, ""]
     if measured:
         lines += ["## Test metrics (measured by `python -m weat_core eval`)", "",
                   "| metric | value |", "|---|---|"]
