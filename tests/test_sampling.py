@@ -358,11 +358,38 @@ def test_offline_metrics():
 
     same = torch.rand(1, 3, 4, 4).repeat(5, 1, 1, 1)
     assert diversity(same, torch.zeros(5))["generated"] == pytest.approx(0.0, abs=1e-6)
+    collapsed = diversity(same, torch.zeros(5), same, torch.zeros(5) + 1)  # no real image of its class
+    assert collapsed["ratio"] is None
+    collapsed = diversity(same, torch.zeros(5), torch.rand(3, 3, 4, 4), torch.zeros(3))
+    assert collapsed["ratio"] == pytest.approx(0.0, abs=1e-6)  # collapse reads as 0, not as unknown
     two = torch.stack([torch.zeros(3, 4, 4), torch.ones(3, 4, 4)])  # distance √48
     real = torch.stack([torch.zeros(3, 4, 4), torch.full((3, 4, 4), 0.5)]).mul(255).to(torch.uint8)
     d = diversity(two, torch.zeros(2), real, torch.zeros(2))
     assert d["generated"] == pytest.approx(math.sqrt(48), rel=1e-6)
     assert d["ratio"] == pytest.approx(2.0, rel=1e-2)
+
+
+def test_feature_diversity_measures_distances_between_penultimate_features():
+    """The features are what the last linear layer receives (here: ReLU(W1·x)); distances
+    between them, per class, against real images' the same way."""
+    from weat_core.sampling import feature_diversity, penultimate_features
+
+    torch.manual_seed(0)
+    clf = nn.Sequential(nn.Flatten(), nn.Linear(12, 5), nn.ReLU(), nn.Linear(5, 3))
+    x = torch.rand(6, 3, 2, 2)
+    with torch.no_grad():
+        by_hand = torch.relu(x.flatten(1) @ clf[1].weight.T + clf[1].bias)
+    torch.testing.assert_close(penultimate_features(clf, x, batch_size=4), by_hand)
+    assert not clf._forward_pre_hooks and not clf[3]._forward_pre_hooks  # the hook is removed again
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    f = feature_diversity(clf, x, labels, x, labels)  # the samples are the real images: ratio 1
+    assert f["ratio"] == pytest.approx(1.0) and f["generated"] > 0
+    d01 = torch.cdist(by_hand[:3].double(), by_hand[:3].double()).sum() / 6
+    assert f["per_class"][0]["generated"] == pytest.approx(float(d01))
+    same = feature_diversity(clf, x[:1].repeat(4, 1, 1, 1), torch.zeros(4), x, labels)  # one image four times
+    assert same["generated"] == pytest.approx(0.0, abs=1e-6) and same["ratio"] == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(WeatError, match="no final linear layer"):
+        penultimate_features(nn.Sequential(nn.Flatten()), x)
 
 
 def test_inception_metrics_without_weights_give_a_clear_error(monkeypatch):
@@ -489,6 +516,10 @@ def test_cli_init_stats_generate_and_gen_eval_write_every_output(tmp_path, tiny_
     m = json.loads(capsys.readouterr().out)
     assert m["n"] == 20 and 0 <= m["classifier"]["agreement"] <= 1
     assert m["diversity"]["real"] > 0 and "inception" in m["skipped"]
+    assert m["feature_diversity"]["real"] > 0 and m["feature_diversity"]["ratio"] is not None
+    assert _run(["gen-eval", "--samples", str(out), "--classifier", str(tiny_checkpoint), "--dataset", str(data),
+                 "--no-inception", "--quiet"]) == 0
+    assert "feature diversity" in capsys.readouterr().out
 
 
 def test_cli_init_stats_share_one_file_between_checkpoints(tmp_path, trained_tiny, capsys):

@@ -121,7 +121,7 @@ def add_commands(subparsers: Any) -> None:
         "gen-eval", help="quality metrics of generated images (agreement, diversity, IS, FID)",
         description="Score samples.npz from `generate` (or generate afresh with --checkpoint): the share an "
                     "independent classifier assigns to the intended class, within-class diversity vs real test "
-                    "images, and Inception Score / FID vs real training images (Inception weights download once).")
+                    "images (in pixels, and in that classifier's penultimate features), and Inception Score / FID vs real training images (Inception weights download once).")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--samples", help="samples.npz written by `generate`")
     src.add_argument("--checkpoint", help="generate from this checkpoint first (settings as for `generate`)")
@@ -274,7 +274,7 @@ def _load_samples(path: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def cmd_gen_eval(args: argparse.Namespace) -> int:
-    """`gen-eval`: print agreement, diversity, IS and FID of generated images."""
+    """`gen-eval`: print agreement, diversity (pixels and features), IS and FID of generated images."""
     from .. import checkpoints
     from ..data import load_split
     from .metrics import evaluate_samples, fid, inception_score
@@ -326,6 +326,12 @@ def cmd_gen_eval(args: argparse.Namespace) -> int:
     if d.get("real"):
         line += f"; real test images {d['real']:.3f}; ratio {d['ratio']:.3f}"
     print(line)
+    if "feature_diversity" in m:
+        f = m["feature_diversity"]
+        line = f"feature diversity     {f['generated']:.3f} in the classifier's penultimate features"
+        if f.get("real"):
+            line += f"; real test images {f['real']:.3f}; ratio {f['ratio']:.3f}"
+        print(line)
     if "inception_score" in m:
         print(f"Inception Score       {m['inception_score'][0]:.3f} ± {m['inception_score'][1]:.3f}")
     if "fid" in m:

@@ -34,8 +34,10 @@ __all__ = [
     "classifier_agreement",
     "diversity",
     "evaluate_samples",
+    "feature_diversity",
     "fid",
     "inception_score",
+    "penultimate_features",
 ]
 
 log = logging.getLogger(__name__)
@@ -154,6 +156,32 @@ def _mean_pairwise(x: torch.Tensor) -> float:
     return float(d.sum() / (n * (n - 1)))
 
 
+def _within_class(x: torch.Tensor, labels: torch.Tensor, real: Optional[torch.Tensor] = None,
+                  real_labels: Optional[torch.Tensor] = None, max_real_per_class: int = 500) -> dict[str, Any]:
+    """Mean pairwise L2 distance between the rows of `x` (N, D) of the same class, and between
+    the rows of `real` (M, D) of that class (its first `max_real_per_class`) for reference."""
+    per: dict[int, dict[str, float]] = {}
+    for c in torch.unique(labels).tolist():
+        rec = {"generated": _mean_pairwise(x[labels == c])}
+        if real is not None and real_labels is not None:
+            r = real[torch.as_tensor(real_labels).long().view(-1) == c][:max_real_per_class]
+            if r.shape[0] >= 2:
+                rec["real"] = _mean_pairwise(r)
+                rec["ratio"] = rec["generated"] / rec["real"]
+        per[int(c)] = rec
+
+    def avg(key: str) -> Optional[float]:
+        vals = [v[key] for v in per.values() if key in v and v[key] == v[key]]
+        return sum(vals) / len(vals) if vals else None
+
+    out: dict[str, Any] = {"generated": avg("generated"), "per_class": per}
+    if real is not None:
+        out["real"] = avg("real")
+        # a collapsed set (distance 0) has ratio 0, not "unknown"
+        out["ratio"] = (out["generated"] / out["real"]) if out["generated"] is not None and out["real"] else None
+    return out
+
+
 def diversity(
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -168,26 +196,46 @@ def diversity(
     "per_class": {label: {"generated", "real", "ratio"}}}; real entries only when `real` is given.
     """
     labels = torch.as_tensor(labels).long().view(-1)
-    x = _float01(images).flatten(1)
-    per: dict[int, dict[str, float]] = {}
-    for c in torch.unique(labels).tolist():
-        rec = {"generated": _mean_pairwise(x[labels == c])}
-        if real is not None and real_labels is not None:
-            r = real[torch.as_tensor(real_labels).long().view(-1) == c][:max_real_per_class]
-            if r.shape[0] >= 2:
-                rec["real"] = _mean_pairwise(_float01(r).flatten(1))
-                rec["ratio"] = rec["generated"] / rec["real"]
-        per[int(c)] = rec
+    flat = None if real is None else _float01(real).flatten(1)
+    return _within_class(_float01(images).flatten(1), labels, flat, real_labels, max_real_per_class)
 
-    def avg(key: str) -> Optional[float]:
-        vals = [v[key] for v in per.values() if key in v and v[key] == v[key]]
-        return sum(vals) / len(vals) if vals else None
 
-    out: dict[str, Any] = {"generated": avg("generated"), "per_class": per}
-    if real is not None:
-        out["real"] = avg("real")
-        out["ratio"] = (out["generated"] / out["real"]) if out["generated"] and out["real"] else None
-    return out
+def penultimate_features(classifier: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """What the classifier's last `nn.Linear` layer receives (its penultimate features), (N, D),
+    for images (N, C, H, W) in [0, 1], read by a forward pre-hook."""
+    linears = [m for m in classifier.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise WeatError("this classifier has no final linear layer to take features from")
+    dev = next((p.device for p in classifier.parameters()), torch.device("cpu"))
+    feats: list[torch.Tensor] = []
+    hook = linears[-1].register_forward_pre_hook(lambda _m, inp: feats.append(inp[0].detach().float().flatten(1).cpu()))
+    try:
+        with eval_mode(classifier), torch.no_grad():
+            for i in range(0, images.shape[0], batch_size):
+                classifier(_float01(images[i:i + batch_size]).to(dev))
+    finally:
+        hook.remove()
+    return torch.cat(feats)
+
+
+def feature_diversity(
+    classifier: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    real: Optional[torch.Tensor] = None,
+    real_labels: Optional[torch.Tensor] = None,
+    max_real_per_class: int = 500,
+) -> dict[str, Any]:
+    """Within-class diversity in the classifier's penultimate features instead of pixels (same
+    fields as `diversity`). Pixel distances count any high-contrast texture as variety; in
+    feature space, chains that all draw the same pattern sit close together."""
+    labels = torch.as_tensor(labels).long().view(-1)
+    if real is None or real_labels is None:
+        return _within_class(penultimate_features(classifier, images), labels)
+    real_labels = torch.as_tensor(real_labels).long().view(-1)
+    keep = torch.cat([torch.nonzero(real_labels == c).view(-1)[:max_real_per_class] for c in torch.unique(labels)])
+    return _within_class(penultimate_features(classifier, images), labels,
+                         penultimate_features(classifier, real[keep]), real_labels[keep], max_real_per_class)
 
 
 def evaluate_samples(
@@ -200,12 +248,18 @@ def evaluate_samples(
     device: Union[str, torch.device, None] = None,
     batch_size: int = 64,
 ) -> dict[str, Any]:
-    """Every metric we can compute: agreement (needs `classifier`), diversity (vs `real_test`,
-    an ImageSet), and IS / FID (vs `real_train` (M, C, H, W)) when `inception`. A metric that
-    cannot run is reported under "skipped" with the reason, never silently left out."""
+    """Every metric we can compute: agreement and feature diversity (need `classifier`),
+    diversity (vs `real_test`, an ImageSet), and IS / FID (vs `real_train` (M, C, H, W)) when
+    `inception`. A metric that cannot run is reported under "skipped" with the reason, never
+    silently left out."""
     out: dict[str, Any] = {"n": int(images.shape[0]), "skipped": {}}
     if classifier is not None:
         out["classifier"] = classifier_agreement(classifier, images, labels)
+        try:
+            out["feature_diversity"] = (feature_diversity(classifier, images, labels, real_test.x, real_test.y)
+                                        if real_test is not None else feature_diversity(classifier, images, labels))
+        except WeatError as e:
+            out["skipped"]["feature_diversity"] = str(e)
     else:
         out["skipped"]["classifier"] = "no independent classifier given (--classifier)"
     if real_test is not None:
