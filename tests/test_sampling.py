@@ -372,7 +372,7 @@ def test_offline_metrics():
 def test_feature_diversity_measures_distances_between_penultimate_features():
     """The features are what the last linear layer receives (here: ReLU(W1·x)); distances
     between them, per class, against real images' the same way."""
-    from weat_core.sampling import feature_diversity, penultimate_features
+    from weat_core.sampling import penultimate_features
 
     torch.manual_seed(0)
     clf = nn.Sequential(nn.Flatten(), nn.Linear(12, 5), nn.ReLU(), nn.Linear(5, 3))
@@ -382,11 +382,11 @@ def test_feature_diversity_measures_distances_between_penultimate_features():
     torch.testing.assert_close(penultimate_features(clf, x, batch_size=4), by_hand)
     assert not clf._forward_pre_hooks and not clf[3]._forward_pre_hooks  # the hook is removed again
     labels = torch.tensor([0, 0, 0, 1, 1, 1])
-    f = feature_diversity(clf, x, labels, x, labels)  # the samples are the real images: ratio 1
+    f = diversity(x, labels, x, labels, classifier=clf)  # the samples are the real images: ratio 1
     assert f["ratio"] == pytest.approx(1.0) and f["generated"] > 0
     d01 = torch.cdist(by_hand[:3].double(), by_hand[:3].double()).sum() / 6
     assert f["per_class"][0]["generated"] == pytest.approx(float(d01))
-    same = feature_diversity(clf, x[:1].repeat(4, 1, 1, 1), torch.zeros(4), x, labels)  # one image four times
+    same = diversity(x[:1].repeat(4, 1, 1, 1), torch.zeros(4), x, labels, classifier=clf)  # one image four times
     assert same["generated"] == pytest.approx(0.0, abs=1e-6) and same["ratio"] == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(WeatError, match="no final linear layer"):
         penultimate_features(nn.Sequential(nn.Flatten()), x)

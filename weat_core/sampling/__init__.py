@@ -25,7 +25,7 @@ from .generate import (
     threat_model,
 )
 from .init import DEFAULT_MAX_BYTES, INITS, STATS_NAME, ClassStats, initial_images, stats_path
-from .metrics import (classifier_agreement, diversity, evaluate_samples, feature_diversity, fid, inception_score,
+from .metrics import (classifier_agreement, diversity, evaluate_samples, fid, inception_score,
                       penultimate_features)
 from .sgld import DIVERGENCE_REASONS, SGLD, EnergyFn, Heun, SamplingDiverged, SGLDState, make_sampler
 
@@ -48,7 +48,6 @@ __all__ = [
     "default_settings",
     "diversity",
     "evaluate_samples",
-    "feature_diversity",
     "fid",
     "generate",
     "inception_score",

@@ -34,7 +34,6 @@ __all__ = [
     "classifier_agreement",
     "diversity",
     "evaluate_samples",
-    "feature_diversity",
     "fid",
     "inception_score",
     "penultimate_features",
@@ -188,16 +187,28 @@ def diversity(
     real: Optional[torch.Tensor] = None,
     real_labels: Optional[torch.Tensor] = None,
     max_real_per_class: int = 500,
+    classifier: Optional[nn.Module] = None,
 ) -> dict[str, Any]:
-    """Within-class diversity: mean pairwise L2 distance (pixel units, images in [0, 1]) between
-    generated images of the same class, and between real images of that class for reference.
+    """Within-class diversity: mean pairwise L2 distance between generated images of the same
+    class, and between real images of that class (its first `max_real_per_class`) for reference.
+    In pixel units (images in [0, 1]), or, with `classifier`, between its penultimate features:
+    pixel distances count any high-contrast texture as variety, while in a robust classifier's
+    features chains that all draw the same pattern sit close together.
 
     Returns {"generated": mean over classes, "real": …, "ratio": generated / real,
     "per_class": {label: {"generated", "real", "ratio"}}}; real entries only when `real` is given.
     """
+    def embed(x: torch.Tensor) -> torch.Tensor:
+        return _float01(x).flatten(1) if classifier is None else penultimate_features(classifier, x)
+
     labels = torch.as_tensor(labels).long().view(-1)
-    flat = None if real is None else _float01(real).flatten(1)
-    return _within_class(_float01(images).flatten(1), labels, flat, real_labels, max_real_per_class)
+    if real is None:
+        return _within_class(embed(images), labels)
+    if real_labels is None:
+        raise WeatError("real images need their labels (real_labels) to compare within classes")
+    real_labels = torch.as_tensor(real_labels).long().view(-1)
+    keep = torch.cat([torch.nonzero(real_labels == c).view(-1)[:max_real_per_class] for c in torch.unique(labels)])
+    return _within_class(embed(images), labels, embed(real[keep]), real_labels[keep], max_real_per_class)
 
 
 def penultimate_features(classifier: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
@@ -218,26 +229,6 @@ def penultimate_features(classifier: nn.Module, images: torch.Tensor, batch_size
     return torch.cat(feats)
 
 
-def feature_diversity(
-    classifier: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    real: Optional[torch.Tensor] = None,
-    real_labels: Optional[torch.Tensor] = None,
-    max_real_per_class: int = 500,
-) -> dict[str, Any]:
-    """Within-class diversity in the classifier's penultimate features instead of pixels (same
-    fields as `diversity`). Pixel distances count any high-contrast texture as variety; in
-    feature space, chains that all draw the same pattern sit close together."""
-    labels = torch.as_tensor(labels).long().view(-1)
-    if real is None or real_labels is None:
-        return _within_class(penultimate_features(classifier, images), labels)
-    real_labels = torch.as_tensor(real_labels).long().view(-1)
-    keep = torch.cat([torch.nonzero(real_labels == c).view(-1)[:max_real_per_class] for c in torch.unique(labels)])
-    return _within_class(penultimate_features(classifier, images), labels,
-                         penultimate_features(classifier, real[keep]), real_labels[keep], max_real_per_class)
-
-
 def evaluate_samples(
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -256,8 +247,8 @@ def evaluate_samples(
     if classifier is not None:
         out["classifier"] = classifier_agreement(classifier, images, labels)
         try:
-            out["feature_diversity"] = (feature_diversity(classifier, images, labels, real_test.x, real_test.y)
-                                        if real_test is not None else feature_diversity(classifier, images, labels))
+            out["feature_diversity"] = (diversity(images, labels, real_test.x, real_test.y, classifier=classifier)
+                                        if real_test is not None else diversity(images, labels, classifier=classifier))
         except WeatError as e:
             out["skipped"]["feature_diversity"] = str(e)
     else:
