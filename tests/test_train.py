@@ -522,3 +522,17 @@ def test_a_standard_models_card_reports_its_clean_curve():
     assert "robust accuracy" not in card
     robust = model_card("rob", {"arch": "weatnet_tiny", "method": "sat", "training": {}}, recs)
     assert "clean accuracy on the per-epoch test subset" not in robust and "robust accuracy" in robust
+
+
+def test_the_retrain_command_names_a_dataset_beside_the_repository_relative_to_it():
+    """Commands run from the repository root: an absolute path into a folder beside it (the
+    shared CIFAR-10 copy) is written as `../shared/...`, the same on every machine; names and
+    paths elsewhere are kept."""
+    from weat_core.export import _REPO, _train_command
+
+    t = {"method": "sat", "arch": "weatnet_tiny", "epochs": 1, "batch_size": 8, "lr": 0.1, "schedule": "step",
+         "eps": 8 / 255, "alpha": 2 / 255, "attack_steps": 1, "beta": 6.0, "seed": 0, "eval_size": 8, "eval_steps": 1}
+    beside = _REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+    assert "--dataset ../shared/data/cifar10-jpeg.tar.gz " in _train_command({**t, "dataset": str(beside)})
+    assert "--dataset cifar10 " in _train_command({**t, "dataset": "cifar10"})
+    assert "--dataset /elsewhere/c.tar.gz " in _train_command({**t, "dataset": "/elsewhere/c.tar.gz"})

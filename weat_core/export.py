@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shlex
 import shutil
 from pathlib import Path
@@ -26,11 +27,25 @@ __all__ = ["choose_epoch", "export_log", "export_run", "model_card", "store_metr
 log = logging.getLogger(__name__)
 
 
+_REPO = Path(__file__).resolve().parents[1]
+
+
+def _portable(path: Any) -> str:
+    """A dataset path as the re-train command should give it: commands run from the repository
+    root, so an absolute path beside the repository (the shared CIFAR-10 copy in `../shared`)
+    becomes relative to it, the same on every machine; other paths and names stay as they are."""
+    s = str(path)
+    p = Path(s)
+    if p.is_absolute() and _REPO.parent != Path(_REPO.anchor) and Path(os.path.normpath(p)).is_relative_to(_REPO.parent):
+        return os.path.relpath(os.path.normpath(p), _REPO)
+    return s
+
+
 def _train_command(t: dict[str, Any], with_out: bool = False) -> str:
     """The `train` command line of settings `t`; `with_out` names its run folder (for a stage
     that a later one fine-tunes with `--init`)."""
     args = ["python", "-m", "weat_core", "train", "--method", t["method"], "--arch", t["arch"], "--dataset",
-            str(t["dataset"]), "--epochs", str(t["epochs"]), "--batch-size", str(t["batch_size"]), "--lr", str(t["lr"]),
+            _portable(t["dataset"]), "--epochs", str(t["epochs"]), "--batch-size", str(t["batch_size"]), "--lr", str(t["lr"]),
             "--schedule", t["schedule"], "--eps", f"{t['eps'] * 255:.0f}/255", "--alpha", f"{t['alpha'] * 255:.0f}/255",
             "--attack-steps", str(t["attack_steps"]), "--beta", str(t["beta"]), "--seed", str(t["seed"]),
             "--eval-size", str(t["eval_size"]), "--eval-steps", str(t["eval_steps"])]
