@@ -97,7 +97,7 @@ def recorded_runs() -> list[dict[str, Any]]:
     """Training runs shipped for their curves only (`checkpoints/_runs/`: log, settings, card)."""
     from weat_core.checkpoints import list_runs
 
-    return [r.to_dict() for r in list_runs()]
+    return [{**r.to_dict(), "heldout": r.config.get("heldout")} for r in list_runs()]
 
 
 def load_named_model(name: str, device: str = "cpu") -> torch.nn.Module:

@@ -1,12 +1,14 @@
 """Training dynamics: recorded runs (SAT vs TRADES vs WEAT) and a live run on the CPU."""
 
 from pathlib import Path
+from typing import Optional
 
 import pandas as pd
 import streamlit as st
 
 from app_pages import common, plots
 from weat_core import WeatError, lens
+from weat_core.export import heldout_text
 
 c = common.ctx()
 st.title("Training dynamics")
@@ -33,9 +35,10 @@ NAMES = {"energy_nat_mean": "E(x)", "energy_adv_mean": "E(x*)", "delta_e": "ΔE"
          "test_pgd_acc": "robust (PGD)", "train_pgd_acc": "robust, train subset"}
 
 
-def run_curves(runs: dict[str, pd.DataFrame], key: str) -> None:
+def run_curves(runs: dict[str, pd.DataFrame], key: str, heldout: Optional[dict[str, dict]] = None) -> None:
     """The per-epoch charts for one or more runs (phases shaded for the first) and, for each
-    run, where its robust accuracy peaked and whether it then fell (robust overfitting)."""
+    run, where its robust accuracy peaked and whether it then fell (robust overfitting), with
+    the held-out check of its best and last epoch where the run was shipped with one."""
     df = pd.concat([d.assign(run=n) for n, d in runs.items()], ignore_index=True).rename(columns=NAMES)
     phases = lens.training_phases(next(iter(runs.values())))
     multi = len(runs) > 1
@@ -73,6 +76,8 @@ def run_curves(runs: dict[str, pd.DataFrame], key: str) -> None:
             if "delta_e_last" in r and pd.notna(r["delta_e_last"]):
                 msg += f"; ΔE {r['delta_e_best']:+.3f} at the best epoch, {r['delta_e_last']:+.3f} at the end"
             st.markdown(msg + ".")
+            if (heldout or {}).get(r["run"]):
+                st.caption(f"{r['run']}, " + heldout_text(heldout[r["run"]]) + ".")
     st.caption("Accuracies here come from the fixed test subset each run evaluates every epoch (a few hundred "
                "images), so a change of a point or two is within its sampling noise (about ±2 points at 512 images); "
                "`python -m weat_core eval` measures the shipped weights on the full test split.")
@@ -91,11 +96,14 @@ tab_rec, tab_live = st.tabs(["Recorded runs", "Live run"], key="tr_tab")  # keye
 
 with tab_rec:
     runs: dict[str, pd.DataFrame] = {}
+    held: dict[str, dict] = {}
     sources = [(i, i["method"]) for i in common.checkpoint_infos() if i["has_log"]]
     sources += [(i, f"{i['method']}, log only") for i in common.recorded_runs()]  # shipped without weights
     for info, what in sources:
         try:
             runs[f"{info['name']} ({what})"] = lens.load_training_log(Path(info["path"]))
+            if info.get("heldout"):
+                held[f"{info['name']} ({what})"] = info["heldout"]
         except WeatError as e:
             st.warning(f"{info['name']}: {e}")
     for name, job in jobs.items():
@@ -114,7 +122,7 @@ with tab_rec:
                 methods.add(method)
         pick = st.multiselect("Runs", list(runs), default=[k for k in runs if k in longest], key="tr_runs")
         if pick:
-            run_curves({k: runs[k] for k in pick}, "rec")
+            run_curves({k: runs[k] for k in pick}, "rec", held)
             with st.expander("Per-epoch records"):
                 st.dataframe(pd.concat([runs[k].assign(run=k) for k in pick]), hide_index=True)
 

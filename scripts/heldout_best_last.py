@@ -6,6 +6,9 @@ run's own training images. Prints one JSON line per checkpoint.
     PYTHONPATH=. python scripts/heldout_best_last.py runs/of-sat runs/of-trades --dataset ../shared/data/cifar10-jpeg.tar.gz
 
 The README's held-out table for the recorded 1k-image runs came from this (2,000 images, PGD-20).
+`python -m weat_core export --log-only --run RUN --name NAME --heldout FILE` (FILE from `--out`)
+stores a run's two rows in its recorded folder's config.json; its card and the app's training
+page then show them next to the per-epoch subset's curve.
 """
 
 from __future__ import annotations

@@ -207,7 +207,12 @@ def test_training_recorded_and_live(app_env):
     rec.mkdir(parents=True, exist_ok=True)
     recs = [dict(json.loads(s), method="sat") for s in (app_env / "ckpts" / "tiny-weat-adv" / "log.jsonl").open()]
     (rec / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
-    (rec / "config.json").write_text(json.dumps({"arch": "weatnet_tiny", "method": "sat", "recorded": "log only"}))
+    from weat_core.export import heldout_summary
+
+    row = {"test_clean": 0.4, "test_pgd20": 0.3, "test_delta_e": -0.01, "n_test": 2000}
+    held = heldout_summary({"r:best-0005": row, "r:state-0008": {**row, "test_pgd20": 0.2}})  # its held-out check
+    (rec / "config.json").write_text(json.dumps({"arch": "weatnet_tiny", "method": "sat", "recorded": "log only",
+                                                 "heldout": held}))
     st.cache_data.clear()
     at = open_page("training")
     ok(at)
@@ -218,6 +223,10 @@ def test_training_recorded_and_live(app_env):
     method = (lambda label: label.split(" (")[1].split(",")[0].rstrip(")"))
     picked = [method(v) for v in runs.value]  # by default: the longest run of each of up to three methods
     assert len(set(picked)) == len(picked) == min(3, len({method(o) for o in runs.options}))
+    at.multiselect(key="tr_runs").set_value(["rec-sat (sat, log only)"]).run()
+    ok(at)
+    assert any(c.value.startswith("rec-sat (sat, log only), held-out check (2,000 test images") and
+               "30.0 % at the best epoch (5), 20.0 % at the last (8): robust overfitting" in c.value for c in at.caption)
     tiny = next(o for o in at.multiselect(key="tr_runs").options if o.startswith("tiny-weat-adv"))
     at.multiselect(key="tr_runs").set_value([tiny]).run()
     ok(at)

@@ -423,6 +423,22 @@ def test_export_log_only_ships_a_recorded_run_without_weights(folder_dataset, tm
         from weat_core.export import export_log
 
         export_log(tmp_path / "nothing", "x", dest_root=ck)
+    # the held-out check of its best and last epoch (rows as scripts/heldout_best_last.py writes them)
+    row = {"test_clean": 0.5, "test_pgd20": 0.30, "test_delta_e": -0.01, "train_clean": 0.6, "train_pgd20": 0.4,
+           "train_delta_e": -0.05, "n_test": 2000, "n_train": 64}
+    rows = {"s2:best-0001": row, "s2:state-0003": {**row, "test_pgd20": 0.25, "train_pgd20": 0.7}}
+    (tmp_path / "held.json").write_text(json.dumps(rows))
+    assert main(["export", "--run", str(tmp_path / "s2"), "--name", "rec", "--dest", str(ck), "--log-only",
+                 "--heldout", str(tmp_path / "held.json")]) == 0
+    held = json.loads((d / "config.json").read_text())["heldout"]
+    assert held["best"]["epoch"] == 1 and held["last"]["epoch"] == 3 and held["overfitting"]
+    assert "held-out check (2,000 test images" in (d / "README.md").read_text()
+    # re-exported from its own folder (e.g. to refresh the card), a recorded run keeps the check
+    assert main(["export", "--run", str(d), "--name", "rec", "--dest", str(ck), "--log-only"]) == 0
+    assert json.loads((d / "config.json").read_text())["heldout"] == held
+    capsys.readouterr()
+    assert main(["export", "--run", str(d), "--name", "x", "--heldout", str(tmp_path / "held.json")]) == 2
+    assert "goes with --log-only" in capsys.readouterr().err
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "config.json").write_text("{}")
     (tmp_path / "other" / "log.jsonl").write_text("")
@@ -536,3 +552,29 @@ def test_the_retrain_command_names_a_dataset_beside_the_repository_relative_to_i
     assert "--dataset ../shared/data/cifar10-jpeg.tar.gz " in _train_command({**t, "dataset": str(beside)})
     assert "--dataset cifar10 " in _train_command({**t, "dataset": "cifar10"})
     assert "--dataset /elsewhere/c.tar.gz " in _train_command({**t, "dataset": "/elsewhere/c.tar.gz"})
+
+
+def test_the_heldout_check_tells_robust_overfitting_from_noise():
+    """A run's best and last epoch on held-out images: a fall beyond two standard errors of those
+    images is robust overfitting, a smaller one is noise; the rows of one run are picked by name
+    from a file holding several, and a file that does not say which is refused."""
+    from weat_core.export import heldout_summary, heldout_text
+
+    def rows(run, best, last, n=2000):
+        base = {"test_clean": 0.4, "test_delta_e": -0.02, "n_test": n}
+        return {f"{run}:best-0040": {**base, "test_pgd20": best}, f"{run}:state-0100": {**base, "test_pgd20": last}}
+
+    fell = heldout_summary(rows("a", 0.25, 0.20))  # 5 points; 2 SE at 2,000 images ≈ 1.9
+    assert fell["overfitting"] and fell["drop"] == pytest.approx(0.05) and fell["attack"] == "pgd20"
+    assert (fell["best"]["epoch"], fell["last"]["epoch"]) == (40, 100)
+    text = heldout_text(fell)
+    assert "PGD-20" in text and "25.0 % at the best epoch (40), 20.0 % at the last (100): robust overfitting" in text
+    noisy = heldout_summary(rows("a", 0.25, 0.235))
+    assert not noisy["overfitting"] and "within the noise" in heldout_text(noisy)
+    assert not heldout_summary(rows("a", 0.25, 0.20, n=100))["overfitting"]  # 2 SE at 100 images ≈ 8.7
+    both = {**rows("a", 0.25, 0.20), **rows("b", 0.25, 0.25)}
+    assert not heldout_summary(both, "b")["overfitting"]
+    with pytest.raises(WeatError, match="name one of them"):
+        heldout_summary(both)
+    with pytest.raises(WeatError, match="one best-NNNN"):
+        heldout_summary({"a:state-0100": rows("a", 0.2, 0.2)["a:state-0100"]})

@@ -342,17 +342,32 @@ def _add_export(sub) -> None:
     p.add_argument("--log-only", action="store_true",
                    help="ship the run's per-epoch log, settings and card without weights or evaluation, to "
                         "DEST/_runs/NAME (a recorded run for the training page)")
+    p.add_argument("--heldout", default=None, metavar="JSON",
+                   help="with --log-only: the run's best and last epoch measured on held-out test images "
+                        "(the --out file of scripts/heldout_best_last.py), stored in config.json and the card")
+    p.add_argument("--heldout-run", default=None,
+                   help="which run's rows of a --heldout file holding several (its run folder's name)")
     p.set_defaults(func=_cmd_export)
 
 
 def _cmd_export(args) -> int:
     from pathlib import Path
 
-    from .export import export_log, export_run
+    from .export import export_log, export_run, heldout_summary
 
+    if args.heldout and not args.log_only:
+        raise WeatError("--heldout goes with --log-only (a recorded run); an exported checkpoint is measured "
+                        "on the whole test split")
     if args.log_only:
+        heldout = None
+        if args.heldout:
+            try:
+                rows = json.loads(Path(args.heldout).read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                raise WeatError(f"cannot read the held-out results {args.heldout}: {e}") from None
+            heldout = heldout_summary(rows, args.heldout_run)
         dest = export_log(Path(args.run), args.name, dest_root=Path(args.dest) if args.dest else None,
-                          dataset_name=args.dataset_name)
+                          dataset_name=args.dataset_name, heldout=heldout)
         print((dest / "README.md").read_text())
         return 0
     dest = export_run(Path(args.run), args.name, dataset=args.dataset, data_dir=args.data_dir,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 from pathlib import Path
@@ -22,7 +23,7 @@ from .checkpoints import RUNS_DIR, checkpoints_dir, load, save
 from .data import load_split
 from .evaluate import evaluate, robust_peak
 
-__all__ = ["choose_epoch", "export_log", "export_run", "model_card", "store_metrics"]
+__all__ = ["choose_epoch", "export_log", "export_run", "heldout_summary", "heldout_text", "model_card", "store_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +195,8 @@ def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
                 lines.append(f"- robust accuracy on the per-epoch training subset: {fit[best[1]]:.1%} at the best "
                              f"epoch, {fit[end[1]]:.1%} at the last (the gap to the test subset: "
                              f"{100 * (fit[best[1]] - best[0]):+.1f} and {100 * (fit[end[1]] - end[0]):+.1f} points)")
+        if cfg.get("heldout"):
+            lines.append("- " + heldout_text(cfg["heldout"]))
         lines.append("")
     stages = cfg.get("stages") or ([t] if t else [])
     if stages:
@@ -205,6 +208,52 @@ def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
         lines += [f"Settings{f' (stage {i + 1})' if len(stages) > 1 else ''}: {json.dumps(st, sort_keys=True)}"
                   for i, st in enumerate(stages)] + [""]
     return "\n".join(lines)
+
+
+def heldout_summary(rows: dict[str, dict], run_name: Optional[str] = None) -> dict[str, Any]:
+    """The held-out check of a run's best and last epoch from the rows `scripts/heldout_best_last.py`
+    writes (keyed `RUN:best-NNNN` and `RUN:state-NNNN`; `run_name` picks one run's rows from a file
+    holding several): both epochs' rows, the attack, and whether the robust accuracy fell from the
+    best epoch to the last by more than the held-out images' noise (`robust_peak`)."""
+    runs = sorted({k.split(":", 1)[0] for k in rows})
+    if run_name is None and len(runs) == 1:
+        run_name = runs[0]
+    if run_name not in runs:
+        raise WeatError(f"the held-out results hold runs {', '.join(runs) or 'none'}; name one of them")
+    mine = {k.split(":", 1)[1]: v for k, v in rows.items() if k.split(":", 1)[0] == run_name}
+    best = [k for k in mine if k.startswith("best-")]
+    last = [k for k in mine if not k.startswith("best-")]
+    if len(best) != 1 or len(last) != 1:
+        raise WeatError(f"the held-out results of {run_name} need one best-NNNN and one last checkpoint row, "
+                        f"not {sorted(mine)}")
+    b, e = mine[best[0]], mine[last[0]]
+    attack = next((k[5:] for k in b if k.startswith("test_") and k not in ("test_clean", "test_delta_e")), None)
+    if attack is None or f"test_{attack}" not in e:
+        raise WeatError(f"the held-out results of {run_name} carry no robust accuracy (test_ATTACK)")
+    _, drop, fell = robust_peak([b[f"test_{attack}"], e[f"test_{attack}"]], b.get("n_test"))
+    epoch = lambda k: int(k.rsplit("-", 1)[-1])  # noqa: E731 (checkpoint folders are named *-NNNN)
+    return {"attack": attack, "n_test": b.get("n_test"), "n_train": b.get("n_train"),
+            "best": {"epoch": epoch(best[0]), **b}, "last": {"epoch": epoch(last[0]), **e},
+            "drop": drop, "overfitting": fell}
+
+
+def heldout_text(h: dict[str, Any]) -> str:
+    """One sentence on a run's held-out check (`heldout_summary`), for its card and the app."""
+    a, b, e = h["attack"], h["best"], h["last"]
+    shown = re.sub(r"^pgd(\d+)", r"PGD-\1", a).replace("-t", ", targeted")
+    n = f"{h['n_test']:,} " if h.get("n_test") else ""
+    pct = lambda v: f"{100 * v:.1f} %"  # noqa: E731
+    verdict = ("robust overfitting, beyond two standard errors" if h["overfitting"]
+               else "within the noise of these images" if h["drop"] > 0 else "no fall")
+    text = (f"held-out check ({n}test images the run never evaluated, {shown}): robust accuracy "
+            f"{pct(b['test_' + a])} at the best epoch ({b['epoch']}), {pct(e['test_' + a])} at the last ({e['epoch']}): "
+            f"{verdict}; clean {pct(b['test_clean'])} → {pct(e['test_clean'])}")
+    if f"train_{a}" in b and f"train_{a}" in e:
+        text += f"; its own training images under attack {pct(b['train_' + a])} → {pct(e['train_' + a])}"
+    if "test_delta_e" in b and "train_delta_e" in b:
+        text += (f"; ΔE {b['test_delta_e']:+.3f} → {e['test_delta_e']:+.3f} held-out, "
+                 f"{b['train_delta_e']:+.3f} → {e['train_delta_e']:+.3f} on its training images")
+    return text
 
 
 def _arch_options(kw: Optional[dict]) -> str:
@@ -386,7 +435,8 @@ def _write_log_and_card(dest: Path, name: str, cfg: dict[str, Any], records: lis
     (dest / "README.md").write_text(model_card(name, cfg, records))
 
 
-def export_log(run: Path, name: str, dest_root: Optional[Path] = None, dataset_name: Optional[str] = None) -> Path:
+def export_log(run: Path, name: str, dest_root: Optional[Path] = None, dataset_name: Optional[str] = None,
+               heldout: Optional[dict[str, Any]] = None) -> Path:
     """Ship a training run's dynamics without its weights: the per-epoch `log.jsonl` (earlier
     `--init` stages included), `config.json` with the settings and the command that re-trains
     it, and a card, in `dest_root/_runs/name` (default `checkpoints/_runs/`). Nothing is
@@ -395,7 +445,9 @@ def export_log(run: Path, name: str, dest_root: Optional[Path] = None, dataset_n
 
     `run` may also be an exported checkpoint folder (`config.json` and `log.jsonl`, e.g. one
     trained on a GPU machine whose weights are too large to ship): its measured test metrics
-    are kept, marked as measured on weights that are not shipped."""
+    are kept, marked as measured on weights that are not shipped. `heldout` (from
+    `heldout_summary`) stores the run's best and last epoch measured on held-out test images;
+    re-exporting a recorded run keeps the check it already has."""
     pointer = run / "LATEST"
     if pointer.is_file():
         cfg = json.loads((run / pointer.read_text().strip() / "config.json").read_text())
@@ -408,8 +460,9 @@ def export_log(run: Path, name: str, dest_root: Optional[Path] = None, dataset_n
         records = _read_log(run / "log.jsonl")
         if dataset_name:
             out.update(dataset=dataset_name)
-        out["reproduce"] = {"train": out.get("reproduce", {}).get("train")}  # no weights to evaluate
-        if out.get("metrics"):
+        # no weights to evaluate; the re-train command written afresh from the stored settings
+        out["reproduce"] = {"train": _chain(out.get("stages") or [_stage(out)], " && ")}
+        if out.get("metrics") and "epoch" in out:  # (a recorded run re-exported keeps its note)
             out["metrics_note"] = (f"measured by `weat_core eval` on the weights of epoch {out.get('epoch', '?')}, "
                                    "which are not shipped")
         out.pop("epoch", None)
@@ -419,6 +472,8 @@ def export_log(run: Path, name: str, dest_root: Optional[Path] = None, dataset_n
     if not records:
         raise WeatError(f"{run} has no per-epoch records in log.jsonl to ship")
     out.update(recorded="log only: no weights are shipped", epochs=records[-1]["epoch"])
+    if heldout is not None:
+        out["heldout"] = heldout
     dest = (dest_root or checkpoints_dir()) / RUNS_DIR / name
     if dest.exists():
         shutil.rmtree(dest)
