@@ -18,6 +18,8 @@ import json
 import time
 from pathlib import Path
 
+import torch
+
 from weat_core.checkpoints import load
 from weat_core.data import load_split
 from weat_core.evaluate import evaluate
@@ -30,7 +32,9 @@ def main() -> None:
     p.add_argument("--n", type=int, default=2000, help="held-out test images")
     p.add_argument("--attack", default="pgd20")
     p.add_argument("--out", default=None, help="also write all results as one JSON file")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, or auto (a GPU when there is one)")
     args = p.parse_args()
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     results = {}
     for run in map(Path, args.runs):
         cfg = json.loads((run / (run / "LATEST").read_text().strip() / "config.json").read_text())["training"]
@@ -39,7 +43,7 @@ def main() -> None:
         train = load_split(args.dataset, "train", limit=cfg.get("limit"))
         for pointer in ("BEST", "LATEST"):
             ck = run / (run / pointer).read_text().strip()
-            model, t0 = load(ck), time.time()
+            model, t0 = load(ck, device=device), time.time()
             held = evaluate(model, test.float()[skip:], test.y[skip:], [args.attack])
             own = evaluate(model, train.float(), train.y, [args.attack])
             row = {"test_clean": held["clean_acc"], f"test_{args.attack}": held[f"{args.attack}_acc"],

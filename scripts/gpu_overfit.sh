@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Robust overfitting on a GPU in ONE command inside the device tool's 10-minute limit: SAT, TRADES
+# and WEAT-adv on PreActResNet-18, the same step schedule (lr divided by 10 at half and three
+# quarters of the run, Rice et al. 2020's shape) on the first LIMIT training images, each for
+# MINUTES of wall-clock (`train --minutes` fits whole epochs to it); then each run's best epoch
+# (by its per-epoch test subset) and last epoch measured again on held-out test images and on
+# its own training images (scripts/heldout_best_last.py), and each run shipped as a recorded
+# run (`export --log-only --heldout`: log, settings, card; no weights).
+#
+# Here, once per machine, as for scripts/gpu_session.sh (.data and .whl are ignored):
+#   mkdir -p .data && cp ../shared/data/cifar10-jpeg.tar.gz .data/   (and the torchattacks wheel in .whl)
+# On the device (run: carry [".data", ".whl"], timeout_s 600):
+#   bash scripts/gpu_overfit.sh
+# Then here: tar -xzf FILES_AT/runs.tar.gz -C checkpoints/_runs
+#
+# What comes back: session.log (every stage's output), heldout.json, runs.tar.gz (the three
+# recorded-run folders: config.json, README.md, log.jsonl each).
+#
+# A CPU smoke run (tiny model, seconds per stage):
+#   ARCH=weatnet_tiny DEVICE=cpu MINUTES=0.15 LIMIT=256 EVAL=64 HELDOUT_N=64 BATCH=64 OUT=/tmp/of-smoke \
+#     DATA=../shared/data/cifar10-jpeg.tar.gz bash scripts/gpu_overfit.sh
+set -uo pipefail
+
+OUT=${OUT:-out/gpu-overfit}
+ARCH=${ARCH:-preactresnet18}
+DEVICE=${DEVICE:-cuda}
+DATA=${DATA:-.data/cifar10-jpeg.tar.gz}
+METHODS=${METHODS:-sat trades weat-adv}
+MINUTES=${MINUTES:-2.0}   # per run: three runs, the held-out checks and the machine's setup fit 10 minutes
+LIMIT=${LIMIT:-10000}     # training images: few enough that the model fits them under attack and overfits
+BATCH=${BATCH:-256}
+LR=${LR:-0.1}
+EVAL=${EVAL:-1000}        # per-epoch subsets (PGD-10): ±3 points at 1,000 images
+HELDOUT_N=${HELDOUT_N:-5000}
+SEED=${SEED:-0}
+
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/session.log") 2>&1
+export PYTHONUNBUFFERED=1
+t0=$(date +%s)
+stage() { echo "== [$(( $(date +%s) - t0 )) s] $*"; }
+
+if compgen -G ".whl/*.whl" > /dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+stage "environment"
+nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null || echo "(no nvidia-smi)"
+[ -f "$DATA" ] || [ -d "$DATA" ] || { stage "no dataset at $DATA (carry .data)"; exit 1; }
+
+runs_dir=$(mktemp -d)   # a warm machine keeps ignored folders: start clean
+done_runs=()
+for m in $METHODS; do
+  run="$runs_dir/of-$m"
+  stage "training $m on $ARCH, $LIMIT images, step schedule, $MINUTES min"
+  if python3 -m weat_core train --method "$m" --arch "$ARCH" --dataset "$DATA" --device "$DEVICE" \
+       --minutes "$MINUTES" --batch-size "$BATCH" --lr "$LR" --schedule step --limit "$LIMIT" \
+       --eval-size "$EVAL" --eval-steps 10 --seed "$SEED" --out "$run" --quiet; then
+    done_runs+=("$run")
+  else
+    stage "$m failed (above); going on"
+  fi
+done
+[ ${#done_runs[@]} -gt 0 ] || { stage "no run finished"; exit 1; }
+
+stage "held-out check: best and last epoch on $HELDOUT_N test images after the per-epoch subset"
+python3 scripts/heldout_best_last.py "${done_runs[@]}" --dataset "$DATA" --n "$HELDOUT_N" --device "$DEVICE" \
+  --out "$OUT/heldout.json" || stage "the held-out check failed; the runs ship without it"
+
+rec=$(mktemp -d)
+for run in "${done_runs[@]}"; do
+  m=${run##*/of-}
+  name="$ARCH-$m-${LIMIT}-step"
+  held=()
+  [ -f "$OUT/heldout.json" ] && held=(--heldout "$OUT/heldout.json" --heldout-run "of-$m")
+  python3 -m weat_core export --run "$run" --name "$name" --log-only --dataset-name cifar10 --dest "$rec" "${held[@]}" \
+    | head -n 25 || stage "export of $m failed"
+done
+tar -czf "$OUT/runs.tar.gz" -C "$rec/_runs" .
+stage "done"
+sleep 1
