@@ -34,16 +34,8 @@ EVAL=${EVAL:-1000}        # per-epoch subsets (PGD-10): ±3 points at 1,000 imag
 HELDOUT_N=${HELDOUT_N:-5000}
 SEED=${SEED:-0}
 
-mkdir -p "$OUT"
-exec > >(tee -a "$OUT/session.log") 2>&1
-export PYTHONUNBUFFERED=1
-t0=$(date +%s)
-stage() { echo "== [$(( $(date +%s) - t0 )) s] $*"; }
-
-if compgen -G ".whl/*.whl" > /dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-fi
+# shellcheck source=scripts/gpu_common.sh
+source "$(dirname "$0")/gpu_common.sh"
 stage "environment"
 nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null || echo "(no nvidia-smi)"
 [ -f "$DATA" ] || [ -d "$DATA" ] || { stage "no dataset at $DATA (carry .data)"; exit 1; }

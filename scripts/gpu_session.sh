@@ -46,17 +46,8 @@ END_S=${END_S:-570}           # AutoAttack gets what is left of this many second
 AA_MIN_S=${AA_MIN_S:-120}     # at 600 s), and is skipped when less than AA_MIN_S is left: then run it on a
                               # CPU later (eval --attacks aa --n 1000 --store --out F: hours on 2 cores, resumable)
 
-mkdir -p "$OUT"
-exec > >(tee -a "$OUT/session.log") 2>&1
-export PYTHONUNBUFFERED=1
-t0=$(date +%s)
-stage() { echo "== [$(( $(date +%s) - t0 )) s] $*"; }
-
-if compgen -G ".whl/*.whl" > /dev/null; then
-  stage "installing the carried wheels"
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-fi
+# shellcheck source=scripts/gpu_common.sh
+source "$(dirname "$0")/gpu_common.sh"
 
 stage "environment"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv 2>/dev/null || echo "(no nvidia-smi)"

@@ -578,3 +578,38 @@ def test_the_heldout_check_tells_robust_overfitting_from_noise():
         heldout_summary(both)
     with pytest.raises(WeatError, match="one best-NNNN"):
         heldout_summary({"a:state-0100": rows("a", 0.2, 0.2)["a:state-0100"]})
+
+
+def test_gpu_overfit_script_runs_end_to_end_on_a_cpu(folder_dataset, tmp_path):
+    """scripts/gpu_overfit.sh, the one command a lent GPU session runs, on a tiny model and data:
+    it trains each method, checks best vs last on held-out images and returns the recorded runs
+    (with that check) as one tarball, so its first run on a GPU is not its first run at all."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tarfile
+
+    repo = Path(__file__).resolve().parents[1]
+    if shutil.which("bash") is None:
+        pytest.skip("needs bash")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "python3").symlink_to(sys.executable)  # the script calls python3: this interpreter
+    out = tmp_path / "out"
+    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(repo),
+           "ARCH": "weatnet_tiny", "DEVICE": "cpu", "MINUTES": "0.01", "LIMIT": "64", "EVAL": "20",
+           "HELDOUT_N": "20", "BATCH": "32", "METHODS": "sat weat-adv", "OUT": str(out), "DATA": str(folder_dataset),
+           "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(["bash", "scripts/gpu_overfit.sh"], cwd=repo, env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["heldout.json", "runs.tar.gz", "session.log"]
+    held = json.loads((out / "heldout.json").read_text())
+    assert sorted(held) == ["of-sat:best-0001", "of-sat:state-0001", "of-weat-adv:best-0001", "of-weat-adv:state-0001"]
+    with tarfile.open(out / "runs.tar.gz") as tar:
+        names = sorted(n for n in tar.getnames() if n.endswith("config.json"))
+        assert names == ["./weatnet_tiny-sat-64-step/config.json", "./weatnet_tiny-weat-adv-64-step/config.json"]
+        cfg = json.load(tar.extractfile(names[0]))
+    assert cfg["heldout"]["n_test"] == 20 and cfg["training"]["schedule"] == "step" and cfg["dataset"] == "cifar10"
+    assert "== [" in (out / "session.log").read_text()
