@@ -515,11 +515,13 @@ def test_cli_init_stats_generate_and_gen_eval_write_every_output(tmp_path, tiny_
                  "--no-inception", "--json", "--quiet"]) == 0
     m = json.loads(capsys.readouterr().out)
     assert m["n"] == 20 and 0 <= m["classifier"]["agreement"] <= 1
+    assert m["classifier"]["method"] == json.loads((tiny_checkpoint / "config.json").read_text()).get("method", "?")
     assert m["diversity"]["real"] > 0 and "inception" in m["skipped"]
     assert m["feature_diversity"]["real"] > 0 and m["feature_diversity"]["ratio"] is not None
     assert _run(["gen-eval", "--samples", str(out), "--classifier", str(tiny_checkpoint), "--dataset", str(data),
                  "--no-inception", "--quiet"]) == 0
-    assert "feature diversity" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "feature diversity" in text and f"classifier {tiny_checkpoint}, trained {m['classifier']['method']}" in text
 
 
 def test_cli_init_stats_share_one_file_between_checkpoints(tmp_path, trained_tiny, capsys):

@@ -313,6 +313,9 @@ def cmd_gen_eval(args: argparse.Namespace) -> int:
                 m["skipped"]["fid"] = "no real training images (--dataset, --real)"
         except WeatError as e:
             m["skipped"]["inception"] = str(e)
+    judge_method = classifier.config.get("method", "?") if classifier is not None else None
+    if "classifier" in m:
+        m["classifier"]["method"] = judge_method  # what kind of judge: its features see differently
     if args.json:
         print(json.dumps(m, indent=2, default=float))
         return 0
@@ -320,7 +323,7 @@ def cmd_gen_eval(args: argparse.Namespace) -> int:
     if "classifier" in m:
         c = m["classifier"]
         print(f"classifier agreement  {100 * c['agreement']:.1f} %  (mean p(y|x) {c['confidence']:.3f}; "
-              f"classifier {args.classifier})")
+              f"classifier {args.classifier}, trained {judge_method})")
     d = m["diversity"]
     line = f"diversity             {d['generated']:.3f} mean pairwise L2 within a class"
     if d.get("real"):
@@ -332,6 +335,9 @@ def cmd_gen_eval(args: argparse.Namespace) -> int:
         if f.get("real"):
             line += f"; real test images {f['real']:.3f}; ratio {f['ratio']:.3f}"
         print(line)
+        if judge_method == "standard":  # measured on the PreActResNet-18 samples (docs/generation.md)
+            print("                      (a standard classifier's features hardly tell repeated textures from "
+                  "varied images; a robust classifier as --classifier shows collapse better)")
     if "inception_score" in m:
         print(f"Inception Score       {m['inception_score'][0]:.3f} ± {m['inception_score'][1]:.3f}")
     if "fid" in m:
