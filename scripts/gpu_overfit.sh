@@ -29,7 +29,8 @@ METHODS=${METHODS:-sat trades weat-adv}
 MINUTES=${MINUTES:-2.3}   # per run: three runs, the held-out checks and the machine's setup fit 10 minutes
 LIMIT=${LIMIT:-5000}      # training images: few enough that the model fits them under attack and overfits
 BATCH=${BATCH:-128}       # more SGD steps in the budget: on 2 CPU cores, 512 images and 1,120 steps of
-                          # batch 32 fitted only 40 % of the images under attack and did not overfit
+                          # batch 32 fitted only 39-50 % of the images under attack (the recorded
+                          # preactresnet18-*-512-step runs) and did not clearly overfit
 LR=${LR:-0.1}
 EVAL=${EVAL:-1000}        # per-epoch subsets (PGD-10): ±3 points at 1,000 images
 HELDOUT_N=${HELDOUT_N:-5000}
