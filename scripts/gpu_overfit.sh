@@ -68,7 +68,7 @@ for run in "${done_runs[@]}"; do
   held=()
   [ -f "$OUT/heldout.json" ] && held=(--heldout "$OUT/heldout.json" --heldout-run "of-$m")
   python3 -m weat_core export --run "$run" --name "$name" --log-only --dataset-name cifar10 --dest "$rec" "${held[@]}" \
-    | head -n 25 || stage "export of $m failed"
+    || stage "export of $m failed"
 done
 tar -czf "$OUT/runs.tar.gz" -C "$rec/_runs" .
 stage "done"
