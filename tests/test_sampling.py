@@ -487,7 +487,7 @@ def test_parse_classes():
             parse_classes(bad, 3, names)
 
 
-def test_cli_init_stats_generate_and_gen_eval_write_every_output(tmp_path, tiny_checkpoint, capsys):
+def test_cli_init_stats_generate_and_gen_eval_write_every_output(tmp_path, tiny_checkpoint, trained_tiny, capsys):
     data = _image_folder(tmp_path / "data")
     assert _run(["init-stats", "--checkpoint", str(tiny_checkpoint), "--dataset", str(data), "--quiet"]) == 0
     assert (tiny_checkpoint / STATS_NAME).is_file()
@@ -522,6 +522,14 @@ def test_cli_init_stats_generate_and_gen_eval_write_every_output(tmp_path, tiny_
                  "--no-inception", "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "feature diversity" in text and f"classifier {tiny_checkpoint}, trained {m['classifier']['method']}" in text
+    assert "standard classifier's features" not in text  # a robust judge needs no caveat
+    judge = tmp_path / "standard-judge"  # the same weights, recorded as a standard model
+    checkpoints.save(trained_tiny, judge, config={"dataset": "synthetic", "method": "standard",
+                                                  "classes": [f"c{i}" for i in range(10)]})
+    assert _run(["gen-eval", "--samples", str(out), "--classifier", str(judge), "--dataset", str(data),
+                 "--no-inception", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "trained standard" in text and "a standard classifier's features hardly tell" in text
 
 
 def test_cli_init_stats_share_one_file_between_checkpoints(tmp_path, trained_tiny, capsys):
