@@ -72,6 +72,23 @@ def lines(df: pd.DataFrame, x: str, ys: Sequence[str], title: str = "", height: 
     return fig
 
 
+def heldout_marks(fig: go.Figure, checks: Sequence[tuple[str, Optional[dict]]], multi: bool) -> go.Figure:
+    """Diamonds at a run's best and last epoch for its robust accuracy on held-out test images
+    (the `heldout` check a recorded run carries), in the run's colour, beside the per-epoch
+    subset's curve; `checks` lists (run, check or None) in the charts' run order."""
+    for i, (run, h) in enumerate(checks):
+        if not h:
+            continue
+        a, b, e = h["attack"], h["best"], h["last"]
+        colour = RUN_COLORS[i % len(RUN_COLORS)] if multi else "#444"
+        fig.add_scatter(x=[b["epoch"], e["epoch"]], y=[b[f"test_{a}"], e[f"test_{a}"]], mode="markers",
+                        name=f"{run}, held-out (best, last epoch)",
+                        marker=dict(symbol="diamond", size=13, color=colour, line=dict(width=1.5, color="black")))
+        if fig.layout.legend.orientation == "v":  # the legend under the plot: room for its new entry
+            fig.update_layout(height=fig.layout.height + 18)
+    return fig
+
+
 def topk_bar(df: pd.DataFrame, title: str, highlight: Sequence[str] = ()) -> go.Figure:
     colors = ["#E45756" if c in highlight else "#4C78A8" for c in df["class"]]
     fig = go.Figure(go.Bar(x=df["prob"], y=df["class"], orientation="h", marker_color=colors,

@@ -43,6 +43,7 @@ def run_curves(runs: dict[str, pd.DataFrame], key: str, heldout: Optional[dict[s
     run, where its robust accuracy peaked and whether it then fell (robust overfitting), with
     the held-out check of its best and last epoch where the run was shipped with one."""
     df = pd.concat([d.assign(run=n) for n, d in runs.items()], ignore_index=True).rename(columns=NAMES)
+    held = {n: (heldout or {}).get(n) for n in runs}  # each run's held-out check, where it has one
     phases = lens.training_phases(next(iter(runs.values())))
     multi = len(runs) > 1
     color = "run" if multi else None
@@ -64,6 +65,8 @@ def run_curves(runs: dict[str, pd.DataFrame], key: str, heldout: Optional[dict[s
             plots.focus_y(fig, df, ys)
         if "ΔE" in ys:
             fig.add_hline(y=0, line_color="#888", line_width=1)
+        if title.startswith("accuracy") and any(held.values()):
+            plots.heldout_marks(fig, list(held.items()), multi)
         for e in sorted({e for es in starts.values() for e in es}):
             fig.add_vline(x=e - 0.5, line_dash="dash", line_color="#888", line_width=1,
                           annotation_text="fine-tune", annotation_position="top right", annotation_font_size=10)
@@ -79,10 +82,12 @@ def run_curves(runs: dict[str, pd.DataFrame], key: str, heldout: Optional[dict[s
             if "delta_e_last" in r and pd.notna(r["delta_e_last"]):
                 msg += f"; ΔE {r['delta_e_best']:+.3f} at the best epoch, {r['delta_e_last']:+.3f} at the end"
             st.markdown(msg + ".")
-            if (heldout or {}).get(r["run"]):
-                st.caption(f"{r['run']}, " + heldout_text(heldout[r["run"]]) + ".")
+            if held.get(r["run"]):
+                st.caption(f"{r['run']}, " + heldout_text(held[r["run"]]) + ".")
     st.caption("Accuracies here come from the fixed test subset each run evaluates every epoch (a few hundred "
                "images), so a change of a point or two is within its sampling noise (about ±2 points at 512 images); "
+               + ("the diamonds are a run's best and last epoch measured again on held-out test images (its "
+                  "held-out check, with the stronger attack its line below names); " if any(held.values()) else "") +
                "`python -m weat_core eval` measures the shipped weights on the full test split.")
     ordinals = ("second", "third", "fourth", "fifth")
     for n, es in starts.items():
@@ -99,14 +104,14 @@ tab_rec, tab_live = st.tabs(["Recorded runs", "Live run"], key="tr_tab")  # keye
 
 with tab_rec:
     runs: dict[str, pd.DataFrame] = {}
-    held: dict[str, dict] = {}
+    held_checks: dict[str, dict] = {}
     sources = [(i, i["method"]) for i in common.checkpoint_infos() if i["has_log"]]
     sources += [(i, f"{i['method']}, log only") for i in common.recorded_runs()]  # shipped without weights
     for info, what in sources:
         try:
             runs[f"{info['name']} ({what})"] = lens.load_training_log(Path(info["path"]))
             if info.get("heldout"):
-                held[f"{info['name']} ({what})"] = info["heldout"]
+                held_checks[f"{info['name']} ({what})"] = info["heldout"]
         except WeatError as e:
             st.warning(f"{info['name']}: {e}")
     for name, job in jobs.items():
@@ -125,7 +130,7 @@ with tab_rec:
                 methods.add(method)
         pick = st.multiselect("Runs", list(runs), default=[k for k in runs if k in longest], key="tr_runs")
         if pick:
-            run_curves({k: runs[k] for k in pick}, "rec", held)
+            run_curves({k: runs[k] for k in pick}, "rec", held_checks)
             with st.expander("Per-epoch records"):
                 st.dataframe(pd.concat([runs[k].assign(run=k) for k in pick]), hide_index=True)
 

@@ -227,6 +227,8 @@ def test_training_recorded_and_live(app_env):
     ok(at)
     assert any(c.value.startswith("rec-sat (sat, log only), held-out check (2,000 test images") and
                "30.0 % at the best epoch (5), 20.0 % at the last (8): robust overfitting" in c.value for c in at.caption)
+    marks = [c for c in charts(at) if "held-out (best, last epoch)" in c.proto.spec]  # diamonds on the accuracy chart
+    assert len(marks) == 1 and '"symbol":"diamond"' in marks[0].proto.spec.replace(" ", "")
     tiny = next(o for o in at.multiselect(key="tr_runs").options if o.startswith("tiny-weat-adv"))
     at.multiselect(key="tr_runs").set_value([tiny]).run()
     ok(at)
