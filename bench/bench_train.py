@@ -24,7 +24,7 @@ from weat_core.attacks import PGD, TradesAttack  # noqa: E402
 from weat_core.devices import bf16_ok  # noqa: E402
 from weat_core.losses import get_loss  # noqa: E402
 from weat_core.models import create_model  # noqa: E402
-from weat_core.train import METHODS, TrainConfig, augment, make_attack, train_step  # noqa: E402
+from weat_core.train import COMPILE_MODES, METHODS, TrainConfig, augment, make_attack, train_step  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -33,11 +33,12 @@ def _sync(device: torch.device) -> None:
 
 
 def bench_train(arch: str, method: str, device: torch.device, batch: int, steps: int, warmup: int,
-                amp: bool, compile_: bool) -> float:
-    cfg = TrainConfig(method=method, arch=arch, batch_size=batch, device=str(device), compile=compile_)
+                amp: bool, compile_: bool, mode: str | None = None) -> float:
+    cfg = TrainConfig(method=method, arch=arch, batch_size=batch, device=str(device), compile=compile_,
+                      compile_mode=mode)
     model = create_model(arch).to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    fwd = torch.compile(model) if compile_ else model
+    fwd = torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model
     attack, loss_fn = make_attack(cfg), get_loss(method)
     g = torch.Generator(device=device).manual_seed(0)
     xs = torch.randint(0, 256, (batch * 4, 3, 32, 32), dtype=torch.uint8, device=device)
@@ -77,6 +78,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--compile", action="store_true", help="training and attack forwards through torch.compile, "
                    "as `train --compile` does")
+    p.add_argument("--compile-mode", default=None, choices=COMPILE_MODES,
+                   help="torch.compile's mode, as `train --compile-mode` (implies --compile)")
     p.add_argument("--no-attacks", action="store_true", help="training steps only, no attack throughput")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast (default: as training does, on where the hardware has native bf16)")
@@ -90,13 +93,16 @@ def main() -> None:
     steps = a.steps or (20 if gpu else 3)
     amp = bf16_ok(device) if a.amp is None else a.amp
     name = torch.cuda.get_device_name(device) if gpu else f"CPU, {torch.get_num_threads()} threads"
+    compiled = a.compile or a.compile_mode is not None
     print(f"# device: {name}; bf16 autocast {'on' if amp else 'off'}; channels_last; "
+          f"{'torch.compile (mode ' + (a.compile_mode or 'default') + ')' if compiled else 'eager'}; "
           f"torch {torch.__version__}")
     print(f"{'arch':16s} {'what':22s} {'batch':>6s} {'img/s':>10s}")
     for arch in archs:
         for batch in batches:
             for method in a.methods.split(","):
-                ips = bench_train(arch, method, device, batch, steps, 2, amp, a.compile)
+                ips = bench_train(arch, method, device, batch, steps, 3 if compiled else 2, amp, compiled,
+                                  a.compile_mode)
                 print(f"{arch:16s} {'train ' + method:22s} {batch:6d} {ips:10.0f}", flush=True)
             if a.no_attacks:
                 continue

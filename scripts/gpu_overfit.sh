@@ -52,30 +52,74 @@ ship() {  # $1: run folder, then extra export options; the tarball is rewritten 
     --dest "$rec" "$@" > "$rec/export-$m.log" 2>&1 || { cat "$rec/export-$m.log"; stage "export of $m failed"; }
   tar -czf "$OUT/runs.tar.gz" -C "$rec/_runs" .
 }
+PARALLEL=${PARALLEL:-0}   # 1: the runs train side by side, and their held-out checks too (one GPU: a batch
+                          # of 128 keeps a single run busy launching kernels, not the GPU computing)
+TRAIN_LIMIT_S=${TRAIN_LIMIT_S:-$(python3 -c "print(int($MINUTES * 60 * 1.5 + 90))")}  # a stuck run is stopped
+train_one() {  # $1 method, $2 run folder; succeeds when the run wrote a checkpoint (a run stopped by the
+               # time limit ships the epochs it finished)
+  timeout "$TRAIN_LIMIT_S" python3 -m weat_core train --method "$1" --arch "$ARCH" --dataset "$DATA" --device "$DEVICE" \
+    --minutes "$MINUTES" --batch-size "$BATCH" --lr "$LR" --schedule step --limit "$LIMIT" \
+    --eval-size "$EVAL" --eval-steps 10 --seed "$SEED" --out "$2" --quiet
+  local rc=$?
+  [ $rc -eq 124 ] && echo "stopped after $TRAIN_LIMIT_S s (TRAIN_LIMIT_S); the finished epochs ship"
+  [ -f "$2/LATEST" ]
+}
 done_runs=()
-for m in $METHODS; do
-  run="$runs_dir/of-$m"
-  stage "training $m on $ARCH, $LIMIT images, step schedule, $MINUTES min"
-  if python3 -m weat_core train --method "$m" --arch "$ARCH" --dataset "$DATA" --device "$DEVICE" \
-       --minutes "$MINUTES" --batch-size "$BATCH" --lr "$LR" --schedule step --limit "$LIMIT" \
-       --eval-size "$EVAL" --eval-steps 10 --seed "$SEED" --out "$run" --quiet; then
-    done_runs+=("$run")
-    ship "$run"
-  else
-    stage "$m failed (above); going on"
-  fi
-done
+finish() {  # $1 method, $2 run folder, $3 train_one's status
+  if [ "$3" -eq 0 ]; then done_runs+=("$2"); ship "$2"; else stage "$1 failed (above); going on"; fi
+}
+if [ "$PARALLEL" = 1 ]; then
+  pids=()
+  for m in $METHODS; do
+    stage "training $m on $ARCH, $LIMIT images, step schedule, $MINUTES min (side by side)"
+    train_one "$m" "$runs_dir/of-$m" > "$runs_dir/train-$m.log" 2>&1 &
+    pids+=($!)
+  done
+  i=0
+  for m in $METHODS; do
+    wait "${pids[$i]}"; st=$?
+    stage "$m finished"; cat "$runs_dir/train-$m.log"
+    finish "$m" "$runs_dir/of-$m" $st
+    i=$((i + 1))
+  done
+else
+  for m in $METHODS; do
+    stage "training $m on $ARCH, $LIMIT images, step schedule, $MINUTES min"
+    train_one "$m" "$runs_dir/of-$m"; finish "$m" "$runs_dir/of-$m" $?
+  done
+fi
 [ ${#done_runs[@]} -gt 0 ] || { stage "no run finished"; exit 1; }
 
 stage "held-out check: best and last epoch on $HELDOUT_N test images after the per-epoch subset"
-if python3 scripts/heldout_best_last.py "${done_runs[@]}" --dataset "$DATA" --n "$HELDOUT_N" --device "$DEVICE" \
-     --out "$OUT/heldout.json"; then
+heldout_one() {  # $1 run folder → $runs_dir/heldout-RUN.json
+  python3 scripts/heldout_best_last.py "$1" --dataset "$DATA" --n "$HELDOUT_N" --device "$DEVICE" \
+    --out "$runs_dir/heldout-${1##*/}.json"
+}
+ok=1
+if [ "$PARALLEL" = 1 ]; then
+  pids=()
+  for run in "${done_runs[@]}"; do heldout_one "$run" > "$runs_dir/heldout-${run##*/}.log" 2>&1 & pids+=($!); done
+  for i in "${!done_runs[@]}"; do
+    wait "${pids[$i]}" || ok=0
+    cat "$runs_dir/heldout-${done_runs[$i]##*/}.log"
+  done
+else
+  for run in "${done_runs[@]}"; do heldout_one "$run" || ok=0; done
+fi
+python3 - "$OUT/heldout.json" "$runs_dir"/heldout-*.json <<'PY' || ok=0
+import json, sys
+rows = {}
+for f in sys.argv[2:]:
+    rows.update(json.load(open(f)))
+json.dump(rows, open(sys.argv[1], "w"), indent=1)
+PY
+if [ $ok = 1 ]; then
   for run in "${done_runs[@]}"; do
     ship "$run" --heldout "$OUT/heldout.json" --heldout-run "${run##*/}"
     grep -E "robust accuracy|held-out" "$rec/_runs/$ARCH-${run##*/of-}-${LIMIT}-step/README.md"
   done
 else
-  stage "the held-out check failed; the runs ship without it"
+  stage "a held-out check failed (above); the runs ship without it"
 fi
 stage "done"
 sleep 1

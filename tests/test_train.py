@@ -580,10 +580,12 @@ def test_the_heldout_check_tells_robust_overfitting_from_noise():
         heldout_summary({"a:state-0100": rows("a", 0.2, 0.2)["a:state-0100"]})
 
 
-def test_gpu_overfit_script_runs_end_to_end_on_a_cpu(folder_dataset, tmp_path):
+@pytest.mark.parametrize("parallel", ["0", "1"])
+def test_gpu_overfit_script_runs_end_to_end_on_a_cpu(folder_dataset, tmp_path, parallel):
     """scripts/gpu_overfit.sh, the one command a lent GPU session runs, on a tiny model and data:
-    it trains each method, checks best vs last on held-out images and returns the recorded runs
-    (with that check) as one tarball, so its first run on a GPU is not its first run at all."""
+    it trains each method (one after another, or side by side with PARALLEL=1), checks best vs
+    last on held-out images and returns the recorded runs (with that check) as one tarball, so
+    its first run on a GPU is not its first run at all."""
     import os
     import shutil
     import subprocess
@@ -600,7 +602,7 @@ def test_gpu_overfit_script_runs_end_to_end_on_a_cpu(folder_dataset, tmp_path):
     env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(repo),
            "ARCH": "weatnet_tiny", "DEVICE": "cpu", "MINUTES": "0.01", "LIMIT": "64", "EVAL": "20",
            "HELDOUT_N": "20", "BATCH": "32", "METHODS": "sat weat-adv", "OUT": str(out), "DATA": str(folder_dataset),
-           "OMP_NUM_THREADS": "1"}
+           "OMP_NUM_THREADS": "1", "PARALLEL": parallel}
     r = subprocess.run(["bash", "scripts/gpu_overfit.sh"], cwd=repo, env=env, capture_output=True, text=True,
                        timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -613,3 +615,25 @@ def test_gpu_overfit_script_runs_end_to_end_on_a_cpu(folder_dataset, tmp_path):
         cfg = json.load(tar.extractfile(names[0]))
     assert cfg["heldout"]["n_test"] == 20 and cfg["training"]["schedule"] == "step" and cfg["dataset"] == "cifar10"
     assert "== [" in (out / "session.log").read_text()
+
+
+def test_compile_mode_implies_compile_and_unknown_modes_are_refused(folder_dataset, tmp_path, monkeypatch):
+    """--compile-mode MODE turns --compile on and reaches torch.compile; a mode torch.compile does
+    not know is one clear error, before any data is read."""
+    import weat_core.train as T
+    from weat_core.cli import main
+
+    modes = []
+    monkeypatch.setattr(T.torch, "compile", lambda m, mode=None: modes.append(mode) or m)  # eager, but seen
+    main(["train", "--method", "sat", "--arch", "weatnet_tiny", "--dataset", str(folder_dataset), "--epochs", "1",
+          "--limit", "32", "--eval-size", "16", "--eval-steps", "1", "--attack-steps", "1", "--batch-size", "16",
+          "--device", "cpu", "--no-amp", "--compile-mode", "reduce-overhead", "--out", str(tmp_path / "run"),
+          "--quiet"])
+    assert modes == ["reduce-overhead"] and (tmp_path / "run" / "LATEST").is_file()
+
+    cfg = TrainConfig(method="sat", dataset="x", compile_mode="reduce-overhead")
+    assert cfg.compile and cfg.compile_mode == "reduce-overhead"
+    with pytest.raises(WeatError, match="unknown compile mode 'fast'"):
+        TrainConfig(method="sat", dataset="x", compile_mode="fast")
+    with pytest.raises(SystemExit):  # argparse refuses it too, naming the choices
+        main(["train", "--method", "sat", "--dataset", str(folder_dataset), "--compile-mode", "fast"])

@@ -38,7 +38,7 @@ def _device(name: str):
 
 
 def _add_train(sub) -> None:
-    from .train import METHODS, TrainConfig
+    from .train import COMPILE_MODES, METHODS, TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser("train", help="adversarially train a model (SAT, TRADES, MART, WEAT)",
@@ -76,7 +76,9 @@ def _add_train(sub) -> None:
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast (default: on a GPU, and on CPUs with native bf16: AVX512-BF16 or AMX)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--compile", action="store_true", help="torch.compile the training forward")
+    p.add_argument("--compile", action="store_true", help="torch.compile the training forward and the attack")
+    p.add_argument("--compile-mode", default=None, choices=COMPILE_MODES,
+                   help="torch.compile's mode (implies --compile): reduce-overhead replays CUDA graphs")
     p.add_argument("--arch-kwargs", default="{}", help='JSON of architecture options, e.g. \'{"width": 32}\'')
     p.add_argument("--quiet", action="store_true", help="no progress bar; log lines only")
     p.set_defaults(func=_cmd_train)

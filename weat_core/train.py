@@ -51,6 +51,9 @@ __all__ = ["TrainConfig", "TrainResult", "train", "train_step", "make_attack", "
 log = logging.getLogger(__name__)
 
 METHODS = ("standard", "sat", "trades", "mart", "weat-adv", "weat-nat")
+# torch.compile's modes: "reduce-overhead" replays CUDA graphs (fewer kernel launches on a GPU),
+# the max-autotune ones also search Triton kernels (minutes of compilation)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 EpochCallback = Callable[[int, dict], None]
 
 
@@ -80,6 +83,7 @@ class TrainConfig:
     amp: Optional[bool] = None  # bf16 autocast; default: on for CUDA and CPUs with native bf16
     channels_last: bool = True
     compile: bool = False
+    compile_mode: Optional[str] = None  # torch.compile's mode ("reduce-overhead": CUDA graphs, ...); implies compile
     arch_kwargs: dict = field(default_factory=dict)
     init: Optional[str] = None  # start from these weights (checkpoint name, folder, file or Hub id)
     minutes: Optional[float] = None  # wall-clock budget: `epochs` is then chosen to fit it (`epochs_for_budget`)
@@ -91,6 +95,10 @@ class TrainConfig:
             raise WeatError(f"unknown schedule {self.schedule!r}; choose onecycle, step, cosine or constant")
         if self.epochs < 1 or self.batch_size < 1:
             raise WeatError("epochs and batch size must be at least 1")
+        if self.compile_mode is not None:
+            if self.compile_mode not in COMPILE_MODES:
+                raise WeatError(f"unknown compile mode {self.compile_mode!r}; choose one of: {', '.join(COMPILE_MODES)}")
+            self.compile = True
         if self.minutes is not None and not self.minutes > 0:
             raise WeatError(f"the time budget must be a positive number of minutes, not {self.minutes}")
 
@@ -446,10 +454,10 @@ def train(
     ddp_model: nn.Module = model
     if world > 1:
         ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    fwd = torch.compile(ddp_model) if cfg.compile else ddp_model
+    fwd = torch.compile(ddp_model, mode=cfg.compile_mode) if cfg.compile else ddp_model
     # the attack's forwards and input gradients are most of a step's work: compile them too (on
     # one process `fwd` already wraps the plain module; under DDP the attack needs the plain one)
-    attack_model = (fwd if world == 1 else torch.compile(model)) if cfg.compile else model
+    attack_model = (fwd if world == 1 else torch.compile(model, mode=cfg.compile_mode)) if cfg.compile else model
 
     # Data on the device as uint8; each rank takes its shard of every global batch.
     xs, ys = train_set.x.to(device), train_set.y.to(device)
