@@ -552,6 +552,26 @@ def test_the_retrain_command_names_a_dataset_beside_the_repository_relative_to_i
     assert "--dataset ../shared/data/cifar10-jpeg.tar.gz " in _train_command({**t, "dataset": str(beside)})
     assert "--dataset cifar10 " in _train_command({**t, "dataset": "cifar10"})
     assert "--dataset /elsewhere/c.tar.gz " in _train_command({**t, "dataset": "/elsewhere/c.tar.gz"})
+    # the GPU scripts' carried copy of ../shared/data (.data/, set up by hand) names the original
+    assert "--dataset ../shared/data/cifar10-jpeg.tar.gz " in _train_command({**t, "dataset": ".data/cifar10-jpeg.tar.gz"})
+    assert "--dataset my.data/c.tar.gz " in _train_command({**t, "dataset": "my.data/c.tar.gz"})
+
+
+def test_a_card_says_when_a_run_stopped_before_its_planned_epochs():
+    """A run stopped early (a time limit, a kill) has the planned run's learning-rate schedule:
+    its card says so, and that the re-train command repeats it only up to that epoch; a run
+    that finished says nothing of the kind."""
+    from weat_core.export import model_card
+
+    recs = [{"epoch": e, "test_clean_acc": 0.5, "test_pgd_acc": 0.3} for e in (1, 2, 3)]
+    t = {"method": "sat", "arch": "weatnet_tiny", "dataset": "cifar10", "epochs": 5, "batch_size": 8, "lr": 0.1,
+         "schedule": "step", "eps": 8 / 255, "alpha": 2 / 255, "attack_steps": 1, "beta": 6.0, "seed": 0,
+         "eval_size": 8, "eval_steps": 1}
+    cfg = {"arch": "weatnet_tiny", "method": "sat", "training": t}
+    card = model_card("x", cfg, recs)
+    assert ("stopped after epoch 3 of the 5 planned (a time limit or an interruption): its learning-rate "
+            "schedule is the 5-epoch one" in card) and "--epochs 5 " in card
+    assert "stopped after" not in model_card("x", {**cfg, "training": {**t, "epochs": 3}}, recs)
 
 
 def test_the_heldout_check_tells_robust_overfitting_from_noise():

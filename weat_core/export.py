@@ -34,9 +34,13 @@ _REPO = Path(__file__).resolve().parents[1]
 def _portable(path: Any) -> str:
     """A dataset path as the re-train command should give it: commands run from the repository
     root, so an absolute path beside the repository (the shared CIFAR-10 copy in `../shared`)
-    becomes relative to it, the same on every machine; other paths and names stay as they are."""
+    becomes relative to it, the same on every machine, and the GPU scripts' carried copy of that
+    folder (`.data/`, ignored, which exists only where the scripts were set up) names the original;
+    other paths and names stay as they are."""
     s = str(path)
     p = Path(s)
+    if not p.is_absolute() and p.parts[:1] == (".data",) and len(p.parts) == 2:
+        return str(Path("..", "shared", "data", p.name))
     if p.is_absolute() and _REPO.parent != Path(_REPO.anchor) and Path(os.path.normpath(p)).is_relative_to(_REPO.parent):
         return os.path.relpath(os.path.normpath(p), _REPO)
     return s
@@ -166,6 +170,11 @@ def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
                   f"(on the training machine), total training time: "
                   f"{sum(r.get('time_s', 0) for r in log_records) / 60:.1f} min",
                   "- per-epoch records (energies, ΔE, accuracies on fixed subsets): `log.jsonl`"]
+        planned = t.get("epochs") if len(cfg.get("stages") or [t]) == 1 else None
+        if isinstance(planned, int) and last["epoch"] < planned:
+            lines.append(f"- stopped after epoch {last['epoch']} of the {planned} planned (a time limit or an "
+                         f"interruption): its learning-rate schedule is the {planned}-epoch one, so the re-train "
+                         f"command below repeats this run up to epoch {last['epoch']} and then goes on")
         if cfg.get("runtime"):
             lines.append(f"- ran on: {_runtime_text(cfg['runtime'])}")
         if "epoch" in cfg:
