@@ -10,6 +10,7 @@ if [ -z "${GPU_SESSION_LOG:-}" ]; then
   export GPU_SESSION_LOG="$OUT/session.log"
 fi
 export PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # scripts/*.py import weat_core from the repository
 t0=${GPU_T0:-$(date +%s)}
 export GPU_T0=$t0
 stage() { echo "== [$(( $(date +%s) - t0 )) s] $*"; }

@@ -46,7 +46,7 @@ stage "training and attack img/s, batch 512, eager (at most 50 s)"
 # shellcheck disable=SC2086  # BENCH_ARGS is a list of options
 timeout 50 python3 bench/bench_train.py --device "$DEVICE" --methods weat-adv,sat,trades $BENCH_ARGS \
   || stage "the benchmark stopped early; going on"
-for mode in default reduce-overhead; do
+for mode in ${COMPILE_MODES:-default reduce-overhead}; do
   stage "WEAT-adv training img/s, batch 1024, torch.compile mode $mode (at most 75 s, compilation included)"
   # shellcheck disable=SC2086
   timeout 75 python3 bench/bench_train.py --device "$DEVICE" --methods weat-adv --batch-size 1024 \

@@ -308,6 +308,8 @@ def train_step(model: nn.Module, fwd: nn.Module, opt: torch.optim.Optimizer, att
     separately in train mode through `fwd` (the DDP or compiled wrapper), as the reference
     TRADES/MART code does, so BatchNorm sees each batch alone. SAT forwards only x*. Returns the
     LossOutput (per-sample terms)."""
+    if cfg.compile_mode in ("reduce-overhead", "max-autotune"):  # CUDA graphs: a new step starts here
+        torch.compiler.cudagraph_mark_step_begin()
     with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=amp):
         x_adv = attack(model if attack_model is None else attack_model, xb, yb) if attack is not None else None
         logits_nat = fwd(xb) if cfg.method != "sat" else None

@@ -51,7 +51,7 @@ class TradesAttack:
         if logits_nat is None:
             with torch.no_grad(), eval_mode(model):
                 logits_nat = model(x)
-        logits_nat = logits_nat.detach()
+        logits_nat = logits_nat.detach().clone()  # a CUDA-graph replay (compile mode reduce-overhead) reuses the output
         start = project(x + self.init_std * torch.randn_like(x), x, self.eps, self.norm)
         return pgd_loop(
             model, x, start, lambda logits: kl_div(logits_nat, logits), self.eps, self.alpha, self.steps, self.norm, callback
