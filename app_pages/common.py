@@ -97,7 +97,16 @@ def recorded_runs() -> list[dict[str, Any]]:
     """Training runs shipped for their curves only (`checkpoints/_runs/`: log, settings, card)."""
     from weat_core.checkpoints import list_runs
 
-    return [{**r.to_dict(), "heldout": r.config.get("heldout")} for r in list_runs()]
+    return [{**r.to_dict(), "heldout": r.config.get("heldout"), "sgd_steps": _sgd_steps(r.config)} for r in list_runs()]
+
+
+def _sgd_steps(cfg: dict[str, Any]) -> Optional[int]:
+    """SGD steps a recorded run took (epochs run × steps per epoch), when its settings say how
+    many images it trained on (`--limit`); None otherwise."""
+    t = cfg.get("training") or {}
+    if not (t.get("limit") and t.get("batch_size") and isinstance(cfg.get("epochs"), int)):
+        return None
+    return cfg["epochs"] * max(1, t["limit"] // t["batch_size"])
 
 
 def load_named_model(name: str, device: str = "cpu") -> torch.nn.Module:

@@ -6,7 +6,7 @@
 #   2. training and attack img/s at batch 512, eager (the README's GPU table)
 #   3. WEAT-adv training img/s at batch 1024 through torch.compile, default mode and
 #      reduce-overhead (CUDA graphs): `train --compile-mode`
-#   4. scripts/gpu_overfit.sh with the three runs side by side (PARALLEL=1), MINUTES each
+#   4. scripts/gpu_overfit.sh with the three runs side by side (PARALLEL=1), EPOCHS each
 # Every stage has its own time limit, so one that hangs or compiles slowly cannot eat the rest.
 #
 # Here, once per machine (.data and .whl are ignored; see scripts/gpu_session.sh):
@@ -16,7 +16,7 @@
 # Then here: tar -xzf FILES_AT/runs.tar.gz -C checkpoints/_runs
 # What comes back: session.log (every stage), heldout.json, runs.tar.gz.
 #
-# A CPU smoke run: DEVICE=cpu MINUTES=0.05 ARCH=weatnet_tiny LIMIT=128 EVAL=32 HELDOUT_N=32 BATCH=32 \
+# A CPU smoke run: DEVICE=cpu EPOCHS=1 ARCH=weatnet_tiny LIMIT=128 EVAL=32 HELDOUT_N=32 BATCH=32 \
 #   BENCH_ARGS="--archs weatnet_tiny --batch-size 32 --steps 1" OUT=/tmp/h100-smoke \
 #   DATA=../shared/data/cifar10-jpeg.tar.gz bash scripts/gpu_h100.sh
 set -uo pipefail
@@ -24,12 +24,14 @@ set -uo pipefail
 OUT=${OUT:-out/gpu-h100}
 DEVICE=${DEVICE:-cuda}
 DATA=${DATA:-.data/cifar10-jpeg.tar.gz}
-MINUTES=${MINUTES:-2.7}  # per overfitting run: the stages before take about 3.5 min
+MINUTES=${MINUTES:-4.2}  # per overfitting run when EPOCHS is empty: the stages before take about 2 min
+EPOCHS=${EPOCHS-46}      # measured on an H100 with three runs side by side, 5,000 images, batch 128: 4.5
+                         # (SAT), 4.7 (TRADES) and 5.1 s (WEAT-adv) an epoch, 12 s to start; 46 fit TRAIN_LIMIT_S
+TRAIN_LIMIT_S=${TRAIN_LIMIT_S:-270}
 BENCH_ARGS=${BENCH_ARGS:---archs preactresnet18}
-LIMIT=${LIMIT:-2000}     # fewer images than gpu_overfit.sh's 5,000: about 100 passes over each in the
-EVAL=${EVAL:-500}        # time left, where 5,000 would get about 40 (the per-epoch subsets shrink with it;
-                         # the held-out check on 4,000 images is what decides)
-export OUT DEVICE DATA MINUTES LIMIT EVAL
+LIMIT=${LIMIT:-5000}     # 2,000 images for 2.7 min gave about 600 SGD steps and no signal either way;
+EVAL=${EVAL:-256}        # 5,000 for 4.2 min about 2,000 (bench/results/h100-2026-11-26-command*.log)
+export OUT DEVICE DATA MINUTES EPOCHS TRAIN_LIMIT_S LIMIT EVAL
 
 # shellcheck source=scripts/gpu_common.sh
 source "$(dirname "$0")/gpu_common.sh"
@@ -53,7 +55,6 @@ for mode in ${COMPILE_MODES:-default reduce-overhead}; do
     --compile-mode "$mode" --no-attacks $BENCH_ARGS || stage "the compiled benchmark ($mode) stopped early; going on"
 done
 
-stage "robust overfitting: SAT, TRADES and WEAT-adv side by side, $MINUTES min each"
-PARALLEL=1 TRAIN_LIMIT_S=${TRAIN_LIMIT_S:-$(python3 -c "print(int($MINUTES * 60 + 60))")} \
-  bash "$(dirname "$0")/gpu_overfit.sh"
+stage "robust overfitting: SAT, TRADES and WEAT-adv side by side"
+PARALLEL=1 bash "$(dirname "$0")/gpu_overfit.sh"
 stage "all done"

@@ -54,11 +54,15 @@ ship() {  # $1: run folder, then extra export options; the tarball is rewritten 
 }
 PARALLEL=${PARALLEL:-0}   # 1: the runs train side by side, and their held-out checks too (one GPU: a batch
                           # of 128 keeps a single run busy launching kernels, not the GPU computing)
+EPOCHS=${EPOCHS:-}        # set: that many epochs instead of MINUTES (`train --minutes` times the machine as it
+                          # is: runs started side by side time each other's start-up and can plan too many)
+budget=(--minutes "$MINUTES")
+[ -n "$EPOCHS" ] && budget=(--epochs "$EPOCHS")
 TRAIN_LIMIT_S=${TRAIN_LIMIT_S:-$(python3 -c "print(int($MINUTES * 60 * 1.5 + 90))")}  # a stuck run is stopped
 train_one() {  # $1 method, $2 run folder; succeeds when the run wrote a checkpoint (a run stopped by the
                # time limit ships the epochs it finished)
   timeout "$TRAIN_LIMIT_S" python3 -m weat_core train --method "$1" --arch "$ARCH" --dataset "$DATA" --device "$DEVICE" \
-    --minutes "$MINUTES" --batch-size "$BATCH" --lr "$LR" --schedule step --limit "$LIMIT" \
+    "${budget[@]}" --batch-size "$BATCH" --lr "$LR" --schedule step --limit "$LIMIT" \
     --eval-size "$EVAL" --eval-steps 10 --seed "$SEED" --out "$2" --quiet
   local rc=$?
   [ $rc -eq 124 ] && echo "stopped after $TRAIN_LIMIT_S s (TRAIN_LIMIT_S); the finished epochs ship"
@@ -71,7 +75,7 @@ finish() {  # $1 method, $2 run folder, $3 train_one's status
 if [ "$PARALLEL" = 1 ]; then
   pids=()
   for m in $METHODS; do
-    stage "training $m on $ARCH, $LIMIT images, step schedule, $MINUTES min (side by side)"
+    stage "training $m on $ARCH, $LIMIT images, step schedule, ${budget[*]} (side by side)"
     train_one "$m" "$runs_dir/of-$m" > "$runs_dir/train-$m.log" 2>&1 &
     pids+=($!)
   done
@@ -84,7 +88,7 @@ if [ "$PARALLEL" = 1 ]; then
   done
 else
   for m in $METHODS; do
-    stage "training $m on $ARCH, $LIMIT images, step schedule, $MINUTES min"
+    stage "training $m on $ARCH, $LIMIT images, step schedule, ${budget[*]}"
     train_one "$m" "$runs_dir/of-$m"; finish "$m" "$runs_dir/of-$m" $?
   done
 fi

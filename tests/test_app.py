@@ -200,6 +200,31 @@ def test_attack_explorer_bad_uploads(app_env):
     assert len(charts(at)) == 4
 
 
+def test_training_preselects_the_recorded_comparison_with_the_most_sgd_steps(app_env):
+    """Among recorded runs that carry a held-out check, the training page preselects, per
+    method, the one that took the most SGD steps (epochs × images / batch): robust overfitting
+    needs steps, and those runs are the comparison worth seeing first."""
+    import streamlit as st
+
+    from weat_core.export import heldout_summary
+
+    recs = [dict(json.loads(s), method="sat") for s in (app_env / "ckpts" / "tiny-weat-adv" / "log.jsonl").open()]
+    row = {"test_clean": 0.4, "test_pgd20": 0.3, "test_delta_e": -0.01, "n_test": 2000}
+    held = heldout_summary({"r:best-0005": row, "r:state-0008": row})
+    for name, limit in (("rec-few", 64), ("rec-many", 10 ** 6)):  # more steps than any shipped recorded run
+        d = app_env / "ckpts" / "_runs" / name
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+        (d / "config.json").write_text(json.dumps({"arch": "weatnet_tiny", "method": "sat", "recorded": "log only",
+                                                   "heldout": held, "epochs": len(recs),
+                                                   "training": {"limit": limit, "batch_size": 32}}))
+    st.cache_data.clear()
+    at = open_page("training")
+    ok(at)
+    picked = at.multiselect(key="tr_runs").value
+    assert "rec-many (sat, log only)" in picked and not any(" (sat" in p for p in picked if not p.startswith("rec-many"))
+
+
 def test_training_recorded_and_live(app_env):
     import streamlit as st
 
