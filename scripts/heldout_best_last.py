@@ -44,14 +44,18 @@ def main() -> None:
         for pointer in ("BEST", "LATEST"):
             ck = run / (run / pointer).read_text().strip()
             model, t0 = load(ck, device=device), time.time()
-            held = evaluate(model, test.float()[skip:], test.y[skip:], [args.attack])
+            held = evaluate(model, test.float()[skip:], test.y[skip:], [args.attack], per_image=True)
             own = evaluate(model, train.float(), train.y, [args.attack])
             row = {"test_clean": held["clean_acc"], f"test_{args.attack}": held[f"{args.attack}_acc"],
                    "test_delta_e": held["delta_e"][args.attack], "train_clean": own["clean_acc"],
                    f"train_{args.attack}": own[f"{args.attack}_acc"], "train_delta_e": own["delta_e"][args.attack],
-                   "n_test": int(held["n"]), "n_train": int(own["n"]), "s": round(time.time() - t0, 1)}
+                   "n_test": int(held["n"]), "n_train": int(own["n"]), "s": round(time.time() - t0, 1),
+                   # which held-out images it got right under attack: best and last epoch, same images,
+                   # compared pairwise (export.heldout_summary)
+                   f"test_{args.attack}_correct": "".join("1" if r else "0" for r in held["correct"][args.attack])}
             results[f"{run.name}:{ck.name}"] = row
-            print(f"{run.name}:{ck.name}", json.dumps(row), flush=True)
+            print(f"{run.name}:{ck.name}", json.dumps({k: v for k, v in row.items() if not k.endswith("_correct")}),
+                  flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1))
 

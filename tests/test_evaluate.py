@@ -26,9 +26,17 @@ def _strip_times(res: dict) -> dict:
     return {k: v for k, v in res.items() if k != "time_s"}
 
 
-def test_interrupted_evaluation_resumes_to_the_same_results(trained_tiny, synthetic_batch, tmp_path):
+@pytest.mark.parametrize("per_image", [False, True])
+def test_interrupted_evaluation_resumes_to_the_same_results(trained_tiny, synthetic_batch, tmp_path, per_image):
     x, y = synthetic_batch  # 32 images: 4 batches of 8 per attack
-    full = evaluate(trained_tiny, x, y, ATTACKS, batch_size=8, seed=1)
+    full = evaluate(trained_tiny, x, y, ATTACKS, batch_size=8, seed=1, per_image=per_image)
+    if per_image:  # one right/wrong per image and attack, adding up to the accuracy
+        assert set(full["correct"]) == {"clean", *ATTACKS}
+        for name, right in full["correct"].items():
+            acc = full["clean_acc" if name == "clean" else f"{name}_acc"]
+            assert len(right) == 32 and all(isinstance(r, bool) for r in right) and sum(right) == round(acc * 32)
+    else:
+        assert "correct" not in full
 
     state = tmp_path / "eval.json.partial"
     seen = []
@@ -39,11 +47,12 @@ def test_interrupted_evaluation_resumes_to_the_same_results(trained_tiny, synthe
             raise Stop
 
     with pytest.raises(Stop):
-        evaluate(trained_tiny, x, y, ATTACKS, batch_size=8, seed=1, state=state, callback=crash_in_pgd3_t)
+        evaluate(trained_tiny, x, y, ATTACKS, batch_size=8, seed=1, state=state, callback=crash_in_pgd3_t,
+                 per_image=per_image)
     assert state.is_file()
     after = []
     resumed = evaluate(trained_tiny, x, y, ATTACKS, batch_size=8, seed=1, state=state,
-                       callback=lambda name, done, n: after.append((name, done)))
+                       callback=lambda name, done, n: after.append((name, done)), per_image=per_image)
     assert after[0] == ("pgd3-t", 24)  # only the batches still to do
     assert _strip_times(resumed) == _strip_times(full)  # bit-identical: the RNG state was saved too
     assert set(resumed["time_s"]) == set(full["time_s"])

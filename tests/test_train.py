@@ -600,6 +600,35 @@ def test_the_heldout_check_tells_robust_overfitting_from_noise():
         heldout_summary({"a:state-0100": rows("a", 0.2, 0.2)["a:state-0100"]})
 
 
+def test_the_heldout_check_compares_best_and_last_pairwise_on_the_same_images():
+    """Best and last epoch are measured on the same held-out images: with per-image results the
+    fall is judged by McNemar's paired standard error, √(b + c − (b − c)²/n)/n, which is small when
+    the two epochs agree on most images and large when they trade many. Golden values: n = 4,000,
+    34.0 % → 32.6 % (1,360 → 1,304 right), a 1.4-point fall that two independent samples would
+    call noise (2 SE ≈ 1.50 points)."""
+    from weat_core.export import heldout_summary, heldout_text
+
+    def rows(both, only_best, only_last, n=4000):
+        best = "1" * (both + only_best) + "0" * only_last + "0" * (n - both - only_best - only_last)
+        last = "1" * both + "0" * only_best + "1" * only_last + "0" * (n - both - only_best - only_last)
+        base = {"test_clean": 0.58, "test_delta_e": -0.1, "n_test": n}
+        return {"r:best-0042": {**base, "test_pgd20": best.count("1") / n, "test_pgd20_correct": best},
+                "r:state-0054": {**base, "test_pgd20": last.count("1") / n, "test_pgd20_correct": last}}
+
+    agree = heldout_summary(rows(1300, 60, 4))  # se = √(64 − 56²/4000)/4000 = 0.199 points
+    assert agree["paired"]["best_only"] == 60 and agree["paired"]["last_only"] == 4
+    assert agree["paired"]["se"] == pytest.approx(0.0019877, abs=1e-6) and agree["drop"] == pytest.approx(0.014)
+    assert agree["overfitting"]
+    assert "test_pgd20_correct" not in agree["best"] and "test_pgd20_correct" not in agree["last"]  # b, c kept only
+    assert ("robust overfitting, beyond two standard errors of the paired difference (60 images right only at "
+            "the best epoch, 4 only at the last)") in heldout_text(agree)
+    churn = heldout_summary(rows(760, 600, 544))  # se = √(1144 − 56²/4000)/4000 = 0.845 points
+    assert churn["paired"]["se"] == pytest.approx(0.0084532, abs=1e-6) and not churn["overfitting"]
+    assert "within two standard errors of the paired difference" in heldout_text(churn)
+    unpaired = {k: {f: v for f, v in r.items() if not f.endswith("_correct")} for k, r in rows(1300, 60, 4).items()}
+    assert not heldout_summary(unpaired)["overfitting"] and "paired" not in heldout_summary(unpaired)
+
+
 @pytest.mark.parametrize("parallel", ["0", "1"])
 def test_gpu_overfit_script_runs_end_to_end_on_a_cpu(folder_dataset, tmp_path, parallel):
     """scripts/gpu_overfit.sh, the one command a lent GPU session runs, on a tiny model and data:
@@ -636,6 +665,7 @@ def test_gpu_overfit_script_runs_end_to_end_on_a_cpu(folder_dataset, tmp_path, p
         assert names == ["./weatnet_tiny-sat-64-step/config.json", "./weatnet_tiny-weat-adv-64-step/config.json"]
         cfg = json.load(tar.extractfile(names[0]))
     assert cfg["heldout"]["n_test"] == 20 and cfg["training"]["schedule"] == "step" and cfg["dataset"] == "cifar10"
+    assert set(cfg["heldout"]["paired"]) == {"best_only", "last_only", "se"}  # judged pairwise, on the same images
     assert "== [" in (out / "session.log").read_text()
 
 

@@ -51,6 +51,7 @@ def evaluate(
     progress: bool = False,
     callback: Optional[Callable[[str, int, int], None]] = None,
     state: Optional[Union[str, Path]] = None,
+    per_image: bool = False,
 ) -> dict[str, Any]:
     """Accuracy and energies under each attack. x (N, C, H, W) float in [0, 1] on the model's
     device (or CPU: batches are moved), y (N,). Attack names as in `attacks.make_attack`
@@ -59,7 +60,9 @@ def evaluate(
     (mean E(x) − mean E(x*)), `share_lower[<attack>]` (the share of images whose x* has lower
     E(x) than the image itself), `unchanged[<attack>]` (the share handed back exactly as they
     were: APGD, FAB, Square and AutoAttack return the natural image where they fail, so their
-    energy statistics mix adversarial and natural images) and `time_s[<attack>]`.
+    energy statistics mix adversarial and natural images) and `time_s[<attack>]`; with
+    `per_image`, also `correct[<name>]`: for every image, whether it was classified right (a
+    list of N bools), so that two models measured on the same images can be compared pairwise.
 
     `state`: a file where the progress is saved after every batch; when it exists (with the
     same settings) the evaluation continues from it, with the same random numbers, so an
@@ -68,9 +71,10 @@ def evaluate(
     device = next(model.parameters()).device
     n = int(y.shape[0])
     res: dict[str, Any] = {"n": n, "eps": eps, "norm": norm, "energy": {}, "joint_energy": {}, "delta_e": {},
-                           "share_lower": {}, "unchanged": {}, "time_s": {}}
+                           "share_lower": {}, "unchanged": {}, "time_s": {}, **({"correct": {}} if per_image else {})}
     names = ["clean"] + [a for a in attacks if a != "clean"]
-    settings = {"n": n, "eps": eps, "norm": norm, "batch_size": batch_size, "seed": seed, "attacks": names}
+    settings = {"n": n, "eps": eps, "norm": norm, "batch_size": batch_size, "seed": seed, "attacks": names,
+                **({"per_image": True} if per_image else {})}  # (states written before per_image stay valid)
     saved = _read_state(Path(state), settings) if state is not None else None
     done: list[str] = []
     e_nat = None
@@ -88,11 +92,11 @@ def evaluate(
             continue
         torch.manual_seed(seed)
         attack, target = (None, None) if name == "clean" else make_attack(name, eps=eps, norm=norm)
-        correct, es, ejs, kept, first, spent = 0, [], [], 0, 0, 0.0
+        correct, es, ejs, cs, kept, first, spent = 0, [], [], [], 0, 0, 0.0
         if saved is not None and saved["current"] == name:  # pick up after the last finished batch
             t = saved["tensors"]
             correct, kept, first, spent = saved["correct"], saved["kept"], saved["next_batch"], saved["spent"]
-            es, ejs = [t["es"]], [t["ejs"]]
+            es, ejs, cs = [t["es"]], [t["ejs"]], [t["cs"].bool()] if "cs" in t else []
             _set_rng(t, device)
             if bar is not None:
                 bar.update(first)
@@ -106,13 +110,16 @@ def evaluate(
                 kept += int((xa == xb).flatten(1).all(1).sum())
                 xb = xa
             lg = eval_logits(model, xb)
-            correct += int((lg.argmax(1) == yb).sum())
+            right = lg.argmax(1) == yb
+            correct += int(right.sum())
+            if per_image:
+                cs.append(right.cpu())
             es.append(energy(lg).cpu())
             ejs.append(joint_energy(lg, yb).cpu())
             if state is not None and b + 1 < nb:  # after the last batch, the finished attack is saved below
                 _write_state(Path(state), settings, res, done, e_nat, device, current=name, next_batch=b + 1,
                              correct=correct, kept=kept, spent=spent + time.perf_counter() - t0,
-                             es=torch.cat(es), ejs=torch.cat(ejs))
+                             es=torch.cat(es), ejs=torch.cat(ejs), cs=torch.cat(cs) if cs else None)
             if bar is not None:
                 bar.update(1)
             if callback is not None:
@@ -122,6 +129,8 @@ def evaluate(
         res["energy"][name] = energy_stats(e)
         res["joint_energy"][name] = energy_stats(torch.cat(ejs))
         res["time_s"][name] = spent + time.perf_counter() - t0
+        if per_image:
+            res["correct"][name] = torch.cat(cs).tolist() if cs else []
         if name == "clean":
             e_nat = e
         else:
@@ -145,7 +154,7 @@ def evaluate(
 def _write_state(path: Path, settings: dict, res: dict, done: list[str], e_nat: Optional[torch.Tensor],
                  device: torch.device, current: Optional[str] = None, next_batch: int = 0, correct: int = 0,
                  kept: int = 0, spent: float = 0.0, es: Optional[torch.Tensor] = None,
-                 ejs: Optional[torch.Tensor] = None) -> None:
+                 ejs: Optional[torch.Tensor] = None, cs: Optional[torch.Tensor] = None) -> None:
     """Everything an interrupted `evaluate` needs to go on exactly where it stopped: finished
     results, the current attack's counts and energies, and the RNG state after the last batch
     (PGD's random starts draw from it). Written to a temporary file, then renamed over the old
@@ -155,7 +164,7 @@ def _write_state(path: Path, settings: dict, res: dict, done: list[str], e_nat: 
     tensors = {"rng_cpu": torch.get_rng_state()}
     if device.type == "cuda":
         tensors["rng_cuda"] = torch.cuda.get_rng_state(device)
-    for k, v in (("e_nat", e_nat), ("es", es), ("ejs", ejs)):
+    for k, v in (("e_nat", e_nat), ("es", es), ("ejs", ejs), ("cs", None if cs is None else cs.to(torch.uint8))):
         if v is not None and v.numel():
             tensors[k] = v.contiguous()
     meta = {"settings": settings, "res": res, "done": done, "current": current, "next_batch": next_batch,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import shlex
@@ -223,7 +224,15 @@ def heldout_summary(rows: dict[str, dict], run_name: Optional[str] = None) -> di
     """The held-out check of a run's best and last epoch from the rows `scripts/heldout_best_last.py`
     writes (keyed `RUN:best-NNNN` and `RUN:state-NNNN`; `run_name` picks one run's rows from a file
     holding several): both epochs' rows, the attack, and whether the robust accuracy fell from the
-    best epoch to the last by more than the held-out images' noise (`robust_peak`)."""
+    best epoch to the last by more than the held-out images' noise.
+
+    Both epochs are measured on the same images, so when the rows say which images each got
+    right (`test_ATTACK_correct`, a string of 0/1) the fall is judged pairwise (McNemar): only
+    the images one epoch gets right and the other wrong vary, and the fall counts as robust
+    overfitting when it is over one point and over twice its paired standard error
+    √(b + c − (b − c)²/n)/n (b: right only at the best epoch, c: only at the last). Without
+    them, as for rows written before that, the two are treated as independent samples
+    (`robust_peak`), a wider margin. The per-image strings are not kept, only b and c."""
     runs = sorted({k.split(":", 1)[0] for k in rows})
     if run_name is None and len(runs) == 1:
         run_name = runs[0]
@@ -240,9 +249,19 @@ def heldout_summary(rows: dict[str, dict], run_name: Optional[str] = None) -> di
     if attack is None or f"test_{attack}" not in e:
         raise WeatError(f"the held-out results of {run_name} carry no robust accuracy (test_ATTACK)")
     _, drop, fell = robust_peak([b[f"test_{attack}"], e[f"test_{attack}"]], b.get("n_test"))
+    out: dict[str, Any] = {"attack": attack, "n_test": b.get("n_test"), "n_train": b.get("n_train")}
+    key = f"test_{attack}_correct"
+    if isinstance(b.get(key), str) and isinstance(e.get(key), str) and len(b[key]) == len(e[key]) > 0:
+        n = len(b[key])
+        only_best = sum(p == "1" and q == "0" for p, q in zip(b[key], e[key]))
+        only_last = sum(p == "0" and q == "1" for p, q in zip(b[key], e[key]))
+        se = math.sqrt(max(only_best + only_last - (only_best - only_last) ** 2 / n, 0.0)) / n
+        drop = (only_best - only_last) / n
+        fell = drop > max(0.01, 2 * se) and b[f"test_{attack}"] >= 0.05
+        out["paired"] = {"best_only": only_best, "last_only": only_last, "se": se}
     epoch = lambda k: int(k.rsplit("-", 1)[-1])  # noqa: E731 (checkpoint folders are named *-NNNN)
-    return {"attack": attack, "n_test": b.get("n_test"), "n_train": b.get("n_train"),
-            "best": {"epoch": epoch(best[0]), **b}, "last": {"epoch": epoch(last[0]), **e},
+    strip = lambda r: {k: v for k, v in r.items() if not k.endswith("_correct")}  # noqa: E731
+    return {**out, "best": {"epoch": epoch(best[0]), **strip(b)}, "last": {"epoch": epoch(last[0]), **strip(e)},
             "drop": drop, "overfitting": fell}
 
 
@@ -252,8 +271,14 @@ def heldout_text(h: dict[str, Any]) -> str:
     shown = re.sub(r"^pgd(\d+)", r"PGD-\1", a).replace("-t", ", targeted")
     n = f"{h['n_test']:,} " if h.get("n_test") else ""
     pct = lambda v: f"{100 * v:.1f} %"  # noqa: E731
-    verdict = ("robust overfitting, beyond two standard errors" if h["overfitting"]
-               else "within the noise of these images" if h["drop"] > 0 else "no fall")
+    paired = h.get("paired")
+    if paired and h["drop"] > 0:  # the same images at both epochs: judged pairwise
+        verdict = (("robust overfitting, beyond" if h["overfitting"] else "within")
+                   + f" two standard errors of the paired difference ({paired['best_only']:,} images right only "
+                   f"at the best epoch, {paired['last_only']:,} only at the last)")
+    else:
+        verdict = ("robust overfitting, beyond two standard errors" if h["overfitting"]
+                   else "within the noise of these images" if h["drop"] > 0 else "no fall")
     text = (f"held-out check ({n}test images the run never evaluated, {shown}): robust accuracy "
             f"{pct(b['test_' + a])} at the best epoch ({b['epoch']}), {pct(e['test_' + a])} at the last ({e['epoch']}): "
             f"{verdict}; clean {pct(b['test_clean'])} → {pct(e['test_clean'])}")
