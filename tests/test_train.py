@@ -689,3 +689,37 @@ def test_compile_mode_implies_compile_and_unknown_modes_are_refused(folder_datas
         TrainConfig(method="sat", dataset="x", compile_mode="fast")
     with pytest.raises(SystemExit):  # argparse refuses it too, naming the choices
         main(["train", "--method", "sat", "--dataset", str(folder_dataset), "--compile-mode", "fast"])
+
+
+def test_gpu_session_script_runs_end_to_end_on_a_cpu(tmp_path):
+    """scripts/gpu_session.sh as the next GPU session would run it to put all its time into one
+    model (stages set to 0 skipped, compiled training with the given batch and lr, export,
+    AutoAttack stored in the card), on a tiny model, CIFAR-10's shared copy and the CPU."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    data = repo.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+    if shutil.which("bash") is None or not data.is_file():
+        pytest.skip("needs bash and the shared CIFAR-10 copy (../shared/data/cifar10-jpeg.tar.gz)")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "python3").symlink_to(sys.executable)
+    (bindir / "python").symlink_to(sys.executable)
+    out = tmp_path / "out"
+    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(repo),
+           "ARCH": "weatnet_tiny", "DEVICE": "cpu", "MINUTES": "0.1", "AA_N": "8", "AA_MIN_S": "1", "TESTS_S": "0",
+           "BENCH_S": "0", "SAMPLING_S": "0", "BATCH": "64", "LR": "0.2", "OUT": str(out), "DATA": str(data),
+           "TRAIN_EXTRA": "--compile --limit 128 --eval-size 32 --eval-steps 1 --attack-steps 1",
+           "EXPORT_EXTRA": "--n 32", "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(["bash", "scripts/gpu_session.sh", "sat"], cwd=repo, env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    log = (out / "session.log").read_text()
+    assert "GPU tests" not in log and "benchmark" not in log  # the stages set to 0 were skipped
+    ck = out / "ckpt" / "weatnet_tiny-sat"
+    cfg = json.loads((ck / "config.json").read_text())
+    assert cfg["training"]["compile"] and cfg["training"]["batch_size"] == 64 and cfg["training"]["lr"] == 0.2
+    assert cfg["metrics"]["aa_n"] == 8 and (ck / "model.safetensors").is_file() and (out / "aa.json").is_file()
