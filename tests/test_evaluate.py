@@ -124,3 +124,20 @@ def test_cli_eval_resume(tmp_path, trained_tiny, monkeypatch, capsys):
         with pytest.raises(Stop):
             main(["eval", "--checkpoint", str(ck), "--attacks", attacks, "--device", "cpu", "--quiet"])
     assert seen == [256, 64, 64, 64]
+
+
+def test_amp_runs_the_attacks_in_bf16_and_measures_in_fp32(trained_tiny, synthetic_batch, tmp_path, capsys):
+    """evaluate(amp=True): the attacks (ours and torchattacks', which cannot take bf16 logits on
+    their own) run under bf16 autocast, while accuracy and energies come from fp32 forwards, so
+    the clean row is exactly the fp32 one; the result and its table say so, and `eval --store`
+    refuses it (the stored metrics are fp32)."""
+    x, y = synthetic_batch
+    fp32 = evaluate(trained_tiny, x, y, ["pgd3"], batch_size=16)
+    bf16 = evaluate(trained_tiny, x, y, ["pgd3", "apgd-ce"], batch_size=16, amp=True)
+    assert bf16["amp"] is True and "amp" not in fp32
+    assert bf16["clean_acc"] == fp32["clean_acc"] and bf16["energy"]["clean"] == fp32["energy"]["clean"]
+    assert 0 <= bf16["pgd3_acc"] <= bf16["clean_acc"] and 0 <= bf16["apgd-ce_acc"] <= bf16["clean_acc"]
+    assert "attacks in bf16" in ev.format_table(bf16) and "bf16" not in ev.format_table(fp32)
+    ck = save(trained_tiny, tmp_path / "ck", {"dataset": "cifar10"})
+    assert main(["eval", "--checkpoint", str(ck), "--amp", "--store", "--device", "cpu", "--quiet"]) != 0
+    assert "fp32 measurements only" in capsys.readouterr().err

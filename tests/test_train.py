@@ -627,6 +627,8 @@ def test_the_heldout_check_compares_best_and_last_pairwise_on_the_same_images():
     assert "within two standard errors of the paired difference" in heldout_text(churn)
     unpaired = {k: {f: v for f, v in r.items() if not f.endswith("_correct")} for k, r in rows(1300, 60, 4).items()}
     assert not heldout_summary(unpaired)["overfitting"] and "paired" not in heldout_summary(unpaired)
+    bf16 = {k: {**r, "amp": True} for k, r in rows(1300, 60, 4).items()}  # heldout_best_last.py --amp
+    assert "PGD-20, attacks in bf16)" in heldout_text(heldout_summary(bf16))
 
 
 @pytest.mark.parametrize("parallel", ["0", "1"])

@@ -134,6 +134,9 @@ def _add_eval(sub) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted evaluation from OUT.partial (same settings; same results as "
                         "an uninterrupted run)")
+    p.add_argument("--amp", action="store_true",
+                   help="run the attacks under bf16 autocast: about three times faster on CPUs with native bf16 "
+                        "and on GPUs; accuracy and energies still come from fp32 forwards (not with --store)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--store", action="store_true",
                    help="write the measured metrics into the checkpoint's config.json and model card "
@@ -172,6 +175,8 @@ def _cmd_eval(args) -> int:
     from .checkpoints import load
     from .evaluate import evaluate, format_table, parse_eps
 
+    if args.store and args.amp:  # before anything is loaded
+        raise WeatError("--store keeps fp32 measurements only (the shipped metrics are fp32); drop --amp to store")
     device = _device(args.device)
     model = load(args.checkpoint, device=device, revision=args.revision)
     dataset, test = _test_split(model, args)
@@ -189,7 +194,7 @@ def _cmd_eval(args) -> int:
     batch = args.batch_size or (64 if device.type == "cpu" and any(a.split("-")[0] in SLOW_ON_CPU for a in attacks)
                                 else 256)
     res = evaluate(model, test.float(), test.y, attacks, eps=eps, norm=args.norm, batch_size=batch,
-                   seed=args.seed, progress=not args.quiet, state=state)
+                   seed=args.seed, progress=not args.quiet, state=state, amp=args.amp)
     res.update(checkpoint=args.checkpoint, dataset=str(dataset))
     print(format_table(res))
     if args.out:

@@ -3,6 +3,7 @@ and energy statistics of natural and adversarial images."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -52,6 +53,7 @@ def evaluate(
     callback: Optional[Callable[[str, int, int], None]] = None,
     state: Optional[Union[str, Path]] = None,
     per_image: bool = False,
+    amp: bool = False,
 ) -> dict[str, Any]:
     """Accuracy and energies under each attack. x (N, C, H, W) float in [0, 1] on the model's
     device (or CPU: batches are moved), y (N,). Attack names as in `attacks.make_attack`
@@ -64,6 +66,11 @@ def evaluate(
     `per_image`, also `correct[<name>]`: for every image, whether it was classified right (a
     list of N bools), so that two models measured on the same images can be compared pairwise.
 
+    `amp`: the attacks run under bf16 autocast (about three times faster on CPUs with native bf16,
+    and on GPUs); accuracy and energies still come from an fp32 forward of the images the attack
+    returned, so energies keep their precision. Marked in the result as `amp: true`. The stored,
+    published metrics are fp32 throughout.
+
     `state`: a file where the progress is saved after every batch; when it exists (with the
     same settings) the evaluation continues from it, with the same random numbers, so an
     interrupted and resumed run gives exactly the results of an uninterrupted one. It is
@@ -74,7 +81,11 @@ def evaluate(
                            "share_lower": {}, "unchanged": {}, "time_s": {}, **({"correct": {}} if per_image else {})}
     names = ["clean"] + [a for a in attacks if a != "clean"]
     settings = {"n": n, "eps": eps, "norm": norm, "batch_size": batch_size, "seed": seed, "attacks": names,
-                **({"per_image": True} if per_image else {})}  # (states written before per_image stay valid)
+                **({"per_image": True} if per_image else {}), **({"amp": True} if amp else {})}
+    # (states written before per_image and amp existed stay valid)
+    if amp:
+        res["amp"] = True
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if amp else contextlib.nullcontext
     saved = _read_state(Path(state), settings) if state is not None else None
     done: list[str] = []
     e_nat = None
@@ -105,8 +116,9 @@ def evaluate(
             i = b * batch_size
             xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
             if attack is not None:
-                with torch.enable_grad():
+                with torch.enable_grad(), autocast():
                     xa = attack(model, xb, yb, target=target) if target is not None else attack(model, xb, yb)
+                xa = xa.to(xb.dtype)
                 kept += int((xa == xb).flatten(1).all(1).sum())
                 xb = xa
             lg = eval_logits(model, xb)
@@ -212,7 +224,8 @@ def format_table(res: dict[str, Any]) -> str:
     w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(r)) for r in rows]
     lines.insert(1, "  ".join("-" * k for k in w))
-    return "\n".join(lines) + f"\n(n = {res['n']}, eps = {res['eps']:.4f}, {res['norm']})"
+    amp = "; attacks in bf16, accuracy and energies from fp32 forwards" if res.get("amp") else ""
+    return "\n".join(lines) + f"\n(n = {res['n']}, eps = {res['eps']:.4f}, {res['norm']}{amp})"
 
 
 def robust_peak(robust_acc: Sequence[float], n: Optional[int] = None) -> tuple[int, float, bool]:

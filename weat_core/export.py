@@ -269,6 +269,8 @@ def heldout_text(h: dict[str, Any]) -> str:
     """One sentence on a run's held-out check (`heldout_summary`), for its card and the app."""
     a, b, e = h["attack"], h["best"], h["last"]
     shown = re.sub(r"^pgd(\d+)", r"PGD-\1", a).replace("-t", ", targeted")
+    if b.get("amp") or e.get("amp"):
+        shown += ", attacks in bf16"
     n = f"{h['n_test']:,} " if h.get("n_test") else ""
     pct = lambda v: f"{100 * v:.1f} %"  # noqa: E731
     paired = h.get("paired")

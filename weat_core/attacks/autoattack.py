@@ -102,7 +102,7 @@ class TorchAttack:
             raise ValueError(f"norm must be 'linf' or 'l2', got {self.norm!r}")
 
     def build(self, model: nn.Module, num_classes: int):
-        return _BUILDERS[self.name](self, _torchattacks(), model, num_classes)
+        return _BUILDERS[self.name](self, _torchattacks(), _FloatLogits(model), num_classes)
 
     def __call__(
         self,
@@ -125,6 +125,18 @@ class TorchAttack:
             with torch.no_grad(), eval_mode(model):
                 callback(0, x_adv, model(x_adv))
         return x_adv
+
+
+class _FloatLogits(nn.Module):
+    """The model with fp32 logits: under bf16 autocast (`evaluate(amp=True)`) its logits come out
+    in bf16, which torchattacks hands to NumPy (no bf16 there) and whose losses it compares."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).float()
 
 
 def _apgd(loss):
