@@ -178,6 +178,35 @@ def test_time_budget_uses_the_measured_times_and_resume_keeps_its_epochs(folder_
     assert [r["epoch"] for r in res.history] == [1, 2, 3, 4, 5]  # (60 s − setup) // 10.5 s
 
 
+def test_a_budgeted_run_says_when_its_first_epoch_shows_the_plan_is_off(folder_dataset, tmp_path, monkeypatch,
+                                                                        caplog):
+    """`--minutes` plans from steps timed at the start; when the first real epoch runs at another
+    pace (another job on the machine started or ended), the run says where the planned epochs
+    will end, a warning when past the budget by over 10 %, a note when a fifth of it stays
+    unused, and nothing in between. The schedule itself is left as planned."""
+    import logging
+
+    import weat_core.train as tr
+
+    cfg = TrainConfig(method="sat", dataset="x", epochs=10, minutes=1.0)
+    with caplog.at_level(logging.INFO, logger="weat_core.train"):
+        tr._check_pace(cfg, 1, 10.0, 10.0)  # ends at 10 + 9 × 10 = 100 s of a 60 s budget
+        tr._check_pace(cfg, 1, 10.0, 2.0)   # 28 s: over half the budget unused
+        tr._check_pace(cfg, 1, 10.0, 5.5)   # 59.5 s: on plan
+    msgs = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert len(msgs) == 2 and msgs[0][0] == "WARNING" and "end after 1.7 min, past the 1-minute budget" in msgs[0][1]
+    assert msgs[1][0] == "INFO" and "leaving 0.5 of the 1 minutes unused" in msgs[1][1]
+    # in a run: the steps timed at the start look a thousand times faster than they are
+    caplog.clear()
+    monkeypatch.setattr(tr, "_calibrate", lambda *a, **k: (1e-4, 1e-4))
+    done = []
+    with caplog.at_level(logging.INFO, logger="weat_core.train"):
+        res = train(_cfg(folder_dataset, tmp_path / "run", minutes=0.5), progress=False,
+                    callback=lambda e, r: done.append(e), should_stop=lambda: bool(done))
+    assert res.history[0]["epochs"] > 100 and len(res.history) == 1  # stopped after the first epoch
+    assert any(r.levelname == "WARNING" and "planned epochs end after" in r.getMessage() for r in caplog.records)
+
+
 def test_stop_request_ends_cleanly_without_a_partial_checkpoint(folder_dataset, tmp_path):
     calls = {"n": 0}
 

@@ -328,6 +328,24 @@ def train_step(model: nn.Module, fwd: nn.Module, opt: torch.optim.Optimizer, att
 CALIBRATION_STEPS = (3, 10)  # throwaway steps: warm-up (cuDNN autotuning, torch.compile), then timed
 
 
+def _check_pace(cfg: TrainConfig, epoch: int, elapsed_s: float, epoch_s: float) -> None:
+    """After a budgeted run's first epoch: say so when, at the pace that epoch really took, the
+    planned epochs end more than 10 % past the budget or leave more than a fifth of it unused (the
+    steps timed at the start ran at another speed: another job on the machine or GPU started or
+    ended). The schedule is not changed: the run stays the one its epoch count gives."""
+    budget = 60 * cfg.minutes
+    end = elapsed_s + (cfg.epochs - epoch) * epoch_s
+    if end > 1.1 * budget:
+        log.warning("at the pace of epoch %d (%.1f s), the %d planned epochs end after %.1f min, past the %.4g-minute "
+                    "budget: the steps timed at the start ran faster (another job on this machine or GPU?). The "
+                    "schedule stays as planned; stop the run when you must (each epoch's checkpoint is kept)",
+                    epoch, epoch_s, cfg.epochs, end / 60, cfg.minutes)
+    elif end < 0.8 * budget:
+        log.info("at the pace of epoch %d (%.1f s), the %d planned epochs end after %.1f min, leaving %.1f of the "
+                 "%.4g minutes unused: the steps timed at the start ran slower (another job on this machine or GPU?)",
+                 epoch, epoch_s, cfg.epochs, end / 60, (budget - end) / 60, cfg.minutes)
+
+
 def epochs_for_budget(budget_s: float, spent_s: float, steps_per_epoch: int, step_s: float, eval_s: float,
                       margin: float = 1.05) -> int:
     """How many whole epochs fit the rest of a `budget_s`-second budget after `spent_s` seconds,
@@ -588,6 +606,8 @@ def train(
         log.info("epoch %d/%d  loss %.4f  clean %.3f  pgd %.3f  ΔE %+.3f  %.0f img/s", epoch, cfg.epochs,
                  rec.get("loss", float("nan")), rec["test_clean_acc"], rec["test_pgd_acc"], rec["delta_e"],
                  rec["img_per_s"])
+        if cfg.minutes is not None and epoch == start_epoch + 1 and epoch < cfg.epochs and rank == 0:
+            _check_pace(cfg, epoch, time.perf_counter() - t_start, time.perf_counter() - t0)
         if callback is not None:
             callback(epoch, rec)
         if stopped:
