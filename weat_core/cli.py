@@ -135,8 +135,8 @@ def _add_eval(sub) -> None:
                    help="continue an interrupted evaluation from OUT.partial (same settings; same results as "
                         "an uninterrupted run)")
     p.add_argument("--amp", action="store_true",
-                   help="run the attacks under bf16 autocast: about three times faster on CPUs with native bf16 "
-                        "and on GPUs; accuracy and energies still come from fp32 forwards (not with --store)")
+                   help="run the attacks under bf16 autocast (PGD-20 on PreActResNet-18: 2.3 times as fast on a "
+                        "bf16 CPU); accuracy and energies still come from fp32 forwards (not with --store)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--store", action="store_true",
                    help="write the measured metrics into the checkpoint's config.json and model card "

@@ -248,17 +248,15 @@ def heldout_summary(rows: dict[str, dict], run_name: Optional[str] = None) -> di
     attack = next((k[5:] for k in b if k.startswith("test_") and k not in ("test_clean", "test_delta_e")), None)
     if attack is None or f"test_{attack}" not in e:
         raise WeatError(f"the held-out results of {run_name} carry no robust accuracy (test_ATTACK)")
-    _, drop, fell = robust_peak([b[f"test_{attack}"], e[f"test_{attack}"]], b.get("n_test"))
     out: dict[str, Any] = {"attack": attack, "n_test": b.get("n_test"), "n_train": b.get("n_train")}
-    key = f"test_{attack}_correct"
+    key, se = f"test_{attack}_correct", None
     if isinstance(b.get(key), str) and isinstance(e.get(key), str) and len(b[key]) == len(e[key]) > 0:
         n = len(b[key])
         only_best = sum(p == "1" and q == "0" for p, q in zip(b[key], e[key]))
         only_last = sum(p == "0" and q == "1" for p, q in zip(b[key], e[key]))
         se = math.sqrt(max(only_best + only_last - (only_best - only_last) ** 2 / n, 0.0)) / n
-        drop = (only_best - only_last) / n
-        fell = drop > max(0.01, 2 * se) and b[f"test_{attack}"] >= 0.05
         out["paired"] = {"best_only": only_best, "last_only": only_last, "se": se}
+    _, drop, fell = robust_peak([b[f"test_{attack}"], e[f"test_{attack}"]], b.get("n_test"), se=se)
     epoch = lambda k: int(k.rsplit("-", 1)[-1])  # noqa: E731 (checkpoint folders are named *-NNNN)
     strip = lambda r: {k: v for k, v in r.items() if not k.endswith("_correct")}  # noqa: E731
     return {**out, "best": {"epoch": epoch(best[0]), **strip(b)}, "last": {"epoch": epoch(last[0]), **strip(e)},
