@@ -48,8 +48,11 @@ ship() {  # $1: run folder, then extra export options; the tarball is rewritten 
           # a command stopped at the time limit still brings back the runs that finished
   local run=$1 m=${1##*/of-}
   shift
+  local note=()
+  [ "$PARALLEL" = 1 ] && note=(--note "trained side by side with the other runs of scripts/gpu_overfit.sh (PARALLEL=1) \
+on one $DEVICE device: its images/s is its share of it, not what it gives one run alone")
   python3 -m weat_core export --run "$run" --name "$ARCH-$m-${LIMIT}-step" --log-only --dataset-name cifar10 \
-    --dest "$rec" "$@" > "$rec/export-$m.log" 2>&1 || { cat "$rec/export-$m.log"; stage "export of $m failed"; }
+    --dest "$rec" "${note[@]}" "$@" > "$rec/export-$m.log" 2>&1 || { cat "$rec/export-$m.log"; stage "export of $m failed"; }
   tar -czf "$OUT/runs.tar.gz" -C "$rec/_runs" .
 }
 PARALLEL=${PARALLEL:-0}   # 1: the runs train side by side, and their held-out checks too (one GPU: a batch

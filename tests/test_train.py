@@ -462,9 +462,13 @@ def test_export_log_only_ships_a_recorded_run_without_weights(folder_dataset, tm
     held = json.loads((d / "config.json").read_text())["heldout"]
     assert held["best"]["epoch"] == 1 and held["last"]["epoch"] == 3 and held["overfitting"]
     assert "held-out check (2,000 test images" in (d / "README.md").read_text()
-    # re-exported from its own folder (e.g. to refresh the card), a recorded run keeps the check
+    # re-exported from its own folder (e.g. to refresh the card), a recorded run keeps the check,
+    # and a note on how it ran, once given, stays in its card
+    assert main(["export", "--run", str(d), "--name", "rec", "--dest", str(ck), "--log-only",
+                 "--note", "ran beside two other runs on one GPU"]) == 0
     assert main(["export", "--run", str(d), "--name", "rec", "--dest", str(ck), "--log-only"]) == 0
     assert json.loads((d / "config.json").read_text())["heldout"] == held
+    assert "- note: ran beside two other runs on one GPU" in (d / "README.md").read_text()
     capsys.readouterr()
     assert main(["export", "--run", str(d), "--name", "x", "--heldout", str(tmp_path / "held.json")]) == 2
     assert "goes with --log-only" in capsys.readouterr().err
@@ -697,6 +701,7 @@ def test_gpu_overfit_script_runs_end_to_end_on_a_cpu(folder_dataset, tmp_path, p
         cfg = json.load(tar.extractfile(names[0]))
     assert cfg["heldout"]["n_test"] == 20 and cfg["training"]["schedule"] == "step" and cfg["dataset"] == "cifar10"
     assert set(cfg["heldout"]["paired"]) == {"best_only", "last_only", "se"}  # judged pairwise, on the same images
+    assert ("side by side" in cfg.get("note", "")) == (parallel == "1")  # the card says the runs shared the device
     assert "== [" in (out / "session.log").read_text()
 
 

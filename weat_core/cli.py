@@ -352,6 +352,9 @@ def _add_export(sub) -> None:
     p.add_argument("--heldout", default=None, metavar="JSON",
                    help="with --log-only: the run's best and last epoch measured on held-out test images "
                         "(the --out file of scripts/heldout_best_last.py), stored in config.json and the card")
+    p.add_argument("--note", default=None,
+                   help="a sentence for the card about how the run was made that its numbers do not tell "
+                        "(e.g. that it shared its GPU with other runs)")
     p.add_argument("--heldout-run", default=None,
                    help="which run's rows of a --heldout file holding several (its run folder's name)")
     p.set_defaults(func=_cmd_export)
@@ -374,14 +377,14 @@ def _cmd_export(args) -> int:
                 raise WeatError(f"cannot read the held-out results {args.heldout}: {e}") from None
             heldout = heldout_summary(rows, args.heldout_run)
         dest = export_log(Path(args.run), args.name, dest_root=Path(args.dest) if args.dest else None,
-                          dataset_name=args.dataset_name, heldout=heldout)
+                          dataset_name=args.dataset_name, heldout=heldout, note=args.note)
         print((dest / "README.md").read_text())
         return 0
     dest = export_run(Path(args.run), args.name, dataset=args.dataset, data_dir=args.data_dir,
                       attacks=[a for a in args.attacks.split(",") if a], n=args.n, aa_n=args.aa_n, which=args.which,
                       fp16=not args.fp32, dest_root=Path(args.dest) if args.dest else None,
                       device=str(_device(args.device)), dataset_name=args.dataset_name,
-                      max_shard_size=args.max_shard_size)
+                      max_shard_size=args.max_shard_size, note=args.note)
     print((dest / "README.md").read_text())
     return 0
 

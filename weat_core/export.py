@@ -178,6 +178,8 @@ def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
                          f"command below repeats this run up to epoch {last['epoch']} and then goes on")
         if cfg.get("runtime"):
             lines.append(f"- ran on: {_runtime_text(cfg['runtime'])}")
+        if cfg.get("note"):
+            lines.append(f"- note: {cfg['note']}")
         if "epoch" in cfg:
             lines.append(f"- these weights: epoch {cfg['epoch']}, " + (
                 "the run's last" if cfg.get("exported") == "last"
@@ -390,14 +392,15 @@ def export_run(run: Path, name: str, dataset: Optional[str] = None, data_dir: Op
                attacks: Sequence[str] = ("pgd20", "pgd20-t"), n: Optional[int] = None, aa_n: int = 0,
                which: str = "auto", fp16: bool = True, dest_root: Optional[Path] = None,
                device: str = "cpu", dataset_name: Optional[str] = None,
-               max_shard_size: str = "100MB") -> Path:
+               max_shard_size: str = "100MB", note: Optional[str] = None) -> Path:
     """Evaluate the run's best or last checkpoint (`which`: best, last, or auto, see
     `choose_epoch`) on the test split and write it, with the metrics, the training log and a
     model card, to `dest_root/name` (default `checkpoints/`). `dataset_name` replaces a local
     dataset path in config.json (e.g. "cifar10" for a run on a class-folder copy of CIFAR-10),
     so users' `eval` finds the official data by name. Weights above `max_shard_size` are split
     into safetensors shards with an index, the Hub's layout (e.g. "15MB" for a transfer that
-    caps file sizes)."""
+    caps file sizes). `note`: a sentence about how the run was made that its numbers alone do
+    not tell (stored as `note`, shown in the card)."""
     which, why = choose_epoch(run, which)
     log.info("exporting the %s checkpoint (%s)", which, why)
     pointer = run / ("BEST" if which == "best" else "LATEST")
@@ -431,7 +434,8 @@ def export_run(run: Path, name: str, dataset: Optional[str] = None, data_dir: Op
     if dest.exists():
         shutil.rmtree(dest)
     cfg_out, stages, records = _run_settings(run, cfg, dataset_name)
-    cfg_out.update(metrics=metrics, exported=which, exported_why=why, eval_dataset=str(ds))
+    cfg_out.update(metrics=metrics, exported=which, exported_why=why, eval_dataset=str(ds),
+                   **({"note": note} if note else {}))
     cfg_out["reproduce"]["eval"] = f"python -m weat_core eval --checkpoint {name} --attacks {','.join(attacks)}"
     if len(stages) > 1 and "epoch" in cfg:  # count the epochs of the earlier stages too
         cfg_out["epoch"] = cfg["epoch"] + max(r["epoch"] for r in records if r["stage"] < len(stages))
@@ -470,7 +474,7 @@ def _write_log_and_card(dest: Path, name: str, cfg: dict[str, Any], records: lis
 
 
 def export_log(run: Path, name: str, dest_root: Optional[Path] = None, dataset_name: Optional[str] = None,
-               heldout: Optional[dict[str, Any]] = None) -> Path:
+               heldout: Optional[dict[str, Any]] = None, note: Optional[str] = None) -> Path:
     """Ship a training run's dynamics without its weights: the per-epoch `log.jsonl` (earlier
     `--init` stages included), `config.json` with the settings and the command that re-trains
     it, and a card, in `dest_root/_runs/name` (default `checkpoints/_runs/`). Nothing is
@@ -481,7 +485,8 @@ def export_log(run: Path, name: str, dest_root: Optional[Path] = None, dataset_n
     trained on a GPU machine whose weights are too large to ship): its measured test metrics
     are kept, marked as measured on weights that are not shipped. `heldout` (from
     `heldout_summary`) stores the run's best and last epoch measured on held-out test images;
-    re-exporting a recorded run keeps the check it already has."""
+    re-exporting a recorded run keeps the check it already has, and its `note` (as `export_run`'s)
+    unless a new one is given."""
     pointer = run / "LATEST"
     if pointer.is_file():
         cfg = json.loads((run / pointer.read_text().strip() / "config.json").read_text())
@@ -508,6 +513,8 @@ def export_log(run: Path, name: str, dest_root: Optional[Path] = None, dataset_n
     out.update(recorded="log only: no weights are shipped", epochs=records[-1]["epoch"])
     if heldout is not None:
         out["heldout"] = heldout
+    if note:
+        out["note"] = note
     dest = (dest_root or checkpoints_dir()) / RUNS_DIR / name
     if dest.exists():
         shutil.rmtree(dest)
