@@ -373,3 +373,29 @@ def test_hub_offline_from_local_cache(model, x, tmp_path):
     assert "\n" not in msg and "Traceback" not in msg
     msg = errors["unknown_revision"]
     assert msg is not None and "owner/tiny" in msg and "0" * 40 in msg
+
+
+# ---- the repository's own shipped folders ---------------------------------------------------
+
+SHIPPED_CONFIGS = sorted((REPO_ROOT / "checkpoints").glob("*/config.json")) + sorted(
+    (REPO_ROOT / "checkpoints" / "_runs").glob("*/config.json"))
+
+
+@pytest.mark.parametrize("cfg_file", SHIPPED_CONFIGS, ids=lambda p: p.parent.name)
+def test_shipped_retrain_commands_name_data_a_fresh_clone_has(cfg_file):
+    """Every shipped card's re-train command must run from a fresh clone: its datasets are names
+    torchvision downloads or the shared CIFAR-10 copy beside the repository, never a folder that
+    only existed where the run was made (the GPU scripts' `.data/` copy, a /tmp path); and the
+    card shows the same command as config.json."""
+    import shlex
+
+    cfg = json.loads(cfg_file.read_text())
+    command = (cfg.get("reproduce") or {}).get("train")
+    assert command, f"{cfg_file} has no re-train command"
+    words = shlex.split(command.replace(" && ", " "))
+    datasets = [words[i + 1] for i, w in enumerate(words) if w == "--dataset"]
+    assert datasets and all(d in ("cifar10", "cifar100", "svhn", "tinyimagenet") or d.startswith("../shared/data/")
+                            for d in datasets), datasets
+    card = (cfg_file.parent / "README.md").read_text()
+    assert all(stage in card for stage in command.split(" && "))  # a fine-tuned model's card lists its stages
+    assert not str(cfg.get("eval_dataset", "")).startswith((".data", "/"))

@@ -434,7 +434,7 @@ def export_run(run: Path, name: str, dataset: Optional[str] = None, data_dir: Op
     if dest.exists():
         shutil.rmtree(dest)
     cfg_out, stages, records = _run_settings(run, cfg, dataset_name)
-    cfg_out.update(metrics=metrics, exported=which, exported_why=why, eval_dataset=str(ds),
+    cfg_out.update(metrics=metrics, exported=which, exported_why=why, eval_dataset=_portable(ds),
                    **({"note": note} if note else {}))
     cfg_out["reproduce"]["eval"] = f"python -m weat_core eval --checkpoint {name} --attacks {','.join(attacks)}"
     if len(stages) > 1 and "epoch" in cfg:  # count the epochs of the earlier stages too
@@ -499,6 +499,8 @@ def export_log(run: Path, name: str, dest_root: Optional[Path] = None, dataset_n
         records = _read_log(run / "log.jsonl")
         if dataset_name:
             out.update(dataset=dataset_name)
+        if out.get("eval_dataset"):
+            out["eval_dataset"] = _portable(out["eval_dataset"])
         # no weights to evaluate; the re-train command written afresh from the stored settings
         out["reproduce"] = {"train": _chain(out.get("stages") or [_stage(out)], " && ")}
         if out.get("metrics") and "epoch" in out:  # (a recorded run re-exported keeps its note)
