@@ -58,7 +58,8 @@ on one $DEVICE device: its images/s is its share of it, not what it gives one ru
 PARALLEL=${PARALLEL:-0}   # 1: the runs train side by side, and their held-out checks too (one GPU: a batch
                           # of 128 keeps a single run busy launching kernels, not the GPU computing)
 EPOCHS=${EPOCHS:-}        # set: that many epochs instead of MINUTES (`train --minutes` times the machine as it
-                          # is: runs started side by side time each other's start-up and can plan too many)
+                          # is: runs started side by side time each other's start-up and can plan too many;
+                          # these runs' step schedule re-plans after the first epoch, at that epoch's pace)
 budget=(--minutes "$MINUTES")
 [ -n "$EPOCHS" ] && budget=(--epochs "$EPOCHS")
 TRAIN_LIMIT_S=${TRAIN_LIMIT_S:-$(python3 -c "print(int($MINUTES * 60 * 1.5 + 90))")}  # a stuck run is stopped

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -759,3 +760,51 @@ def test_gpu_session_script_runs_end_to_end_on_a_cpu(tmp_path):
     cfg = json.loads((ck / "config.json").read_text())
     assert cfg["training"]["compile"] and cfg["training"]["batch_size"] == 64 and cfg["training"]["lr"] == 0.2
     assert cfg["metrics"]["aa_n"] == 8 and (ck / "model.safetensors").is_file() and (out / "aa.json").is_file()
+
+
+def test_replanned_epochs_only_where_the_steps_taken_keep_their_learning_rates():
+    """After the first epoch a budgeted run re-plans its epoch count at that epoch's real pace,
+    but only where the steps already taken had exactly the learning rates the new count gives:
+    the step schedule (constant until half-way) and the constant one, never one-cycle or cosine,
+    whose first epoch depends on the count."""
+    from weat_core.train import replanned_epochs
+
+    step = TrainConfig(method="sat", dataset="x", epochs=10, minutes=1.0, schedule="step")
+    # 60 s budget, 12 s gone, epochs of 4 s (5 % margin: 4.2 s) → 1 + 48 // 4.2 = 12 epochs
+    assert replanned_epochs(step, 1, 100, 12.0, 4.0) == 12
+    assert replanned_epochs(step, 1, 100, 12.0, 9.0) == 6   # slower than planned: fewer
+    assert replanned_epochs(step, 1, 100, 10.0, 5.0) is None  # 1 + 50 // 5.25 = 10: the plan holds
+    # so few epochs that the first decay (at half the steps) would fall inside the first epoch
+    assert replanned_epochs(step, 1, 100, 40.0, 30.0) is None
+    assert replanned_epochs(replace(step, schedule="constant"), 1, 100, 40.0, 30.0) == 1
+    for schedule in ("onecycle", "cosine"):
+        assert replanned_epochs(replace(step, schedule=schedule), 1, 100, 12.0, 4.0) is None
+
+
+def test_a_budgeted_step_schedule_run_re_plans_to_exactly_the_run_its_new_count_gives(folder_dataset, tmp_path,
+                                                                                       monkeypatch, caplog):
+    """The steps timed at the start look so slow that the budget's plan is 2 epochs; the first
+    real epoch is much faster, so the run re-plans to what fits, records the new count from its
+    first epoch on, and ends with exactly the weights of a plain run with that many epochs."""
+    import logging
+
+    import weat_core.train as tr
+
+    budget_s = 8.0
+    t_call = time.perf_counter()
+
+    def slow(*a, **k):  # an epoch that looks like (budget left) / 2.5: the plan is 2 epochs
+        return 0.0, (budget_s - (time.perf_counter() - t_call)) / (1.05 * 2.5)
+
+    monkeypatch.setattr(tr, "_calibrate", slow)
+    with caplog.at_level(logging.INFO, logger="weat_core.train"):
+        timed = train(_cfg(folder_dataset, tmp_path / "timed", minutes=budget_s / 60, schedule="step"),
+                      progress=False)
+    n = len(timed.history)
+    assert any("re-planned from 2 to" in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
+    assert n > 2 and all(r["epochs"] == n for r in timed.history)  # the first record already carries the new count
+    cfg = json.loads((tmp_path / "timed" / f"state-{n:04d}" / "config.json").read_text())
+    assert cfg["training"]["epochs"] == n
+    plain = train(_cfg(folder_dataset, tmp_path / "plain", epochs=n, schedule="step"), progress=False)
+    for k, v in timed.model.state_dict().items():
+        assert torch.equal(v, plain.model.state_dict()[k]), f"{k} differs from the plain {n}-epoch run"

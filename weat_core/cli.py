@@ -53,7 +53,8 @@ def _add_train(sub) -> None:
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--minutes", type=float, default=None,
                    help="wall-clock budget: time a few throwaway steps and the per-epoch evaluation, then train "
-                        "as many epochs as fit (replaces --epochs; the schedule spans them)")
+                        "as many epochs as fit (replaces --epochs; the schedule spans them); step and constant schedules "
+                        "re-plan after the first epoch if it ran at another pace")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--momentum", type=float, default=d.momentum)

@@ -8,7 +8,9 @@ crop with 4-pixel zero padding + horizontal flip), so the inner loop never waits
 
 `minutes` sets a wall-clock budget instead of an epoch count: a few throwaway steps and one
 per-epoch evaluation are timed (then undone), and the run trains as many whole epochs as fit,
-with the learning-rate schedule spanning exactly those; a resumed run keeps that count.
+with the learning-rate schedule spanning exactly those. After the first real epoch the count is
+checked against that epoch's pace and re-planned where that changes nothing already done (step
+and constant schedules); a resumed run keeps its count.
 
 Run folder layout (`out`):
     log.jsonl          one JSON record per epoch
@@ -332,18 +334,60 @@ def _check_pace(cfg: TrainConfig, epoch: int, elapsed_s: float, epoch_s: float) 
     """After a budgeted run's first epoch: say so when, at the pace that epoch really took, the
     planned epochs end more than 10 % past the budget or leave more than a fifth of it unused (the
     steps timed at the start ran at another speed: another job on the machine or GPU started or
-    ended). The schedule is not changed: the run stays the one its epoch count gives."""
+    ended), for the schedules that cannot be re-planned exactly (`replanned_epochs`): the plan
+    stands, so the run stays the one its epoch count gives."""
     budget = 60 * cfg.minutes
     end = elapsed_s + (cfg.epochs - epoch) * epoch_s
     if end > 1.1 * budget:
         log.warning("at the pace of epoch %d (%.1f s), the %d planned epochs end after %.1f min, past the %.4g-minute "
                     "budget: the steps timed at the start ran faster (another job on this machine or GPU?). The "
-                    "schedule stays as planned; stop the run when you must (each epoch's checkpoint is kept)",
+                    "plan stands (this schedule's first epoch depends on the epoch count, so a new count would not be "
+                    "the run --epochs gives); stop the run when you must (each epoch's checkpoint is kept)",
                     epoch, epoch_s, cfg.epochs, end / 60, cfg.minutes)
     elif end < 0.8 * budget:
         log.info("at the pace of epoch %d (%.1f s), the %d planned epochs end after %.1f min, leaving %.1f of the "
                  "%.4g minutes unused: the steps timed at the start ran slower (another job on this machine or GPU?)",
                  epoch, epoch_s, cfg.epochs, end / 60, (budget - end) / 60, cfg.minutes)
+
+
+def replanned_epochs(cfg: TrainConfig, epochs_done: int, steps_per_epoch: int, elapsed_s: float, epoch_s: float,
+                     margin: float = 1.05) -> Optional[int]:
+    """After a budgeted run's first epoch: the epoch count that fits the budget at the pace that
+    epoch really took (`epoch_s`, evaluation included; `elapsed_s` since the run started), when it
+    differs from the plan AND the learning rates of the steps already taken are exactly those the
+    new count gives, so the run stays exactly the run `--epochs N` gives (the step and constant
+    schedules, whose first epoch does not depend on the count; one-cycle and cosine do). Else None:
+    the plan stands (`_check_pace` then says where it will end)."""
+    more = max(0, int((60 * cfg.minutes - elapsed_s) // (margin * epoch_s)))
+    new = epochs_done + more
+    if new == cfg.epochs:
+        return None
+    taken = epochs_done * steps_per_epoch
+    old_total, new_total = steps_per_epoch * cfg.epochs, steps_per_epoch * new
+    if any(lr_at(s, old_total, cfg) != lr_at(s, new_total, cfg) for s in range(taken)):
+        return None
+    return new
+
+
+def _after_first_epoch(cfg: TrainConfig, epoch: int, steps_per_epoch: int, elapsed_s: float, epoch_s: float,
+                       rank: int, world: int, device: torch.device) -> TrainConfig:
+    """A budgeted run's check of its plan after its first epoch: re-planned when that is exact
+    (`replanned_epochs`; rank 0 decides for every rank), else the plan stands and `_check_pace`
+    says where it will end."""
+    new = replanned_epochs(cfg, epoch, steps_per_epoch, elapsed_s, epoch_s) if rank == 0 else None
+    if world > 1:
+        t = torch.tensor([new or 0], device=device)
+        dist.broadcast(t, 0)
+        new = int(t) or None
+    if new is None:
+        if rank == 0:
+            _check_pace(cfg, epoch, elapsed_s, epoch_s)
+        return cfg
+    if rank == 0:
+        log.info("re-planned from %d to %d epochs: epoch %d took %.1f s (evaluation included), so %d epochs fit the "
+                 "%.4g-minute budget; the steps taken had the learning rates %d epochs give, so the run is exactly "
+                 "the one --epochs %d gives", cfg.epochs, new, epoch, epoch_s, new, cfg.minutes, new, new)
+    return replace(cfg, epochs=new)
 
 
 def epochs_for_budget(budget_s: float, spent_s: float, steps_per_epoch: int, step_s: float, eval_s: float,
@@ -518,7 +562,9 @@ def train(
                      "" if epochs == 1 else "s")
     total = steps_per_epoch * cfg.epochs
     stopped = False
-    for epoch in range(start_epoch + 1, cfg.epochs + 1):
+    epoch = start_epoch
+    while epoch < cfg.epochs:  # (a budgeted run may change cfg.epochs after its first epoch)
+        epoch += 1
         # Every epoch's randomness derives from (seed, epoch): resuming replays it exactly.
         g = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + epoch)
         torch.manual_seed(cfg.seed * 1_000_003 + epoch + rank)
@@ -590,6 +636,10 @@ def train(
         rec["time_s"] = time.perf_counter() - t0
         rec["img_per_s"] = seen / max(train_time, 1e-9)
         rec["images"] = seen
+        if cfg.minutes is not None and epoch == start_epoch + 1 and epoch < cfg.epochs and not stopped:
+            cfg = _after_first_epoch(cfg, epoch, steps_per_epoch, time.perf_counter() - t_start,
+                                     time.perf_counter() - t0, rank, world, device)
+            total, rec["epochs"] = steps_per_epoch * cfg.epochs, cfg.epochs
         history.append(rec)
         if out is not None and rank == 0:
             with open(out / "log.jsonl", "a") as f:
@@ -606,8 +656,6 @@ def train(
         log.info("epoch %d/%d  loss %.4f  clean %.3f  pgd %.3f  ΔE %+.3f  %.0f img/s", epoch, cfg.epochs,
                  rec.get("loss", float("nan")), rec["test_clean_acc"], rec["test_pgd_acc"], rec["delta_e"],
                  rec["img_per_s"])
-        if cfg.minutes is not None and epoch == start_epoch + 1 and epoch < cfg.epochs and rank == 0:
-            _check_pace(cfg, epoch, time.perf_counter() - t_start, time.perf_counter() - t0)
         if callback is not None:
             callback(epoch, rec)
         if stopped:
