@@ -29,7 +29,7 @@ st.markdown("During adversarial training we track $E(x)$ and $E(x^*)$ on a fixed
             "a third to a half of their images under attack and robust overfitting stays mild. WEAT's weights "
             "average about a third, which shrinks its SGD steps; in the width-48 runs, TRADES at a third of the "
             "learning rate shows how much of WEAT-adv's curve that explains, and WEAT-adv at three times the "
-            "learning rate (a step like TRADES') fits and generalises about as TRADES does. The README has the numbers.")
+            "learning rate (a step like TRADES') fits and generalises about as TRADES does. docs/models.md has the numbers.")
 
 jobs: dict = st.session_state.setdefault("train_jobs", {})
 
