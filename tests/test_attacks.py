@@ -373,6 +373,25 @@ def test_eval_mode_restores_each_flag_on_error(tiny_model):
     assert [m.training for m in model.modules()] == flags
 
 
+def test_pgd_loop_crafts_with_frozen_parameters_and_restores_them(tiny_model, batch, seeded):
+    """The attacks take input gradients with the parameters' requires_grad off (a compiled
+    model's backward then leaves out the weight gradients); afterwards each parameter has its
+    own flag back, also after an error, and a parameter that was frozen before stays frozen."""
+    from weat_core.attacks.base import frozen_params
+
+    model = copy.deepcopy(tiny_model)
+    fixed = next(model.parameters())
+    fixed.requires_grad_(False)
+    seen = []
+    PGD(steps=2)(model, *batch, callback=lambda i, xa, lo: seen.append([p.requires_grad for p in model.parameters()]))
+    assert seen and not any(any(flags) for flags in seen)
+    assert [p.requires_grad for p in model.parameters()] == [p is not fixed for p in model.parameters()]
+    with pytest.raises(RuntimeError):
+        with frozen_params(model):
+            raise RuntimeError("boom")
+    assert [p.requires_grad for p in model.parameters()] == [p is not fixed for p in model.parameters()]
+
+
 # --------------------------------------------------------------------------- callbacks
 
 

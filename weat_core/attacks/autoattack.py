@@ -10,14 +10,13 @@ paper's settings in a `torchattacks.MultiAttack`.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Optional
 
 import torch
 from torch import nn
 
-from .base import AttackCallback, eval_mode, num_classes_of
+from .base import AttackCallback, eval_mode, frozen_params, num_classes_of
 
 _NORMS = {"linf": "Linf", "l2": "L2"}
 
@@ -32,20 +31,6 @@ def _torchattacks():
             "APGD/AutoAttack need the torchattacks package: pip install --no-deps -r requirements-nodeps.txt"
         ) from e
     return torchattacks
-
-
-@contextmanager
-def _frozen_params(model: nn.Module) -> Iterator[None]:
-    """Turn off requires_grad on the parameters while attacking: torchattacks' FAB calls
-    `.backward()`, which would otherwise accumulate into the parameters' `.grad`."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
 
 
 def _rng_devices(x: torch.Tensor) -> list[int]:
@@ -115,7 +100,7 @@ class TorchAttack:
         if target is not None:
             raise ValueError(f"{self.name} chooses its own targets; pass target=None")
         atk = self.build(model, num_classes_of(model, x))
-        with eval_mode(model), _frozen_params(model), torch.enable_grad(), \
+        with eval_mode(model), frozen_params(model), torch.enable_grad(), \
                 torch.random.fork_rng(devices=_rng_devices(x)):
             if self.keep == "max-loss":
                 x_adv = atk.perturb(x.detach(), y.to(x.device).long(), best_loss=True)[1].detach()
