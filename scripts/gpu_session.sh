@@ -26,7 +26,7 @@
 # export and AutoAttack on the first 1,000 in the same command (a larger batch takes a larger lr).
 # Those compiled numbers predate the attacks' frozen parameters (their compiled backward no longer
 # computes weight gradients; 34-57 % faster compiled training on our CPU): the run's per-epoch img/s
-# in log.jsonl measures the GPU speed anew, the number issue 2's 10,000 img/s target is about.
+# in log.jsonl measures the GPU speed anew (the 10,000 img/s target is for WEAT-adv on an H100).
 #   TESTS_S=0 BENCH_S=0 SAMPLING_S=0 MINUTES=6.5 BATCH=1024 LR=0.4 TRAIN_EXTRA="--compile" \
 #     bash scripts/gpu_session.sh weat-adv
 #
