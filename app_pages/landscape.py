@@ -10,7 +10,9 @@ st.title("Energy landscape")
 st.markdown("Where do adversarial images sit in the model's energy landscape? On well-trained robust models "
             "(Mirza et al. 2024), untargeted attacks (PGD, APGD-CE, TRADES-KL) **lower** $E(x)$; targeted ones "
             "(PGD-T, APGD-T) and CW **raise** it; $E(x, y)$ of the true class rises for all. The line under each "
-            "table checks this on the models you run.")
+            "table checks this on the models you run, and the bars below it split each attack's shift by what it did "
+            "to the prediction: on our small robust models untargeted PGD raises $E(x)$ of the images it cannot "
+            "flip and lowers it only where the model was wrong already.")
 common.model_caption()
 
 a, b, d = st.columns(3)
@@ -75,6 +77,11 @@ else:
             verdicts = common.observation_lines(land.summary)
             if verdicts:
                 st.caption(common.OBSERVATION_PREFIX + " · ".join(verdicts))
+            by_outcome = lens.shift_by_outcome(land.per_image)
+            if not by_outcome.empty:
+                st.plotly_chart(plots.shift_by_outcome(by_outcome, "E(x) shift by what the attack did to the prediction"),
+                                key=f"ls_outcome_{name}")
+                st.caption(" ".join(lens.outcome_summary(by_outcome, a) for a in by_outcome["attack"].unique()))
             csv = land.per_image.assign(model=name, eps=eps_then, steps=steps_then, norm=norm_then).to_csv(index=False)
             st.download_button("Download per-image numbers (CSV)", csv, f"energy_landscape_{common.slug(name)}.csv",
                                "text/csv", key=f"ls_csv_{name}", on_click="ignore")

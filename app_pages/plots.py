@@ -51,6 +51,23 @@ def shift_vs_eps(df: pd.DataFrame, title: str = "", height: int = 320) -> go.Fig
     return fig
 
 
+def shift_by_outcome(df: pd.DataFrame, title: str = "", height: int = 300) -> go.Figure:
+    """Mean shift of E(x) (± two standard errors) per outcome group, one bar per attack, from
+    `lens.shift_by_outcome`; zero marked."""
+    fig = go.Figure()
+    for name, g in df.groupby("attack", sort=False):
+        fig.add_trace(go.Bar(x=g["outcome"], y=g["shift E(x)"], name=name, marker_color=ATTACK_COLORS.get(name, "#888"),
+                             error_y=dict(type="data", array=2 * g["se"].fillna(0), visible=True),
+                             customdata=np.stack([g["n"], g["share E(x)↓"]], axis=1),
+                             hovertemplate="%{x}: %{customdata[0]} images, shift %{y:+.3f}, %{customdata[1]:.0%} "
+                                           "lower<extra>" + name + "</extra>"))
+    fig.add_hline(y=0, line_color="#888", line_width=1)
+    fig.update_layout(barmode="group", height=height, margin=dict(l=10, r=10, t=60 if title else 30, b=10), title=title,
+                      title_y=0.97, yaxis_title="mean E(x*) − E(x)",
+                      legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right", title=None))
+    return fig
+
+
 def lines(df: pd.DataFrame, x: str, ys: Sequence[str], title: str = "", height: int = 300,
           color: Optional[str] = None, markers: bool = True) -> go.Figure:
     """One line per column of `ys`; with `color` (e.g. a run column), one colour per group and

@@ -149,13 +149,15 @@ def test_landscape(app_env):
     at.selectbox(key="ls_other").set_value("untrained weatnet_s (random weights)")
     at.button(key="ls_run").click().run()
     ok(at)
-    assert len(charts(at)) == 4  # E(x) and E(x,y) for each of the two models
+    assert len(charts(at)) == 6  # E(x), E(x,y) and the shift by outcome for each of the two models
     assert len(at.dataframe) == 2
     summary = at.dataframe[0].value
     assert list(summary["attack"]) == ["natural", "PGD", "PGD-T", "CW"]
     assert len(at.get("download_button")) == 2
     verdicts = [c.value for c in at.caption if c.value.startswith("Observation 1 on this model")]
     assert len(verdicts) == 2 and all(v.count("(expected: ") == 3 for v in verdicts)
+    outcomes = [c.value for c in at.caption if c.value.startswith("PGD, mean E(x*) − E(x) by what the attack did")]
+    assert len(outcomes) == 2 and all("CW, mean E(x*)" in v for v in outcomes)  # one line per model, every attack
 
     # the ε sweep: one chart and one table more, a line saying what PGD did at each ε
     at.multiselect(key="ls_sw_eps").set_value([2, 32])
@@ -163,7 +165,7 @@ def test_landscape(app_env):
     at.select_slider(key="ls_sw_n").set_value(64)
     at.button(key="ls_sw_run").click().run()
     ok(at)
-    assert len(charts(at)) == 5 and len(at.dataframe) == 3
+    assert len(charts(at)) == 7 and len(at.dataframe) == 3
     sweep = at.dataframe[2].value
     assert list(sweep["attack"]) == ["PGD", "PGD-T", "PGD", "PGD-T"] and list(sweep["eps"]) == [2, 2, 32, 32]
     line = next(c.value for c in at.caption if c.value.startswith("Untargeted PGD, mean E(x*)"))

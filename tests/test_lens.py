@@ -453,3 +453,36 @@ def test_bf16_crafting_matches_fp32(trained_tiny, synthetic_batch):
     for a in atk:
         assert abs(fp32.loc[a, "accuracy"] - bf16.loc[a, "accuracy"]) <= 0.1
         assert fp32.loc[a, "shift E(x,y)"] == pytest.approx(bf16.loc[a, "shift E(x,y)"], rel=0.2, abs=0.05)
+
+
+def test_shift_by_outcome_by_hand():
+    """Each attack's x* paired with its own natural image and grouped by what the attack did to
+    the prediction; the numbers worked out by hand."""
+    nat = pd.DataFrame({"attack": "natural", "index": [0, 1, 2, 3, 4], "correct": [True, True, True, False, False],
+                        "E(x)": [-3.0, -2.0, -4.0, -1.0, -2.0], "E(x,y)": [0.0, 0.0, 0.0, 1.0, 1.0]})
+    pgd = pd.DataFrame({"attack": "PGD", "index": [0, 1, 2, 3, 4], "correct": [True, True, False, False, True],
+                        "E(x)": [-2.5, -1.0, -4.5, -1.5, -2.0], "E(x,y)": [1.0, 2.0, 3.0, 1.0, 1.5]})
+    df = lens.shift_by_outcome(pd.concat([nat, pgd], ignore_index=True)).set_index("outcome")
+    assert list(df.index) == ["stays correct", "flipped", "already wrong", "corrected"]
+    assert list(df["n"]) == [2, 1, 1, 1] and df["share"].tolist() == pytest.approx([0.4, 0.2, 0.2, 0.2])
+    # stays correct: images 0 and 1 move by +0.5 and +1.0
+    assert df.loc["stays correct", "shift E(x)"] == pytest.approx(0.75)
+    assert df.loc["stays correct", "se"] == pytest.approx(np.std([0.5, 1.0], ddof=1) / np.sqrt(2))
+    assert df.loc["stays correct", "share E(x)↓"] == 0 and df.loc["stays correct", "shift E(x,y)"] == pytest.approx(1.5)
+    assert df.loc["flipped", "shift E(x)"] == pytest.approx(-0.5) and df.loc["flipped", "share E(x)↓"] == 1
+    assert df.loc["already wrong", "shift E(x)"] == pytest.approx(-0.5)
+    assert df.loc["corrected", "shift E(x)"] == pytest.approx(0.0) and np.isnan(df.loc["corrected", "se"])
+    line = lens.outcome_summary(df.reset_index(), "PGD")
+    assert line.startswith("PGD, mean E(x*) − E(x)") and "stays correct (2 images) +0.750" in line
+    assert lens.outcome_summary(df.reset_index(), "CW") == ""
+    assert lens.shift_by_outcome(pgd).empty  # no natural rows to pair with
+
+
+def test_shift_by_outcome_of_a_real_landscape(trained_tiny, synthetic_batch):
+    x, y = synthetic_batch
+    res = lens.energy_landscape(lens.prepare(trained_tiny), x, y, {"PGD": lens.attack_from("PGD", steps=5)},
+                                batch_size=16)
+    df = lens.shift_by_outcome(res.per_image)
+    assert df["n"].sum() == len(y) and set(df["outcome"]) <= set(lens.OUTCOMES)
+    overall = res.summary.set_index("attack").loc["PGD", "shift E(x)"]
+    assert (df["shift E(x)"] * df["n"]).sum() / len(y) == pytest.approx(overall, abs=1e-5)  # the groups add up

@@ -6,6 +6,7 @@ numbers can be computed from a notebook:
 - `energy_landscape`     E(x), E(x, y) and predictions of natural images and of each attack
 - `observation1`         whether each attack moved E(x) the way MISSION.md's observation 1 expects
 - `strength_sweep`, `sweep_summary`, `lowers_from`  observation 1 for PGD and targeted PGD across ε
+- `shift_by_outcome`, `outcome_summary`  each attack's shift of E(x), split by what it did to the prediction
 - `attack_trajectory`    one image attacked step by step: energies, top-5, frames
 - `trades_decomposition` KL(p(·|x) ‖ p(·|x*)) = E_{k∼p(·|x)}[E(x*,k) − E(x,k)] + E(x) − E(x*)
 - `weight_curve`, `weights_of`  the WEAT weight w(x) = 1/softplus(|E(x)|)
@@ -21,7 +22,7 @@ Modules (everything public is re-exported here, so `from weat_core import lens` 
 - `_common`        `prepare`, and the private device / memory-format / batched-logits helpers
 - `attack_specs`   `ATTACKS`, `EXPECTED_SHIFT`, `AttackSpec`, `attack_from`, `bf16_ok`, running an attack (bf16)
 - `landscape`      `energy_landscape`, `Landscape`, `observation1`, `strength_sweep`, `sweep_summary`,
-                   `lowers_from`
+                   `lowers_from`, `shift_by_outcome`, `outcome_summary`, `OUTCOMES`
 - `trajectory`     `attack_trajectory`, `Trajectory`
 - `decomposition`  `trades_decomposition`, `weight_curve`, `weights_of`
 - `uploads`        `decode_image`, `load_uploaded_checkpoint` and their limits
@@ -37,7 +38,17 @@ from ._common import prepare
 from .attack_specs import ATTACKS, EXPECTED_SHIFT, AttackSpec, attack_from, bf16_ok
 from .datasets import demo_images, find_datasets, image_grid_png
 from .decomposition import trades_decomposition, weight_curve, weights_of
-from .landscape import Landscape, energy_landscape, lowers_from, observation1, strength_sweep, sweep_summary
+from .landscape import (
+    OUTCOMES,
+    Landscape,
+    energy_landscape,
+    lowers_from,
+    observation1,
+    outcome_summary,
+    shift_by_outcome,
+    strength_sweep,
+    sweep_summary,
+)
 from .trajectory import Trajectory, attack_trajectory
 from .training_job import (  # noqa: F401 - history_frame and the constants are public, not in __all__
     MIN_EPOCHS_FOR_PHASES,
@@ -62,5 +73,6 @@ __all__ = [
     "ATTACKS", "EXPECTED_SHIFT", "AttackSpec", "Landscape", "Trajectory", "TrainingJob", "attack_from", "attack_trajectory", "bf16_ok",
     "decode_image", "demo_images", "describe_model", "energy_landscape", "find_datasets", "image_grid_png",
     "load_training_log", "load_uploaded_checkpoint", "observation1", "prepare", "recorded_table", "runs_summary", "stage_starts",
-    "lowers_from", "strength_sweep", "sweep_summary", "trades_decomposition", "training_phases", "weight_curve", "weights_of", "zoo_table",
+    "lowers_from", "strength_sweep", "sweep_summary", "shift_by_outcome", "outcome_summary", "OUTCOMES",
+    "trades_decomposition", "training_phases", "weight_curve", "weights_of", "zoo_table",
 ]

@@ -209,3 +209,45 @@ def sweep_summary(sweep: pd.DataFrame) -> str:
         end = "the direction changes with ε."
     return f"Untargeted PGD, mean E(x*) vs E(x) (beyond two standard errors): {per_eps}. So {end}"
 
+
+
+OUTCOMES = ("stays correct", "flipped", "already wrong", "corrected")  # natural → x*, by the true class
+
+
+def shift_by_outcome(per_image: pd.DataFrame) -> pd.DataFrame:
+    """Where each attack moved E(x), split by what it did to the prediction. Every image of an
+    attack's x* is paired with its own natural image and falls in one group: "stays correct"
+    (right before and after), "flipped" (right before, wrong after), "already wrong" (wrong on
+    the natural image) and "corrected" (wrong before, right after). One row per (attack, group)
+    with images: n, its share of the attack's images, the mean shift of E(x) and of E(x, y)
+    (x* minus x), the shift's standard error and the share of images whose E(x) dropped.
+    Needs a landscape's per_image with its "natural" rows; empty without them."""
+    cols = ["attack", "outcome", "n", "share", "shift E(x)", "se", "share E(x)↓", "shift E(x,y)"]
+    nat = per_image[per_image["attack"] == "natural"].set_index("index")
+    if nat.empty:
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for name, g in per_image[per_image["attack"] != "natural"].groupby("attack", sort=False):
+        before = nat["correct"].reindex(g["index"]).to_numpy().astype(bool)
+        after = g["correct"].to_numpy().astype(bool)
+        d = g["E(x)"].to_numpy() - nat["E(x)"].reindex(g["index"]).to_numpy()
+        dy = g["E(x,y)"].to_numpy() - nat["E(x,y)"].reindex(g["index"]).to_numpy()
+        groups = dict(zip(OUTCOMES, (before & after, before & ~after, ~before & ~after, ~before & after)))
+        for outcome, m in groups.items():
+            k = int(m.sum())
+            if k == 0:
+                continue
+            rows.append({"attack": name, "outcome": outcome, "n": k, "share": k / len(g), "shift E(x)": float(d[m].mean()),
+                         "se": float(d[m].std(ddof=1) / np.sqrt(k)) if k > 1 else float("nan"),
+                         "share E(x)↓": float((d[m] < 0).mean()), "shift E(x,y)": float(dy[m].mean())})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def outcome_summary(by_outcome: pd.DataFrame, attack: str) -> str:
+    """One sentence on `shift_by_outcome` for one attack: the mean shift of E(x) in each group,
+    with its size; "" when the attack is not there."""
+    g = by_outcome[by_outcome["attack"] == attack]
+    if g.empty:
+        return ""
+    parts = [f"{r['outcome']} ({r['n']} images) {r['shift E(x)']:+.3f}" for _, r in g.iterrows()]
+    return f"{attack}, mean E(x*) − E(x) by what the attack did to the prediction: " + " · ".join(parts) + "."
