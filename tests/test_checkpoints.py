@@ -399,3 +399,9 @@ def test_shipped_retrain_commands_name_data_a_fresh_clone_has(cfg_file):
     card = (cfg_file.parent / "README.md").read_text()
     assert all(stage in card for stage in command.split(" && "))  # a fine-tuned model's card lists its stages
     assert not str(cfg.get("eval_dataset", "")).startswith((".data", "/"))
+    if not cfg.get("recorded"):  # a folder with weights: its re-measure commands use the data it was measured on
+        data = cfg.get("eval_dataset", "")
+        for key in ("eval", "eval_aa", "sweep"):
+            cmd = cfg["reproduce"].get(key)
+            if cmd:
+                assert cmd in card and (data in ("", "cifar10") or f" --dataset {data} " in cmd), (key, cmd)

@@ -346,6 +346,10 @@ def test_export_writes_checkpoint_metrics_log_and_card(folder_dataset, tmp_path,
     assert cfg["exported"] == "last" and cfg["exported_why"].startswith("auto: ")
     assert f"these weights: epoch {cfg['epoch']}, the run's last (auto: " in card
     assert "python -m weat_core train --method weat-adv" in cfg["reproduce"]["train"]
+    # the re-measure command names the local test data the metrics came from, and the card shows it
+    assert cfg["reproduce"]["eval"] == (f"python -m weat_core eval --checkpoint tiny-weat --dataset {folder_dataset} "
+                                        "--attacks pgd3,pgd3-t")
+    assert "## Re-measure" in card and cfg["reproduce"]["eval"] in card
     # the stored metric is reproduced by `eval` (same seed, same images)
     from weat_core.evaluate import evaluate
     from weat_core.data import load_split
@@ -381,6 +385,7 @@ def test_export_writes_checkpoint_metrics_log_and_card(folder_dataset, tmp_path,
     cfg2 = load_config(d)
     assert cfg2["metrics"]["n"] == 20 and cfg2["metrics"]["pgd2_acc"] == pytest.approx(part["pgd2_acc"])
     assert cfg2["metrics"]["clean_acc"] == pytest.approx(part["clean_acc"]) and "--n 20" in cfg2["reproduce"]["eval"]
+    assert f"--dataset {folder_dataset} --attacks pgd2 --n 20" in cfg2["reproduce"]["eval"]
     assert "| pgd2_acc |" in (d / "README.md").read_text()
     assert main(["eval", "--checkpoint", str(d), "--dataset", str(folder_dataset), "--eps", "4/255", "--store"]) != 0
     assert "ε = 8/255" in capsys.readouterr().err
@@ -526,7 +531,8 @@ def test_cli_sweep_prints_stores_and_writes_json(folder_dataset, tmp_path, capsy
     assert [r["shift"] for r in rows] == pytest.approx(list(ref["shift E(x)"]))
     card = (d / "README.md").read_text()
     assert "### Observation 1 across ε" in card and "| 16/255 | " in card
-    assert "sweep --checkpoint tiny --eps 1,16 --steps 2 --n 20" in load_config(d)["reproduce"]["sweep"]
+    assert f"sweep --checkpoint tiny --dataset {folder_dataset} --eps 1,16 --steps 2 --n 20" in load_config(d)["reproduce"]["sweep"]
+    assert load_config(d)["reproduce"]["sweep"] in card
     assert main(["sweep", "--checkpoint", str(d), "--eps", "two", "--quiet"]) != 0
     assert "--eps takes numbers" in capsys.readouterr().err
 

@@ -205,7 +205,7 @@ def _cmd_eval(args) -> int:
     if args.store:
         from .export import store_metrics
 
-        store_metrics(folder, res, attacks)
+        store_metrics(folder, res, attacks, dataset=str(dataset))
         log.info("stored the metrics in %s", folder / "config.json")
     return 0
 
@@ -251,7 +251,7 @@ def _cmd_sweep(args) -> int:
         raise WeatError("--eps needs positive values, --steps at least 1 and --n at least 2 images")
     model = load(args.checkpoint, device=_device(args.device), revision=args.revision)
     folder = _store_folder(model, args.checkpoint) if args.store else None
-    _, test = _test_split(model, args)
+    dataset, test = _test_split(model, args)
     bar = tqdm(total=1, desc="sweep", unit="batch", disable=args.quiet, leave=False)
 
     def progress(done: int, total: int, label: str) -> None:
@@ -277,7 +277,7 @@ def _cmd_sweep(args) -> int:
     if folder is not None:
         from .export import store_sweep
 
-        store_sweep(folder, rows, len(test), args.steps, args.eps)
+        store_sweep(folder, rows, len(test), args.steps, args.eps, dataset=str(dataset))
         log.info("stored the sweep in %s", folder / "config.json")
     return 0
 

@@ -21,7 +21,7 @@ import torch
 
 from . import WeatError
 from .checkpoints import RUNS_DIR, checkpoints_dir, load, save
-from .data import load_split
+from .data import DATASETS, load_split
 from .evaluate import evaluate, robust_peak
 
 __all__ = ["choose_epoch", "export_log", "export_run", "heldout_summary", "heldout_text", "model_card", "store_metrics"]
@@ -45,6 +45,15 @@ def _portable(path: Any) -> str:
     if p.is_absolute() and _REPO.parent != Path(_REPO.anchor) and Path(os.path.normpath(p)).is_relative_to(_REPO.parent):
         return os.path.relpath(os.path.normpath(p), _REPO)
     return s
+
+
+def _dataset_flag(dataset: Any) -> str:
+    """` --dataset PATH` for a command that must measure on the same local data as before (a
+    class-folder copy or archive, given as `_portable` names it); "" for a dataset name, which
+    the checkpoint's config already gives."""
+    if not dataset or str(dataset).lower() in DATASETS:
+        return ""
+    return " --dataset " + shlex.quote(_portable(dataset))
 
 
 def _train_command(t: dict[str, Any], with_out: bool = False) -> str:
@@ -210,6 +219,10 @@ def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
         if cfg.get("heldout"):
             lines.append("- " + heldout_text(cfg["heldout"]))
         lines.append("")
+    remeasure = [(cfg.get("reproduce") or {}).get(k) for k in ("eval", "eval_aa", "sweep")]
+    if not cfg.get("recorded") and any(remeasure):
+        lines += ["## Re-measure", "", "The stored metrics, the AutoAttack number and the ε sweep come from:", "",
+                  "```", *[c for c in remeasure if c], "```", ""]
     stages = cfg.get("stages") or ([t] if t else [])
     if stages:
         lines += ["## Re-train", ""]
@@ -318,15 +331,21 @@ def _sweep_lines(sweep: dict[str, Any]) -> list[str]:
     return lines + ["", sweep_summary(df), ""]
 
 
-def store_metrics(directory: Path, res: dict[str, Any], attacks: Sequence[str]) -> dict[str, Any]:
+def store_metrics(directory: Path, res: dict[str, Any], attacks: Sequence[str],
+                  dataset: Optional[str] = None) -> dict[str, Any]:
     """Write `evaluate`'s results (L∞ 8/255, as every stored metric) into a checkpoint folder's
     config.json and rewrite its model card. PGD-type attacks replace clean accuracy, `n`,
-    energies and ΔE with the new measurement; AutoAttack ("aa") is stored as `aa_acc`/`aa_n`."""
+    energies and ΔE with the new measurement; AutoAttack ("aa") is stored as `aa_acc`/`aa_n`.
+    `dataset`: the test data measured on (default: the folder's `eval_dataset`); the stored
+    commands name it when it is a local copy, so they measure the same images again."""
     path = directory / "config.json"
     cfg = json.loads(path.read_text())
     m = cfg.setdefault("metrics", {})
     name = directory.name
-    cmd = f"python -m weat_core eval --checkpoint {name} --attacks"
+    if dataset is not None:
+        cfg["eval_dataset"] = _portable(dataset)  # (a dataset name stays as it is)
+    flag = _dataset_flag(dataset if dataset is not None else cfg.get("eval_dataset"))
+    cmd = f"python -m weat_core eval --checkpoint {name}{flag} --attacks"
     others = [a for a in attacks if a not in ("clean", "aa")]
     if others or "aa" not in attacks:
         m.update(clean_acc=res["clean_acc"], n=res["n"])
@@ -344,13 +363,16 @@ def store_metrics(directory: Path, res: dict[str, Any], attacks: Sequence[str]) 
     return cfg
 
 
-def store_sweep(directory: Path, rows: list[dict], n: int, steps: int, eps_arg: str) -> dict[str, Any]:
+def store_sweep(directory: Path, rows: list[dict], n: int, steps: int, eps_arg: str,
+                dataset: Optional[str] = None) -> dict[str, Any]:
     """Write a `sweep` (Observation 1 across ε; rows from `cli.sweep_rows`) into a checkpoint
-    folder's config.json as metrics["obs1_sweep"] and rewrite its model card."""
+    folder's config.json as metrics["obs1_sweep"] and rewrite its model card; `dataset` as in
+    `store_metrics`."""
     path = directory / "config.json"
     cfg = json.loads(path.read_text())
     cfg.setdefault("metrics", {})["obs1_sweep"] = {"n": n, "steps": steps, "rows": rows}
-    cfg.setdefault("reproduce", {})["sweep"] = (f"python -m weat_core sweep --checkpoint {directory.name} "
+    flag = _dataset_flag(dataset if dataset is not None else cfg.get("eval_dataset"))
+    cfg.setdefault("reproduce", {})["sweep"] = (f"python -m weat_core sweep --checkpoint {directory.name}{flag} "
                                                 f"--eps {eps_arg} --steps {steps} --n {n}")
     path.write_text(json.dumps(cfg, indent=2, sort_keys=True, default=str))
     (directory / "README.md").write_text(model_card(directory.name, cfg, _read_log(directory / "log.jsonl")))
@@ -436,7 +458,10 @@ def export_run(run: Path, name: str, dataset: Optional[str] = None, data_dir: Op
     cfg_out, stages, records = _run_settings(run, cfg, dataset_name)
     cfg_out.update(metrics=metrics, exported=which, exported_why=why, eval_dataset=_portable(ds),
                    **({"note": note} if note else {}))
-    cfg_out["reproduce"]["eval"] = f"python -m weat_core eval --checkpoint {name} --attacks {','.join(attacks)}"
+    cmd = f"python -m weat_core eval --checkpoint {name}{_dataset_flag(ds)} --attacks"
+    cfg_out["reproduce"]["eval"] = f"{cmd} {','.join(attacks)}" + (f" --n {n}" if n else "")
+    if aa_n:
+        cfg_out["reproduce"]["eval_aa"] = f"{cmd} aa --n {metrics['aa_n']}"
     if len(stages) > 1 and "epoch" in cfg:  # count the epochs of the earlier stages too
         cfg_out["epoch"] = cfg["epoch"] + max(r["epoch"] for r in records if r["stage"] < len(stages))
     # the run checkpoint's own metrics and their note ("per-epoch metrics on fixed subsets") must
