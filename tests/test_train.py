@@ -531,6 +531,12 @@ def test_cli_sweep_prints_stores_and_writes_json(folder_dataset, tmp_path, capsy
     assert [r["shift"] for r in rows] == pytest.approx(list(ref["shift E(x)"]))
     card = (d / "README.md").read_text()
     assert "### Observation 1 across ε" in card and "| 16/255 | " in card
+    # each row also splits the shift by what the attack did to each prediction; the groups add up
+    for r in rows:
+        groups = r["by_outcome"]
+        assert sum(g["n"] for g in groups.values()) == 20
+        assert sum(g["n"] * g["shift"] for g in groups.values()) / 20 == pytest.approx(r["shift"], abs=1e-5)
+    assert "| stays correct | flipped | already wrong |" in card
     assert f"sweep --checkpoint tiny --dataset {folder_dataset} --eps 1,16 --steps 2 --n 20" in load_config(d)["reproduce"]["sweep"]
     assert load_config(d)["reproduce"]["sweep"] in card
     assert main(["sweep", "--checkpoint", str(d), "--eps", "two", "--quiet"]) != 0

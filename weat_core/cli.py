@@ -283,10 +283,12 @@ def _cmd_sweep(args) -> int:
 
 
 def sweep_rows(df) -> list[dict]:
-    """A strength_sweep as JSON-ready rows (eps, attack, accuracy, shift, se, share_lower, verdict)."""
+    """A strength_sweep as JSON-ready rows (eps, attack, accuracy, shift, se, share_lower, verdict,
+    by_outcome)."""
     return [{"eps": float(r["eps"]), "attack": r["attack"], "accuracy": float(r["accuracy"]),
              "shift": float(r["shift E(x)"]), "se": float(r["se"]), "share_lower": float(r["share E(x)↓"]),
-             "verdict": r["verdict"]} for _, r in df.iterrows()]
+             "verdict": r["verdict"], **({"by_outcome": r["by outcome"]} if "by outcome" in r else {})}
+            for _, r in df.iterrows()]
 
 
 # ------------------------------------------------------------------------------------ list

@@ -328,7 +328,16 @@ def _sweep_lines(sweep: dict[str, Any]) -> list[str]:
         lines.append(f"| {e:g}/255 | {cell(by.get((e, 'PGD')))} | {cell(by.get((e, 'PGD-T')))} |")
     df = pd.DataFrame([{"eps": r["eps"], "attack": r["attack"], "accuracy": r["accuracy"], "verdict": r["verdict"]}
                        for r in rows])
-    return lines + ["", sweep_summary(df), ""]
+    lines += ["", sweep_summary(df), ""]
+    split = [(e, by[(e, "PGD")]["by_outcome"]) for e in sorted({r["eps"] for r in rows})
+             if by.get((e, "PGD"), {}).get("by_outcome")]
+    if split:  # sweeps stored before the split existed have none
+        part = (lambda g: f"{g['shift']:+.3f} ({g['n']} images)" if g else "none")
+        lines += ["Untargeted PGD's mean shift of E(x) on the same images, split by what it did to each prediction:", "",
+                  "| ε | stays correct | flipped | already wrong |", "|---|---|---|---|"]
+        lines += [f"| {e:g}/255 | {part(g.get('stays correct'))} | {part(g.get('flipped'))} | "
+                  f"{part(g.get('already wrong'))} |" for e, g in split] + [""]
+    return lines
 
 
 def store_metrics(directory: Path, res: dict[str, Any], attacks: Sequence[str],

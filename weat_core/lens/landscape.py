@@ -145,7 +145,8 @@ def strength_sweep(
     (the usual 2/255 at ε = 8/255, and enough reach for the ball at large ε), on the same images.
 
     One row per (ε, attack): eps (×1/255), attack ("PGD" / "PGD-T"), accuracy, and
-    `observation1`'s shift E(x), se, share E(x)↓, verdict. The direction of the shift can
+    `observation1`'s shift E(x), se, share E(x)↓, verdict, and "by outcome": {group: {n, shift}}
+    from `shift_by_outcome` (what the attack did to each prediction). The direction of the shift can
     depend on ε: on the shipped small robust models untargeted PGD raises E(x) at 8/255 and
     lowers it only once ε is large enough to misclassify nearly every image. `callback(done, total, label)`
     follows the batches; `should_stop()` ends early (the finished ε values are returned)."""
@@ -171,9 +172,14 @@ def strength_sweep(
             break
         ob = observation1(land.summary).set_index("attack")
         acc = land.summary.set_index("attack")["accuracy"]
+        split = shift_by_outcome(land.per_image)
         for a in attacks:
-            rows.append({"eps": float(e), "attack": a, "accuracy": float(acc[a]), **ob.loc[a].to_dict()})
-    cols = ["eps", "attack", "accuracy", "expected", "shift E(x)", "se", "share E(x)↓", "unchanged", "verdict"]
+            parts = split[split["attack"] == a]
+            rows.append({"eps": float(e), "attack": a, "accuracy": float(acc[a]), **ob.loc[a].to_dict(),
+                         "by outcome": {r["outcome"]: {"n": int(r["n"]), "shift": float(r["shift E(x)"])}
+                                        for _, r in parts.iterrows()}})
+    cols = ["eps", "attack", "accuracy", "expected", "shift E(x)", "se", "share E(x)↓", "unchanged", "verdict",
+            "by outcome"]
     return pd.DataFrame(rows, columns=cols)
 
 
