@@ -34,6 +34,9 @@
 # Those compiled numbers predate the attacks' frozen parameters (their compiled backward no longer
 # computes weight gradients; 34-57 % faster compiled training on our CPU): the run's per-epoch img/s
 # in log.jsonl measures the GPU speed anew (the 10,000 img/s target is for WEAT-adv on an H100).
+# LR=0.4 is a choice, not a measurement: WEAT's loss weighs each image by about 0.33, so its step is
+# about a third of TRADES' at one lr (CPU runs: WEAT at 3x the lr fitted and generalised like TRADES,
+# docs/models.md); a WEAT run at batch 1024 may want more.
 #   TESTS_S=0 BENCH_S=0 SAMPLING_S=0 MINUTES=6.5 BATCH=1024 LR=0.4 TRAIN_EXTRA="--compile" \
 #     bash scripts/gpu_session.sh weat-adv
 #
