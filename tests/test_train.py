@@ -179,6 +179,29 @@ def test_time_budget_uses_the_measured_times_and_resume_keeps_its_epochs(folder_
     assert [r["epoch"] for r in res.history] == [1, 2, 3, 4, 5]  # (60 s − setup) // 10.5 s
 
 
+def test_a_resumed_budgeted_run_does_not_re_plan(folder_dataset, tmp_path, monkeypatch):
+    """Only a fresh run re-plans after its first epoch; a resumed one keeps its count (part of
+    its budget went before the restart), even where its schedule could be re-planned exactly."""
+    import weat_core.train as tr
+
+    monkeypatch.setattr(tr, "_calibrate", lambda *a, **k: (1.0, 5.0))  # plans 5 epochs of 10.5 s
+    asked = []
+    monkeypatch.setattr(tr, "replanned_epochs", lambda cfg, done, *a, **k: asked.append(done))  # (None: plan stands)
+    calls = {"n": 0}
+
+    def crash():
+        calls["n"] += 1
+        if calls["n"] == 7:  # mid-epoch 2
+            raise KeyboardInterrupt
+
+    cfg = _cfg(folder_dataset, tmp_path / "run", minutes=1.0, schedule="step")
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, progress=False, should_stop=crash)
+    assert asked == [1]
+    res = train(cfg, progress=False, resume=True)
+    assert asked == [1] and [r["epoch"] for r in res.history] == [1, 2, 3, 4, 5]
+
+
 def test_a_budgeted_run_says_when_its_first_epoch_shows_the_plan_is_off(folder_dataset, tmp_path, monkeypatch,
                                                                         caplog):
     """`--minutes` plans from steps timed at the start; when the first real epoch runs at another

@@ -373,8 +373,9 @@ def _after_first_epoch(cfg: TrainConfig, epoch: int, steps_per_epoch: int, elaps
                        rank: int, world: int, device: torch.device) -> TrainConfig:
     """A budgeted run's check of its plan after its first epoch: re-planned when that is exact
     (`replanned_epochs`; rank 0 decides for every rank), else the plan stands and `_check_pace`
-    says where it will end."""
-    new = replanned_epochs(cfg, epoch, steps_per_epoch, elapsed_s, epoch_s) if rank == 0 else None
+    says where it will end. A resumed run (its first epoch here is not epoch 1) keeps its count:
+    its budget was spent partly before, so only the pace is checked."""
+    new = replanned_epochs(cfg, epoch, steps_per_epoch, elapsed_s, epoch_s) if rank == 0 and epoch == 1 else None
     if world > 1:
         t = torch.tensor([new or 0], device=device)
         dist.broadcast(t, 0)
