@@ -353,8 +353,7 @@ def store_metrics(directory: Path, res: dict[str, Any], attacks: Sequence[str],
     name = directory.name
     if dataset is not None:
         cfg["eval_dataset"] = _portable(dataset)  # (a dataset name stays as it is)
-    flag = _dataset_flag(dataset if dataset is not None else cfg.get("eval_dataset"))
-    cmd = f"python -m weat_core eval --checkpoint {name}{flag} --attacks"
+    cmd = f"python -m weat_core eval --checkpoint {name}{_dataset_flag(cfg.get('eval_dataset'))} --attacks"
     others = [a for a in attacks if a not in ("clean", "aa")]
     if others or "aa" not in attacks:
         m.update(clean_acc=res["clean_acc"], n=res["n"])
