@@ -7,12 +7,13 @@ from weat_core import lens
 
 c = common.ctx()
 st.title("Energy landscape")
-st.markdown("Where do adversarial images sit in the model's energy landscape? On well-trained robust models "
-            "(Mirza et al. 2024), untargeted attacks (PGD, APGD-CE, TRADES-KL) **lower** $E(x)$; targeted ones "
+st.markdown("Where do adversarial images sit in the model's energy landscape? Mirza et al. (2024) report that "
+            "untargeted attacks (PGD, APGD-CE, TRADES-KL) **lower** $E(x)$; targeted ones "
             "(PGD-T, APGD-T) and CW **raise** it; $E(x, y)$ of the true class rises for all. The line under each "
             "table checks this on the models you run, and the bars below it split each attack's shift by what it did "
-            "to the prediction: on our small robust models untargeted PGD raises $E(x)$ of the images it cannot "
-            "flip and lowers it only where the model was wrong already.")
+            "to the prediction: on our robust models untargeted PGD at ε = 8/255 raises $E(x)$ of the images it "
+            "cannot flip and lowers it only where the model was wrong already; on a standard model it lowers it for "
+            "nearly every image.")
 common.model_caption()
 
 a, b, d = st.columns(3)

@@ -21,10 +21,11 @@ st.markdown(
 st.latex(r"E(x, y) = -f_y(x) \qquad E(x) = -\log \sum_k e^{f_k(x)} \qquad "
          r"p(y \mid x) = \frac{e^{-E(x,y)}}{e^{-E(x)}} \qquad \mathrm{CE}(x, y) = E(x, y) - E(x)")
 st.markdown(
-    "For the well-trained robust models of Mirza et al. (2024), an **untargeted** attack such as PGD pushes "
-    "the true class down and lands the image at *lower* marginal energy $E(x^*)$ than the natural image; "
-    "**targeted** attacks, CW and Square push $E(x)$ *up*. The chart below checks this on the model you picked "
-    "(short, weakly trained models need not follow it). "
+    "Mirza et al. (2024) report that an **untargeted** attack such as PGD pushes the true class down and lands "
+    "the image at *lower* marginal energy $E(x^*)$ than the natural image, while **targeted** attacks, CW and "
+    "Square push $E(x)$ *up*. Which way $E(x)$ goes depends on how far the attack lifts a wrong class: PGD lowers "
+    "it strongly on a standard model, but on our trained robust models at ε = 8/255 it raises it, and lowers it "
+    "only at larger ε. The chart below checks it on the model you picked. "
     "The joint energy $E(x, y)$ of the true class rises for all of them. Robust models keep the natural and "
     "adversarial energies close (a smooth landscape); **WEAT** weights each training sample by "
     "$w(x) = 1/\\log(1 + e^{|E(x)|})$ to get there.")
