@@ -28,17 +28,29 @@
 # benchmarks' numbers too), aa.json (or aa.json.partial when AutoAttack was cut short) and
 # ckpt/NAME/{config.json, README.md, log.jsonl, model.safetensors.index.json, two weight shards}.
 #
-# All the device time on one model (the benchmarks are in bench/results; on an H100, torch.compile at
-# batch 1024 trained 7,319 img/s against 4,651 eager at 512): about 45 epochs in 6.5 minutes, then
-# export and AutoAttack on the first 1,000 in the same command (a larger batch takes a larger lr).
-# Those compiled numbers predate the attacks' frozen parameters (their compiled backward no longer
-# computes weight gradients; 34-57 % faster compiled training on our CPU): the run's per-epoch img/s
-# in log.jsonl measures the GPU speed anew (the 10,000 img/s target is for WEAT-adv on an H100).
-# LR=0.4 is a choice, not a measurement: WEAT's loss weighs each image by about 0.33, so its step is
-# about a third of TRADES' at one lr (CPU runs: WEAT at 3x the lr fitted and generalised like TRADES,
-# docs/models.md); a WEAT run at batch 1024 may want more.
-#   TESTS_S=0 BENCH_S=0 SAMPLING_S=0 MINUTES=6.5 BATCH=1024 LR=0.4 TRAIN_EXTRA="--compile" \
+# All the device time on training (the next GPU session's plan). The command limit is 10 minutes and
+# a session's device time 15, the machine's start included, so AutoAttack moves to a CPU session
+# afterwards (AA_N=0 here; then, on a CPU, `python -m weat_core eval --checkpoint NAME --attacks aa
+# --n 1000 --dataset ../shared/data/cifar10-jpeg.tar.gz --out aa.json --resume --store`: it saves its
+# progress after every batch and goes on where it stopped). Training gets 8.5 of the 10 minutes:
+# setup, export with PGD-20 on all 10,000 test images, and the final copy take under a minute (the
+# H200 run: 11 s of export). Timeout 600 s:
+#   TESTS_S=0 BENCH_S=0 SAMPLING_S=0 AA_N=0 MINUTES=8.5 BATCH=1024 LR=0.8 TRAIN_EXTRA="--compile" \
 #     bash scripts/gpu_session.sh weat-adv
+# If at least 3.5 minutes of device time are left after it, run a second call on the still-warm
+# machine at once (it goes back after 30 s idle) with MINUTES set to what is left minus 1.5, for
+# trades, then sat: real weights for the methods that have none shipped.
+# Speed: on an H100, torch.compile at batch 1024 trained 7,319 img/s against 4,651 eager at 512
+# (bench/results). Those compiled numbers predate the attacks' frozen parameters (their compiled
+# backward no longer computes weight gradients; 34-57 % faster compiled training on our CPU): the
+# run's per-epoch img/s in log.jsonl measures the GPU speed anew (the 10,000 img/s target is for
+# WEAT-adv on an H100). At 7,300-10,000 img/s, the 7-7.5 minutes left after compiling and loading hold
+# about 60-85 epochs.
+# LR=0.8 is a choice, not a measurement: it is the paper's lr for WEAT (0.1 at batch 128) scaled
+# linearly to batch 1024. WEAT's loss weighs each image by about 0.33, so its step is about a third of
+# TRADES' at one lr: LR=0.8 steps like TRADES at about 0.27 (CPU runs: WEAT at 3x the lr fitted and
+# generalised like TRADES, docs/models.md). The 13-epoch H200 runs used 0.2 at batch 512 for both
+# methods; there WEAT-adv ended 3.6 points below TRADES in clean accuracy, as a too small step would.
 #
 # A CPU smoke run of the whole script (tiny model, seconds per stage):
 #   ARCH=weatnet_tiny DEVICE=cpu MINUTES=0.2 AA_N=50 COMPILE_S=0 TRAIN_EXTRA="--limit 256 --eval-size 64" \
