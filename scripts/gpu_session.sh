@@ -28,18 +28,21 @@
 # benchmarks' numbers too), aa.json (or aa.json.partial when AutoAttack was cut short) and
 # ckpt/NAME/{config.json, README.md, log.jsonl, model.safetensors.index.json, two weight shards}.
 #
-# All the device time on training (the next GPU session's plan). The command limit is 10 minutes and
-# a session's device time 15, the machine's start included, so AutoAttack moves to a CPU session
-# afterwards (AA_N=0 here; then, on a CPU, `python -m weat_core eval --checkpoint NAME --attacks aa
-# --n 1000 --dataset ../shared/data/cifar10-jpeg.tar.gz --out aa.json --resume --store`: it saves its
-# progress after every batch and goes on where it stopped). Training gets 8.5 of the 10 minutes:
-# setup, export with PGD-20 on all 10,000 test images, and the final copy take under a minute (the
-# H200 run: 11 s of export). Timeout 600 s:
-#   TESTS_S=0 BENCH_S=0 SAMPLING_S=0 AA_N=0 MINUTES=8.5 BATCH=1024 LR=0.8 TRAIN_EXTRA="--compile" \
-#     bash scripts/gpu_session.sh weat-adv
-# If at least 3.5 minutes of device time are left after it, run a second call on the still-warm
-# machine at once (it goes back after 30 s idle) with MINUTES set to what is left minus 1.5, for
-# trades, then sat: real weights for the methods that have none shipped.
+# The next GPU session's plan: two calls, nearly all of the first on training. A session's device
+# time is 15 minutes, the machine's start included, and one command runs at most 10. AutoAttack on
+# the first 1,000 images takes about 2-3 minutes on the GPU (130 s on the H200 for a 40 %-robust
+# model) but about 8 hours on our 2 CPU cores (preactresnet18-weat-adv: 15 min for 32 images), so
+# it runs on the GPU in a second call, on the checkpoint the first call left in KEEP:
+#   call 1 (timeout 600; training gets 8.5 of the 10 minutes: setup, the export with PGD-20 on all
+#   10,000 test images and the copies take under a minute, the H200's export 11 s):
+#     TESTS_S=0 BENCH_S=0 SAMPLING_S=0 AA_N=0 KEEP=out/keep MINUTES=8.5 BATCH=1024 LR=0.8 \
+#       TRAIN_EXTRA="--compile" bash scripts/gpu_session.sh weat-adv
+#   call 2, at once (the warm machine goes back after 30 s idle; timeout: the device time left):
+#     AA_ONLY=out/keep/ckpt/preactresnet18-weat-adv bash scripts/gpu_session.sh
+# What call 2 had done when it stopped comes back in aa.json.partial; finish it on a CPU with
+# `python -m weat_core eval --checkpoint preactresnet18-weat-adv --attacks aa --n 1000 --batch-size 256
+# --dataset ../shared/data/cifar10-jpeg.tar.gz --out aa.json --resume --store` (aa.json.partial beside it).
+# In a later GPU session: TRADES, then SAT, the same way (real weights for the methods with none shipped).
 # Speed: on an H100, torch.compile at batch 1024 trained 7,319 img/s against 4,651 eager at 512
 # (bench/results). Those compiled numbers predate the attacks' frozen parameters (their compiled
 # backward no longer computes weight gradients; 34-57 % faster compiled training on our CPU): the
@@ -55,6 +58,9 @@
 # A CPU smoke run of the whole script (tiny model, seconds per stage):
 #   ARCH=weatnet_tiny DEVICE=cpu MINUTES=0.2 AA_N=50 COMPILE_S=0 TRAIN_EXTRA="--limit 256 --eval-size 64" \
 #     EXPORT_EXTRA="--n 100" OUT=/tmp/gpu-smoke DATA=../shared/data/cifar10-jpeg.tar.gz bash scripts/gpu_session.sh sat
+# and of the two calls (add KEEP=/tmp/gpu-keep AA_N=0 to the line above, then):
+#   DEVICE=cpu AA_N=20 OUT=/tmp/gpu-smoke2 AA_ONLY=/tmp/gpu-keep/ckpt/weatnet_tiny-sat \
+#     DATA=../shared/data/cifar10-jpeg.tar.gz bash scripts/gpu_session.sh
 set -uo pipefail
 
 METHOD=${1:-weat-adv}
@@ -76,6 +82,9 @@ AA_N=${AA_N:-1000}
 END_S=${END_S:-570}           # AutoAttack gets what is left of this many seconds (the tool stops a command
 AA_MIN_S=${AA_MIN_S:-120}     # at 600 s), and is skipped when less than AA_MIN_S is left: then run it on a
                               # CPU later (eval --attacks aa --n 1000 --store --out F: hours on 2 cores, resumable)
+KEEP=${KEEP:-}                # a folder the device keeps between calls on a warm machine (ignored by git,
+                              # e.g. out/keep): the checkpoint is exported there, and a copy comes back
+AA_ONLY=${AA_ONLY:-}          # a checkpoint folder kept by an earlier call: AutoAttack on it, nothing else
 
 # shellcheck source=scripts/gpu_common.sh
 source "$(dirname "$0")/gpu_common.sh"
@@ -87,6 +96,10 @@ torchattacks.__version__, '| weat_core', weat_core.__version__, '| cuda', torch.
   || { stage "the environment lacks a package; stopping"; exit 1; }
 [ -f "$DATA" ] || [ -d "$DATA" ] || { stage "no dataset at $DATA (carry .data)"; exit 1; }
 
+if [ -n "$AA_ONLY" ]; then  # a second call: the stages before AutoAttack ran in the first
+  [ -f "$AA_ONLY/config.json" ] || { stage "no checkpoint at $AA_ONLY (the machine was not the warm one?)"; exit 1; }
+  TESTS_S=0 BENCH_S=0 SAMPLING_S=0 COMPILE_S=0 AA_MIN_S=0
+fi
 # each of TESTS_S, BENCH_S, SAMPLING_S set to 0 skips its stage (`timeout 0` would mean no limit)
 if [ "$TESTS_S" -gt 0 ]; then
   stage "the GPU tests (tests/test_cuda.py, at most $TESTS_S s)"
@@ -103,11 +116,15 @@ if [ "$DEVICE" = cuda ] && [ "$SAMPLING_S" -gt 0 ]; then
   timeout "$SAMPLING_S" python3 bench/bench_sampling.py --cuda-only || stage "the sampling benchmark stopped early; going on"
 fi
 
-stage "training $METHOD on $ARCH for $MINUTES min, then export"
-AA_N=0 DEST="$OUT/ckpt" RUNS="$(mktemp -d)" ARCH="$ARCH" DEVICE="$DEVICE" DATA="$DATA" MINUTES="$MINUTES" \
-  bash "$(dirname "$0")/gpu_models.sh" "$METHOD" || { stage "training or export failed"; exit 1; }
-
-ckpt="$OUT/ckpt/$ARCH-$METHOD"
+dest="${KEEP:-$OUT}/ckpt"
+if [ -n "$AA_ONLY" ]; then
+  ckpt="${AA_ONLY%/}"
+else
+  stage "training $METHOD on $ARCH for $MINUTES min, then export"
+  AA_N=0 DEST="$dest" RUNS="$(mktemp -d)" ARCH="$ARCH" DEVICE="$DEVICE" DATA="$DATA" MINUTES="$MINUTES" \
+    bash "$(dirname "$0")/gpu_models.sh" "$METHOD" || { stage "training or export failed"; exit 1; }
+  ckpt="$dest/$ARCH-$METHOD"
+fi
 left=$(( END_S - ($(date +%s) - t0) ))
 if [ "$AA_N" -gt 0 ] && [ "$left" -ge "$AA_MIN_S" ]; then
   # Progress is saved after every batch in $OUT/aa.json.partial: an AutoAttack cut short comes
@@ -125,6 +142,14 @@ if [ "$COMPILE_S" -gt 0 ] && [ "$left" -ge 45 ]; then
   stage "benchmark with torch.compile, WEAT-adv (at most $COMPILE_S s, compilation included)"
   timeout "$COMPILE_S" python3 bench/bench_train.py --device "$DEVICE" --archs "$ARCH" --methods weat-adv --compile \
     --no-attacks || stage "the compiled benchmark stopped early"
+fi
+if [ "$dest" != "$OUT/ckpt" ] || [ -n "$AA_ONLY" ]; then  # what comes back is what lies under $OUT
+  mkdir -p "$OUT/ckpt/$(basename "$ckpt")"
+  if [ -n "$AA_ONLY" ]; then  # the weights came back with the first call; its config and card have changed
+    cp "$ckpt/config.json" "$ckpt/README.md" "$OUT/ckpt/$(basename "$ckpt")/"
+  else
+    cp -r "$ckpt/." "$OUT/ckpt/$(basename "$ckpt")/"
+  fi
 fi
 ls -la "$ckpt"
 stage "done"
