@@ -763,10 +763,9 @@ def test_compile_mode_implies_compile_and_unknown_modes_are_refused(folder_datas
         main(["train", "--method", "sat", "--dataset", str(folder_dataset), "--compile-mode", "fast"])
 
 
-def test_gpu_session_script_runs_end_to_end_on_a_cpu(tmp_path):
-    """scripts/gpu_session.sh as the next GPU session would run it to put all its time into one
-    model (stages set to 0 skipped, compiled training with the given batch and lr, export,
-    AutoAttack stored in the card), on a tiny model, CIFAR-10's shared copy and the CPU."""
+def _gpu_session(tmp_path, args, **settings):
+    """Run scripts/gpu_session.sh on the CPU with a tiny model and the shared CIFAR-10 copy;
+    `settings` are its environment variables. Returns the process (skips without bash or data)."""
     import os
     import shutil
     import subprocess
@@ -777,24 +776,53 @@ def test_gpu_session_script_runs_end_to_end_on_a_cpu(tmp_path):
     if shutil.which("bash") is None or not data.is_file():
         pytest.skip("needs bash and the shared CIFAR-10 copy (../shared/data/cifar10-jpeg.tar.gz)")
     bindir = tmp_path / "bin"
-    bindir.mkdir()
-    (bindir / "python3").symlink_to(sys.executable)
-    (bindir / "python").symlink_to(sys.executable)
-    out = tmp_path / "out"
+    if not bindir.is_dir():
+        bindir.mkdir()
+        (bindir / "python3").symlink_to(sys.executable)
+        (bindir / "python").symlink_to(sys.executable)
     env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(repo),
-           "ARCH": "weatnet_tiny", "DEVICE": "cpu", "MINUTES": "0.1", "AA_N": "8", "AA_MIN_S": "1", "TESTS_S": "0",
-           "BENCH_S": "0", "SAMPLING_S": "0", "BATCH": "64", "LR": "0.2", "OUT": str(out), "DATA": str(data),
-           "TRAIN_EXTRA": "--compile --limit 128 --eval-size 32 --eval-steps 1 --attack-steps 1",
-           "EXPORT_EXTRA": "--n 32", "OMP_NUM_THREADS": "1"}
-    r = subprocess.run(["bash", "scripts/gpu_session.sh", "sat"], cwd=repo, env=env, capture_output=True, text=True,
+           "ARCH": "weatnet_tiny", "DEVICE": "cpu", "TESTS_S": "0", "BENCH_S": "0", "SAMPLING_S": "0",
+           "DATA": str(data), "OMP_NUM_THREADS": "1", **settings}
+    r = subprocess.run(["bash", "scripts/gpu_session.sh", *args], cwd=repo, env=env, capture_output=True, text=True,
                        timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r
+
+
+def test_gpu_session_script_runs_end_to_end_on_a_cpu(tmp_path):
+    """scripts/gpu_session.sh as a GPU session would run it to put all its time into one
+    model (stages set to 0 skipped, compiled training with the given batch and lr, export,
+    AutoAttack stored in the card), on a tiny model, CIFAR-10's shared copy and the CPU."""
+    out = tmp_path / "out"
+    _gpu_session(tmp_path, ["sat"], MINUTES="0.1", AA_N="8", AA_MIN_S="1", BATCH="64", LR="0.2", OUT=str(out),
+                 TRAIN_EXTRA="--compile --limit 128 --eval-size 32 --eval-steps 1 --attack-steps 1",
+                 EXPORT_EXTRA="--n 32")
     log = (out / "session.log").read_text()
     assert "GPU tests" not in log and "benchmark" not in log  # the stages set to 0 were skipped
     ck = out / "ckpt" / "weatnet_tiny-sat"
     cfg = json.loads((ck / "config.json").read_text())
     assert cfg["training"]["compile"] and cfg["training"]["batch_size"] == 64 and cfg["training"]["lr"] == 0.2
     assert cfg["metrics"]["aa_n"] == 8 and (ck / "model.safetensors").is_file() and (out / "aa.json").is_file()
+
+
+def test_gpu_session_script_in_two_calls(tmp_path):
+    """The next GPU session's two calls: the first trains and exports into KEEP (a folder the warm
+    machine keeps) and brings a copy back under its OUT, without AutoAttack; the second
+    (AA_ONLY) runs AutoAttack alone on the kept checkpoint and brings back its new config and card."""
+    keep, out1, out2 = tmp_path / "keep", tmp_path / "out1", tmp_path / "out2"
+    _gpu_session(tmp_path, ["sat"], MINUTES="0.1", AA_N="0", KEEP=str(keep), OUT=str(out1), BATCH="64",
+                 TRAIN_EXTRA="--limit 128 --eval-size 32 --eval-steps 1 --attack-steps 1", EXPORT_EXTRA="--n 32")
+    kept, back = keep / "ckpt" / "weatnet_tiny-sat", out1 / "ckpt" / "weatnet_tiny-sat"
+    assert (kept / "model.safetensors").is_file() and (back / "model.safetensors").is_file()
+    assert "aa_n" not in json.loads((back / "config.json").read_text())["metrics"]
+    assert not (out1 / "aa.json").exists() and "AutoAttack on the first" not in (out1 / "session.log").read_text()
+    _gpu_session(tmp_path, [], AA_N="8", AA_ONLY=str(kept), OUT=str(out2))
+    log = (out2 / "session.log").read_text()
+    assert "training" not in log and "AutoAttack on the first 8" in log
+    cfg = json.loads((out2 / "ckpt" / "weatnet_tiny-sat" / "config.json").read_text())
+    assert cfg["metrics"]["aa_n"] == 8 and cfg["metrics"] == json.loads((kept / "config.json").read_text())["metrics"]
+    assert "AutoAttack" in (out2 / "ckpt" / "weatnet_tiny-sat" / "README.md").read_text()
+    assert (out2 / "aa.json").is_file() and not (out2 / "ckpt" / "weatnet_tiny-sat" / "model.safetensors").exists()
 
 
 def test_replanned_epochs_only_where_the_steps_taken_keep_their_learning_rates():
