@@ -30,12 +30,28 @@ case "$DATA" in cifar10|cifar100|svhn|tinyimagenet) ;; *) name_opts=(--dataset-n
 dest_opts=()
 [ -n "$DEST" ] && dest_opts=(--dest "$DEST")
 
+train() {  # method, run folder, minutes, extra options
+  # shellcheck disable=SC2086  # the extra options are meant to split into words
+  python -m weat_core train --method "$1" --arch "$ARCH" --dataset "$DATA" --device "$DEVICE" \
+    --minutes "$3" --batch-size "$BATCH" --lr "$LR" --seed "$SEED" --out "$2" --quiet $4
+}
+
 for m in "${methods[@]}"; do
   run="$RUNS/$ARCH-$m-${MINUTES}min"
   echo "== $m: training for $MINUTES min into $run"
-  # shellcheck disable=SC2086  # the *_EXTRA options are meant to split into words
-  python -m weat_core train --method "$m" --arch "$ARCH" --dataset "$DATA" --device "$DEVICE" \
-    --minutes "$MINUTES" --batch-size "$BATCH" --lr "$LR" --seed "$SEED" --out "$run" --quiet $TRAIN_EXTRA
+  t_run=$(date +%s)
+  if ! train "$m" "$run" "$MINUTES" "$TRAIN_EXTRA"; then
+    # A compiled run that fails (a compiler error on a machine where no whole compiled run has been
+    # tried) goes on eagerly in the rest of its budget, rather than losing the session's device time.
+    eager=$(echo " $TRAIN_EXTRA " | sed -E 's/ --compile-mode +[^ ]+ / /g; s/ --compile / /g')
+    left=$(python -c "print(round($MINUTES - ($(date +%s) - $t_run) / 60 - 0.1, 2))")
+    if [ "$eager" = " $TRAIN_EXTRA " ] || [ "$(python -c "print(int($left < 0.1))")" = 1 ]; then
+      echo "== $m: training failed"; exit 1
+    fi
+    run="$run-eager"
+    echo "== $m: the compiled run failed; training without torch.compile for the $left min left, into $run"
+    train "$m" "$run" "$left" "$eager"
+  fi
   echo "== $m: exporting $ARCH-$m"
   # shellcheck disable=SC2086
   python -m weat_core export --run "$run" --name "$ARCH-$m" --dataset "$DATA" --device "$DEVICE" \

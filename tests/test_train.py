@@ -825,6 +825,19 @@ def test_gpu_session_script_in_two_calls(tmp_path):
     assert (out2 / "aa.json").is_file() and not (out2 / "ckpt" / "weatnet_tiny-sat" / "model.safetensors").exists()
 
 
+def test_gpu_session_goes_on_eagerly_when_the_compiled_run_fails(tmp_path):
+    """No whole compiled run has been tried on a GPU: one that fails must not cost the session's
+    device time, so the script trains again without torch.compile in what is left of the budget
+    (here the compiled run fails at once, on a compile mode that does not exist)."""
+    out = tmp_path / "out"
+    _gpu_session(tmp_path, ["sat"], MINUTES="0.3", AA_N="0", OUT=str(out), BATCH="64",
+                 TRAIN_EXTRA="--compile-mode bogus --limit 128 --eval-size 32 --eval-steps 1 --attack-steps 1",
+                 EXPORT_EXTRA="--n 32")
+    assert "training without torch.compile" in (out / "session.log").read_text()
+    cfg = json.loads((out / "ckpt" / "weatnet_tiny-sat" / "config.json").read_text())
+    assert not cfg["training"]["compile"] and cfg["training"]["minutes"] < 0.3
+
+
 def test_replanned_epochs_only_where_the_steps_taken_keep_their_learning_rates():
     """After the first epoch a budgeted run re-plans its epoch count at that epoch's real pace,
     but only where the steps already taken had exactly the learning rates the new count gives:
