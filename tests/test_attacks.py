@@ -244,6 +244,28 @@ def test_torchattacks_fool_the_trained_model(name, trained_tiny, batch):
     assert (predict(trained_tiny, x_adv) != y).float().mean() >= 0.8
 
 
+def test_autoattack_reports_each_stage_with_the_images_left(tiny_model, trained_tiny, batch, seeded):
+    """on_stage names each of AutoAttack's four attacks as it starts, with the images it gets:
+    all of them for APGD-CE, then only those the attacks before did not break. At an ε too small
+    to flip any prediction every stage gets every image; at 1/255 APGD-CE breaks some of the
+    trained model's images, and the later stages get the rest."""
+    x = torch.rand(6, 3, 32, 32)
+    with torch.no_grad():
+        y = tiny_model(x).argmax(1)  # correctly classified, so nothing counts as broken at the start
+    stages = []
+    TorchAttack("autoattack", eps=1e-6, steps=2, n_queries=5, on_stage=lambda *s: stages.append(s))(tiny_model, x, y)
+    assert stages == [("APGD-CE", 6), ("APGD-T", 6), ("FAB-T", 6), ("Square", 6)]
+    x, y = batch
+    stages.clear()
+    x_adv = TorchAttack("autoattack", eps=1 / 255, steps=5, n_queries=20,
+                        on_stage=lambda *s: stages.append(s))(trained_tiny, x, y)
+    left = [k for _, k in stages]
+    assert [s for s, _ in stages] == ["APGD-CE", "APGD-T", "FAB-T", "Square"]
+    assert left[0] == len(y) and 0 < left[1] < len(y) and left == sorted(left, reverse=True)
+    assert left[-1] >= int((predict(trained_tiny, x_adv) == y).sum())  # Square got at least what survived
+    assert TorchAttack("autoattack", on_stage=print) == TorchAttack("autoattack")  # not a setting
+
+
 def test_square_raises_cross_entropy(trained_tiny, batch):
     x, y = batch
     x_adv = TorchAttack("square", eps=EPS, n_queries=50)(trained_tiny, x, y)

@@ -4,6 +4,7 @@ and energy statistics of natural and adversarial images."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ from torch import nn
 
 from . import WeatError
 from .attacks import eval_mode, make_attack
+from .attacks.autoattack import TorchAttack
 from .energy import energy, energy_stats, joint_energy
 
 __all__ = ["eval_logits", "evaluate", "format_table", "parse_eps", "robust_peak"]
@@ -103,6 +105,9 @@ def evaluate(
             continue
         torch.manual_seed(seed)
         attack, target = (None, None) if name == "clean" else make_attack(name, eps=eps, norm=norm)
+        if bar is not None and isinstance(attack, TorchAttack):  # AutoAttack: minutes to hours per batch on a CPU
+            attack = dataclasses.replace(
+                attack, on_stage=lambda label, k, _bar=bar: _bar.set_postfix_str(f"{label} on {k} images"))
         correct, es, ejs, cs, kept, first, spent = 0, [], [], [], 0, 0, 0.0
         if saved is not None and saved["current"] == name:  # pick up after the last finished batch
             t = saved["tensors"]
@@ -136,6 +141,8 @@ def evaluate(
                 bar.update(1)
             if callback is not None:
                 callback(name, min(i + batch_size, n), n)
+        if bar is not None and isinstance(attack, TorchAttack):
+            bar.set_postfix_str("")
         e = torch.cat(es)
         res["clean_acc" if name == "clean" else f"{name}_acc"] = correct / max(n, 1)
         res["energy"][name] = energy_stats(e)

@@ -10,8 +10,8 @@ paper's settings in a `torchattacks.MultiAttack`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -65,6 +65,11 @@ class TorchAttack:
     apgd-dlr only; for energy pictures): APGD's highest-loss point for every image, through
     torchattacks' `perturb(..., best_loss=True)`, so a robust image still shows where the
     attack pushed it.
+
+    `on_stage(label, n)`: called as each attack starts, with its name ("APGD-CE", "APGD-T",
+    "FAB-T", "Square") and how many images it gets; inside AutoAttack each attack gets only the
+    images the ones before it did not break. One batch of AutoAttack takes minutes to hours on
+    a CPU, so `evaluate` shows these stages beside its per-batch progress bar.
     """
 
     name: str = "autoattack"
@@ -75,6 +80,7 @@ class TorchAttack:
     n_queries: int = 5000
     seed: int = 0
     keep: str = "adversarial"
+    on_stage: Optional[Callable[[str, int], None]] = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         if self.name not in _BUILDERS:
@@ -100,6 +106,8 @@ class TorchAttack:
         if target is not None:
             raise ValueError(f"{self.name} chooses its own targets; pass target=None")
         atk = self.build(model, num_classes_of(model, x))
+        if self.on_stage is not None:
+            _announce(atk, self.on_stage, len(x))
         with eval_mode(model), frozen_params(model), torch.enable_grad(), \
                 torch.random.fork_rng(devices=_rng_devices(x)):
             if self.keep == "max-loss":
@@ -122,6 +130,26 @@ class _FloatLogits(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x).float()
+
+
+def _stage_label(atk) -> str:
+    name = type(atk).__name__
+    return {"APGD": f"APGD-{str(getattr(atk, 'loss', 'ce')).upper()}", "APGDT": "APGD-T", "FAB": "FAB-T"}.get(name, name)
+
+
+def _announce(atk, on_stage: Callable[[str, int], None], n: int) -> None:
+    """Make a built torchattacks attack report each of its stages to `on_stage` as it starts:
+    the sub-attacks of a MultiAttack (which calls each on the images still unbroken, through the
+    sub-attack's `forward`), or the single attack, at once."""
+    subs = getattr(atk, "attacks", None)
+    if subs is None:
+        on_stage(_stage_label(atk), n)
+        return
+    for sub in subs:
+        def forward(images, *args, _inner=sub.forward, _label=_stage_label(sub), **kwargs):
+            on_stage(_label, int(images.shape[0]))
+            return _inner(images, *args, **kwargs)
+        sub.forward = forward  # an instance attribute: torchattacks' Attack.__call__ calls self.forward
 
 
 def _apgd(loss):
