@@ -90,39 +90,56 @@ else:
 
 st.divider()
 st.subheader("Does the direction depend on the attack's strength?")
-st.markdown("Untargeted and targeted PGD at growing ε on the same images; the line is the mean shift "
-            "$\\overline{E(x^*) - E(x)}$ with two standard errors. Below zero, the attack sent the images "
-            "lower, as Observation 1 expects of untargeted attacks.")
+st.markdown("Untargeted and targeted PGD at growing ε, or with more and more steps, on the same images; the "
+            "line is the mean shift $\\overline{E(x^*) - E(x)}$ with two standard errors. Below zero, the attack "
+            "sent the images lower, as Observation 1 expects of untargeted attacks.")
 sa, sb, sc = st.columns([3, 2, 1])
-sweep_eps = sa.multiselect("ε (× 1/255)", [1, 2, 4, 8, 16, 32, 64], default=[2, 4, 8, 16, 32, 64], key="ls_sw_eps")
-sweep_steps = sb.slider("Steps per attack", 5, 100, 20, key="ls_sw_steps",
-                        help="Step size max(2/255, 2.5·ε/steps): the usual 2/255 at ε = 8/255, and enough "
-                             "reach to cross the ball at large ε.")
+by = sa.radio("Vary", ["eps", "steps"], horizontal=True, key="ls_sw_by",
+              format_func={"eps": "ε", "steps": "number of steps"}.get,
+              help="How far an attack lifts a wrong class's logit decides which way E(x) goes: both a larger ε "
+                   "and more steps let it go further.")
+if by == "eps":
+    points = sa.multiselect("ε (× 1/255)", [1, 2, 4, 8, 16, 32, 64], default=[2, 4, 8, 16, 32, 64], key="ls_sw_eps")
+    fixed = sb.slider("Steps per attack", 5, 100, 20, key="ls_sw_steps",
+                            help="Step size max(2/255, 2.5·ε/steps): the usual 2/255 at ε = 8/255, and enough "
+                                 "reach to cross the ball at large ε.")
+    cost = len(points) * fixed
+else:
+    points = sa.multiselect("PGD steps", [1, 2, 3, 5, 10, 20, 50], default=[1, 2, 5, 10, 20], key="ls_sw_stepsl")
+    fixed = sb.select_slider("ε (× 1/255)", [1, 2, 4, 8, 16, 32], value=8, key="ls_sw_at",
+                                   help="Step size 2/255 with a random start, as in the usual PGD at 8/255.")
+    cost = sum(points)
 sweep_n = sb.select_slider("Test images", [64, 128, 256, 512], value=256, key="ls_sw_n")
-sweep_clicked = sc.button("Run the sweep", key="ls_sw_run", disabled=not sweep_eps)
-sweep_settings = (c.model_id, c.data, tuple(sorted(sweep_eps)), sweep_steps, sweep_n)
+sweep_clicked = sc.button("Run the sweep", key="ls_sw_run", disabled=not points)
+sweep_settings = (c.model_id, c.data, by, tuple(sorted(points)), fixed, sweep_n)
 if sweep_clicked:
     st.session_state.pop("ls_sweep", None)
-    with common.guard("The ε sweep"):
+    with common.guard("The ε sweep" if by == "eps" else "The steps sweep"):
         imgs = common.images("test", sweep_n)
         bar = st.progress(0.0)
-        df = lens.strength_sweep(c.model, imgs.float(), imgs.y, sorted(sweep_eps), steps=sweep_steps,
-                                 callback=common.progress_callback(bar, c.model_name))
+        if by == "eps":
+            df = lens.strength_sweep(c.model, imgs.float(), imgs.y, sorted(points), steps=fixed,
+                                     callback=common.progress_callback(bar, c.model_name))
+        else:
+            df = lens.steps_sweep(c.model, imgs.float(), imgs.y, sorted(points), eps=fixed,
+                                  callback=common.progress_callback(bar, c.model_name))
         bar.empty()
         st.session_state["ls_sweep"] = (sweep_settings, df)
 sweep = st.session_state.get("ls_sweep")
 if sweep is None:
-    st.caption(f"{len(sweep_eps)} values of ε × 2 attacks on {sweep_n} images: about "
-               f"{len(sweep_eps) * 2 * sweep_n * sweep_steps / 1600:.0f} s for the default model on a 2-core CPU.")
+    what = "values of ε" if by == "eps" else "step counts"
+    secs = 2 * sweep_n * cost / 1600  # measured on an AMX CPU; a 2-core AVX512 one took about twice as long
+    st.caption(f"{len(points)} {what} × 2 attacks on {sweep_n} images: about {secs:.0f}–{2 * secs:.0f} s for the "
+               "default model on a 2-core CPU.")
 else:
     if sweep[0] != sweep_settings:
         st.caption("Showing the last sweep; settings or the model have changed since — press the button to update.")
-    df = sweep[1]
-    st.plotly_chart(plots.shift_vs_eps(df), key="ls_sw_chart")
-    st.caption(lens.sweep_summary(df))
+    swept_by, df = sweep[0][2], sweep[1]
+    st.plotly_chart(plots.shift_vs_eps(df, by=swept_by), key="ls_sw_chart")
+    st.caption(lens.sweep_summary(df, by=swept_by))
     view = df.assign(**{"share E(x)↓": df["share E(x)↓"].map("{:.0%}".format),
                         "accuracy": df["accuracy"].map("{:.1%}".format), "± 2 SE": 2 * df["se"]})
-    view = view[["eps", "attack", "accuracy", "shift E(x)", "± 2 SE", "share E(x)↓", "verdict"]]
+    view = view[([] if swept_by == "eps" else ["steps"]) + ["eps", "attack", "accuracy", "shift E(x)", "± 2 SE",
+                                                            "share E(x)↓", "verdict"]]
     st.dataframe(view.style.format({"shift E(x)": "{:+.3f}", "± 2 SE": "{:.3f}", "eps": "{:g}"}), hide_index=True,
                  height=35 * (len(view) + 1) + 3)
-

@@ -32,22 +32,25 @@ def energy_hist(df: pd.DataFrame, col: str = "E(x)", title: str = "", height: in
     return fig
 
 
-def shift_vs_eps(df: pd.DataFrame, title: str = "", height: int = 320) -> go.Figure:
-    """Mean shift of E(x) from the natural images (± two standard errors) against ε, one line per
-    attack, from `lens.strength_sweep`; ε on a log axis, zero marked."""
+def shift_vs_eps(df: pd.DataFrame, title: str = "", height: int = 320, by: str = "eps") -> go.Figure:
+    """Mean shift of E(x) from the natural images (± two standard errors) against ε (or, with
+    by="steps", the number of steps), one line per attack, from `lens.strength_sweep` or
+    `lens.steps_sweep`; a log axis, zero marked."""
+    unit, axis = ("ε %{x:g}/255", "ε (× 1/255, log scale)") if by == "eps" else \
+        ("%{x:g} steps", "PGD steps (log scale)")
     fig = go.Figure()
     for name, g in df.groupby("attack", sort=False):
-        fig.add_trace(go.Scatter(x=g["eps"], y=g["shift E(x)"], mode="lines+markers", name=name,
+        fig.add_trace(go.Scatter(x=g[by], y=g["shift E(x)"], mode="lines+markers", name=name,
                                  line=dict(color=ATTACK_COLORS.get(name, "#888")),
                                  error_y=dict(type="data", array=2 * g["se"], visible=True),
                                  customdata=np.stack([g["share E(x)↓"], g["accuracy"]], axis=1),
-                                 hovertemplate="ε %{x:g}/255: shift %{y:+.3f}<br>%{customdata[0]:.0%} of images "
+                                 hovertemplate=unit + ": shift %{y:+.3f}<br>%{customdata[0]:.0%} of images "
                                                "lower, accuracy %{customdata[1]:.0%}<extra>" + name + "</extra>"))
     fig.add_hline(y=0, line_color="#888", line_width=1)
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=60 if title else 30, b=10), title=title,
-                      title_y=0.97, xaxis_title="ε (× 1/255, log scale)", yaxis_title="mean E(x*) − E(x)",
+                      title_y=0.97, xaxis_title=axis, yaxis_title="mean E(x*) − E(x)",
                       legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right", title=None))
-    fig.update_xaxes(type="log", tickvals=sorted(df["eps"].unique()))
+    fig.update_xaxes(type="log", tickvals=sorted(df[by].unique()))
     return fig
 
 

@@ -171,6 +171,18 @@ def test_landscape(app_env):
     line = next(c.value for c in at.caption if c.value.startswith("Untargeted PGD, mean E(x*)"))
     assert "2/255" in line and "32/255" in line
 
+    # the same across the number of steps at one ε
+    at.radio(key="ls_sw_by").set_value("steps").run()
+    at.multiselect(key="ls_sw_stepsl").set_value([1, 3])
+    at.select_slider(key="ls_sw_at").set_value(4)
+    at.button(key="ls_sw_run").click().run()
+    ok(at)
+    assert len(charts(at)) == 7 and len(at.dataframe) == 3
+    sweep = at.dataframe[2].value
+    assert list(sweep["steps"]) == [1, 1, 3, 3] and set(sweep["eps"]) == {4}
+    line = next(c.value for c in at.caption if c.value.startswith("Untargeted PGD, mean E(x*)"))
+    assert "1 step " in line and "3 steps" in line and "/255" not in line
+
 
 def test_attack_explorer(app_env):
     at = open_page("attack_explorer")

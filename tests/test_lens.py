@@ -89,6 +89,35 @@ def test_strength_sweep_is_the_landscape_at_each_eps(trained_tiny, synthetic_bat
     assert list(part["eps"].unique()) == [2]
 
 
+def test_steps_sweep_is_the_landscape_at_each_number_of_steps(trained_tiny, synthetic_batch):
+    """Each row of `steps_sweep` is `energy_landscape` + `observation1` for PGD with that many
+    steps of 2/255 at the one ε; more steps leave no more images correct; the summary names
+    steps, not ε."""
+    from weat_core.attacks import PGD
+
+    x, y = synthetic_batch
+    calls = []
+    df = lens.steps_sweep(trained_tiny, x, y, steps_values=(1, 6), eps=4, batch_size=16,
+                          callback=lambda d, t, n: calls.append(n))
+    assert list(zip(df["steps"], df["attack"])) == [(1, "PGD"), (1, "PGD-T"), (6, "PGD"), (6, "PGD-T")]
+    assert set(df["eps"]) == {4.0} and "6 steps" in calls[-1]
+    pgd = df[df["attack"] == "PGD"].set_index("steps")
+    assert pgd.loc[6, "accuracy"] <= pgd.loc[1, "accuracy"]
+    land = lens.energy_landscape(trained_tiny, x, y, {"PGD": (PGD(eps=4 / 255, alpha=2 / 255, steps=6), None),
+                                                      "PGD-T": (PGD(eps=4 / 255, alpha=2 / 255, steps=6, targeted=True), None)},
+                                 batch_size=16)
+    ob = lens.observation1(land.summary).set_index("attack")
+    for a in ("PGD", "PGD-T"):
+        row = df[(df["steps"] == 6) & (df["attack"] == a)].iloc[0]
+        assert row["shift E(x)"] == pytest.approx(ob.loc[a, "shift E(x)"]) and row["verdict"] == ob.loc[a, "verdict"]
+    text = lens.sweep_summary(df, by="steps")
+    assert "1 step ✗" in text or "1 step ✓" in text or "1 step ≈" in text
+    assert "6 steps" in text and "/255" not in text
+    fake = pd.DataFrame({"steps": [1, 2, 5], "attack": "PGD", "verdict": ["fails", "holds", "holds"],
+                         "accuracy": [0.4, 0.1, 0.0]})
+    assert lens.lowers_from(fake, by="steps") == 2 and "from 2 steps on" in lens.sweep_summary(fake, by="steps")
+
+
 def test_observation1_verdicts(trained_tiny, synthetic_batch):
     """share E(x)↓ pairs every x* with its own natural image; observation1 keeps the attacks
     with an expected direction and judges the sign of the mean shift."""

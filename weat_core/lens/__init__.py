@@ -5,7 +5,8 @@ numbers can be computed from a notebook:
 
 - `energy_landscape`     E(x), E(x, y) and predictions of natural images and of each attack
 - `observation1`         whether each attack moved E(x) the way MISSION.md's observation 1 expects
-- `strength_sweep`, `sweep_summary`, `lowers_from`  observation 1 for PGD and targeted PGD across ε
+- `strength_sweep`, `steps_sweep`, `sweep_summary`, `lowers_from`  observation 1 for PGD and targeted PGD
+  across ε, or across the number of steps
 - `shift_by_outcome`, `outcome_summary`  each attack's shift of E(x), split by what it did to the prediction
 - `attack_trajectory`    one image attacked step by step: energies, top-5, frames
 - `trades_decomposition` KL(p(·|x) ‖ p(·|x*)) = E_{k∼p(·|x)}[E(x*,k) − E(x,k)] + E(x) − E(x*)
@@ -21,7 +22,7 @@ Modules (everything public is re-exported here, so `from weat_core import lens` 
 
 - `_common`        `prepare`, and the private device / memory-format / batched-logits helpers
 - `attack_specs`   `ATTACKS`, `EXPECTED_SHIFT`, `AttackSpec`, `attack_from`, `bf16_ok`, running an attack (bf16)
-- `landscape`      `energy_landscape`, `Landscape`, `observation1`, `strength_sweep`, `sweep_summary`,
+- `landscape`      `energy_landscape`, `Landscape`, `observation1`, `strength_sweep`, `steps_sweep`, `sweep_summary`,
                    `lowers_from`, `shift_by_outcome`, `outcome_summary`, `OUTCOMES`
 - `trajectory`     `attack_trajectory`, `Trajectory`
 - `decomposition`  `trades_decomposition`, `weight_curve`, `weights_of`
@@ -46,6 +47,7 @@ from .landscape import (
     observation1,
     outcome_summary,
     shift_by_outcome,
+    steps_sweep,
     strength_sweep,
     sweep_summary,
 )
@@ -73,6 +75,6 @@ __all__ = [
     "ATTACKS", "EXPECTED_SHIFT", "AttackSpec", "Landscape", "Trajectory", "TrainingJob", "attack_from", "attack_trajectory", "bf16_ok",
     "decode_image", "demo_images", "describe_model", "energy_landscape", "find_datasets", "image_grid_png",
     "load_training_log", "load_uploaded_checkpoint", "observation1", "prepare", "recorded_table", "runs_summary", "stage_starts",
-    "lowers_from", "strength_sweep", "sweep_summary", "shift_by_outcome", "outcome_summary", "OUTCOMES",
+    "lowers_from", "strength_sweep", "steps_sweep", "sweep_summary", "shift_by_outcome", "outcome_summary", "OUTCOMES",
     "trades_decomposition", "training_phases", "weight_curve", "weights_of", "zoo_table",
 ]
