@@ -564,6 +564,20 @@ def test_cli_sweep_prints_stores_and_writes_json(folder_dataset, tmp_path, capsy
     assert load_config(d)["reproduce"]["sweep"] in card
     assert main(["sweep", "--checkpoint", str(d), "--eps", "two", "--quiet"]) != 0
     assert "--eps takes numbers" in capsys.readouterr().err
+    # --steps-list: the number of steps at one ε instead (lens.steps_sweep), printed and as JSON
+    argv = ["sweep", "--checkpoint", str(d), "--n", "20", "--eps", "8", "--steps-list", "1,3", "--device", "cpu",
+            "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    assert "1 step " in capsys.readouterr().out
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["steps"], r["eps"], r["attack"]) for r in rows] == [(1, 8, "PGD"), (1, 8, "PGD-T"), (3, 8, "PGD"),
+                                                                    (3, 8, "PGD-T")]
+    ref = lens.steps_sweep(load(d), test.float(), test.y, (1, 3), eps=8)
+    assert [r["shift"] for r in rows] == pytest.approx(list(ref["shift E(x)"]))
+    for bad in (["--eps", "4,8", "--steps-list", "1,2"], ["--eps", "8", "--steps-list", "1", "--store"],
+                ["--eps", "8", "--steps-list", "x"]):
+        assert main(["sweep", "--checkpoint", str(d), "--quiet", *bad]) != 0
+        assert "--steps-list" in capsys.readouterr().err
 
 
 def test_heldout_script_measures_best_and_last_away_from_the_per_epoch_subset(folder_dataset, tmp_path):

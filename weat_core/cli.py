@@ -226,6 +226,9 @@ def _add_sweep(sub) -> None:
     p.add_argument("--n", type=int, default=500, help="number of test images (the first n)")
     p.add_argument("--eps", default="2,4,8,16,32,64", help="comma list of ε in units of 1/255")
     p.add_argument("--steps", type=int, default=20, help="PGD steps per attack")
+    p.add_argument("--steps-list", default=None,
+                   help="comma list of PGD step counts (e.g. 1,2,5,20): sweep these at the one ε that --eps "
+                        "names, step 2/255, instead of sweeping ε (not with --store)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=None, help="write the rows as JSON here")
@@ -249,6 +252,15 @@ def _cmd_sweep(args) -> int:
         raise WeatError(f"--eps takes numbers in units of 1/255, e.g. 2,4,8,16; got {args.eps!r}") from None
     if not eps or min(eps) <= 0 or args.steps < 1 or args.n < 2:
         raise WeatError("--eps needs positive values, --steps at least 1 and --n at least 2 images")
+    steps_list = None
+    if args.steps_list is not None:
+        try:
+            steps_list = [int(k) for k in args.steps_list.split(",") if k.strip()]
+        except ValueError:
+            raise WeatError(f"--steps-list takes whole numbers, e.g. 1,2,5,20; got {args.steps_list!r}") from None
+        if not steps_list or min(steps_list) < 1 or len(eps) != 1 or args.store:
+            raise WeatError("--steps-list needs step counts of at least 1, one value in --eps (e.g. --eps 8), "
+                            "and no --store (model cards keep the ε sweep)")
     model = load(args.checkpoint, device=_device(args.device), revision=args.revision)
     folder = _store_folder(model, args.checkpoint) if args.store else None
     dataset, test = _test_split(model, args)
@@ -260,18 +272,25 @@ def _cmd_sweep(args) -> int:
         bar.set_postfix_str(label)
         bar.refresh()
 
-    df = lens.strength_sweep(model, test.float(), test.y, eps, steps=args.steps, batch_size=args.batch_size,
-                             callback=progress)
+    by = "eps" if steps_list is None else "steps"
+    if steps_list is None:
+        df = lens.strength_sweep(model, test.float(), test.y, eps, steps=args.steps, batch_size=args.batch_size,
+                                 callback=progress)
+    else:
+        df = lens.steps_sweep(model, test.float(), test.y, steps_list, eps=eps[0], batch_size=args.batch_size,
+                              callback=progress)
     bar.close()
     view = df.assign(**{"± 2 SE": 2 * df["se"], "eps": df["eps"].map("{:g}/255".format)})[
-        ["eps", "attack", "accuracy", "shift E(x)", "± 2 SE", "share E(x)↓", "verdict"]]
+        ([] if by == "eps" else ["steps"]) + ["eps", "attack", "accuracy", "shift E(x)", "± 2 SE", "share E(x)↓",
+                                              "verdict"]]
     print(view.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"(n = {len(test)}, {args.steps} steps, L∞)")
-    print(lens.sweep_summary(df))
+    print(f"(n = {len(test)}, {f'{args.steps} steps' if by == 'eps' else 'step 2/255'}, L∞)")
+    print(lens.sweep_summary(df, by=by))
     rows = sweep_rows(df)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"checkpoint": args.checkpoint, "n": len(test), "steps": args.steps,
+        Path(args.out).write_text(json.dumps({"checkpoint": args.checkpoint, "n": len(test),
+                                              "steps": args.steps if by == "eps" else steps_list,
                                               "rows": rows}, indent=2))
         log.info("wrote %s", args.out)
     if folder is not None:
@@ -283,9 +302,10 @@ def _cmd_sweep(args) -> int:
 
 
 def sweep_rows(df) -> list[dict]:
-    """A strength_sweep as JSON-ready rows (eps, attack, accuracy, shift, se, share_lower, verdict,
-    by_outcome)."""
-    return [{"eps": float(r["eps"]), "attack": r["attack"], "accuracy": float(r["accuracy"]),
+    """A strength_sweep (or steps_sweep: steps first) as JSON-ready rows (eps, attack, accuracy,
+    shift, se, share_lower, verdict, by_outcome)."""
+    return [{**({"steps": int(r["steps"])} if "steps" in r else {}), "eps": float(r["eps"]), "attack": r["attack"],
+             "accuracy": float(r["accuracy"]),
              "shift": float(r["shift E(x)"]), "se": float(r["se"]), "share_lower": float(r["share E(x)↓"]),
              "verdict": r["verdict"], **({"by_outcome": r["by outcome"]} if "by outcome" in r else {})}
             for _, r in df.iterrows()]
