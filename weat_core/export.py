@@ -165,8 +165,8 @@ def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
             lines += ["", f"Untargeted PGD {'lowers' if unt < nat else 'does not lower'} the mean E(x) "
                       f"({unt:.3f} vs {nat:.3f} natural); targeted PGD {'raises' if tgt > nat else 'does not raise'} "
                       f"it ({tgt:.3f}). Observation 1 {'holds' if ok else 'does NOT hold'} for this model"
-                      + (" (a standard model, shipped for contrast; docs/models.md has where the paper measured the observation)."
-                         if cfg.get("method") == "standard" else "."), ""]
+                      + (" (a standard model, shipped for contrast; docs/models.md has where the paper measured "
+                         "the observation)." if cfg.get("method") == "standard" else "."), ""]
         low = m.get("share_lower") or {}
         if low:
             lines += ["Per image, the attack's x* has a lower E(x) than the natural image for: "
