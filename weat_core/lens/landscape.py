@@ -150,10 +150,9 @@ def strength_sweep(
     depend on ε: on the shipped small robust models untargeted PGD raises E(x) at 8/255 and
     lowers it only once ε is large enough to misclassify nearly every image. `callback(done, total, label)`
     follows the batches; `should_stop()` ends early (the finished ε values are returned)."""
-    def at(e: float) -> tuple[float, int, str]:
-        return max(2 / 255, 2.5 * float(e) / 255 / steps), steps, f"ε = {e:g}/255"
-
-    rows = _sweep(model, x, y, eps_values, lambda e: (float(e) / 255, *at(e)), batch_size, seed, callback, should_stop)
+    rows = _sweep(model, x, y, eps_values,
+                  lambda e: (float(e) / 255, max(2 / 255, 2.5 * float(e) / 255 / steps), steps, f"ε = {e:g}/255"),
+                  batch_size, seed, callback, should_stop)
     return pd.DataFrame([{"eps": float(p), **r} for p, r in rows], columns=["eps", *SWEEP_COLUMNS])
 
 
@@ -234,7 +233,7 @@ def sweep_summary(sweep: pd.DataFrame, by: str = "eps") -> str:
     from which on it lowers E(x), if it does."""
     pgd = sweep[sweep["attack"] == "PGD"].sort_values(by)
     marks = {"holds": "✓ lower", "fails": "✗ higher", "unclear": "≈ within the noise"}
-    name = "ε" if by == "eps" else "the number of steps"
+    what = "ε" if by == "eps" else "number of steps"
 
     def at(v: float) -> str:
         return f"{v:g}/255" if by == "eps" else f"{v:g} step{'' if v == 1 else 's'}"
@@ -243,17 +242,16 @@ def sweep_summary(sweep: pd.DataFrame, by: str = "eps") -> str:
     verdicts = list(pgd["verdict"])
     start = lowers_from(sweep, by)
     if verdicts and all(v == "holds" for v in verdicts):
-        end = f"untargeted PGD lowers mean E(x) at every {'ε' if by == 'eps' else 'number of steps'} tried, as " \
-              "Observation 1 expects."
+        end = f"untargeted PGD lowers mean E(x) at every {what} tried, as Observation 1 expects."
     elif start is not None:
         acc = float(pgd.loc[pgd[by] == start, "accuracy"].iloc[0])
         where = f"ε = {at(start)}" if by == "eps" else at(start)
         end = f"untargeted PGD lowers mean E(x) only from {where} on, where it leaves {acc:.0%} of the images " \
               "correctly classified."
     elif "holds" not in verdicts:
-        end = f"untargeted PGD does not lower mean E(x) at any {'ε' if by == 'eps' else 'number of steps'} tried."
+        end = f"untargeted PGD does not lower mean E(x) at any {what} tried."
     else:
-        end = f"the direction changes with {name}."
+        end = f"the direction changes with {'ε' if by == 'eps' else 'the number of steps'}."
     return f"Untargeted PGD, mean E(x*) vs E(x) (beyond two standard errors): {per}. So {end}"
 
 
