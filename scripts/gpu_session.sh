@@ -37,8 +37,9 @@
 #   10,000 test images and the copies take under a minute, the H200's export 11 s):
 #     TESTS_S=0 BENCH_S=0 SAMPLING_S=0 AA_N=0 KEEP=out/keep MINUTES=8.5 BATCH=1024 LR=0.8 \
 #       TRAIN_EXTRA="--compile" bash scripts/gpu_session.sh weat-adv
-#   call 2, at once (the warm machine goes back after 30 s idle; timeout: the device time left):
-#     AA_ONLY=out/keep/ckpt/preactresnet18-weat-adv bash scripts/gpu_session.sh
+#   call 2, at once (the warm machine goes back after 30 s idle; timeout_s: the device time left; END_S
+#   20 s less, so that the script stops AutoAttack itself and still copies what it has):
+#     AA_ONLY=out/keep/ckpt/preactresnet18-weat-adv END_S=<timeout_s - 20> bash scripts/gpu_session.sh
 # What call 2 had done when it stopped comes back in aa.json.partial; finish it on a CPU with
 # `python -m weat_core eval --checkpoint preactresnet18-weat-adv --attacks aa --n 1000 --batch-size 256
 # --dataset ../shared/data/cifar10-jpeg.tar.gz --out aa.json --resume --store` (aa.json.partial beside it).
