@@ -52,7 +52,7 @@ with common.guard("The first picture"), st.spinner("Attacking a few test images 
 
 st.markdown(
     "**Pages** · *Energy landscape*: all attacks, both energies, two models side by side, and how the shift "
-    "changes with ε · *Attack explorer*: one "
+    "changes with ε or the number of steps · *Attack explorer*: one "
     "image, step by step · *Training dynamics*: how E(x) and E(x\\*) evolve in SAT, TRADES and WEAT, and a live "
     "run · *Generation*: SGLD sampling from the classifier · *Model zoo*: robustness vs energy gap · "
     "*WEAT explained*: the weights and TRADES written with energies.")
