@@ -146,6 +146,35 @@ def test_epochs_for_budget_fits_whole_epochs():
         TrainConfig(minutes=0)
 
 
+def test_calibration_times_a_warm_evaluation_where_the_first_warms_up():
+    """On a GPU or compiled, the first evaluation pays for autotuning and compilation, which no
+    epoch pays again (an H100 run planned with 1.8 s where epochs took 0.3 s): the second call is
+    timed there. On a CPU, uncompiled, one call is timed."""
+    from weat_core.models import create_model
+    from weat_core.train import _calibrate, get_loss, make_attack
+
+    def timed_eval(cfg):
+        model = create_model("weatnet_tiny")
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        calls = []
+
+        def evaluate_once():  # the first call is slow, as a warm-up is
+            calls.append(1)
+            time.sleep(0.6 if len(calls) == 1 else 0.0)
+
+        xs = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+        ys = torch.randint(0, 10, (16,))
+        _, eval_s = _calibrate(model, model, opt, make_attack(cfg), get_loss(cfg.method), xs, ys, 4,
+                               torch.contiguous_format, cfg, False, torch.device("cpu"), 1, evaluate_once)
+        return len(calls), eval_s
+
+    base = TrainConfig(method="sat", arch="weatnet_tiny", attack_steps=1, device="cpu")
+    n, eval_s = timed_eval(replace(base, compile=True))
+    assert n == 2 and eval_s < 0.3
+    n, eval_s = timed_eval(base)
+    assert n == 1 and eval_s >= 0.6
+
+
 def test_time_budget_run_is_the_run_its_epoch_count_gives(folder_dataset, tmp_path):
     """--minutes times throwaway steps, then trains; the calibration leaves no trace, so the
     budgeted run ends with exactly the weights of a plain run with the epochs it chose."""
