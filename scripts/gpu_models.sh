@@ -14,6 +14,8 @@ DATA=${DATA:-cifar10}              # a dataset name, or a class-folder copy / .t
 ARCH=${ARCH:-preactresnet18}
 DEVICE=${DEVICE:-cuda}
 MINUTES=${MINUTES:-7}              # training budget per model; export and AutoAttack come on top
+EPOCHS=${EPOCHS:-}                 # a fixed epoch count instead (e.g. another method with the exact settings
+                                   # of a shipped run); MINUTES then only bounds an eager retry (below)
 BATCH=${BATCH:-512}
 LR=${LR:-0.2}
 SEED=${SEED:-0}
@@ -30,17 +32,22 @@ case "$DATA" in cifar10|cifar100|svhn|tinyimagenet) ;; *) name_opts=(--dataset-n
 dest_opts=()
 [ -n "$DEST" ] && dest_opts=(--dest "$DEST")
 
-train() {  # method, run folder, minutes, extra options
-  # shellcheck disable=SC2086  # the extra options are meant to split into words
+train() {  # method, run folder, length (--epochs N or --minutes M), extra options
+  # shellcheck disable=SC2086  # the length and the extra options are meant to split into words
   python -m weat_core train --method "$1" --arch "$ARCH" --dataset "$DATA" --device "$DEVICE" \
-    --minutes "$3" --batch-size "$BATCH" --lr "$LR" --seed "$SEED" --out "$2" --quiet $4
+    $3 --batch-size "$BATCH" --lr "$LR" --seed "$SEED" --out "$2" --quiet $4
 }
 
 for m in "${methods[@]}"; do
-  run="$RUNS/$ARCH-$m-${MINUTES}min"
-  echo "== $m: training for $MINUTES min into $run"
+  if [ -n "$EPOCHS" ]; then
+    run="$RUNS/$ARCH-$m-${EPOCHS}ep" length="--epochs $EPOCHS"
+    echo "== $m: training for $EPOCHS epochs into $run"
+  else
+    run="$RUNS/$ARCH-$m-${MINUTES}min" length="--minutes $MINUTES"
+    echo "== $m: training for $MINUTES min into $run"
+  fi
   t_run=$(date +%s)
-  if ! train "$m" "$run" "$MINUTES" "$TRAIN_EXTRA"; then
+  if ! train "$m" "$run" "$length" "$TRAIN_EXTRA"; then
     # A compiled run that fails (a compiler error on a machine where no whole compiled run has been
     # tried) goes on eagerly in the rest of its budget, rather than losing the session's device time.
     eager=$(echo " $TRAIN_EXTRA " | sed -E 's/ --compile-mode +[^ ]+ / /g; s/ --compile / /g')
@@ -50,7 +57,7 @@ for m in "${methods[@]}"; do
     fi
     run="$run-eager"
     echo "== $m: the compiled run failed; training without torch.compile for the $left min left, into $run"
-    train "$m" "$run" "$left" "$eager"
+    train "$m" "$run" "--minutes $left" "$eager"
   fi
   echo "== $m: exporting $ARCH-$m"
   # shellcheck disable=SC2086

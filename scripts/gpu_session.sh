@@ -28,29 +28,31 @@
 # benchmarks' numbers too), aa.json (or aa.json.partial when AutoAttack was cut short) and
 # ckpt/NAME/{config.json, README.md, log.jsonl, model.safetensors.index.json, two weight shards}.
 #
-# The next GPU session's plan: two calls, nearly all of the first on training. A session's device
-# time is 15 minutes, the machine's start included, and one command runs at most 10. AutoAttack on
-# the first 1,000 images takes about 2-3 minutes on the GPU (130 s on the H200 for a 40 %-robust
-# model) but about 8 hours on our 2 CPU cores (preactresnet18-weat-adv: 15 min for 32 images), so
-# it runs on the GPU in a second call, on the checkpoint the first call left in KEEP:
-#   call 1 (timeout 600; training gets 8.5 of the 10 minutes: setup, the export with PGD-20 on all
-#   10,000 test images and the copies take under a minute, the H200's export 11 s):
-#     TESTS_S=0 BENCH_S=0 SAMPLING_S=0 AA_N=0 KEEP=out/keep MINUTES=8.5 BATCH=1024 LR=0.8 \
+# Two calls on one warm machine, as the thirteenth development session ran them on an H100 (whole
+# output: bench/results/h100-2026-11-26-weat-adv-8min-call*.log). A session's device time is 15
+# minutes, the machine's start included, and one command runs at most 10. AutoAttack on the first
+# 1,000 images takes 2-3 minutes on the GPU (148 s on the H100 for the 45.5 %-robust WEAT-adv) but
+# about 8 hours on our 2 CPU cores (15 min for 32 images), so it runs on the GPU, in a second call,
+# on the checkpoint the first call left in KEEP:
+#   call 1 (timeout 600): 425.8 s with MINUTES=8 (start and transfers: 34 s more of device time);
+#   58 epochs at 9,965 img/s took 6.28 min with 64 s of compiling and timing, export 15 s. The
+#   planner has since stopped over-counting the per-epoch evaluation, so MINUTES=8 now uses about 8:
+#     TESTS_S=0 BENCH_S=0 SAMPLING_S=0 AA_N=0 KEEP=out/keep MINUTES=8 BATCH=1024 LR=0.8 \
 #       TRAIN_EXTRA="--compile" bash scripts/gpu_session.sh weat-adv
 #   call 2, at once (the warm machine goes back after 30 s idle; timeout_s: the device time left; END_S
-#   20 s less, so that the script stops AutoAttack itself and still copies what it has):
+#   20 s less, so that the script stops AutoAttack itself and still copies what it has): 168.5 s
 #     AA_ONLY=out/keep/ckpt/preactresnet18-weat-adv END_S=<timeout_s - 20> bash scripts/gpu_session.sh
 # What call 2 had done when it stopped comes back in aa.json.partial; finish it on a CPU with
-# `python -m weat_core eval --checkpoint preactresnet18-weat-adv --attacks aa --n 1000 --batch-size 256
+# `python -m weat_core eval --checkpoint NAME --attacks aa --n 1000 --batch-size 256
 # --dataset ../shared/data/cifar10-jpeg.tar.gz --out aa.json --resume --store` (aa.json.partial beside it).
-# In a later GPU session: TRADES, then SAT, the same way (real weights for the methods with none shipped).
-# Speed: on an H100, torch.compile at batch 1024 trained 7,319 img/s against 4,651 eager at 512
-# (bench/results). Those compiled numbers predate the attacks' frozen parameters (their compiled
-# backward no longer computes weight gradients; 34-57 % faster compiled training on our CPU): the
-# run's per-epoch img/s in log.jsonl measures the GPU speed anew (the 10,000 img/s target is for
-# WEAT-adv on an H100). At 7,300-10,000 img/s, the 7-7.5 minutes left after compiling and loading hold
-# about 60-85 epochs.
-# LR=0.8 is a choice, not a measurement: it is the paper's lr for WEAT (0.1 at batch 128) scaled
+# The next sessions' plan: TRADES, then SAT, with the shipped WEAT-adv's exact settings, so the three
+# compare like for like: call 1 with EPOCHS=58 in place of MINUTES=8 and the method's name (about 7
+# minutes), then call 2 as above (leave the shipped PreActResNet-18 weights out of the carry first, above:
+# a second one takes the tracked files past 64 MiB).
+# Speed (bench/results/h100-2026-11-26-calls3-4.txt): compiled WEAT-adv trains 6,614 / 9,943 / 9,849
+# img/s at batch 512 / 1024 / 2048 on an H100 since the attacks freeze the parameters (7,319 at 1024
+# before), 4,651 eager at 512. The 10,000 img/s target is for WEAT-adv on an H100: 35 short.
+# LR=0.8 is a choice, not a measurement: it is the reference lr (0.1 at batch 128) scaled
 # linearly to batch 1024. WEAT's loss weighs each image by about 0.33, so its step is about a third of
 # TRADES' at one lr: LR=0.8 steps like TRADES at about 0.27 (CPU runs: WEAT at 3x the lr fitted and
 # generalised like TRADES, docs/models.md). The 13-epoch H200 runs used 0.2 at batch 512 for both
@@ -77,8 +79,9 @@ BENCH_S=${BENCH_S:-45}        # the eager benchmark's time limit (seconds)
 SAMPLING_S=${SAMPLING_S:-25}  # the SGLD benchmark's (CUDA only)
 COMPILE_S=${COMPILE_S:-0}     # the torch.compile benchmark's (WEAT-adv only), last, in what is left; 0 skips it
                               # (measured: README's benchmarks); TRAIN_EXTRA="--compile" BATCH=1024 trains
-                              # compiled (8,039 img/s at batch 1024 against 5,811 eager on an H200, 7,319 on
-                              # an H100; no whole compiled run has been tried on a GPU yet)
+                              # compiled (8,039 img/s at batch 1024 against 5,811 eager on an H200; on an
+                              # H100 a whole 58-epoch compiled run trained 9,965 img/s)
+# EPOCHS=N (passed on to gpu_models.sh) trains a fixed count instead of the MINUTES budget
 AA_N=${AA_N:-1000}
 END_S=${END_S:-570}           # AutoAttack gets what is left of this many seconds (the tool stops a command
 AA_MIN_S=${AA_MIN_S:-120}     # at 600 s), and is skipped when less than AA_MIN_S is left: then run it on a
@@ -121,8 +124,9 @@ dest="${KEEP:-$OUT}/ckpt"
 if [ -n "$AA_ONLY" ]; then
   ckpt="${AA_ONLY%/}"
 else
-  stage "training $METHOD on $ARCH for $MINUTES min, then export"
-  AA_N=0 DEST="$dest" RUNS="$(mktemp -d)" ARCH="$ARCH" DEVICE="$DEVICE" DATA="$DATA" MINUTES="$MINUTES" \
+  if [ -n "${EPOCHS:-}" ]; then length="$EPOCHS epochs"; else length="$MINUTES min"; fi
+  stage "training $METHOD on $ARCH for $length, then export"
+  AA_N=0 DEST="$dest" RUNS="$(mktemp -d)" ARCH="$ARCH" DEVICE="$DEVICE" DATA="$DATA" MINUTES="$MINUTES" EPOCHS="${EPOCHS:-}" \
     bash "$(dirname "$0")/gpu_models.sh" "$METHOD" || { stage "training or export failed"; exit 1; }
   ckpt="$dest/$ARCH-$METHOD"
 fi

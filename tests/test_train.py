@@ -834,10 +834,10 @@ def _gpu_session(tmp_path, args, **settings):
 
 def test_gpu_session_script_runs_end_to_end_on_a_cpu(tmp_path):
     """scripts/gpu_session.sh as a GPU session would run it to put all its time into one
-    model (stages set to 0 skipped, compiled training with the given batch and lr, export,
+    model (stages set to 0 skipped, compiled training for EPOCHS epochs with the given batch and lr, export,
     AutoAttack stored in the card), on a tiny model, CIFAR-10's shared copy and the CPU."""
     out = tmp_path / "out"
-    _gpu_session(tmp_path, ["sat"], MINUTES="0.1", AA_N="8", AA_MIN_S="1", BATCH="64", LR="0.2", OUT=str(out),
+    _gpu_session(tmp_path, ["sat"], EPOCHS="1", AA_N="8", AA_MIN_S="1", BATCH="64", LR="0.2", OUT=str(out),
                  TRAIN_EXTRA="--compile --limit 128 --eval-size 32 --eval-steps 1 --attack-steps 1",
                  EXPORT_EXTRA="--n 32")
     log = (out / "session.log").read_text()
@@ -845,6 +845,7 @@ def test_gpu_session_script_runs_end_to_end_on_a_cpu(tmp_path):
     ck = out / "ckpt" / "weatnet_tiny-sat"
     cfg = json.loads((ck / "config.json").read_text())
     assert cfg["training"]["compile"] and cfg["training"]["batch_size"] == 64 and cfg["training"]["lr"] == 0.2
+    assert cfg["training"]["epochs"] == 1 and cfg["training"]["minutes"] is None  # EPOCHS=1, not a budget
     assert cfg["metrics"]["aa_n"] == 8 and (ck / "model.safetensors").is_file() and (out / "aa.json").is_file()
 
 
@@ -856,14 +857,14 @@ def test_gpu_session_script_in_two_calls(tmp_path):
     device time: here the first call's compiled run fails at once (on a compile mode that does not
     exist), and the script trains again without torch.compile in what is left of the budget."""
     keep, out1, out2 = tmp_path / "keep", tmp_path / "out1", tmp_path / "out2"
-    _gpu_session(tmp_path, ["sat"], MINUTES="0.3", AA_N="0", KEEP=str(keep), OUT=str(out1), BATCH="64",
+    _gpu_session(tmp_path, ["sat"], MINUTES="0.45", AA_N="0", KEEP=str(keep), OUT=str(out1), BATCH="64",
                  TRAIN_EXTRA="--compile-mode bogus --limit 128 --eval-size 32 --eval-steps 1 --attack-steps 1",
                  EXPORT_EXTRA="--n 32")
     kept, back = keep / "ckpt" / "weatnet_tiny-sat", out1 / "ckpt" / "weatnet_tiny-sat"
     assert (kept / "model.safetensors").is_file() and (back / "model.safetensors").is_file()
     assert "training without torch.compile" in (out1 / "session.log").read_text()
     cfg = json.loads((back / "config.json").read_text())
-    assert not cfg["training"]["compile"] and cfg["training"]["minutes"] < 0.3 and "aa_n" not in cfg["metrics"]
+    assert not cfg["training"]["compile"] and cfg["training"]["minutes"] < 0.45 and "aa_n" not in cfg["metrics"]
     assert not (out1 / "aa.json").exists() and "AutoAttack on the first" not in (out1 / "session.log").read_text()
     _gpu_session(tmp_path, [], AA_N="8", AA_ONLY=str(kept), OUT=str(out2))
     log = (out2 / "session.log").read_text()
