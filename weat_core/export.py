@@ -23,6 +23,7 @@ from . import WeatError
 from .checkpoints import RUNS_DIR, checkpoints_dir, load, save
 from .data import DATASETS, load_split
 from .evaluate import evaluate, robust_peak
+from .train import TrainConfig
 
 __all__ = ["choose_epoch", "export_log", "export_run", "heldout_summary", "heldout_text", "model_card", "store_metrics"]
 
@@ -66,6 +67,18 @@ def _train_command(t: dict[str, Any], with_out: bool = False) -> str:
             "--eval-size", str(t["eval_size"]), "--eval-steps", str(t["eval_steps"])]
     if t.get("limit"):
         args += ["--limit", str(t["limit"])]
+    defaults = TrainConfig()
+    for key in ("momentum", "weight_decay", "warmup"):  # (older configs without them used the defaults)
+        if t.get(key, getattr(defaults, key)) != getattr(defaults, key):
+            args += ["--" + key.replace("_", "-"), str(t[key])]
+    if t.get("amp") is not None:
+        args.append("--amp" if t["amp"] else "--no-amp")
+    if t.get("channels_last") is False:
+        args.append("--no-channels-last")
+    if t.get("compile") or t.get("compile_mode"):  # compiled kernels round differently from eager ones
+        args.append("--compile")
+    if t.get("compile_mode"):
+        args += ["--compile-mode", str(t["compile_mode"])]
     if t.get("arch_kwargs"):
         args += ["--arch-kwargs", json.dumps(t["arch_kwargs"])]
     if t.get("init"):
