@@ -49,6 +49,11 @@
 # compare like for like: call 1 with EPOCHS=58 in place of MINUTES=8 and the method's name (about 7
 # minutes), then call 2 as above (leave the shipped PreActResNet-18 weights out of the carry first, above:
 # a second one takes the tracked files past 64 MiB).
+# The four minutes or so left after call 2 hold one more short call: the 10,000 img/s target is 35 short,
+# and max-autotune's kernel search (minutes of compiling, untried on a GPU) is the next thing to measure:
+#   timeout 200 python3 bench/bench_train.py --device cuda --archs preactresnet18 --methods weat-adv \
+#     --compile-mode max-autotune-no-cudagraphs --no-attacks --batch-size 1024
+# then give the machine back.
 # Speed (bench/results/h100-2026-11-26-calls3-4.txt): compiled WEAT-adv trains 6,614 / 9,943 / 9,849
 # img/s at batch 512 / 1024 / 2048 on an H100 since the attacks freeze the parameters (7,319 at 1024
 # before), 4,651 eager at 512. The 10,000 img/s target is for WEAT-adv on an H100: 35 short.
