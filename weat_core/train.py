@@ -7,8 +7,8 @@ SAT/MART; β = 6. Data lives on the training device as uint8 and is augmented th
 crop with 4-pixel zero padding + horizontal flip), so the inner loop never waits for a loader.
 
 `minutes` sets a wall-clock budget instead of an epoch count: a few throwaway steps and one
-per-epoch evaluation (the second of two on a GPU or compiled) are timed (then undone), and the run trains as many whole epochs as fit,
-with the learning-rate schedule spanning exactly those. After the first real epoch the count is
+per-epoch evaluation (the second of two on a GPU or compiled) are timed (then undone), and the
+run trains as many whole epochs as fit, with the learning-rate schedule spanning exactly those. After the first real epoch the count is
 checked against that epoch's pace and re-planned where that changes nothing already done (step
 and constant schedules); a resumed run keeps its count.
 
@@ -405,8 +405,9 @@ def _calibrate(model: nn.Module, fwd: nn.Module, opt: torch.optim.Optimizer, att
                device: torch.device, world: int, evaluate_once: Callable[[], Any],
                attack_model: Optional[nn.Module] = None) -> tuple[float, float]:
     """(seconds per training step, seconds per end-of-epoch evaluation), timed on throwaway
-    steps and evaluations (the second, on a GPU or compiled). Weights, BatchNorm statistics, optimizer state and every RNG are restored afterwards,
-    so the run that follows is exactly the run that `--epochs` alone would give. Every rank runs
+    steps and evaluations (the second, on a GPU or compiled). Weights, BatchNorm statistics,
+    optimizer state and every RNG are restored afterwards, so the run that follows is exactly
+    the run that `--epochs` alone would give. Every rank runs
     the same steps (DDP's collectives); the slowest rank's times are used."""
     def sync():
         if device.type == "cuda":
