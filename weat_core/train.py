@@ -8,9 +8,9 @@ crop with 4-pixel zero padding + horizontal flip), so the inner loop never waits
 
 `minutes` sets a wall-clock budget instead of an epoch count: a few throwaway steps and one
 per-epoch evaluation (the second of two on a GPU or compiled) are timed (then undone), and the
-run trains as many whole epochs as fit, with the learning-rate schedule spanning exactly those. After the first real epoch the count is
-checked against that epoch's pace and re-planned where that changes nothing already done (step
-and constant schedules); a resumed run keeps its count.
+run trains as many whole epochs as fit, with the learning-rate schedule spanning exactly those.
+After the first real epoch the count is checked against that epoch's pace and re-planned where
+that changes nothing already done (step and constant schedules); a resumed run keeps its count.
 
 Run folder layout (`out`):
     log.jsonl          one JSON record per epoch
