@@ -405,3 +405,30 @@ def test_shipped_retrain_commands_name_data_a_fresh_clone_has(cfg_file):
             cmd = cfg["reproduce"].get(key)
             if cmd:
                 assert cmd in card and (data in ("", "cifar10") or f" --dataset {data} " in cmd), (key, cmd)
+
+
+SHIPPED_WEIGHTS = [c.parent.name for c in sorted((REPO_ROOT / "checkpoints").glob("*/config.json"))
+                   if any(c.parent.glob("model*.safetensors"))]
+
+
+@pytest.fixture(scope="module")
+def first_test_images(cifar_tarball):
+    from weat_core.data import load_split
+
+    return load_split(cifar_tarball, "test", limit=500)  # the first 500, as `eval --n 500` takes them
+
+
+@pytest.mark.parametrize("name", SHIPPED_WEIGHTS)
+def test_shipped_weights_classify_as_their_card_says(name, first_test_images):
+    """Each shipped model, loaded by name (fp16 shards and all), classifies the first 500 test
+    images within four binomial standard errors (about 8 points) of the clean accuracy its card
+    stores for all 10,000: a wrong shard, a lost normalisation or a broken fp16 conversion lands
+    near 10 %."""
+    model = load(name)
+    cfg = json.loads((REPO_ROOT / "checkpoints" / name / "config.json").read_text())
+    stored = cfg["metrics"]["clean_acc"]
+    x, y = first_test_images.float(), first_test_images.y
+    with torch.no_grad():
+        acc = sum((model(x[i:i + 250]).argmax(1) == y[i:i + 250]).sum().item() for i in range(0, len(y), 250)) / len(y)
+    se = (stored * (1 - stored) / len(y)) ** 0.5
+    assert abs(acc - stored) <= 4 * se, f"{name}: {acc:.1%} on the first 500 against {stored:.1%} stored"
