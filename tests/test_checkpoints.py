@@ -407,6 +407,47 @@ def test_shipped_retrain_commands_name_data_a_fresh_clone_has(cfg_file):
                 assert cmd in card and (data in ("", "cifar10") or f" --dataset {data} " in cmd), (key, cmd)
 
 
+
+def _parses_back(t: dict) -> None:
+    """`train`'s own argument parser, given the re-train command of settings `t`, gives back
+    every setting: those left at their defaults and those not (compiled or not, bf16 or not,
+    momentum, weight decay, warm-up)."""
+    import shlex
+
+    from weat_core.cli import build_parser
+    from weat_core.export import _train_command
+    from weat_core.train import TrainConfig
+
+    argv = shlex.split(_train_command(t))
+    assert argv[:4] == ["python", "-m", "weat_core", "train"]
+    a = build_parser().parse_args(argv[3:])
+    defaults = TrainConfig()
+    for key in ("method", "arch", "epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "warmup",
+                "attack_steps", "beta", "seed", "eval_size", "eval_steps", "limit", "amp", "channels_last"):
+        assert getattr(a, key) == t.get(key, getattr(defaults, key)), key
+    assert a.compile == bool(t.get("compile") or t.get("compile_mode")) and a.compile_mode == t.get("compile_mode")
+    for key in ("eps", "alpha"):
+        num, den = getattr(a, key).split("/")
+        assert float(num) / float(den) == pytest.approx(t[key], abs=1e-6), key
+
+
+def test_the_retrain_command_gives_back_every_setting_of_a_run():
+    every = {"method": "trades", "arch": "weatnet_tiny", "dataset": "cifar10", "epochs": 7, "batch_size": 96,
+             "lr": 0.3, "momentum": 0.8, "weight_decay": 1e-4, "schedule": "cosine", "warmup": 0.1, "eps": 4 / 255,
+             "alpha": 1 / 255, "attack_steps": 3, "beta": 5.0, "seed": 4, "eval_size": 64, "eval_steps": 2,
+             "limit": 500, "amp": False, "channels_last": False, "compile": True, "compile_mode": "reduce-overhead"}
+    _parses_back(every)
+    _parses_back({**every, "amp": True, "compile": False, "compile_mode": None, "channels_last": True})
+
+
+@pytest.mark.parametrize("cfg_file", SHIPPED_CONFIGS, ids=lambda p: p.parent.name)
+def test_shipped_retrain_commands_give_back_the_settings(cfg_file):
+    """Each shipped folder's settings (every stage of a fine-tuned one) survive the trip through
+    its re-train command."""
+    cfg = json.loads(cfg_file.read_text())
+    for t in cfg.get("stages") or [cfg["training"]]:
+        _parses_back(t)
+
 SHIPPED_WEIGHTS = [c.parent.name for c in sorted((REPO_ROOT / "checkpoints").glob("*/config.json"))
                    if any(c.parent.glob("model*.safetensors"))]
 

@@ -669,41 +669,6 @@ def test_the_retrain_command_names_a_dataset_beside_the_repository_relative_to_i
     assert "--dataset my.data/c.tar.gz " in _train_command({**t, "dataset": "my.data/c.tar.gz"})
 
 
-def test_the_retrain_command_parses_back_to_the_run_settings():
-    """The card's re-train command, read by `train`'s own argument parser, gives back every
-    setting of the run, those left at their defaults and those not (compiled or not, bf16 or not,
-    momentum, weight decay, warm-up): for a run that sets them all, and for every shipped folder."""
-    import shlex
-
-    from weat_core.cli import build_parser
-    from weat_core.export import _train_command
-
-    def check(t):
-        argv = shlex.split(_train_command(t))
-        assert argv[:4] == ["python", "-m", "weat_core", "train"]
-        a = build_parser().parse_args(argv[3:])
-        defaults = TrainConfig()
-        for key in ("method", "arch", "epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "warmup",
-                    "attack_steps", "beta", "seed", "eval_size", "eval_steps", "limit", "amp", "channels_last"):
-            assert getattr(a, key) == t.get(key, getattr(defaults, key)), key
-        assert a.compile == bool(t.get("compile") or t.get("compile_mode")) and a.compile_mode == t.get("compile_mode")
-        for key in ("eps", "alpha"):
-            num, den = a.__dict__[key].split("/")
-            assert float(num) / float(den) == pytest.approx(t[key], abs=1e-6), key
-
-    every = {"method": "trades", "arch": "weatnet_tiny", "dataset": "cifar10", "epochs": 7, "batch_size": 96,
-             "lr": 0.3, "momentum": 0.8, "weight_decay": 1e-4, "schedule": "cosine", "warmup": 0.1, "eps": 4 / 255,
-             "alpha": 1 / 255, "attack_steps": 3, "beta": 5.0, "seed": 4, "eval_size": 64, "eval_steps": 2,
-             "limit": 500, "amp": False, "channels_last": False, "compile": True, "compile_mode": "reduce-overhead"}
-    check(every)
-    check({**every, "amp": True, "compile": False, "compile_mode": None, "channels_last": True})
-    repo = Path(__file__).resolve().parents[1] / "checkpoints"
-    shipped = [json.loads(f.read_text()) for f in sorted(repo.glob("*/config.json"))]
-    for cfg in [c for c in shipped if "training" in c]:
-        for t in cfg.get("stages") or [cfg["training"]]:
-            check(t)
-
-
 def test_a_card_says_when_a_run_stopped_before_its_planned_epochs():
     """A run stopped early (a time limit, a kill) has the planned run's learning-rate schedule:
     its card says so, and that the re-train command repeats it only up to that epoch; a run
