@@ -320,6 +320,9 @@ def test_model_zoo(app_env):
     ok(at)
     assert len(at.dataframe) == 2 and len(charts(at)) == recorded + 1
     assert set(at.dataframe[1].value["model"]) >= {"tiny-weat-adv", "untrained weatnet_s (random weights)"}
+    # under each chart, whether its models bear Observation 3 out (the two evaluated: too few for a trend)
+    notes = [c.value for c in at.caption if c.value.startswith("Observation 3")]
+    assert len(notes) == 1 + recorded and "needs at least three robust models" in notes[-1]
 
 
 def test_zoo_starts_with_one_model_per_method():

@@ -239,6 +239,24 @@ def test_recorded_table_reads_stored_metrics_only():
     assert np.isnan(df.loc["b", "ΔE"]) and df.loc["b", "test_pgd_acc"] == 0.1
 
 
+def test_gap_trend_is_spearmans_rho_over_the_robust_models():
+    """Observation 3 across models: Spearman's ρ between robust accuracy and |ΔE|, the standard
+    model left out. Golden values from the rank-difference formula 1 − 6 Σd² / (n (n² − 1))."""
+    rows = [("s", "standard", 0.00, 8.4),  # left out: its huge gap would decide any trend
+            ("a", "sat", 0.50, 0.10), ("b", "trades", 0.40, 0.20), ("c", "weat-adv", 0.30, 0.30),
+            ("d", "sat", 0.20, 0.25)]
+    table = pd.DataFrame(rows, columns=["model", "method", "pgd20_acc", "|ΔE|"])
+    # accuracy ranks a4 b3 c2 d1, gap ranks a1 b2 c4 d3: d = 3, 1, -2, -2 → Σd² = 18 → ρ = 1 − 108/60
+    trend = lens.gap_trend(table)
+    assert trend["n"] == 4 and trend["rho"] == pytest.approx(1 - 6 * 18 / (4 * 15)) and trend["verdict"] == "holds"
+    rising = table.assign(**{"|ΔE|": [8.4, 0.30, 0.20, 0.10, 0.05]})  # the gap grows with robustness
+    assert lens.gap_trend(rising)["rho"] == pytest.approx(1.0) and lens.gap_trend(rising)["verdict"] == "runs against it"
+    flat = table.assign(**{"|ΔE|": [8.4, 0.10, 0.30, 0.30, 0.10]})  # ties: average ranks, ρ = 0
+    assert lens.gap_trend(flat)["rho"] == pytest.approx(0.0) and lens.gap_trend(flat)["verdict"] == "no clear trend"
+    assert lens.gap_trend(table.iloc[:3]) is None  # two robust models: no trend to speak of
+    assert lens.gap_trend(table.drop(columns="|ΔE|")) is None
+
+
 def test_training_log_and_phases(tmp_path):
     recs = []
     for e in range(1, 21):

@@ -63,3 +63,21 @@ def zoo_table(
             row["|ΔE|"] = abs(r["delta_e"][first])
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def gap_trend(table: pd.DataFrame, rob: str = "pgd20_acc") -> Optional[dict[str, Any]]:
+    """Observation 3 across the models of a `recorded_table` or `zoo_table`: Spearman's rank
+    correlation between robust accuracy (`rob`) and the energy gap |ΔE| over the robust models
+    (standard training left out, whose gap is of another kind). Negative: the gap shrinks as
+    robustness grows, as Mirza et al. (2024) report. `{"rho", "n", "verdict"}` ("holds" at
+    ρ ≤ −0.3, "runs against it" at ρ ≥ 0.3, else "no clear trend"); None under three models or
+    when either column is constant."""
+    if rob not in table or "|ΔE|" not in table:
+        return None
+    t = table[table.get("method", pd.Series("?", index=table.index)) != "standard"].dropna(subset=[rob, "|ΔE|"])
+    if len(t) < 3 or t[rob].nunique() < 2 or t["|ΔE|"].nunique() < 2:
+        return None
+    rho = float(t[rob].rank().corr(t["|ΔE|"].rank()))  # Pearson on average ranks: Spearman's ρ, ties included
+    verdict = "holds" if rho <= -0.3 else "runs against it" if rho >= 0.3 else "no clear trend"
+    return {"rho": rho, "n": int(len(t)), "verdict": verdict}
+
