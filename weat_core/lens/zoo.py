@@ -74,7 +74,8 @@ def gap_trend(table: pd.DataFrame, rob: str = "pgd20_acc") -> Optional[dict[str,
     when either column is constant."""
     if rob not in table or "|ΔE|" not in table:
         return None
-    t = table[table.get("method", pd.Series("?", index=table.index)) != "standard"].dropna(subset=[rob, "|ΔE|"])
+    t = table[table["method"] != "standard"] if "method" in table else table
+    t = t.dropna(subset=[rob, "|ΔE|"])
     if len(t) < 3 or t[rob].nunique() < 2 or t["|ΔE|"].nunique() < 2:
         return None
     rho = float(t[rob].rank().corr(t["|ΔE|"].rank()))  # Pearson on average ranks: Spearman's ρ, ties included
