@@ -151,7 +151,9 @@ def test_calibration_times_a_warm_evaluation_where_the_first_warms_up():
     epoch pays again (an H100 run planned with 1.8 s where epochs took 0.3 s): the second call is
     timed there. On a CPU, uncompiled, one call is timed."""
     from weat_core.models import create_model
-    from weat_core.train import _calibrate, get_loss, make_attack
+    from weat_core.losses import get_loss
+    from weat_core.train import make_attack
+    from weat_core.train.budget import _calibrate
 
     def timed_eval(cfg):
         model = create_model("weatnet_tiny")
@@ -190,7 +192,7 @@ def test_time_budget_run_is_the_run_its_epoch_count_gives(folder_dataset, tmp_pa
 
 
 def test_time_budget_uses_the_measured_times_and_resume_keeps_its_epochs(folder_dataset, tmp_path, monkeypatch):
-    import weat_core.train as tr
+    import weat_core.train.loop as tr
 
     monkeypatch.setattr(tr, "_calibrate", lambda *a, **k: (1.0, 5.0))  # 5 steps × 1 s + 5 s eval → 10.5 s/epoch
     calls = {"n": 0}
@@ -211,11 +213,12 @@ def test_time_budget_uses_the_measured_times_and_resume_keeps_its_epochs(folder_
 def test_a_resumed_budgeted_run_does_not_re_plan(folder_dataset, tmp_path, monkeypatch):
     """Only a fresh run re-plans after its first epoch; a resumed one keeps its count (part of
     its budget went before the restart), even where its schedule could be re-planned exactly."""
-    import weat_core.train as tr
+    import weat_core.train.budget as budget
+    import weat_core.train.loop as tr
 
     monkeypatch.setattr(tr, "_calibrate", lambda *a, **k: (1.0, 5.0))  # plans 5 epochs of 10.5 s
     asked = []
-    monkeypatch.setattr(tr, "replanned_epochs", lambda cfg, done, *a, **k: asked.append(done))  # (None: plan stands)
+    monkeypatch.setattr(budget, "replanned_epochs", lambda cfg, done, *a, **k: asked.append(done))  # (None: plan stands)
     calls = {"n": 0}
 
     def crash():
@@ -239,13 +242,14 @@ def test_a_budgeted_run_says_when_its_first_epoch_shows_the_plan_is_off(folder_d
     unused, and nothing in between. The schedule itself is left as planned."""
     import logging
 
-    import weat_core.train as tr
+    import weat_core.train.budget as budget
+    import weat_core.train.loop as tr
 
     cfg = TrainConfig(method="sat", dataset="x", epochs=10, minutes=1.0)
     with caplog.at_level(logging.INFO, logger="weat_core.train"):
-        tr._check_pace(cfg, 1, 10.0, 10.0)  # ends at 10 + 9 × 10 = 100 s of a 60 s budget
-        tr._check_pace(cfg, 1, 10.0, 2.0)   # 28 s: over half the budget unused
-        tr._check_pace(cfg, 1, 10.0, 5.5)   # 59.5 s: on plan
+        budget._check_pace(cfg, 1, 10.0, 10.0)  # ends at 10 + 9 × 10 = 100 s of a 60 s budget
+        budget._check_pace(cfg, 1, 10.0, 2.0)   # 28 s: over half the budget unused
+        budget._check_pace(cfg, 1, 10.0, 5.5)   # 59.5 s: on plan
     msgs = [(r.levelname, r.getMessage()) for r in caplog.records]
     assert len(msgs) == 2 and msgs[0][0] == "WARNING" and "end after 1.7 min, past the 1-minute budget" in msgs[0][1]
     assert msgs[1][0] == "INFO" and "leaving 0.5 of the 1 minutes unused" in msgs[1][1]
@@ -540,7 +544,7 @@ def test_export_log_only_ships_a_recorded_run_without_weights(folder_dataset, tm
 def test_compile_also_compiles_the_attack(folder_dataset, tmp_path, monkeypatch):
     """--compile: the training forwards and the attack's forwards run through torch.compile (the
     attack is most of a step's work); the run trains and logs as the eager one does."""
-    import weat_core.train as T
+    import weat_core.train.loop as T
 
     seen = []
     real = T.train_step
@@ -787,11 +791,10 @@ def test_gpu_overfit_script_runs_end_to_end_on_a_cpu(folder_dataset, tmp_path, p
 def test_compile_mode_implies_compile_and_unknown_modes_are_refused(folder_dataset, tmp_path, monkeypatch):
     """--compile-mode MODE turns --compile on and reaches torch.compile; a mode torch.compile does
     not know is one clear error, before any data is read."""
-    import weat_core.train as T
     from weat_core.cli import main
 
     modes = []
-    monkeypatch.setattr(T.torch, "compile", lambda m, mode=None: modes.append(mode) or m)  # eager, but seen
+    monkeypatch.setattr(torch, "compile", lambda m, mode=None: modes.append(mode) or m)  # eager, but seen
     main(["train", "--method", "sat", "--arch", "weatnet_tiny", "--dataset", str(folder_dataset), "--epochs", "1",
           "--limit", "32", "--eval-size", "16", "--eval-steps", "1", "--attack-steps", "1", "--batch-size", "16",
           "--device", "cpu", "--no-amp", "--compile-mode", "reduce-overhead", "--out", str(tmp_path / "run"),
@@ -901,7 +904,7 @@ def test_a_budgeted_step_schedule_run_re_plans_to_exactly_the_run_its_new_count_
     first epoch on, and ends with exactly the weights of a plain run with that many epochs."""
     import logging
 
-    import weat_core.train as tr
+    import weat_core.train.loop as tr
 
     budget_s = 8.0
     t_call = time.perf_counter()

@@ -38,7 +38,7 @@ def _device(name: str):
 
 
 def _add_train(sub) -> None:
-    from .train import COMPILE_MODES, METHODS, TrainConfig
+    from .train import COMPILE_MODES, METHODS, SCHEDULES, TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser("train", help="adversarially train a model (SAT, TRADES, MART, WEAT)",
@@ -59,7 +59,7 @@ def _add_train(sub) -> None:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--momentum", type=float, default=d.momentum)
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--schedule", choices=("onecycle", "step", "cosine", "constant"), default=d.schedule)
+    p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule)
     p.add_argument("--warmup", type=float, default=d.warmup)
     p.add_argument("--eps", default="8/255", help="L∞ radius, e.g. 8/255")
     p.add_argument("--alpha", default="2/255", help="attack step size")

@@ -1,0 +1,35 @@
+"""Adversarial training (SAT, TRADES, MART, WEAT-adv, WEAT-nat, or standard) with live
+energy tracking, atomic per-epoch checkpoints, exact resume and optional DDP.
+
+Recipe (MISSION.md): SGD momentum 0.9, weight decay 5e-4, lr 0.1 one-cycle with 25 % warm-up,
+batch 128, L∞ ε = 8/255; the TRADES attack (10 steps of 2/255) for TRADES/WEAT; PGD-10 for
+SAT/MART; β = 6. Data lives on the training device as uint8 and is augmented there (random
+crop with 4-pixel zero padding + horizontal flip), so the inner loop never waits for a loader.
+
+`minutes` sets a wall-clock budget instead of an epoch count: a few throwaway steps and one
+per-epoch evaluation (the second of two on a GPU or compiled) are timed (then undone), and the
+run trains as many whole epochs as fit, with the learning-rate schedule spanning exactly those.
+After the first real epoch the count is checked against that epoch's pace and re-planned where
+that changes nothing already done (step and constant schedules); a resumed run keeps its count.
+
+Modules: `config` (the methods, `TrainConfig`, `lr_at`), `steps` (augmentation, the attack and
+one training step, the per-epoch subset metrics), `loop` (`train`), `budget` (the wall-clock
+budget), `run_folder` (checkpoints, `--init`, `--resume`), `distributed` (the DDP helpers).
+
+Run folder layout (`out`):
+    log.jsonl          one JSON record per epoch
+    state-NNNN/        newest complete checkpoint: model.safetensors, config.json,
+                       optimizer.safetensors, trainer.json
+    best-NNNN/         the checkpoint with the best test PGD accuracy so far (clean accuracy
+                       for standard training)
+    LATEST, BEST       one line each naming those folders; replaced atomically (os.replace),
+                       so a kill at any moment leaves the last good checkpoint readable
+"""
+
+from .budget import epochs_for_budget, replanned_epochs
+from .config import COMPILE_MODES, METHODS, SCHEDULES, TrainConfig, lr_at
+from .loop import TrainResult, train
+from .steps import augment, make_attack, train_step
+
+__all__ = ["TrainConfig", "TrainResult", "train", "train_step", "make_attack", "lr_at", "augment", "METHODS",
+           "SCHEDULES", "COMPILE_MODES", "epochs_for_budget", "replanned_epochs"]
