@@ -415,7 +415,7 @@ def _parses_back(t: dict) -> None:
     import shlex
 
     from weat_core.cli import build_parser
-    from weat_core.export import _train_command
+    from weat_core.export.card import _train_command
     from weat_core.train import TrainConfig
 
     argv = shlex.split(_train_command(t))

@@ -660,7 +660,7 @@ def test_the_retrain_command_names_a_dataset_beside_the_repository_relative_to_i
     """Commands run from the repository root: an absolute path into a folder beside it (the
     shared CIFAR-10 copy) is written as `../shared/...`, the same on every machine; names and
     paths elsewhere are kept."""
-    from weat_core.export import _REPO, _train_command
+    from weat_core.export.card import _REPO, _train_command
 
     t = {"method": "sat", "arch": "weatnet_tiny", "epochs": 1, "batch_size": 8, "lr": 0.1, "schedule": "step",
          "eps": 8 / 255, "alpha": 2 / 255, "attack_steps": 1, "beta": 6.0, "seed": 0, "eval_size": 8, "eval_steps": 1}

@@ -1,0 +1,270 @@
+"""A shipped folder's texts: the model card (README.md), the re-train command and the `--init`
+lineage behind it, and the dataset paths as those commands give them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from pathlib import Path
+from typing import Any, Optional
+
+from ..data import DATASETS
+from ..evaluate import robust_peak
+from ..train import TrainConfig
+from .heldout import heldout_text
+
+__all__ = ["lineage", "model_card"]
+
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def _portable(path: Any) -> str:
+    """A dataset path as the re-train command should give it: commands run from the repository
+    root, so an absolute path beside the repository (the shared CIFAR-10 copy in `../shared`)
+    becomes relative to it, the same on every machine, and the GPU scripts' carried copy of that
+    folder (`.data/`, ignored, which exists only where the scripts were set up) names the original;
+    other paths and names stay as they are."""
+    s = str(path)
+    p = Path(s)
+    if not p.is_absolute() and p.parts[:1] == (".data",) and len(p.parts) == 2:
+        return str(Path("..", "shared", "data", p.name))
+    if p.is_absolute() and _REPO.parent != Path(_REPO.anchor) and Path(os.path.normpath(p)).is_relative_to(_REPO.parent):
+        return os.path.relpath(os.path.normpath(p), _REPO)
+    return s
+
+
+def _dataset_flag(dataset: Any) -> str:
+    """` --dataset PATH` for a command that must measure on the same local data as before (a
+    class-folder copy or archive, given as `_portable` names it); "" for a dataset name, which
+    the checkpoint's config already gives."""
+    if not dataset or str(dataset).lower() in DATASETS:
+        return ""
+    return " --dataset " + shlex.quote(_portable(dataset))
+
+
+def _train_command(t: dict[str, Any], with_out: bool = False) -> str:
+    """The `train` command line of settings `t`; `with_out` names its run folder (for a stage
+    that a later one fine-tunes with `--init`)."""
+    args = ["python", "-m", "weat_core", "train", "--method", t["method"], "--arch", t["arch"], "--dataset",
+            _portable(t["dataset"]), "--epochs", str(t["epochs"]), "--batch-size", str(t["batch_size"]), "--lr", str(t["lr"]),
+            "--schedule", t["schedule"], "--eps", f"{t['eps'] * 255:.0f}/255", "--alpha", f"{t['alpha'] * 255:.0f}/255",
+            "--attack-steps", str(t["attack_steps"]), "--beta", str(t["beta"]), "--seed", str(t["seed"]),
+            "--eval-size", str(t["eval_size"]), "--eval-steps", str(t["eval_steps"])]
+    if t.get("limit"):
+        args += ["--limit", str(t["limit"])]
+    defaults = TrainConfig()
+    for key in ("momentum", "weight_decay", "warmup"):  # (older configs without them used the defaults)
+        if t.get(key, getattr(defaults, key)) != getattr(defaults, key):
+            args += ["--" + key.replace("_", "-"), str(t[key])]
+    if t.get("amp") is not None:
+        args.append("--amp" if t["amp"] else "--no-amp")
+    if t.get("channels_last") is False:
+        args.append("--no-channels-last")
+    if t.get("compile") or t.get("compile_mode"):  # compiled kernels round differently from eager ones
+        args.append("--compile")
+    if t.get("compile_mode"):
+        args += ["--compile-mode", str(t["compile_mode"])]
+    if t.get("arch_kwargs"):
+        args += ["--arch-kwargs", json.dumps(t["arch_kwargs"])]
+    if t.get("init"):
+        args += ["--init", str(t["init"])]
+    if with_out and t.get("out"):
+        args += ["--out", str(t["out"])]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def _read_log(path: Path) -> list[dict]:
+    """The records of a `log.jsonl` ([] when there is none)."""
+    return [json.loads(s) for s in path.read_text().splitlines()] if path.is_file() else []
+
+
+def _subset_size(records: list[dict], training: Optional[dict]) -> Optional[int]:
+    """Images behind the per-epoch test accuracies (their noise): from the log records, else the
+    run's settings (logs written before records carried it)."""
+    sizes = [r["eval_size"] for r in records if r.get("eval_size")]
+    return sizes[-1] if sizes else (training or {}).get("eval_size")
+
+
+def _chain(stages: list[dict], sep: str) -> str:
+    return sep.join(_train_command(st, with_out=i < len(stages) - 1) for i, st in enumerate(stages))
+
+
+def _stage(cfg: dict[str, Any]) -> dict[str, Any]:
+    """One stage's training settings, with what the run resolved at run time (`runtime`:
+    device, bf16 or not, threads) when its checkpoint recorded that."""
+    return {**cfg.get("training", {}), **({"runtime": cfg["runtime"]} if cfg.get("runtime") else {})}
+
+
+def _runtime_text(rt: dict[str, Any]) -> str:
+    return (f"{rt.get('device', '?')}{' (' + rt['gpu'] + ')' if rt.get('gpu') else ''}, "
+            f"{'bf16 autocast' if rt.get('bf16') else 'fp32'}, "
+            f"{rt.get('world_size', 1)} process(es) × {rt.get('threads', '?')} thread(s), torch {rt.get('torch', '?')}")
+
+
+def lineage(cfg: dict[str, Any], records: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The training stages behind a checkpoint that was fine-tuned (`--init`) from another run's
+    checkpoint: (training settings of every stage, oldest first; the per-epoch records of all
+    stages, renumbered to run on from one stage to the next, each tagged with its `stage`).
+    The earlier stages are followed through the `init` folders as long as they exist locally."""
+    stages, logs = [_stage(cfg)], [records]
+    seen = set()
+    while stages[0].get("init") and str(stages[0]["init"]) not in seen:
+        seen.add(str(stages[0]["init"]))
+        src = Path(str(stages[0]["init"]))
+        run = src if (src / "log.jsonl").is_file() else src.parent
+        if not (src / "config.json").is_file() and (src / "LATEST").is_file():
+            src = src / (src / "LATEST").read_text().strip()
+        if not (src / "config.json").is_file() or not (run / "log.jsonl").is_file():
+            break  # a shipped or Hub checkpoint: its own card tells its history
+        prev = json.loads((src / "config.json").read_text())
+        upto = prev.get("epoch", 10**9)
+        stages.insert(0, _stage(prev))
+        logs.insert(0, [r for r in _read_log(run / "log.jsonl") if r["epoch"] <= upto])
+    merged, offset = [], 0
+    for i, recs in enumerate(logs):
+        for r in recs:
+            merged.append({**r, "epoch": r["epoch"] + offset, "stage": i + 1} if len(logs) > 1 else r)
+        offset += recs[-1]["epoch"] if recs else 0
+    return stages, merged
+
+
+def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
+    """Markdown model card from a checkpoint's config.json and its training log."""
+    m, t = cfg.get("metrics", {}), cfg.get("training", {})
+    e = m.get("energy_mean", {})
+    lines = [f"# {name}", "",
+             f"{cfg['arch']}{_arch_options(cfg.get('arch_kwargs'))} trained with **{cfg.get('method', '?')}** on {cfg.get('dataset', '?')} by WEAT Lens "
+             f"(`weat_core` {cfg.get('weat_core_version', '')}).", ""]
+    measured = any(k.endswith("_acc") for k in m)
+    if cfg.get("recorded"):
+        subsets = "the fixed subsets the run evaluated every epoch"
+        source = (f"The test metrics below were {cfg.get('metrics_note', 'measured on weights that are not shipped')}; "
+                  f"the training accuracies come from {subsets}." if measured
+                  else f"The accuracies below come from {subsets}.")
+        lines += ["A recorded training run: its per-epoch log (`log.jsonl`) and settings are shipped, not its "
+                  "weights. " + source, ""]
+    if measured:
+        lines += ["## Test metrics (measured by `python -m weat_core eval`)", "",
+                  "| metric | value |", "|---|---|"]
+        for k, v in m.items():
+            if k.endswith("_acc"):
+                lines.append(f"| {k} | {100 * v:.2f} % |")
+        lines.append(f"| images (PGD) | {m.get('n', '?')} |")
+        if "aa_n" in m:
+            lines.append(f"| images (AutoAttack) | {m['aa_n']} |")
+        lines += ["", "L∞ ε = 8/255; PGD-20 with step 2/255 and a random start; targeted PGD aims at a random "
+                  "other class.", ""]
+    if e:
+        lines += ["## Energies (Observation 1)", "", "| images | mean E(x) |", "|---|---|"]
+        lines += [f"| {k} | {v:.3f} |" for k, v in e.items()]
+        nat, unt, tgt = e.get("clean"), e.get("pgd20"), e.get("pgd20-t")
+        if None not in (nat, unt, tgt):
+            ok = unt < nat < tgt
+            lines += ["", f"Untargeted PGD {'lowers' if unt < nat else 'does not lower'} the mean E(x) "
+                      f"({unt:.3f} vs {nat:.3f} natural); targeted PGD {'raises' if tgt > nat else 'does not raise'} "
+                      f"it ({tgt:.3f}). Observation 1 {'holds' if ok else 'does NOT hold'} for this model"
+                      + (" (a standard model, shipped for contrast; docs/models.md has where the paper measured "
+                         "the observation)." if cfg.get("method") == "standard" else "."), ""]
+        low = m.get("share_lower") or {}
+        if low:
+            lines += ["Per image, the attack's x* has a lower E(x) than the natural image for: "
+                      + ", ".join(f"{k} {100 * v:.1f} %" for k, v in low.items()) + " of the images.", ""]
+    sweep = m.get("obs1_sweep")
+    if sweep and sweep.get("rows"):
+        lines += _sweep_lines(sweep)
+    if log_records:
+        last = log_records[-1]
+        lines += ["## Training", "", f"- epochs: {last['epoch']}, images/s: {last.get('img_per_s', 0):.0f} "
+                  f"(on the training machine), total training time: "
+                  f"{sum(r.get('time_s', 0) for r in log_records) / 60:.1f} min",
+                  "- per-epoch records (energies, ΔE, accuracies on fixed subsets): `log.jsonl`"]
+        planned = t.get("epochs") if len(cfg.get("stages") or [t]) == 1 else None
+        if isinstance(planned, int) and last["epoch"] < planned:
+            lines.append(f"- stopped after epoch {last['epoch']} of the {planned} planned (a time limit or an "
+                         f"interruption): its learning-rate schedule is the {planned}-epoch one, so the re-train "
+                         f"command below repeats this run up to epoch {last['epoch']} and then goes on")
+        if cfg.get("runtime"):
+            lines.append(f"- ran on: {_runtime_text(cfg['runtime'])}")
+        if cfg.get("note"):
+            lines.append(f"- note: {cfg['note']}")
+        if "epoch" in cfg:
+            lines.append(f"- these weights: epoch {cfg['epoch']}, " + (
+                "the run's last" if cfg.get("exported") == "last"
+                else "the run's best by " + ("clean" if cfg.get("method") == "standard" else "robust")
+                + " accuracy on the per-epoch test subset")
+                + (f" ({cfg['exported_why']})" if str(cfg.get("exported_why", "")).startswith("auto") else ""))
+        clean = [(r["test_clean_acc"], r["epoch"]) for r in log_records if "test_clean_acc" in r]
+        if clean and cfg.get("method") == "standard":  # robust accuracy is ~0 for it: its clean curve instead
+            top = max(clean)
+            lines.append(f"- clean accuracy on the per-epoch test subset: {clean[-1][0]:.1%} at the last epoch "
+                         f"({clean[-1][1]}), best {top[0]:.1%} at epoch {top[1]}")
+        rob = [(r["test_pgd_acc"], r["epoch"], r.get("delta_e")) for r in log_records if "test_pgd_acc" in r]
+        if rob and cfg.get("method") != "standard":
+            best_i, drop, overfit = robust_peak([acc for acc, _, _ in rob], _subset_size(log_records, t))
+            best, end = rob[best_i], rob[-1]
+            line = (f"- robust accuracy on the per-epoch test subset: best {best[0]:.1%} at epoch {best[1]}, "
+                    f"{end[0]:.1%} at the last epoch ({end[1]})")
+            if overfit:
+                line += f": down {drop:.1%}, robust overfitting"
+            if best[2] is not None and end[2] is not None:
+                line += f"; ΔE {best[2]:+.3f} at the best epoch, {end[2]:+.3f} at the last"
+            lines.append(line)
+            fit = {r["epoch"]: r["train_pgd_acc"] for r in log_records if "train_pgd_acc" in r}
+            if best[1] in fit and end[1] in fit:  # how far the run fits its own images under attack
+                lines.append(f"- robust accuracy on the per-epoch training subset: {fit[best[1]]:.1%} at the best "
+                             f"epoch, {fit[end[1]]:.1%} at the last (the gap to the test subset: "
+                             f"{100 * (fit[best[1]] - best[0]):+.1f} and {100 * (fit[end[1]] - end[0]):+.1f} points)")
+        if cfg.get("heldout"):
+            lines.append("- " + heldout_text(cfg["heldout"]))
+        lines.append("")
+    remeasure = [(cfg.get("reproduce") or {}).get(k) for k in ("eval", "eval_aa", "sweep")]
+    if not cfg.get("recorded") and any(remeasure):
+        lines += ["## Re-measure", "", "The stored metrics, the AutoAttack number and the ε sweep come from:", "",
+                  "```", *[c for c in remeasure if c], "```", ""]
+    stages = cfg.get("stages") or ([t] if t else [])
+    if stages:
+        lines += ["## Re-train", ""]
+        if len(stages) > 1:
+            lines += [f"{len(stages)} stages; each later one fine-tunes the weights the one before it ended "
+                      "with (`--init`), so the epochs above run on across stages.", ""]
+        lines += ["```", _chain(stages, "\n"), "```", ""]
+        lines += [f"Settings{f' (stage {i + 1})' if len(stages) > 1 else ''}: {json.dumps(st, sort_keys=True)}"
+                  for i, st in enumerate(stages)] + [""]
+    return "\n".join(lines)
+
+
+
+def _arch_options(kw: Optional[dict]) -> str:
+    """' (width 48)' for arch_kwargs {"width": 48}; '' for none."""
+    return f" ({', '.join(f'{k} {v}' for k, v in kw.items())})" if kw else ""
+
+
+def _sweep_lines(sweep: dict[str, Any]) -> list[str]:
+    """The model card's table of Observation 1 across ε (`python -m weat_core sweep --store`)."""
+    import pandas as pd
+
+    from ..lens import sweep_summary
+
+    rows = sweep["rows"]
+    by = {(r["eps"], r["attack"]): r for r in rows}
+    cell = (lambda r: f"{r['shift']:+.3f} ± {2 * r['se']:.3f} ({100 * r['share_lower']:.0f} % lower, "
+                      f"accuracy {100 * r['accuracy']:.1f} %)" if r else "")
+    lines = ["### Observation 1 across ε", "",
+             f"Mean shift of E(x) from the natural images (± two standard errors), first {sweep['n']} test images, "
+             f"PGD with {sweep['steps']} steps of max(2/255, 2.5·ε/{sweep['steps']}):", "",
+             "| ε | untargeted PGD | targeted PGD |", "|---|---|---|"]
+    for e in sorted({r["eps"] for r in rows}):
+        lines.append(f"| {e:g}/255 | {cell(by.get((e, 'PGD')))} | {cell(by.get((e, 'PGD-T')))} |")
+    df = pd.DataFrame([{"eps": r["eps"], "attack": r["attack"], "accuracy": r["accuracy"], "verdict": r["verdict"]}
+                       for r in rows])
+    lines += ["", sweep_summary(df), ""]
+    split = [(e, by[(e, "PGD")]["by_outcome"]) for e in sorted({r["eps"] for r in rows})
+             if by.get((e, "PGD"), {}).get("by_outcome")]
+    if split:  # sweeps stored before the split existed have none
+        part = (lambda g: f"{g['shift']:+.3f} ({g['n']} images)" if g else "none")
+        lines += ["Untargeted PGD's mean shift of E(x) on the same images, split by what it did to each prediction:", "",
+                  "| ε | stays correct | flipped | already wrong |", "|---|---|---|---|"]
+        lines += [f"| {e:g}/255 | {part(g.get('stays correct'))} | {part(g.get('flipped'))} | "
+                  f"{part(g.get('already wrong'))} |" for e, g in split] + [""]
+    return lines
