@@ -259,6 +259,39 @@ def test_unknown_local_name(tmp_path, monkeypatch):
         load("no-such-model")
 
 
+def test_robustbench_models_load_through_the_optional_package(monkeypatch):
+    """`robustbench:NAME[:DATASET[:THREAT]]` goes to robustbench.utils.load_model (a stand-in
+    module here: the package is optional and downloads), and comes back in eval mode with a config
+    the app reads; without the package, or when it fails, one clear error."""
+    import types
+
+    monkeypatch.setitem(sys.modules, "robustbench", None)  # not installed
+    with pytest.raises(WeatError, match="optional robustbench package"):
+        load("robustbench:Wong2020Fast")
+
+    asked = []
+
+    def load_model(model_name, dataset, threat_model):
+        asked.append((model_name, dataset, threat_model))
+        if model_name == "Missing":
+            raise KeyError(model_name)
+        # a plain module, as RobustBench's are
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 100 if dataset == "cifar100" else 10))
+
+    utils = types.ModuleType("robustbench.utils")
+    utils.load_model = load_model
+    monkeypatch.setitem(sys.modules, "robustbench", types.ModuleType("robustbench"))
+    monkeypatch.setitem(sys.modules, "robustbench.utils", utils)
+    m = load("robustbench:Wong2020Fast")
+    assert asked[-1] == ("Wong2020Fast", "cifar10", "Linf") and not m.training
+    assert m.config["method"] == "robustbench (Linf)" and m.config["num_classes"] == 10
+    m = load("robustbench:Rade2021Helper:cifar100:L2")
+    assert asked[-1] == ("Rade2021Helper", "cifar100", "L2") and m.config["num_classes"] == 100
+    assert m.config["source"] == "robustbench:Rade2021Helper:cifar100:L2" and m(torch.rand(2, 3, 32, 32)).shape == (2, 100)
+    with pytest.raises(WeatError, match="RobustBench could not load 'Missing'"):
+        load("robustbench:Missing")
+
+
 # ---- the catalogue ------------------------------------------------------------------------
 
 
