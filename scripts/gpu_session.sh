@@ -12,13 +12,13 @@
 #   mkdir -p .data && cp ../shared/data/cifar10-jpeg.tar.gz .data/
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux2014_x86_64 -d .whl torchattacks==3.5.1
-# The device tool carries at most 64 MiB: the tracked files plus .data and .whl came to 62.1 MiB
-# with one PreActResNet-18 shipped. The shipped weights are not needed there, so before a call
-# that must carry less (untried so far), leave them out of the index and ignore them, then undo:
-#   git rm -q --cached 'checkpoints/preactresnet18-*/model-*.safetensors'
-#   echo '/checkpoints/preactresnet18-*/model-*.safetensors' >> .git/info/exclude
+# The device tool carries at most 64 MiB: the tracked files plus .data and .whl came to 62.5 MiB
+# with one PreActResNet-18 shipped (`bash scripts/device_carry.sh` says how much a call sends). The
+# shipped weights are not needed there, so once a second one ships, leave them out of the carry
+# before the calls and track them again after (commit nothing in between; untried on a device so far):
+#   bash scripts/device_carry.sh light
 #   ... the run calls ...
-#   git reset -q && sed -i '\|^/checkpoints/preactresnet18-|d' .git/info/exclude
+#   bash scripts/device_carry.sh restore
 # On the device (run: carry [".data", ".whl"], timeout_s 600):
 #   bash scripts/gpu_session.sh weat-adv        # or trades, sat, weat-nat
 # Then here: copy $OUT/ckpt/NAME into checkpoints/ and link the shared SGLD statistics
@@ -47,8 +47,8 @@
 # --dataset ../shared/data/cifar10-jpeg.tar.gz --out aa.json --resume --store` (aa.json.partial beside it).
 # The next sessions' plan: TRADES, then SAT, with the shipped WEAT-adv's exact settings, so the three
 # compare like for like: call 1 with EPOCHS=58 in place of MINUTES=8 and the method's name (about 7
-# minutes), then call 2 as above (leave the shipped PreActResNet-18 weights out of the carry first, above:
-# a second one takes the tracked files past 64 MiB).
+# minutes), then call 2 as above (once a second PreActResNet-18 has shipped, `device_carry.sh light`
+# first, above: the second one takes the tracked files past 64 MiB).
 # The four minutes or so left after call 2 hold one more short call: the 10,000 img/s target is 35 short,
 # and max-autotune's kernel search (minutes of compiling, untried on a GPU) is the next thing to measure:
 #   timeout 200 python3 bench/bench_train.py --device cuda --archs preactresnet18 --methods weat-adv \
