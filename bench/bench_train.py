@@ -3,6 +3,7 @@
     python bench/bench_train.py                      # CPU: weatnet_s, every method
     python bench/bench_train.py --device cuda --archs preactresnet18 --batch-size 512
     python bench/bench_train.py --device cuda --methods weat-adv --batch-size 512,1024,2048 --no-attacks
+    python bench/bench_train.py --device cuda --methods weat-adv --compile-mode default,max-autotune-no-cudagraphs
 
 Measures the real training step of weat_core.train (attack + forwards + backward + SGD) on
 random uint8 data already on the device, after warm-up steps; prints one line per setting.
@@ -78,12 +79,17 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--compile", action="store_true", help="training and attack forwards through torch.compile, "
                    "as `train --compile` does")
-    p.add_argument("--compile-mode", default=None, choices=COMPILE_MODES,
-                   help="torch.compile's mode, as `train --compile-mode` (implies --compile)")
+    p.add_argument("--compile-mode", default=None,
+                   help="torch.compile's mode, as `train --compile-mode` (implies --compile); a comma list "
+                        f"measures each in turn, in one process ({', '.join(COMPILE_MODES)})")
     p.add_argument("--no-attacks", action="store_true", help="training steps only, no attack throughput")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast (default: as training does, on where the hardware has native bf16)")
     a = p.parse_args()
+    modes = a.compile_mode.split(",") if a.compile_mode else [None]
+    bad = [m for m in modes if m is not None and m not in COMPILE_MODES]
+    if bad:
+        p.error(f"unknown compile mode {bad[0]!r}; choose from {', '.join(COMPILE_MODES)}")
     device = torch.device(a.device)
     gpu = device.type == "cuda"
     archs = (a.archs or ("preactresnet18" if gpu else "weatnet_s")).split(",")
@@ -94,22 +100,22 @@ def main() -> None:
     amp = bf16_ok(device) if a.amp is None else a.amp
     name = torch.cuda.get_device_name(device) if gpu else f"CPU, {torch.get_num_threads()} threads"
     compiled = a.compile or a.compile_mode is not None
-    print(f"# device: {name}; bf16 autocast {'on' if amp else 'off'}; channels_last; "
-          f"{'torch.compile (mode ' + (a.compile_mode or 'default') + ')' if compiled else 'eager'}; "
-          f"torch {torch.__version__}")
-    print(f"{'arch':16s} {'what':22s} {'batch':>6s} {'img/s':>10s}")
-    for arch in archs:
-        for batch in batches:
-            for method in a.methods.split(","):
-                ips = bench_train(arch, method, device, batch, steps, 3 if compiled else 2, amp, compiled,
-                                  a.compile_mode)
-                print(f"{arch:16s} {'train ' + method:22s} {batch:6d} {ips:10.0f}", flush=True)
-            if a.no_attacks:
-                continue
-            for label, atk in (("attack PGD-10", PGD(steps=10)), ("attack TRADES-10", TradesAttack(steps=10)),
-                               ("attack PGD-20", PGD(steps=20))):
-                ips = bench_attack(arch, atk, device, batch, max(1, steps // 2), amp)
-                print(f"{arch:16s} {label:22s} {batch:6d} {ips:10.0f}", flush=True)
+    for k, mode in enumerate(modes):
+        print(f"# device: {name}; bf16 autocast {'on' if amp else 'off'}; channels_last; "
+              f"{'torch.compile (mode ' + (mode or 'default') + ')' if compiled else 'eager'}; "
+              f"torch {torch.__version__}")
+        print(f"{'arch':16s} {'what':22s} {'batch':>6s} {'img/s':>10s}")
+        for arch in archs:
+            for batch in batches:
+                for method in a.methods.split(","):
+                    ips = bench_train(arch, method, device, batch, steps, 3 if compiled else 2, amp, compiled, mode)
+                    print(f"{arch:16s} {'train ' + method:22s} {batch:6d} {ips:10.0f}", flush=True)
+                if a.no_attacks or k:  # the attacks run uncompiled: once is enough
+                    continue
+                for label, atk in (("attack PGD-10", PGD(steps=10)), ("attack TRADES-10", TradesAttack(steps=10)),
+                                   ("attack PGD-20", PGD(steps=20))):
+                    ips = bench_attack(arch, atk, device, batch, max(1, steps // 2), amp)
+                    print(f"{arch:16s} {label:22s} {batch:6d} {ips:10.0f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -50,9 +50,10 @@
 # minutes), then call 2 as above (once a second PreActResNet-18 has shipped, `device_carry.sh light`
 # first, above: the second one takes the tracked files past 64 MiB).
 # The four minutes or so left after call 2 hold one more short call: the 10,000 img/s target is 35 short,
-# and max-autotune's kernel search (minutes of compiling, untried on a GPU) is the next thing to measure:
+# and max-autotune's kernel search (minutes of compiling) and CUDA graphs (reduce-overhead), both untried
+# on a GPU, are the next things to measure; each mode's line prints as soon as it is measured:
 #   timeout 200 python3 bench/bench_train.py --device cuda --archs preactresnet18 --methods weat-adv \
-#     --compile-mode max-autotune-no-cudagraphs --no-attacks --batch-size 1024
+#     --compile-mode max-autotune-no-cudagraphs,reduce-overhead --no-attacks --batch-size 1024
 # then give the machine back.
 # Speed (bench/results/h100-2026-11-26-calls3-4.txt): compiled WEAT-adv trains 6,614 / 9,943 / 9,849
 # img/s at batch 512 / 1024 / 2048 on an H100 since the attacks freeze the parameters (7,319 at 1024
