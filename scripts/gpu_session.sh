@@ -50,8 +50,10 @@
 # minutes), then call 2 as above (once a second PreActResNet-18 has shipped, `device_carry.sh light`
 # first, above: the second one takes the tracked files past 64 MiB).
 # The four minutes or so left after call 2 hold one more short call: the 10,000 img/s target is 35 short,
-# and max-autotune's kernel search (minutes of compiling) and CUDA graphs (reduce-overhead), both untried
-# on a GPU, are the next things to measure; each mode's line prints as soon as it is measured:
+# and max-autotune's kernel search (minutes of compiling, untried on a GPU) and CUDA graphs
+# (reduce-overhead: 7,404 img/s against the default mode's 7,319 at batch 1024 before the attacks froze
+# the parameters, bench/results/h100-2026-11-26-command2.log; not measured since) are the next things to
+# measure; each mode's line prints as soon as it is measured:
 #   timeout 200 python3 bench/bench_train.py --device cuda --archs preactresnet18 --methods weat-adv \
 #     --compile-mode max-autotune-no-cudagraphs,reduce-overhead --no-attacks --batch-size 1024
 # then give the machine back.
