@@ -53,9 +53,10 @@
 # and max-autotune's kernel search (minutes of compiling, untried on a GPU) and CUDA graphs
 # (reduce-overhead: 7,404 img/s against the default mode's 7,319 at batch 1024 before the attacks froze
 # the parameters, bench/results/h100-2026-11-26-command2.log; not measured since) are the next things to
-# measure; each mode's line prints as soon as it is measured:
+# measure; each mode's line prints as soon as it is measured, CUDA graphs first (about a minute of
+# compiling, where max-autotune's search may not finish inside the call):
 #   timeout 200 python3 bench/bench_train.py --device cuda --archs preactresnet18 --methods weat-adv \
-#     --compile-mode max-autotune-no-cudagraphs,reduce-overhead --no-attacks --batch-size 1024
+#     --compile-mode reduce-overhead,max-autotune-no-cudagraphs --no-attacks --batch-size 1024
 # then give the machine back.
 # Speed (bench/results/h100-2026-11-26-calls3-4.txt): compiled WEAT-adv trains 6,614 / 9,943 / 9,849
 # img/s at batch 512 / 1024 / 2048 on an H100 since the attacks freeze the parameters (7,319 at 1024
