@@ -64,6 +64,32 @@ def test_lr_schedules_follow_their_formulas():
     assert [lr_at(s, 100, step) for s in (0, 49, 50, 74, 75)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001])
 
 
+@pytest.mark.parametrize("total,warmup,lr", [(1955, 0.25, 0.1), (100, 0.25, 0.8), (7, 0.3, 0.1), (3, 0.25, 0.1)])
+def test_onecycle_cos_is_torchs_one_cycle_scheduler_step_for_step(total, warmup, lr):
+    """--schedule onecycle-cos gives, at every step, the learning rate and the momentum that
+    torch.optim.lr_scheduler.OneCycleLR (with its defaults, as the WEAT authors' code uses it)
+    sets on an SGD optimizer: the library is the reference."""
+    import warnings
+
+    from weat_core.train import momentum_at
+
+    cfg = TrainConfig(lr=lr, warmup=warmup, schedule="onecycle-cos")
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr, momentum=0.9)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=warmup)
+    ours, torchs = [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (the scheduler's warning about stepping order)
+        for s in range(total):
+            ours.append((lr_at(s, total, cfg), momentum_at(s, total, cfg)))
+            torchs.append((opt.param_groups[0]["lr"], opt.param_groups[0]["momentum"]))
+            opt.step()
+            if s < total - 1:
+                sched.step()
+    assert ours == pytest.approx(torchs, rel=1e-12, abs=1e-15)
+    assert max(m for _, m in ours) == pytest.approx(0.95) and min(m for _, m in ours) < 0.9  # it cycles
+    assert momentum_at(5, 100, TrainConfig(momentum=0.8)) == 0.8  # the other schedules keep --momentum
+
+
 def test_augment_is_crop_and_flip_of_the_padded_image():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(64, 3, 8, 8)
@@ -113,8 +139,9 @@ def test_run_writes_log_and_checkpoints(folder_dataset, tmp_path):
         train(_cfg(folder_dataset, tmp_path / "run", epochs=2), progress=False)
 
 
-def test_interrupted_and_resumed_run_equals_uninterrupted(folder_dataset, tmp_path):
-    full = train(_cfg(folder_dataset, tmp_path / "full"), progress=False)
+@pytest.mark.parametrize("schedule", ["onecycle", "onecycle-cos"])
+def test_interrupted_and_resumed_run_equals_uninterrupted(folder_dataset, tmp_path, schedule):
+    full = train(_cfg(folder_dataset, tmp_path / "full", schedule=schedule), progress=False)
 
     calls = {"n": 0}
 
@@ -124,14 +151,47 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(folder_dataset, tmp_pa
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(_cfg(folder_dataset, tmp_path / "part"), progress=False, should_stop=crash)
+        train(_cfg(folder_dataset, tmp_path / "part", schedule=schedule), progress=False, should_stop=crash)
     assert (tmp_path / "part" / "LATEST").read_text().strip() == "state-0001"
-    resumed = train(_cfg(folder_dataset, tmp_path / "part"), progress=False, resume=True)
+    resumed = train(_cfg(folder_dataset, tmp_path / "part", schedule=schedule), progress=False, resume=True)
     a, b = full.model.state_dict(), resumed.model.state_dict()
     for k in a:
         assert torch.equal(a[k], b[k]), f"{k} differs after resume"
     log = [json.loads(s) for s in (tmp_path / "part" / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2, 3]
+    assert ("momentum" in log[0]) == (schedule == "onecycle-cos")  # logged where the schedule cycles it
+
+
+def test_a_onecycle_cos_run_steps_with_torchs_learning_rates_and_momenta(folder_dataset, tmp_path, monkeypatch):
+    """In a real run, every optimizer step of `--schedule onecycle-cos` sees the learning rate and
+    momentum that torch's OneCycleLR would set (the other schedules keep --momentum)."""
+    import warnings
+
+    import weat_core.train.loop as T
+
+    seen = []
+    real = T.train_step
+
+    def spy(model, fwd, opt, *a, **k):
+        seen.append((opt.param_groups[0]["lr"], opt.param_groups[0]["momentum"]))
+        return real(model, fwd, opt, *a, **k)
+
+    monkeypatch.setattr(T, "train_step", spy)
+    train(_cfg(folder_dataset, tmp_path / "run", schedule="onecycle-cos", epochs=2, lr=0.2, warmup=0.3), progress=False)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.2)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.2, total_steps=10, pct_start=0.3)
+    expected = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for s in range(10):  # 160 images, batch 32: 5 steps an epoch
+            expected.append((opt.param_groups[0]["lr"], opt.param_groups[0]["momentum"]))
+            opt.step()
+            if s < 9:
+                sched.step()
+    assert seen == pytest.approx(expected, rel=1e-12)
+    seen.clear()
+    train(_cfg(folder_dataset, tmp_path / "plain", epochs=1, momentum=0.8), progress=False)
+    assert {m for _, m in seen} == {0.8}
 
 
 def test_epochs_for_budget_fits_whole_epochs():
@@ -893,7 +953,7 @@ def test_replanned_epochs_only_where_the_steps_taken_keep_their_learning_rates()
     # so few epochs that the first decay (at half the steps) would fall inside the first epoch
     assert replanned_epochs(step, 1, 100, 40.0, 30.0) is None
     assert replanned_epochs(replace(step, schedule="constant"), 1, 100, 40.0, 30.0) == 1
-    for schedule in ("onecycle", "cosine"):
+    for schedule in ("onecycle", "cosine", "onecycle-cos"):
         assert replanned_epochs(replace(step, schedule=schedule), 1, 100, 12.0, 4.0) is None
 
 

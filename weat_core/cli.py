@@ -59,7 +59,10 @@ def _add_train(sub) -> None:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--momentum", type=float, default=d.momentum)
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule)
+    p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule,
+                   help="onecycle: linear warm-up (--warmup) and decay; step: lr ÷10 at 50 %% and 75 %%; cosine; "
+                        "constant; onecycle-cos: PyTorch's OneCycleLR as the WEAT authors' code runs it (cosine, "
+                        "lr/25 → lr → lr/2.5e5, momentum cycled 0.95 → 0.85 → 0.95 in place of --momentum)")
     p.add_argument("--warmup", type=float, default=d.warmup)
     p.add_argument("--eps", default="8/255", help="L∞ radius, e.g. 8/255")
     p.add_argument("--alpha", default="2/255", help="attack step size")

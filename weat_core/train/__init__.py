@@ -27,9 +27,9 @@ Run folder layout (`out`):
 """
 
 from .budget import epochs_for_budget, replanned_epochs
-from .config import COMPILE_MODES, METHODS, SCHEDULES, TrainConfig, lr_at
+from .config import COMPILE_MODES, METHODS, SCHEDULES, TrainConfig, lr_at, momentum_at, onecycle_cos_at
 from .loop import TrainResult, train
 from .steps import augment, make_attack, train_step
 
-__all__ = ["TrainConfig", "TrainResult", "train", "train_step", "make_attack", "lr_at", "augment", "METHODS",
-           "SCHEDULES", "COMPILE_MODES", "epochs_for_budget", "replanned_epochs"]
+__all__ = ["TrainConfig", "TrainResult", "train", "train_step", "make_attack", "lr_at", "momentum_at", "onecycle_cos_at",
+           "augment", "METHODS", "SCHEDULES", "COMPILE_MODES", "epochs_for_budget", "replanned_epochs"]

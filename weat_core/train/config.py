@@ -9,13 +9,16 @@ from typing import Optional
 from .. import WeatError
 from ..models import DEFAULT_CPU_ARCH
 
-__all__ = ["TrainConfig", "lr_at", "METHODS", "SCHEDULES", "COMPILE_MODES"]
+__all__ = ["TrainConfig", "lr_at", "momentum_at", "onecycle_cos_at", "METHODS", "SCHEDULES", "COMPILE_MODES"]
 
 METHODS = ("standard", "sat", "trades", "mart", "weat-adv", "weat-nat")
 # torch.compile's modes: "reduce-overhead" replays CUDA graphs (fewer kernel launches on a GPU),
 # the max-autotune ones also search Triton kernels (minutes of compilation)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-SCHEDULES = ("onecycle", "step", "cosine", "constant")
+SCHEDULES = ("onecycle", "step", "cosine", "constant", "onecycle-cos")
+# onecycle-cos: torch.optim.lr_scheduler.OneCycleLR with its defaults, the schedule of the WEAT
+# authors' training code (`OneCycleLR(optimizer, max_lr=lr, pct_start=0.25, ...)`, stepped every batch)
+ONECYCLE_COS = {"div_factor": 25.0, "final_div_factor": 1e4, "base_momentum": 0.85, "max_momentum": 0.95}
 
 
 @dataclass
@@ -53,7 +56,7 @@ class TrainConfig:
         if self.method not in METHODS:
             raise WeatError(f"unknown method {self.method!r}; choose one of: {', '.join(METHODS)}")
         if self.schedule not in SCHEDULES:
-            raise WeatError(f"unknown schedule {self.schedule!r}; choose onecycle, step, cosine or constant")
+            raise WeatError(f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
         if self.epochs < 1 or self.batch_size < 1:
             raise WeatError("epochs and batch size must be at least 1")
         if self.compile_mode is not None:
@@ -64,11 +67,11 @@ class TrainConfig:
             raise WeatError(f"the time budget must be a positive number of minutes, not {self.minutes}")
 
 
-
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     """Learning rate at optimizer step `step` of `total` (a pure function, so resuming needs no
     scheduler state). onecycle: linear 0 → lr over `warmup`, then linear → 0; step: ÷10 at 50 %
-    and 75 % (Rice et al. 2020's robust-overfitting schedule); cosine; constant."""
+    and 75 % (Rice et al. 2020's robust-overfitting schedule); cosine; constant; onecycle-cos:
+    PyTorch's OneCycleLR (`onecycle_cos_at`)."""
     t = step / max(total, 1)
     if cfg.schedule == "onecycle":
         w = cfg.warmup
@@ -77,4 +80,36 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
         return cfg.lr * (0.1 if t >= 0.5 else 1.0) * (0.1 if t >= 0.75 else 1.0)
     if cfg.schedule == "cosine":
         return cfg.lr * 0.5 * (1 + math.cos(math.pi * t))
+    if cfg.schedule == "onecycle-cos":
+        return onecycle_cos_at(step, total, cfg.lr, cfg.warmup)[0]
     return cfg.lr
+
+
+def momentum_at(step: int, total: int, cfg: TrainConfig) -> float:
+    """SGD momentum at optimizer step `step` of `total`: `cfg.momentum`, except under onecycle-cos,
+    which cycles it as OneCycleLR does (0.95 → 0.85 over the warm-up, back to 0.95 by the end)."""
+    if cfg.schedule == "onecycle-cos":
+        return onecycle_cos_at(step, total, cfg.lr, cfg.warmup)[1]
+    return cfg.momentum
+
+
+def _annealing_cos(start: float, end: float, pct: float) -> float:
+    return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+
+
+def onecycle_cos_at(step: int, total: int, max_lr: float, pct_start: float) -> tuple[float, float]:
+    """(learning rate, momentum) at optimizer step `step` of `total` under
+    `torch.optim.lr_scheduler.OneCycleLR(opt, max_lr, total_steps=total, pct_start=pct_start)`
+    with its other defaults (cosine annealing; lr from max_lr/25 up to max_lr, then down to
+    max_lr/2.5e5; momentum cycled between 0.95 and 0.85), written as a pure function of the step
+    so that a resumed run needs no scheduler state; a test holds it to torch's scheduler. (Where
+    the warm-up ends exactly at step 0, where torch divides by zero, the warm-up counts as done.)"""
+    c = ONECYCLE_COS
+    initial = max_lr / c["div_factor"]
+    warm_end = float(pct_start * total) - 1  # the step where the warm-up ends, as torch counts it
+    if step <= warm_end and warm_end > 0:
+        pct = step / warm_end
+        return _annealing_cos(initial, max_lr, pct), _annealing_cos(c["max_momentum"], c["base_momentum"], pct)
+    pct = (step - warm_end) / max(total - 1 - warm_end, 1e-12)
+    return (_annealing_cos(max_lr, initial / c["final_div_factor"], pct),
+            _annealing_cos(c["base_momentum"], c["max_momentum"], pct))

@@ -19,7 +19,7 @@ from ..data import ImageSet, dataset_info, load_split
 from ..losses import get_loss
 from ..models import create_model
 from .budget import _after_first_epoch, _calibrate, epochs_for_budget
-from .config import TrainConfig, lr_at
+from .config import TrainConfig, lr_at, momentum_at
 from .distributed import _all_sum, _dist_env, _resolve_device
 from .run_folder import _load_init, _load_resume, _publish, _recorded_epochs, _write_state
 from .steps import _eval_subset, augment, make_attack, train_step
@@ -169,9 +169,9 @@ def train(
             idx = perm[i * per_rank * world + rank * per_rank: i * per_rank * world + (rank + 1) * per_rank]
             xb = augment(xs[idx].float().div_(255), g).contiguous(memory_format=mf)  # (b, C, H, W)
             yb = ys[idx]
-            lr = lr_at(step, total, cfg)
+            lr, momentum = lr_at(step, total, cfg), momentum_at(step, total, cfg)
             for pg in opt.param_groups:
-                pg["lr"] = lr
+                pg["lr"], pg["momentum"] = lr, momentum
             res = train_step(model, fwd, opt, attack, loss_fn, xb, yb, cfg, amp, attack_model)
             loss = res.loss.mean()
             step += 1
@@ -202,6 +202,8 @@ def train(
         train_time = time.perf_counter() - t0
         seen = done * per_rank * world
         rec: dict[str, Any] = {"epoch": epoch, "epochs": cfg.epochs, "lr": lr, "method": cfg.method, "arch": cfg.arch}
+        if cfg.schedule == "onecycle-cos":  # the schedule that cycles it
+            rec["momentum"] = momentum
         for k, v in sums.items():
             if k in ("weight_min", "weight_max"):
                 continue
