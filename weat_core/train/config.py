@@ -30,10 +30,10 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 128
     lr: float = 0.1
-    momentum: float = 0.9
+    momentum: float = 0.9  # (onecycle-cos cycles its own)
     weight_decay: float = 5e-4
-    schedule: str = "onecycle"  # onecycle | step | cosine | constant
-    warmup: float = 0.25  # fraction of training spent warming up (onecycle)
+    schedule: str = "onecycle"  # one of SCHEDULES
+    warmup: float = 0.25  # fraction of training spent warming up (onecycle, onecycle-cos)
     eps: float = 8 / 255
     alpha: float = 2 / 255
     attack_steps: int = 10
