@@ -64,28 +64,33 @@ def test_lr_schedules_follow_their_formulas():
     assert [lr_at(s, 100, step) for s in (0, 49, 50, 74, 75)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001])
 
 
-@pytest.mark.parametrize("total,warmup,lr", [(1955, 0.25, 0.1), (100, 0.25, 0.8), (7, 0.3, 0.1), (3, 0.25, 0.1)])
-def test_onecycle_cos_is_torchs_one_cycle_scheduler_step_for_step(total, warmup, lr):
-    """--schedule onecycle-cos gives, at every step, the learning rate and the momentum that
-    torch.optim.lr_scheduler.OneCycleLR (with its defaults, as the WEAT authors' code uses it)
-    sets on an SGD optimizer: the library is the reference."""
+def _torch_one_cycle(total: int, warmup: float, lr: float) -> list[tuple[float, float]]:
+    """(lr, momentum) that torch.optim.lr_scheduler.OneCycleLR, with its defaults (as the WEAT
+    authors' code uses it), sets on an SGD optimizer at each of `total` steps: the reference."""
     import warnings
 
-    from weat_core.train import momentum_at
-
-    cfg = TrainConfig(lr=lr, warmup=warmup, schedule="onecycle-cos")
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr, momentum=0.9)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=warmup)
-    ours, torchs = [], []
+    out = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # (the scheduler's warning about stepping order)
         for s in range(total):
-            ours.append((lr_at(s, total, cfg), momentum_at(s, total, cfg)))
-            torchs.append((opt.param_groups[0]["lr"], opt.param_groups[0]["momentum"]))
+            out.append((opt.param_groups[0]["lr"], opt.param_groups[0]["momentum"]))
             opt.step()
             if s < total - 1:
                 sched.step()
-    assert ours == pytest.approx(torchs, rel=1e-12, abs=1e-15)
+    return out
+
+
+@pytest.mark.parametrize("total,warmup,lr", [(1955, 0.25, 0.1), (100, 0.25, 0.8), (7, 0.3, 0.1), (3, 0.25, 0.1)])
+def test_onecycle_cos_is_torchs_one_cycle_scheduler_step_for_step(total, warmup, lr):
+    """--schedule onecycle-cos gives, at every step, the learning rate and the momentum that
+    torch's OneCycleLR sets on an SGD optimizer: the library is the reference."""
+    from weat_core.train import momentum_at
+
+    cfg = TrainConfig(lr=lr, warmup=warmup, schedule="onecycle-cos")
+    ours = [(lr_at(s, total, cfg), momentum_at(s, total, cfg)) for s in range(total)]
+    assert ours == pytest.approx(_torch_one_cycle(total, warmup, lr), rel=1e-12, abs=1e-15)
     assert max(m for _, m in ours) == pytest.approx(0.95) and min(m for _, m in ours) < 0.9  # it cycles
     assert momentum_at(5, 100, TrainConfig(momentum=0.8)) == 0.8  # the other schedules keep --momentum
 
@@ -165,8 +170,6 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(folder_dataset, tmp_pa
 def test_a_onecycle_cos_run_steps_with_torchs_learning_rates_and_momenta(folder_dataset, tmp_path, monkeypatch):
     """In a real run, every optimizer step of `--schedule onecycle-cos` sees the learning rate and
     momentum that torch's OneCycleLR would set (the other schedules keep --momentum)."""
-    import warnings
-
     import weat_core.train.loop as T
 
     seen = []
@@ -178,17 +181,7 @@ def test_a_onecycle_cos_run_steps_with_torchs_learning_rates_and_momenta(folder_
 
     monkeypatch.setattr(T, "train_step", spy)
     train(_cfg(folder_dataset, tmp_path / "run", schedule="onecycle-cos", epochs=2, lr=0.2, warmup=0.3), progress=False)
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.2)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.2, total_steps=10, pct_start=0.3)
-    expected = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for s in range(10):  # 160 images, batch 32: 5 steps an epoch
-            expected.append((opt.param_groups[0]["lr"], opt.param_groups[0]["momentum"]))
-            opt.step()
-            if s < 9:
-                sched.step()
-    assert seen == pytest.approx(expected, rel=1e-12)
+    assert seen == pytest.approx(_torch_one_cycle(10, 0.3, 0.2), rel=1e-12)  # 160 images, batch 32: 5 steps an epoch
     seen.clear()
     train(_cfg(folder_dataset, tmp_path / "plain", epochs=1, momentum=0.8), progress=False)
     assert {m for _, m in seen} == {0.8}
