@@ -6,7 +6,11 @@ energy, attacks, losses, models, data, train, evaluate, export, sampling, checkp
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "WeatError"]
+__all__ = ["__version__", "WeatError", "DEFAULT_CPU_ARCH"]
+
+# The small architecture for CPUs (`weat_core.models.DEFAULT_CPU_ARCH` is this name). It lives here,
+# free of torch, so that building the command line's parser (its `train --arch` default) imports nothing heavy.
+DEFAULT_CPU_ARCH = "weatnet_s"
 
 
 class WeatError(Exception):

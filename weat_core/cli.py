@@ -427,12 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep(sub)
     _add_list(sub)
     _add_export(sub)
-    try:
-        from .sampling.cli import add_commands
-    except ImportError:  # the generation commands are optional until that package exists
-        pass
-    else:
-        add_commands(sub)
+    from .sampling.cli import add_commands
+
+    add_commands(sub)
     return p
 
 

@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 
 from torch import nn
 
+from .. import DEFAULT_CPU_ARCH
 from .layers import CIFAR10_MEAN, CIFAR10_STD, Classifier, Normalize
 from .preact_resnet import PreActResNet
 from .resnet import ResNet
@@ -29,7 +30,6 @@ __all__ = [
     "TIMM_PREFIX",
 ]
 
-DEFAULT_CPU_ARCH = "weatnet_s"
 TIMM_PREFIX = "weat_"
 
 

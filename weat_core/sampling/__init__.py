@@ -5,29 +5,30 @@
     model = checkpoints.load("weatnet_s-weat-adv")
     res = generate(model, torch.arange(10).repeat_interleave(8), seed=0)   # res.images (80, 3, 32, 32)
 
-- `sgld`:     the SGLD sampler (momentum, update clamp, divergence detection) and its Heun variant,
-              small frozen objects with `init()` / `step()`; the caller writes the loop.
-- `init`:     uniform / class-conditional Gaussian / class-wise PCA starts; `ClassStats`
-              (fitted once, saved as `init_stats.safetensors` beside the checkpoint).
-- `generate`: `generate(model, labels, ...)` with per-model defaults.
-- `metrics`:  Inception Score / FID (torchmetrics) and the offline classifier agreement and diversity.
-- `cli`:      the `generate`, `gen-eval` and `init-stats` commands.
+- `sgld`:       the SGLD sampler (momentum, update clamp, divergence detection) and its Heun variant,
+                small frozen objects with `init()` / `step()`; the caller writes the loop.
+- `init`:       uniform / class-conditional Gaussian / class-wise PCA starts; `ClassStats`
+                (fitted once, saved as `init_stats.safetensors` beside the checkpoint).
+- `generation`: `generate(model, labels, ...)` with per-model defaults.
+- `metrics`:    Inception Score / FID (torchmetrics) and the offline classifier agreement and diversity.
+- `cli`:        the `generate`, `gen-eval` and `init-stats` commands.
+
+The names above are imported from their submodules on first use.
 """
 
-from .generate import (
-    FAMILY_DEFAULTS,
-    OBJECTIVES,
-    GenerationResult,
-    GenerationSettings,
-    default_settings,
-    generate,
-    objective_energy,
-    threat_model,
-)
-from .init import DEFAULT_MAX_BYTES, INITS, STATS_NAME, ClassStats, initial_images, stats_path
-from .metrics import (classifier_agreement, diversity, evaluate_samples, fid, inception_score,
-                      penultimate_features)
-from .sgld import DIVERGENCE_REASONS, SGLD, EnergyFn, Heun, SamplingDiverged, SGLDState, make_sampler
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    **dict.fromkeys(("FAMILY_DEFAULTS", "OBJECTIVES", "GenerationResult", "GenerationSettings", "default_settings",
+                     "generate", "objective_energy", "threat_model"), "generation"),
+    **dict.fromkeys(("DEFAULT_MAX_BYTES", "INITS", "STATS_NAME", "ClassStats", "initial_images", "stats_path"), "init"),
+    **dict.fromkeys(("classifier_agreement", "diversity", "evaluate_samples", "fid", "inception_score",
+                     "penultimate_features"), "metrics"),
+    **dict.fromkeys(("DIVERGENCE_REASONS", "SGLD", "EnergyFn", "Heun", "SamplingDiverged", "SGLDState", "make_sampler"),
+                    "sgld"),
+}
+# imported on first use, so that the command line builds its parser without torch
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "ClassStats",

@@ -17,12 +17,15 @@ import os
 import random
 import re
 from pathlib import Path
-from typing import Any, Optional, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from .. import WeatError
-from .init import DEFAULT_MAX_BYTES
+
+if TYPE_CHECKING:
+    import torch
+
+# torch and the sampling code are imported inside the commands: building the parser stays light
+DEFAULT_MAX_MB = 8.0  # init-stats --max-mb: init.DEFAULT_MAX_BYTES in MiB (a test holds the two equal)
 
 __all__ = ["add_commands", "cmd_generate", "cmd_gen_eval", "cmd_init_stats", "parse_classes"]
 
@@ -58,6 +61,8 @@ def parse_classes(spec: str, num_classes: int, names: Sequence[str] = ()) -> lis
 
 
 def _device(name: str) -> torch.device:
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -149,8 +154,9 @@ def add_commands(subparsers: Any) -> None:
                    help="keep the statistics in FILE, shared by checkpoints of one dataset: computed when FILE "
                         "does not exist yet, else reused; the checkpoint's config.json then names FILE")
     p.add_argument("--variance", type=float, default=0.99, help="keep the components that reach this variance share")
-    p.add_argument("--max-mb", type=float, default=DEFAULT_MAX_BYTES / 2**20,
-                   help="size budget of the file in MiB (int8 components: ~3 KB each per class on 32×32 RGB)")
+    p.add_argument("--max-mb", type=float, default=DEFAULT_MAX_MB,
+                   help="size budget of the file in MiB (default %(default)g; int8 components: ~3 KB each per class "
+                        "on 32×32 RGB)")
     p.add_argument("--limit", type=int, default=None, help="use the first N training images only")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_init_stats)
@@ -162,7 +168,9 @@ def add_commands(subparsers: Any) -> None:
 def _run_generation(args: argparse.Namespace, model: Any):
     from tqdm.auto import tqdm
 
-    from .generate import default_settings, generate
+    import torch
+
+    from .generation import default_settings, generate
 
     names = _class_names(model)
     classes = parse_classes(args.classes, model.num_classes, names)
@@ -192,11 +200,14 @@ def _run_generation(args: argparse.Namespace, model: Any):
 
 
 def _to_uint8(x: torch.Tensor) -> torch.Tensor:
+    import torch
+
     return x.clamp(0, 1).mul(255).round().to(torch.uint8)
 
 
 def _write_outputs(res: Any, names: Sequence[str], per_class: int, out: Path, checkpoint: str) -> None:
     import numpy as np
+    import torch
     from PIL import Image
     from torchvision.utils import make_grid
 
@@ -231,6 +242,8 @@ def _write_outputs(res: Any, names: Sequence[str], per_class: int, out: Path, ch
 
 def cmd_generate(args: argparse.Namespace) -> int:
     """`generate`: sample images and write grid.png, images/, samples.npz, energies.json."""
+    import torch
+
     from .. import checkpoints
 
     model = checkpoints.load(args.checkpoint, device=_device(args.device))
@@ -258,6 +271,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def _load_samples(path: str) -> tuple[torch.Tensor, torch.Tensor]:
     import numpy as np
+    import torch
 
     p = Path(path)
     if p.is_dir():
@@ -275,6 +289,8 @@ def _load_samples(path: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 def cmd_gen_eval(args: argparse.Namespace) -> int:
     """`gen-eval`: print agreement, diversity (pixels and features), IS and FID of generated images."""
+    import torch
+
     from .. import checkpoints
     from ..data import load_split
     from .metrics import evaluate_samples, fid, inception_score

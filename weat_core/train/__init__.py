@@ -26,10 +26,17 @@ Run folder layout (`out`):
                        so a kill at any moment leaves the last good checkpoint readable
 """
 
-from .budget import epochs_for_budget, replanned_epochs
-from .config import COMPILE_MODES, METHODS, SCHEDULES, TrainConfig, lr_at, momentum_at, onecycle_cos_at
-from .loop import TrainResult, train
-from .steps import augment, make_attack, train_step
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "epochs_for_budget": "budget", "replanned_epochs": "budget",
+    "COMPILE_MODES": "config", "METHODS": "config", "SCHEDULES": "config", "TrainConfig": "config",
+    "lr_at": "config", "momentum_at": "config", "onecycle_cos_at": "config",
+    "TrainResult": "loop", "train": "loop",
+    "augment": "steps", "make_attack": "steps", "train_step": "steps",
+}
+# imported on first use: `config` is free of torch, so the command line's parser reads it quickly
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = ["TrainConfig", "TrainResult", "train", "train_step", "make_attack", "lr_at", "momentum_at", "onecycle_cos_at",
            "augment", "METHODS", "SCHEDULES", "COMPILE_MODES", "epochs_for_budget", "replanned_epochs"]

@@ -6,8 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .. import WeatError
-from ..models import DEFAULT_CPU_ARCH
+from .. import DEFAULT_CPU_ARCH, WeatError
 
 __all__ = ["TrainConfig", "lr_at", "momentum_at", "onecycle_cos_at", "METHODS", "SCHEDULES", "COMPILE_MODES"]
 

@@ -1,0 +1,67 @@
+"""The command line's parser is light (no torch), and the lazily exported package names all resolve."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_building_the_parser_imports_no_torch():
+    """`python -m weat_core --help` (and each command's --help) answers without importing torch or timm,
+    which take seconds; a top-level import of either in a module the parser reads fails this."""
+    code = ("import sys; from weat_core.cli import build_parser; p = build_parser(); "
+            "p.parse_args(['train', '--epochs', '1']); "
+            "print(','.join(m for m in ('torch', 'timm', 'torchvision', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_help_lists_every_command():
+    out = subprocess.run([sys.executable, "-m", "weat_core", "--help"], cwd=REPO, capture_output=True, text=True,
+                         check=True).stdout
+    for command in ("train", "eval", "sweep", "list", "export", "generate", "gen-eval", "init-stats"):
+        assert command in out
+
+
+@pytest.mark.parametrize("package", ["weat_core.train", "weat_core.sampling"])
+def test_lazy_exports_resolve(package):
+    pkg = importlib.import_module(package)
+    submodules = {m.name for m in pkgutil.iter_modules(pkg.__path__)}
+    assert set(pkg._EXPORTS) == set(pkg.__all__)
+    # an exported name equal to a submodule's would be replaced by the module once that is imported
+    assert not submodules & set(pkg._EXPORTS)
+    for name, sub in pkg._EXPORTS.items():
+        assert getattr(pkg, name) is getattr(importlib.import_module(f"{package}.{sub}"), name)
+    assert set(pkg.__all__) <= set(dir(pkg))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        pkg.nope
+
+
+def test_the_generate_function_survives_its_module_being_imported():
+    from weat_core.sampling import generation
+    import weat_core.sampling as sampling
+
+    assert sampling.generate is generation.generate and callable(sampling.generate)
+
+
+def test_init_stats_size_default_matches_the_library():
+    from weat_core.sampling.cli import DEFAULT_MAX_MB
+    from weat_core.sampling.init import DEFAULT_MAX_BYTES
+
+    assert DEFAULT_MAX_MB * 2**20 == DEFAULT_MAX_BYTES
+
+
+def test_default_cpu_arch_is_one_name():
+    import weat_core
+    from weat_core.models import DEFAULT_CPU_ARCH, list_archs
+    from weat_core.train import TrainConfig
+
+    assert DEFAULT_CPU_ARCH is weat_core.DEFAULT_CPU_ARCH == TrainConfig().arch
+    assert DEFAULT_CPU_ARCH in list_archs()
