@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from weat_core import WeatError
 from weat_core.attacks import (
     PGD,
     EnergyAttack,
@@ -482,7 +483,7 @@ def test_make_attack_l2_step():
 @pytest.mark.parametrize("spec", ["", "pgd", "pgdx", "pgd-10", "pgd10-x", "trades10-t", "energy-lower10-ll",
                                   "energy10", "autoattack-slow", "10pgd", "pgd 10"])
 def test_make_attack_rejects_garbage(spec):
-    with pytest.raises(ValueError):
+    with pytest.raises(WeatError, match="use pgdN"):
         make_attack(spec)
 
 

@@ -141,3 +141,14 @@ def test_amp_runs_the_attacks_in_bf16_and_measures_in_fp32(trained_tiny, synthet
     ck = save(trained_tiny, tmp_path / "ck", {"dataset": "cifar10"})
     assert main(["eval", "--checkpoint", str(ck), "--amp", "--store", "--device", "cpu", "--quiet"]) != 0
     assert "fp32 measurements only" in capsys.readouterr().err
+
+
+def test_an_unknown_attack_fails_before_any_work(trained_tiny, synthetic_batch, monkeypatch):
+    """A typo in the last of several attack names is reported before the clean pass and the first attack
+    run (which take minutes on a full split), as one sentence that lists the names."""
+    x, y = synthetic_batch
+    ran = []
+    monkeypatch.setattr(ev, "eval_logits", lambda *a, **k: ran.append(1))
+    with pytest.raises(WeatError, match="unknown attack 'pgd20-x'.*use pgdN"):
+        evaluate(trained_tiny, x, y, attacks=("pgd5", "pgd20-x"))
+    assert not ran

@@ -82,6 +82,8 @@ def evaluate(
     res: dict[str, Any] = {"n": n, "eps": eps, "norm": norm, "energy": {}, "joint_energy": {}, "delta_e": {},
                            "share_lower": {}, "unchanged": {}, "time_s": {}, **({"correct": {}} if per_image else {})}
     names = ["clean"] + [a for a in attacks if a != "clean"]
+    for name in names[1:]:  # an unknown name fails here, before any work
+        make_attack(name, eps=eps, norm=norm)
     settings = {"n": n, "eps": eps, "norm": norm, "batch_size": batch_size, "seed": seed, "attacks": names,
                 **({"per_image": True} if per_image else {}), **({"amp": True} if amp else {})}
     # (states written before per_image and amp existed stay valid)

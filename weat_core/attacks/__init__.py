@@ -9,6 +9,7 @@ leaves the model's train/eval mode as it found it and never changes its paramete
 
 from __future__ import annotations
 
+from .. import WeatError
 from .autoattack import TorchAttack
 from .base import AttackCallback, eval_mode, project
 from .energy_attack import EnergyAttack
@@ -30,6 +31,11 @@ __all__ = [
 ]
 
 
+ATTACK_NAMES = ("use pgdN, cwN (either with -t: targeted at a random other class, or -ll: at the least likely "
+                "one), tradesN, energy-lowerN or energy-raiseN, where N is the number of steps (e.g. pgd20, "
+                "pgd20-t), or apgd-ce, apgd-dlr, apgd-t, fab-t, square, aa (AutoAttack) or aa-fast")
+
+
 def make_attack(spec: str, eps: float = 8 / 255, norm: str = "linf"):
     """Attack from a short name used by the CLI and the app.
 
@@ -37,7 +43,8 @@ def make_attack(spec: str, eps: float = 8 / 255, norm: str = "linf"):
     other class), "pgd10-ll" (targeted, least-likely), "cw20" (PGD on the CW margin),
     "trades10", "energy-lower10", "energy-raise10", and the torchattacks ones:
     "apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square", "autoattack", "autoattack-fast".
-    Returns (attack, target) where target is the `target=` argument to pass.
+    Returns (attack, target) where target is the `target=` argument to pass. Any other name
+    raises a WeatError that lists the names.
     """
     import re
 
@@ -48,14 +55,14 @@ def make_attack(spec: str, eps: float = 8 / 255, norm: str = "linf"):
         return TorchAttack(name, eps=eps, norm=norm), None
     m = re.fullmatch(r"(pgd|cw|trades|energy-lower|energy-raise)(\d+)(-t|-ll)?", s)
     if not m:
-        raise ValueError(f"unknown attack {spec!r}")
+        raise WeatError(f"unknown attack {spec!r}: {ATTACK_NAMES}")
     kind, steps, suffix = m.group(1), int(m.group(2)), m.group(3)
     if kind in ("pgd", "cw"):
         loss = "ce" if kind == "pgd" else "cw"
         target = "least-likely" if suffix == "-ll" else None
         return PGD(eps=eps, alpha=alpha, steps=steps, norm=norm, targeted=suffix is not None, loss=loss), target
     if suffix:
-        raise ValueError(f"{kind} attacks are untargeted: {spec!r}")
+        raise WeatError(f"{kind} attacks are untargeted: {spec!r} has no -t or -ll form ({ATTACK_NAMES})")
     if kind == "trades":
         return TradesAttack(eps=eps, alpha=alpha, steps=steps, norm=norm), None
     return EnergyAttack(direction=kind.split("-")[1], eps=eps, alpha=alpha, steps=steps, norm=norm), None

@@ -7,7 +7,6 @@ from typing import Callable, Union
 
 import torch
 
-from .. import WeatError
 from ..attacks import TorchAttack, make_attack
 from ..devices import bf16_ok  # noqa: F401 - re-exported by lens
 
@@ -42,11 +41,7 @@ def attack_from(kind: str, eps: float = 8 / 255, steps: int = 10, norm: str = "l
         return TorchAttack(pattern, eps=eps, norm=norm, steps=steps, keep="max-loss"), None
     if pattern == "apgd-t":  # no best-loss mode: images it fails on come back unchanged ("unchanged" column)
         return TorchAttack(pattern, eps=eps, norm=norm, steps=steps), None
-    try:
-        attack, target = make_attack(pattern.format(steps=steps), eps=eps, norm=norm)
-    except ValueError as e:
-        raise WeatError(str(e)) from None
-    return attack, target
+    return make_attack(pattern.format(steps=steps), eps=eps, norm=norm)  # an unknown name: a WeatError
 
 
 def _spec(spec: AttackSpec) -> tuple:
