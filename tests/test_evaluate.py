@@ -152,3 +152,14 @@ def test_an_unknown_attack_fails_before_any_work(trained_tiny, synthetic_batch, 
     with pytest.raises(WeatError, match="unknown attack 'pgd20-x'.*use pgdN"):
         evaluate(trained_tiny, x, y, attacks=("pgd5", "pgd20-x"))
     assert not ran
+
+
+@pytest.mark.parametrize("text, value", [("8/255", 8 / 255), ("0.5", 0.5), ("2", 2.0)])
+def test_parse_eps(text, value):
+    assert ev.parse_eps(text) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text", ["foo", "8/", "8/0", "/255", ""])
+def test_parse_eps_rejects_what_is_not_a_number(text):
+    with pytest.raises(WeatError, match="is not a number: write it as a fraction such as 8/255"):
+        ev.parse_eps(text)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from weat_core import WeatError
 from weat_core.models import DEFAULT_CPU_ARCH, TIMM_PREFIX, Classifier, create_model, list_archs
 from weat_core.models.layers import CIFAR10_MEAN, CIFAR10_STD
 
@@ -56,9 +57,11 @@ def test_timm_prefix_accepted_by_create_model():
     assert create_model(TIMM_PREFIX + "weatnet_tiny").config["arch"] == "weatnet_tiny"
 
 
-def test_unknown_arch_is_a_clear_value_error():
-    with pytest.raises(ValueError, match="unknown architecture 'resnet1000'.*weatnet_tiny"):
+def test_unknown_arch_or_option_is_a_clear_error():
+    with pytest.raises(WeatError, match="unknown architecture 'resnet1000'.*weatnet_tiny"):
         create_model("resnet1000")
+    with pytest.raises(WeatError, match="'weatnet_tiny' does not take the options {'depth': 3}"):
+        create_model("weatnet_tiny", depth=3)
 
 
 def test_normalization_lives_inside_the_model(seeded):

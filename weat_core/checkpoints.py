@@ -230,7 +230,7 @@ def _build(cfg: dict[str, Any]) -> Classifier:
                             std=cfg.get("std", (1.0, 1.0, 1.0)), **cfg.get("arch_kwargs", {}))
     except KeyError as e:
         raise WeatError(f"config.json lacks the field {e.args[0]!r}") from None
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, WeatError) as e:
         raise WeatError(f"config.json describes a model we cannot build: {e}") from None
 
 

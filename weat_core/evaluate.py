@@ -29,10 +29,13 @@ def parse_eps(s: str | float) -> float:
     """"8/255" → 0.0313…, "0.5" → 0.5."""
     if isinstance(s, (int, float)):
         return float(s)
-    if "/" in s:
-        a, b = s.split("/", 1)
-        return float(a) / float(b)
-    return float(s)
+    try:
+        if "/" in s:
+            a, b = s.split("/", 1)
+            return float(a) / float(b)
+        return float(s)
+    except (ValueError, ZeroDivisionError):
+        raise WeatError(f"{s!r} is not a number: write it as a fraction such as 8/255 or a decimal such as 0.5") from None
 
 
 @torch.no_grad()

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 from torch import nn
 
-from .. import DEFAULT_CPU_ARCH
+from .. import DEFAULT_CPU_ARCH, WeatError
 from .layers import CIFAR10_MEAN, CIFAR10_STD, Classifier, Normalize
 from .preact_resnet import PreActResNet
 from .resnet import ResNet
@@ -87,12 +87,18 @@ def create_model(
     """Build `arch` (see `list_archs()`) for `num_classes` classes, inputs in [0, 1].
 
     Extra keyword arguments go to the architecture (e.g. `width=` for weatnet) and are
-    recorded in `model.config` so checkpoints can rebuild the model exactly.
+    recorded in `model.config` so checkpoints can rebuild the model exactly. An unknown
+    architecture or option raises a WeatError.
     """
     name = arch[len(TIMM_PREFIX):] if arch.startswith(TIMM_PREFIX) and arch[len(TIMM_PREFIX):] in _ARCHS else arch
     if name not in _ARCHS:
-        raise ValueError(f"unknown architecture {arch!r}; choose one of: {', '.join(list_archs())}")
-    net = _ARCHS[name].build(num_classes, **kwargs)
+        raise WeatError(f"unknown architecture {arch!r}; choose one of: {', '.join(list_archs())}")
+    try:
+        net = _ARCHS[name].build(num_classes, **kwargs)
+    except TypeError as e:  # an option the architecture does not have (e.g. from --arch-kwargs)
+        if kwargs and "keyword argument" in str(e):
+            raise WeatError(f"architecture {name!r} does not take the options {kwargs}: {e}") from None
+        raise
     return Classifier(net, mean, std, {"arch": name, "num_classes": num_classes, "arch_kwargs": dict(kwargs)})
 
 

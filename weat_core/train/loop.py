@@ -99,6 +99,8 @@ def train(
                     (out / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
             if start_epoch:
                 log.info("resuming %s after epoch %d", out, start_epoch)
+            else:
+                log.info("%s holds no finished epoch yet: --resume starts at the first", out)
         elif (out / "LATEST").exists() and rank == 0:
             raise WeatError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
 
