@@ -23,6 +23,15 @@ def test_building_the_parser_imports_no_torch():
     assert out.stdout.strip() == ""
 
 
+def test_list_reads_the_configs_without_torch():
+    """`list` reads config.json files only; loading weights is where torch comes in."""
+    code = ("import sys; from weat_core.cli import main; rc = main(['list']); "
+            "print('TORCH' if 'torch' in sys.modules else 'LIGHT', rc)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "LIGHT 0"
+    assert "weatnet_s-weat-adv" in out
+
+
 def test_help_lists_every_command():
     out = subprocess.run([sys.executable, "-m", "weat_core", "--help"], cwd=REPO, capture_output=True, text=True,
                          check=True).stdout

@@ -22,13 +22,15 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from . import WeatError
-from .models import Classifier, create_model
+
+if TYPE_CHECKING:  # torch and the models are imported where weights are read or written: listing stays light
+    import torch
+    from torch import nn
+
+    from .models import Classifier
 
 __all__ = [
     "CheckpointInfo",
@@ -188,6 +190,7 @@ def _refuse(path: Path, why: str) -> WeatError:
 def load_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
     """Tensors from a safetensors file, a sharded safetensors index, a folder, or a plain
     `torch.save(state_dict)` file (read with weights_only=True)."""
+    import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -225,6 +228,8 @@ def load_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
 
 
 def _build(cfg: dict[str, Any]) -> Classifier:
+    from .models import create_model
+
     try:
         return create_model(cfg["arch"], num_classes=int(cfg["num_classes"]), mean=cfg.get("mean", (0.0, 0.0, 0.0)),
                             std=cfg.get("std", (1.0, 1.0, 1.0)), **cfg.get("arch_kwargs", {}))
