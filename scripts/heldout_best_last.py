@@ -46,12 +46,15 @@ def main() -> None:
         for pointer in ("BEST", "LATEST"):
             ck = run / (run / pointer).read_text().strip()
             model, t0 = load(ck, device=device), time.time()
-            held = evaluate(model, test.float()[skip:], test.y[skip:], [args.attack], per_image=True, amp=args.amp)
-            own = evaluate(model, train.float(), train.y, [args.attack], amp=args.amp)
+            # at the run's own threat model (its ε and step, as its per-epoch subset was measured)
+            kw = dict(eps=cfg["eps"], alpha=cfg["alpha"], amp=args.amp)
+            held = evaluate(model, test.float()[skip:], test.y[skip:], [args.attack], per_image=True, **kw)
+            own = evaluate(model, train.float(), train.y, [args.attack], **kw)
             row = {"test_clean": held["clean_acc"], f"test_{args.attack}": held[f"{args.attack}_acc"],
                    "test_delta_e": held["delta_e"][args.attack], "train_clean": own["clean_acc"],
                    f"train_{args.attack}": own[f"{args.attack}_acc"], "train_delta_e": own["delta_e"][args.attack],
                    "n_test": int(held["n"]), "n_train": int(own["n"]), "s": round(time.time() - t0, 1),
+                   "eps": cfg["eps"], "alpha": cfg["alpha"],
                    **({"amp": True} if args.amp else {}),
                    # which held-out images it got right under attack: best and last epoch, same images,
                    # compared pairwise (export.heldout_summary)

@@ -471,6 +471,7 @@ def test_the_retrain_command_gives_back_every_setting_of_a_run():
              "limit": 500, "amp": False, "channels_last": False, "compile": True, "compile_mode": "reduce-overhead"}
     _parses_back(every)
     _parses_back({**every, "amp": True, "compile": False, "compile_mode": None, "channels_last": True})
+    _parses_back({**every, "eps": 2 / 255, "alpha": 0.5 / 255})  # a step under 1/255 once became "0/255"
 
 
 @pytest.mark.parametrize("cfg_file", SHIPPED_CONFIGS, ids=lambda p: p.parent.name)

@@ -163,3 +163,14 @@ def test_parse_eps(text, value):
 def test_parse_eps_rejects_what_is_not_a_number(text):
     with pytest.raises(WeatError, match="is not a number: write it as a fraction such as 8/255"):
         ev.parse_eps(text)
+
+
+def test_a_given_step_size_reaches_the_attacks_and_the_result(trained_tiny, synthetic_batch, monkeypatch):
+    x, y = synthetic_batch
+    seen = []
+    real = ev.make_attack
+    monkeypatch.setattr(ev, "make_attack", lambda *a, **k: seen.append(k.get("alpha")) or real(*a, **k))
+    res = evaluate(trained_tiny, x[:8], y[:8], attacks=("pgd2",), eps=2 / 255, alpha=0.5 / 255)
+    assert seen and all(a == 0.5 / 255 for a in seen)
+    assert res["alpha"] == 0.5 / 255 and "step 0.0020" in ev.format_table(res)
+    assert "alpha" not in evaluate(trained_tiny, x[:8], y[:8], attacks=("pgd2",))

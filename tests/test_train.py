@@ -798,6 +798,8 @@ def test_the_heldout_check_compares_best_and_last_pairwise_on_the_same_images():
     assert not heldout_summary(unpaired)["overfitting"] and "paired" not in heldout_summary(unpaired)
     bf16 = {k: {**r, "amp": True} for k, r in rows(1300, 60, 4).items()}  # heldout_best_last.py --amp
     assert "PGD-20, attacks in bf16)" in heldout_text(heldout_summary(bf16))
+    small = {k: {**r, "eps": 2 / 255, "alpha": 0.5 / 255} for k, r in rows(1300, 60, 4).items()}  # the run's own ε
+    assert "PGD-20 at ε = 2/255, step 0.5/255)" in heldout_text(heldout_summary(small))
 
 
 @pytest.mark.parametrize("parallel", ["0", "1"])

@@ -127,6 +127,8 @@ def _add_eval(sub) -> None:
                    help="comma list: pgd20, pgd20-t, pgd20-ll, cw20, trades10, energy-lower10, apgd-ce, apgd-t, "
                         "fab-t, square, aa (standard AutoAttack), aa-fast (APGD-CE + APGD-T)")
     p.add_argument("--eps", default=None, help="default 8/255 for linf, 0.5 for l2")
+    p.add_argument("--alpha", default=None,
+                   help="step size of the PGD-family attacks, e.g. 0.5/255 (default 2/255 for linf, eps/4 for l2)")
     p.add_argument("--norm", choices=("linf", "l2"), default="linf")
     p.add_argument("--batch-size", type=int, default=None,
                    help="default 256; 64 for AutoAttack-family attacks on a CPU, where one batch of 256 takes "
@@ -187,8 +189,10 @@ def _cmd_eval(args) -> int:
     eps = parse_eps(args.eps) if args.eps else (8 / 255 if args.norm == "linf" else 0.5)
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
     folder = _store_folder(model, args.checkpoint) if args.store else None
-    if args.store and (args.norm != "linf" or abs(eps - 8 / 255) > 1e-9 or args.seed != 0):
-        raise WeatError("--store keeps metrics for L∞ ε = 8/255 and seed 0 only; drop --norm/--eps/--seed")
+    alpha = parse_eps(args.alpha) if args.alpha else None
+    if args.store and (args.norm != "linf" or abs(eps - 8 / 255) > 1e-9 or args.seed != 0 or alpha is not None):
+        raise WeatError("--store keeps metrics for L∞ ε = 8/255, step 2/255 and seed 0 only; "
+                        "drop --norm/--eps/--alpha/--seed")
     state = Path(args.out + ".partial") if args.out else None
     if args.resume and state is None:
         raise WeatError("--resume continues the evaluation saved beside --out; pass the same --out")
@@ -197,7 +201,7 @@ def _cmd_eval(args) -> int:
                         "or delete the file to start over")
     batch = args.batch_size or (64 if device.type == "cpu" and any(a.split("-")[0] in SLOW_ON_CPU for a in attacks)
                                 else 256)
-    res = evaluate(model, test.float(), test.y, attacks, eps=eps, norm=args.norm, batch_size=batch,
+    res = evaluate(model, test.float(), test.y, attacks, eps=eps, norm=args.norm, alpha=alpha, batch_size=batch,
                    seed=args.seed, progress=not args.quiet, state=state, amp=args.amp)
     res.update(checkpoint=args.checkpoint, dataset=str(dataset))
     print(format_table(res))

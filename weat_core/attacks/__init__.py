@@ -9,6 +9,8 @@ leaves the model's train/eval mode as it found it and never changes its paramete
 
 from __future__ import annotations
 
+from typing import Optional
+
 from .. import WeatError
 from .autoattack import TorchAttack
 from .base import AttackCallback, eval_mode, project
@@ -36,10 +38,10 @@ ATTACK_NAMES = ("use pgdN, cwN (either with -t: targeted at a random other class
                 "pgd20-t), or apgd-ce, apgd-dlr, apgd-t, fab-t, square, aa (AutoAttack) or aa-fast")
 
 
-def make_attack(spec: str, eps: float = 8 / 255, norm: str = "linf"):
+def make_attack(spec: str, eps: float = 8 / 255, norm: str = "linf", alpha: Optional[float] = None):
     """Attack from a short name used by the CLI and the app.
 
-    "pgd20" (untargeted PGD-20, step 2/255 L∞ or eps/4 L2), "pgd10-t" (targeted, random
+    "pgd20" (untargeted PGD-20, step `alpha`, by default 2/255 L∞ or eps/4 L2), "pgd10-t" (targeted, random
     other class), "pgd10-ll" (targeted, least-likely), "cw20" (PGD on the CW margin),
     "trades10", "energy-lower10", "energy-raise10", and the torchattacks ones:
     "apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square", "autoattack", "autoattack-fast".
@@ -48,7 +50,8 @@ def make_attack(spec: str, eps: float = 8 / 255, norm: str = "linf"):
     """
     import re
 
-    alpha = 2 / 255 if norm == "linf" else eps / 4
+    if alpha is None:
+        alpha = 2 / 255 if norm == "linf" else eps / 4
     s = spec.lower()
     if s in ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square", "autoattack", "autoattack-fast", "aa", "aa-fast"):
         name = {"aa": "autoattack", "aa-fast": "autoattack-fast"}.get(s, s)

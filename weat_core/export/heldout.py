@@ -60,6 +60,8 @@ def heldout_text(h: dict[str, Any]) -> str:
     """One sentence on a run's held-out check (`heldout_summary`), for its card and the app."""
     a, b, e = h["attack"], h["best"], h["last"]
     shown = re.sub(r"^pgd(\d+)", r"PGD-\1", a).replace("-t", ", targeted")
+    if b.get("eps") is not None:  # rows written before they carried the threat model were at 8/255, step 2/255
+        shown += f" at ε = {round(b['eps'] * 255, 4):g}/255, step {round(b['alpha'] * 255, 4):g}/255"
     if b.get("amp") or e.get("amp"):
         shown += ", attacks in bf16"
     n = f"{h['n_test']:,} " if h.get("n_test") else ""
