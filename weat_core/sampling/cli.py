@@ -166,9 +166,8 @@ def add_commands(subparsers: Any) -> None:
 
 
 def _run_generation(args: argparse.Namespace, model: Any):
-    from tqdm.auto import tqdm
-
     import torch
+    from tqdm.auto import tqdm
 
     from .generation import default_settings, generate
 
