@@ -20,7 +20,7 @@ from .attacks import eval_mode, make_attack
 from .attacks.autoattack import TorchAttack
 from .energy import energy, energy_stats, joint_energy
 
-__all__ = ["eval_logits", "evaluate", "format_table", "parse_eps", "robust_peak"]
+__all__ = ["eval_logits", "evaluate", "format_table", "parse_eps", "per_255", "robust_peak"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,11 @@ def parse_eps(s: str | float) -> float:
         return float(s)
     except (ValueError, ZeroDivisionError):
         raise WeatError(f"{s!r} is not a number: write it as a fraction such as 8/255 or a decimal such as 0.5") from None
+
+
+def per_255(v: float) -> str:
+    """The inverse of `parse_eps` for radii and steps: 0.0313… → "8/255", 0.00196… → "0.5/255"."""
+    return f"{round(v * 255, 4):g}/255"
 
 
 @torch.no_grad()
@@ -89,8 +94,8 @@ def evaluate(
     res: dict[str, Any] = {"n": n, "eps": eps, "norm": norm, "energy": {}, "joint_energy": {}, "delta_e": {},
                            "share_lower": {}, "unchanged": {}, "time_s": {}, **({"correct": {}} if per_image else {})}
     names = ["clean"] + [a for a in attacks if a != "clean"]
-    for name in names[1:]:  # an unknown name fails here, before any work
-        make_attack(name, eps=eps, norm=norm, alpha=alpha)
+    # every attack built first, so that an unknown name fails before any work
+    built = {name: make_attack(name, eps=eps, norm=norm, alpha=alpha) for name in names[1:]}
     settings = {"n": n, "eps": eps, "norm": norm, "batch_size": batch_size, "seed": seed, "attacks": names,
                 **({"per_image": True} if per_image else {}), **({"amp": True} if amp else {}),
                 **({"alpha": alpha} if alpha is not None else {})}
@@ -116,7 +121,7 @@ def evaluate(
         if name in done:
             continue
         torch.manual_seed(seed)
-        attack, target = (None, None) if name == "clean" else make_attack(name, eps=eps, norm=norm, alpha=alpha)
+        attack, target = (None, None) if name == "clean" else built[name]
         if bar is not None and isinstance(attack, TorchAttack):  # AutoAttack: minutes to hours per batch on a CPU
             attack = dataclasses.replace(
                 attack, on_stage=lambda label, k, _bar=bar: _bar.set_postfix_str(f"{label} on {k} images"))

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..data import DATASETS
-from ..evaluate import robust_peak
+from ..evaluate import per_255, robust_peak
 from ..train import TrainConfig
 from .heldout import heldout_text
 
@@ -43,17 +43,12 @@ def _dataset_flag(dataset: Any) -> str:
     return " --dataset " + shlex.quote(_portable(dataset))
 
 
-def _per_255(v: float) -> str:
-    """0.0313… → "8/255", 0.00196… → "0.5/255" (a radius or step as the command line takes it)."""
-    return f"{round(v * 255, 4):g}/255"
-
-
 def _train_command(t: dict[str, Any], with_out: bool = False) -> str:
     """The `train` command line of settings `t`; `with_out` names its run folder (for a stage
     that a later one fine-tunes with `--init`)."""
     args = ["python", "-m", "weat_core", "train", "--method", t["method"], "--arch", t["arch"], "--dataset",
             _portable(t["dataset"]), "--epochs", str(t["epochs"]), "--batch-size", str(t["batch_size"]), "--lr", str(t["lr"]),
-            "--schedule", t["schedule"], "--eps", _per_255(t['eps']), "--alpha", _per_255(t['alpha']),
+            "--schedule", t["schedule"], "--eps", per_255(t["eps"]), "--alpha", per_255(t["alpha"]),
             "--attack-steps", str(t["attack_steps"]), "--beta", str(t["beta"]), "--seed", str(t["seed"]),
             "--eval-size", str(t["eval_size"]), "--eval-steps", str(t["eval_steps"])]
     if t.get("limit"):

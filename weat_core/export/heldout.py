@@ -8,7 +8,7 @@ import re
 from typing import Any, Optional
 
 from .. import WeatError
-from ..evaluate import robust_peak
+from ..evaluate import per_255, robust_peak
 
 __all__ = ["heldout_summary", "heldout_text"]
 
@@ -61,7 +61,7 @@ def heldout_text(h: dict[str, Any]) -> str:
     a, b, e = h["attack"], h["best"], h["last"]
     shown = re.sub(r"^pgd(\d+)", r"PGD-\1", a).replace("-t", ", targeted")
     if b.get("eps") is not None:  # rows written before they carried the threat model were at 8/255, step 2/255
-        shown += f" at ε = {round(b['eps'] * 255, 4):g}/255, step {round(b['alpha'] * 255, 4):g}/255"
+        shown += f" at ε = {per_255(b['eps'])}, step {per_255(b['alpha'])}"
     if b.get("amp") or e.get("amp"):
         shown += ", attacks in bf16"
     n = f"{h['n_test']:,} " if h.get("n_test") else ""
