@@ -16,24 +16,28 @@ st.markdown("During adversarial training we track $E(x)$ and $E(x^*)$ on a fixed
             "$\\Delta E = \\overline{E(x)} - \\overline{E(x^*)}$ next to robust test accuracy. Training passes "
             "through three phases; **robust overfitting** shows up in the third as natural and adversarial energies "
             "drifting apart (in Mirza et al. (2024), SAT's ΔE falls to about −0.6 late in training while TRADES "
-            "keeps it near 0). Preselected, per method, is the recorded comparison with the most SGD steps: "
-            "SAT, TRADES and WEAT-adv trained side by side on an H100, PreActResNet-18 (11 M parameters) on 5,000 "
-            "training images, one step schedule (the `preactresnet18-…-5000-step` runs, about 2,000 steps each; "
-            "shipped as logs, without weights). Each run's line below the charts says how much of its training "
-            "subset it fits under attack and how its best and last epoch score on held-out test images (the "
-            "diamonds). After the first learning-rate decay every run gains 3–5 points of robust accuracy; then "
-            "SAT alone starts to overfit: it fits more of its own images, its held-out robust accuracy slips 1.4 "
-            "points (inside the noise so far), and its ΔE falls to −0.3 on its training images while staying "
-            "near −0.15 on unseen ones; TRADES and WEAT-adv hold both. The other recorded runs are smaller (CPU) "
-            "versions: weatnet_s at width 48 on 1,024 images and PreActResNet-18 on 512, where the models fit only "
-            "a third to a half of their images under attack and robust overfitting stays mild; and weatnet_s at "
-            "ε = 2/255 on 1,024 images (`…-1k-step-eps2`), which fits its images under attack: there SAT overfits "
-            "beyond the noise (held-out robust accuracy 33.4 % → 31.2 %, ΔE on its training images −0.31), TRADES "
-            "does not, and WEAT-adv fits 99 % of its images with ΔE −0.66 on them yet holds its held-out "
-            "accuracy. WEAT's weights "
-            "average about a third, which shrinks its SGD steps; in the width-48 runs, TRADES at a third of the "
-            "learning rate shows how much of WEAT-adv's curve that explains, and WEAT-adv at three times the "
-            "learning rate (a step like TRADES') fits and generalises about as TRADES does. docs/models.md has the numbers.")
+            "keeps it near 0). Each run's line below the charts says how much of its training subset it fits under "
+            "attack and how its best and last epoch score on held-out test images (the diamonds).")
+with st.expander("The recorded comparisons: SAT, TRADES and WEAT-adv on one step schedule each", expanded=True):
+    st.markdown(
+        "| runs | model and data | what they show |\n|---|---|---|\n"
+        "| `preactresnet18-…-5000-step` (preselected: the most SGD steps, about 2,000 each) | PreActResNet-18 "
+        "(11 M parameters) on 5,000 training images, ε = 8/255, side by side on an H100 | after the first "
+        "learning-rate decay every run gains 3–5 points of robust accuracy; then SAT alone starts to overfit: it "
+        "fits more of its own images, its held-out robust accuracy slips 1.4 points (inside the noise so far), "
+        "and its ΔE falls to −0.3 on its training images while staying near −0.15 on unseen ones; TRADES and "
+        "WEAT-adv hold both |\n"
+        "| `weatnet_s-…-1k-step-eps2` | weatnet_s on 1,024 images, ε = 2/255, on a CPU | the model fits its images "
+        "under attack: SAT overfits beyond the noise (held-out robust accuracy 33.4 % → 31.2 %, ΔE −0.31 on its "
+        "training images); TRADES does not; WEAT-adv fits 99 % of its images, with ΔE −0.66 on them, yet holds "
+        "its held-out accuracy |\n"
+        "| `weatnet_s-w48-…-1k-step`, `preactresnet18-…-512-step` | weatnet_s at width 48 on 1,024 images, "
+        "PreActResNet-18 on 512, ε = 8/255, on a CPU | the models fit only a third to a half of their images "
+        "under attack and robust overfitting stays mild. WEAT's weights average about a third, which shrinks its "
+        "SGD steps: TRADES at a third of the learning rate shows how much of WEAT-adv's curve that explains, and "
+        "WEAT-adv at three times the learning rate (a step like TRADES') fits and generalises about as TRADES "
+        "does |\n\n"
+        "docs/models.md has the numbers.")
 
 jobs: dict = st.session_state.setdefault("train_jobs", {})
 
