@@ -181,15 +181,12 @@ def _cmd_eval(args) -> int:
     from .checkpoints import load
     from .evaluate import evaluate, format_table, parse_eps
 
-    if args.store and args.amp:  # before anything is loaded
+    # the settings are checked before anything is loaded
+    if args.store and args.amp:
         raise WeatError("--store keeps fp32 measurements only (the shipped metrics are fp32); drop --amp to store")
-    device = _device(args.device)
-    model = load(args.checkpoint, device=device, revision=args.revision)
-    dataset, test = _test_split(model, args)
     eps = parse_eps(args.eps) if args.eps else (8 / 255 if args.norm == "linf" else 0.5)
-    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
-    folder = _store_folder(model, args.checkpoint) if args.store else None
     alpha = parse_eps(args.alpha) if args.alpha else None
+    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
     if args.store and (args.norm != "linf" or abs(eps - 8 / 255) > 1e-9 or args.seed != 0 or alpha is not None):
         raise WeatError("--store keeps metrics for L∞ ε = 8/255, step 2/255 and seed 0 only; "
                         "drop --norm/--eps/--alpha/--seed")
@@ -199,6 +196,10 @@ def _cmd_eval(args) -> int:
     if state is not None and state.is_file() and not args.resume:
         raise WeatError(f"{state} holds an interrupted evaluation: pass --resume to continue it, "
                         "or delete the file to start over")
+    device = _device(args.device)
+    model = load(args.checkpoint, device=device, revision=args.revision)
+    dataset, test = _test_split(model, args)
+    folder = _store_folder(model, args.checkpoint) if args.store else None
     batch = args.batch_size or (64 if device.type == "cpu" and any(a.split("-")[0] in SLOW_ON_CPU for a in attacks)
                                 else 256)
     res = evaluate(model, test.float(), test.y, attacks, eps=eps, norm=args.norm, alpha=alpha, batch_size=batch,
