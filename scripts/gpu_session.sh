@@ -12,9 +12,9 @@
 #   mkdir -p .data && cp ../shared/data/cifar10-jpeg.tar.gz .data/
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux2014_x86_64 -d .whl torchattacks==3.5.1
-# The device tool carries at most 64 MiB: the tracked files plus .data and .whl came to 62.5 MiB
-# with one PreActResNet-18 shipped (`bash scripts/device_carry.sh` says how much a call sends). The
-# shipped weights are not needed there, so once a second one ships, leave them out of the carry
+# The device tool carries at most 64 MiB: with two PreActResNet-18 shipped, the tracked files plus
+# .data and .whl come to 84.6 MiB (`bash scripts/device_carry.sh` says how much a call sends), 41.9
+# without their weights. The shipped weights are not needed there, so leave them out of the carry
 # before the calls and track them again after (commit nothing in between; untried on a device so far):
 #   bash scripts/device_carry.sh light
 #   ... the run calls ...
@@ -45,17 +45,17 @@
 # What call 2 had done when it stopped comes back in aa.json.partial; finish it on a CPU with
 # `python -m weat_core eval --checkpoint NAME --attacks aa --n 1000 --batch-size 256
 # --dataset ../shared/data/cifar10-jpeg.tar.gz --out aa.json --resume --store` (aa.json.partial beside it).
-# The next sessions' plan: TRADES, then SAT, with the shipped WEAT-adv's exact settings, so the three
-# compare like for like: call 1 with EPOCHS=58 in place of MINUTES=8 and the method's name (about 7
-# minutes), then call 2 as above (once a second PreActResNet-18 has shipped, `device_carry.sh light`
-# first, above: the second one takes the tracked files past 64 MiB).
-# The four minutes or so left after call 2 hold one more short call: the 10,000 img/s target is 35 short,
-# and max-autotune's kernel search (minutes of compiling, untried on a GPU) and CUDA graphs
-# (reduce-overhead: 7,404 img/s against the default mode's 7,319 at batch 1024 before the attacks froze
-# the parameters, bench/results/h100-2026-11-26-command2.log; not measured since) are the next things to
-# measure; each mode's line prints as soon as it is measured, CUDA graphs first (about a minute of
-# compiling, where max-autotune's search may not finish inside the call):
-#   timeout 200 python3 bench/bench_train.py --device cuda --archs preactresnet18 --methods weat-adv \
+# The sixteenth session ran TRADES that way on an H100 (call 1: 428.9 s with EPOCHS=58; call 2, AutoAttack:
+# 210 s of its 243; bench/results/h100-2026-11-26-trades-58ep-call*.log). The next session's plan: SAT, with
+# the same settings, so the three compare like for like (`device_carry.sh light` first, above):
+#   call 1 (timeout 600): TESTS_S=0 BENCH_S=0 SAMPLING_S=0 AA_N=0 KEEP=out/keep EPOCHS=58 BATCH=1024 LR=0.8 \
+#     TRAIN_EXTRA="--compile" bash scripts/gpu_session.sh sat
+#   call 2 at once: AA_ONLY=out/keep/ckpt/preactresnet18-sat END_S=<timeout_s - 20> bash scripts/gpu_session.sh
+# The two minutes or so left after call 2 hold one more short call. CUDA graphs (reduce-overhead) trained
+# WEAT-adv at 10,079 img/s in the benchmark where the default mode measured 9,600 on that machine
+# (bench/results/h100-2026-11-26-compile-reduce-overhead.log); a whole run in that mode, and max-autotune's
+# kernel search (minutes of compiling, untried on a GPU), are the next things to measure:
+#   timeout 140 python3 bench/bench_train.py --device cuda --archs preactresnet18 --methods weat-adv \
 #     --compile-mode reduce-overhead,max-autotune-no-cudagraphs --no-attacks --batch-size 1024
 # then give the machine back.
 # Speed (bench/results/h100-2026-11-26-calls3-4.txt): compiled WEAT-adv trains 6,614 / 9,943 / 9,849
