@@ -53,9 +53,11 @@
 #   call 2 at once: AA_ONLY=out/keep/ckpt/preactresnet18-sat END_S=<timeout_s - 20> bash scripts/gpu_session.sh
 # The two minutes or so left after call 2 hold one more short call. CUDA graphs (reduce-overhead) trained
 # WEAT-adv at 10,079 img/s in the benchmark where the default mode measured 9,600 on that machine
-# (bench/results/h100-2026-11-26-compile-reduce-overhead.log); a whole run in that mode, and max-autotune's
-# kernel search (minutes of compiling, untried on a GPU), are the next things to measure:
-#   timeout 140 python3 bench/bench_train.py --device cuda --archs preactresnet18 --methods weat-adv \
+# (bench/results/h100-2026-11-26-compile-reduce-overhead.log); a whole run in that mode (its test below, on
+# toy data), and max-autotune's kernel search (minutes of compiling, untried on a GPU), are the next things
+# to check:
+#   timeout 60 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py -k cuda_graphs; \
+#   timeout 80 python3 bench/bench_train.py --device cuda --archs preactresnet18 --methods weat-adv \
 #     --compile-mode reduce-overhead,max-autotune-no-cudagraphs --no-attacks --batch-size 1024
 # then give the machine back.
 # Speed (bench/results/h100-2026-11-26-calls3-4.txt): compiled WEAT-adv trains 6,614 / 9,943 / 9,849
