@@ -3,8 +3,9 @@
     python bench/bench_cli.py [--repeat 5] [--json out.json]
 
 `--help` and `list` read no weights, so they should not wait for torch (about 2 s to import here)
-or timm (another 1.5 s with torchvision); `list --archs` builds the model registry and so imports
-both, which makes it the yardstick of a command that needs them. Prints the median of --repeat
+or timm (another 1.5–3 s with torchvision and torch._dynamo); `list --archs` builds the model
+registry and so imports torch, though no longer timm (our architectures join timm's registry
+only when timm is imported), which makes it the yardstick of a command that builds models. Prints the median of --repeat
 runs after one warm-up run (which fills the OS file cache).
 """
 

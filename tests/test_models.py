@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -10,6 +15,7 @@ from weat_core.models import DEFAULT_CPU_ARCH, TIMM_PREFIX, Classifier, create_m
 from weat_core.models.layers import CIFAR10_MEAN, CIFAR10_STD
 
 ARCHS = list_archs()
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_registry_contents():
@@ -51,6 +57,31 @@ def test_timm_forwards_architecture_kwargs():
     assert model.config["arch_kwargs"] == {"width": 8} and model.num_classes == 7
     assert model.state_dict().keys() == create_model("weatnet_s", num_classes=7, width=8).state_dict().keys()
     assert model.net.linear.in_features == 64  # 8·width
+
+
+@pytest.mark.parametrize("timm_first", [False, True])
+def test_timm_registration_without_importing_timm_early(timm_first):
+    """Importing our models leaves timm (3 s: torchvision, torch._dynamo) unloaded; the architectures
+    join timm's registry when timm is imported later, or at once when it was imported first, and the
+    import hook is gone afterwards. A fresh interpreter each, as a user's script would start."""
+    pytest.importorskip("timm")
+    code = (
+        "import sys\n"
+        + ("import timm\n" if timm_first else "")
+        + "import weat_core.models as M\n"
+        "print('early', 'timm' in sys.modules, 'torchvision' in sys.modules)\n"
+        "M.create_model('weatnet_tiny')\n"
+        "import timm\n"
+        "print('registered', all(timm.is_model(M.TIMM_PREFIX + a) for a in M.list_archs()))\n"
+        "print('built', type(timm.create_model('weat_weatnet_tiny', num_classes=3)).__name__)\n"
+        "print('hooks', sum(type(f).__name__ == '_RegisterWhenTimmLoads' for f in sys.meta_path))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.split("\n")
+    assert lines[0] == ("early True True" if timm_first else "early False False")
+    assert lines[1:4] == ["registered True", "built Classifier", "hooks 0"]
 
 
 def test_timm_prefix_accepted_by_create_model():

@@ -1,12 +1,18 @@
 """Model registry: `create_model(arch, num_classes=10)` builds any architecture by name.
 
 Every architecture is also registered in timm's registry under `weat_<arch>`, so
-`timm.create_model("weat_preactresnet18", num_classes=10)` builds the same model.
+`timm.create_model("weat_preactresnet18", num_classes=10)` builds the same model. Importing this
+module does not import timm: when timm is not loaded yet, the architectures join its registry as
+soon as it is (timm's import takes about 3 s on a laptop CPU, most of it torchvision and
+torch._dynamo, which building our models does not need).
 Models take images in [0, 1]; normalisation lives inside the model.
 """
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
+import sys
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -55,12 +61,48 @@ def register_arch(name: str, description: str, gpu_only: bool = False):
     return deco
 
 
+_IN_TIMM: set[str] = set()  # the architectures already in timm's registry
+
+
 def _register_with_timm(name: str) -> None:
+    """Put `name` in timm's registry now if timm is loaded, else as soon as it is."""
+    if "timm.models" in sys.modules:
+        _register_pending()
+    elif not any(isinstance(f, _RegisterWhenTimmLoads) for f in sys.meta_path):
+        sys.meta_path.insert(0, _RegisterWhenTimmLoads())
+
+
+class _RegisterWhenTimmLoads(importlib.abc.MetaPathFinder):
+    """An import hook that waits for `timm.models`, lets the usual finders find it, and registers
+    our architectures once it has run; then it removes itself."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != "timm.models":
+            return None
+        sys.meta_path.remove(self)  # one shot: the real spec, found without this hook
+        spec = importlib.util.find_spec(fullname)
+        if spec is not None and spec.loader is not None:
+            run = spec.loader.exec_module
+
+            def exec_module(module):
+                run(module)
+                _register_pending()
+
+            spec.loader.exec_module = exec_module
+        return spec
+
+
+def _register_pending() -> None:
     try:
         from timm.models import register_model
     except ImportError:  # timm is optional for the core
         return
+    for name in sorted(set(_ARCHS) - _IN_TIMM):
+        register_model(_timm_entry(name))
+        _IN_TIMM.add(name)
 
+
+def _timm_entry(name: str) -> Callable[..., nn.Module]:
     def entry(pretrained: bool = False, num_classes: int = 10, **kwargs) -> nn.Module:
         for k in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):  # timm bookkeeping
             kwargs.pop(k, None)
@@ -70,7 +112,7 @@ def _register_with_timm(name: str) -> None:
 
     entry.__name__ = entry.__qualname__ = TIMM_PREFIX + name
     entry.__module__ = __name__
-    register_model(entry)
+    return entry
 
 
 def list_archs() -> list[str]:
