@@ -5,8 +5,8 @@
 `--help` and `list` read no weights, so they should not wait for torch (about 2 s to import here)
 or timm (another 1.5–3 s with torchvision and torch._dynamo); `list --archs` builds the model
 registry and so imports torch, though no longer timm (our architectures join timm's registry
-only when timm is imported), which makes it the yardstick of a command that builds models. Prints the median of --repeat
-runs after one warm-up run (which fills the OS file cache).
+only when timm is imported), which makes it the yardstick of a command that builds models.
+Prints the median of --repeat runs after one warm-up run (which fills the OS file cache).
 """
 
 from __future__ import annotations

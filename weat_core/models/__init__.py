@@ -55,7 +55,7 @@ def register_arch(name: str, description: str, gpu_only: bool = False):
 
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         _ARCHS[name] = ArchSpec(name, fn, description, gpu_only)
-        _register_with_timm(name)
+        _join_timm_registry()
         return fn
 
     return deco
@@ -64,8 +64,8 @@ def register_arch(name: str, description: str, gpu_only: bool = False):
 _IN_TIMM: set[str] = set()  # the architectures already in timm's registry
 
 
-def _register_with_timm(name: str) -> None:
-    """Put `name` in timm's registry now if timm is loaded, else as soon as it is."""
+def _join_timm_registry() -> None:
+    """Put the architectures in timm's registry now if timm is loaded, else as soon as it is."""
     if "timm.models" in sys.modules:
         _register_pending()
     elif not any(isinstance(f, _RegisterWhenTimmLoads) for f in sys.meta_path):
