@@ -167,6 +167,79 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(folder_dataset, tmp_pa
     assert ("momentum" in log[0]) == (schedule == "onecycle-cos")  # logged where the schedule cycles it
 
 
+def test_a_weight_averaged_run_checkpoints_measures_and_returns_the_average(folder_dataset, tmp_path, monkeypatch):
+    import weat_core.train.loop as loop
+
+    trained: list[dict] = []  # the trained weights (parameters and buffers) after every optimizer step
+    step = loop.train_step
+
+    def spy(model, *a, **k):
+        r = step(model, *a, **k)
+        trained.append({n: v.detach().clone() for n, v in model.state_dict().items()})
+        return r
+
+    monkeypatch.setattr(loop, "train_step", spy)
+    res = train(_cfg(folder_dataset, tmp_path / "run", epochs=2, ema=0.9), progress=False)
+    # the average, by the formula the docs give: the first step copies, then d_t = min(0.9, 1 − t^(−3/4))
+    want = dict(trained[0])
+    for t, w in enumerate(trained[1:], start=2):
+        d = min(0.9, 1 - t ** -0.75)
+        want = {n: (v * d + w[n] * (1 - d)) if v.is_floating_point() else w[n] for n, v in want.items()}
+    got = res.model.state_dict()
+    for n, v in want.items():
+        assert torch.allclose(got[n], v, rtol=1e-5, atol=1e-6), n
+    assert not torch.allclose(got["net.linear.weight"], trained[-1]["net.linear.weight"])  # the average is not the last step
+    assert any("running_mean" in n for n in want)  # BatchNorm statistics averaged too
+    # the folder's model is the average, with its own metrics; the trained weights sit beside it
+    d = tmp_path / "run" / "state-0002"
+    for n, v in load(d).state_dict().items():
+        assert torch.equal(v, got[n]), n
+    for n, v in load_state_dict(d / "trained.safetensors").items():
+        assert torch.equal(v, trained[-1][n]), n
+    rec = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[-1])
+    cfg = json.loads((d / "config.json").read_text())
+    assert cfg["metrics"] == {"test_clean_acc": rec["ema_test_clean_acc"], "test_pgd_acc": rec["ema_test_pgd_acc"],
+                              "test_delta_e": rec["ema_test_delta_e"]}
+    assert "averaged" in cfg["metrics_note"] and cfg["training"]["ema"] == 0.9
+    assert "test_pgd_acc" in rec  # the trained weights are measured as before, beside the average
+    from weat_core.export.card import _train_command
+
+    assert "--ema 0.9" in _train_command(cfg["training"])
+    from weat_core.export.card import model_card
+
+    records = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    card = model_card("tiny-ema", {**cfg, "exported": "last"}, records)
+    best = max(r["ema_test_pgd_acc"] for r in records)
+    assert "these weights: the weight average (`--ema`) at epoch 2" in card
+    assert f"robust accuracy of the weight average on the per-epoch test subset: best {best:.1%}" in card
+    assert "--ema 0.9" in card
+
+
+def test_a_weight_averaged_run_resumes_exactly_and_only_as_it_was_started(folder_dataset, tmp_path):
+    full = train(_cfg(folder_dataset, tmp_path / "full", ema=0.9), progress=False)
+    calls = {"n": 0}
+
+    def crash():
+        calls["n"] += 1
+        if calls["n"] == 7:  # mid-epoch 2
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(folder_dataset, tmp_path / "part", ema=0.9), progress=False, should_stop=crash)
+    with pytest.raises(WeatError, match="with a weight average"):
+        train(_cfg(folder_dataset, tmp_path / "part"), progress=False, resume=True)
+    resumed = train(_cfg(folder_dataset, tmp_path / "part", ema=0.9), progress=False, resume=True)
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resume"
+    ta = load_state_dict(tmp_path / "full" / "state-0003" / "trained.safetensors")
+    tb = load_state_dict(tmp_path / "part" / "state-0003" / "trained.safetensors")
+    for k in ta:
+        assert torch.equal(ta[k], tb[k]), f"trained {k} differs after resume"
+    with pytest.raises(WeatError, match="between 0 and 1"):
+        TrainConfig(ema=1.0)
+
+
 def test_a_onecycle_cos_run_steps_with_torchs_learning_rates_and_momenta(folder_dataset, tmp_path, monkeypatch):
     """In a real run, every optimizer step of `--schedule onecycle-cos` sees the learning rate and
     momentum that torch's OneCycleLR would set (the other schedules keep --momentum)."""
@@ -423,6 +496,13 @@ def test_export_auto_ships_the_best_epoch_only_beyond_the_subset_noise(tmp_path)
     (old / "state-0003" / "config.json").write_text(json.dumps({"training": {"eval_size": 20}}))
     (old / "LATEST").write_text("state-0003\n")
     assert choose_epoch(old)[0] == "last"
+    # a run with a weight average is judged by the average, the weights it checkpoints
+    d = tmp_path / "averaged"
+    d.mkdir()
+    (d / "log.jsonl").write_text("".join(json.dumps({"epoch": i + 1, "method": "trades", "eval_size": 512,
+                                                     "test_pgd_acc": a, "ema_test_pgd_acc": b}) + "\n"
+                                         for i, (a, b) in enumerate([(0.30, 0.30), (0.45, 0.36), (0.35, 0.37)])))
+    assert choose_epoch(d)[0] == "last"
     assert choose_epoch(run("flat2", [0.3]), "best") == ("best", "--which best")
     assert choose_epoch(tmp_path / "nolog")[0] == "best"
     with pytest.raises(WeatError, match="best, last or auto"):

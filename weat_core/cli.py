@@ -84,6 +84,9 @@ def _add_train(sub) -> None:
     p.add_argument("--compile-mode", default=None, choices=COMPILE_MODES,
                    help="torch.compile's mode (implies --compile): reduce-overhead replays CUDA graphs")
     p.add_argument("--arch-kwargs", default="{}", help='JSON of architecture options, e.g. \'{"width": 32}\'')
+    p.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                   help="keep an exponential moving average of the weights, at most DECAY per step (e.g. 0.999, "
+                        "warmed up); the average is measured every epoch, checkpointed and exported")
     p.add_argument("--quiet", action="store_true", help="no progress bar; log lines only")
     p.set_defaults(func=_cmd_train)
 
@@ -108,8 +111,10 @@ def _cmd_train(args) -> int:
     res = train(cfg, progress=not args.quiet, resume=args.resume)
     if res.history:
         r = res.history[-1]
-        log.info("done: epoch %d, test clean %.2f %%, test PGD-%d %.2f %% (on %d images); checkpoint in %s",
-                 r["epoch"], 100 * r["test_clean_acc"], cfg.eval_steps, 100 * r["test_pgd_acc"], cfg.eval_size, out)
+        k = "ema_test_" if cfg.ema else "test_"  # a run with a weight average produces the average
+        log.info("done: epoch %d, %stest clean %.2f %%, test PGD-%d %.2f %% (on %d images); checkpoint in %s",
+                 r["epoch"], "averaged weights: " if cfg.ema else "", 100 * r[k + "clean_acc"], cfg.eval_steps,
+                 100 * r[k + "pgd_acc"], cfg.eval_size, out)
     return 0
 
 

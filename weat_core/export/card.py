@@ -67,6 +67,8 @@ def _train_command(t: dict[str, Any], with_out: bool = False) -> str:
         args += ["--compile-mode", str(t["compile_mode"])]
     if t.get("arch_kwargs"):
         args += ["--arch-kwargs", json.dumps(t["arch_kwargs"])]
+    if t.get("ema"):
+        args += ["--ema", str(t["ema"])]
     if t.get("init"):
         args += ["--init", str(t["init"])]
     if with_out and t.get("out"):
@@ -188,29 +190,35 @@ def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
             lines.append(f"- ran on: {_runtime_text(cfg['runtime'])}")
         if cfg.get("note"):
             lines.append(f"- note: {cfg['note']}")
+        averaged = any("ema_test_pgd_acc" in r for r in log_records)  # a run that shipped its weight average
         if "epoch" in cfg:
-            lines.append(f"- these weights: epoch {cfg['epoch']}, " + (
+            lines.append(f"- these weights: {'the weight average (`--ema`) at ' if averaged else ''}"
+                         f"epoch {cfg['epoch']}, " + (
                 "the run's last" if cfg.get("exported") == "last"
                 else "the run's best by " + ("clean" if cfg.get("method") == "standard" else "robust")
                 + " accuracy on the per-epoch test subset")
                 + (f" ({cfg['exported_why']})" if str(cfg.get("exported_why", "")).startswith("auto") else ""))
-        clean = [(r["test_clean_acc"], r["epoch"]) for r in log_records if "test_clean_acc" in r]
+        ck = "ema_test_clean_acc" if averaged else "test_clean_acc"
+        clean = [(r[ck], r["epoch"]) for r in log_records if ck in r]
         if clean and cfg.get("method") == "standard":  # robust accuracy is ~0 for it: its clean curve instead
             top = max(clean)
             lines.append(f"- clean accuracy on the per-epoch test subset: {clean[-1][0]:.1%} at the last epoch "
                          f"({clean[-1][1]}), best {top[0]:.1%} at epoch {top[1]}")
-        rob = [(r["test_pgd_acc"], r["epoch"], r.get("delta_e")) for r in log_records if "test_pgd_acc" in r]
+        # with a weight average, the average's curve (the weights shipped; ΔE and the training subset
+        # are measured on the trained weights only, so they are left out of its line)
+        rob = [(r["ema_test_pgd_acc"], r["epoch"], None) if averaged else (r["test_pgd_acc"], r["epoch"], r.get("delta_e"))
+               for r in log_records if ("ema_test_pgd_acc" if averaged else "test_pgd_acc") in r]
         if rob and cfg.get("method") != "standard":
             best_i, drop, overfit = robust_peak([acc for acc, _, _ in rob], _subset_size(log_records, t))
             best, end = rob[best_i], rob[-1]
-            line = (f"- robust accuracy on the per-epoch test subset: best {best[0]:.1%} at epoch {best[1]}, "
-                    f"{end[0]:.1%} at the last epoch ({end[1]})")
+            line = (f"- robust accuracy {'of the weight average ' if averaged else ''}on the per-epoch test subset: "
+                    f"best {best[0]:.1%} at epoch {best[1]}, {end[0]:.1%} at the last epoch ({end[1]})")
             if overfit:
                 line += f": down {drop:.1%}, robust overfitting"
             if best[2] is not None and end[2] is not None:
                 line += f"; ΔE {best[2]:+.3f} at the best epoch, {end[2]:+.3f} at the last"
             lines.append(line)
-            fit = {r["epoch"]: r["train_pgd_acc"] for r in log_records if "train_pgd_acc" in r}
+            fit = {} if averaged else {r["epoch"]: r["train_pgd_acc"] for r in log_records if "train_pgd_acc" in r}
             if best[1] in fit and end[1] in fit:  # how far the run fits its own images under attack
                 lines.append(f"- robust accuracy on the per-epoch training subset: {fit[best[1]]:.1%} at the best "
                              f"epoch, {fit[end[1]]:.1%} at the last (the gap to the test subset: "

@@ -84,6 +84,8 @@ def choose_epoch(run: Path, which: str = "auto") -> tuple[str, str]:
     if not recs:
         return "best", "auto: the run has no log, so its best checkpoint"
     key = "test_clean_acc" if recs[-1].get("method") == "standard" else "test_pgd_acc"
+    if "ema_" + key in recs[-1]:  # a run with a weight average checkpoints (and is judged by) the average
+        key = "ema_" + key
     recs = [r for r in recs if key in r]
     if not recs:
         return "best", "auto: the log has no accuracies, so the run's best checkpoint"

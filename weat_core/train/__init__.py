@@ -12,6 +12,14 @@ run trains as many whole epochs as fit, with the learning-rate schedule spanning
 After the first real epoch the count is checked against that epoch's pace and re-planned where
 that changes nothing already done (step and constant schedules); a resumed run keeps its count.
 
+`ema` keeps an exponential moving average of the weights (Gowal et al. 2020, arXiv:2010.03593,
+count model weight averaging among what makes adversarial training stronger), with timm's
+`ModelEmaV3`: after optimizer step t = 1, 2, … the average moves towards the weights by 1 − d_t,
+where d_t = min(ema, 1 − t^(−3/4)) (timm's warm-up: the first step copies the weights, d_t is
+0.968 at step 100 and 0.994 at 1,000), BatchNorm statistics included. The averaged weights are then what the run produces: they are
+measured every epoch (`ema_test_*` beside the trained weights' `test_*`), checkpointed (the
+trained weights stay in the state folder for `--resume`), picked as best, exported and returned.
+
 Modules: `config` (the methods, `TrainConfig`, `lr_at`), `steps` (augmentation, the attack and
 one training step, the per-epoch subset metrics), `loop` (`train`), `budget` (the wall-clock
 budget), `run_folder` (checkpoints, `--init`, `--resume`), `distributed` (the DDP helpers).
@@ -19,9 +27,10 @@ budget), `run_folder` (checkpoints, `--init`, `--resume`), `distributed` (the DD
 Run folder layout (`out`):
     log.jsonl          one JSON record per epoch
     state-NNNN/        newest complete checkpoint: model.safetensors, config.json,
-                       optimizer.safetensors, trainer.json
+                       optimizer.safetensors, trainer.json (with `ema`: model.safetensors
+                       holds the averaged weights and trained.safetensors the trained ones)
     best-NNNN/         the checkpoint with the best test PGD accuracy so far (clean accuracy
-                       for standard training)
+                       for standard training; the averaged weights' with `ema`)
     LATEST, BEST       one line each naming those folders; replaced atomically (os.replace),
                        so a kill at any moment leaves the last good checkpoint readable
 """

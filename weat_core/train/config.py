@@ -50,6 +50,9 @@ class TrainConfig:
     arch_kwargs: dict = field(default_factory=dict)
     init: Optional[str] = None  # start from these weights (checkpoint name, folder, file or Hub id)
     minutes: Optional[float] = None  # wall-clock budget: `epochs` is then chosen to fit it (`epochs_for_budget`)
+    # exponential moving average of the weights, at most this decay per step (e.g. 0.999; warmed up,
+    # see `train`): the averaged weights are evaluated every epoch, checkpointed and returned
+    ema: Optional[float] = None
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -64,6 +67,8 @@ class TrainConfig:
             self.compile = True
         if self.minutes is not None and not self.minutes > 0:
             raise WeatError(f"the time budget must be a positive number of minutes, not {self.minutes}")
+        if self.ema is not None and not 0 < self.ema < 1:
+            raise WeatError(f"the weight average's decay must lie between 0 and 1 (e.g. 0.999), not {self.ema}")
 
 
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:

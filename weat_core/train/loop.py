@@ -33,7 +33,7 @@ EpochCallback = Callable[[int, dict], None]
 
 @dataclass
 class TrainResult:
-    model: nn.Module
+    model: nn.Module  # the trained weights; with `cfg.ema`, their average
     history: list[dict]
     out: Optional[Path]
     stopped: bool = False
@@ -84,6 +84,8 @@ def train(
         _load_init(model, cfg)
     model = model.to(memory_format=mf)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    ema = _weight_average(model, cfg.ema) if cfg.ema else None
+    averaged = ema.module if ema is not None else None
 
     out = Path(cfg.out) if cfg.out else None
     start_epoch, step, best = 0, 0, -1.0
@@ -91,7 +93,7 @@ def train(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         if resume:
-            start_epoch, step, best = _load_resume(out, model, opt)
+            start_epoch, step, best = _load_resume(out, model, opt, averaged)
             if (out / "log.jsonl").is_file():
                 history = [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines())
                            if r["epoch"] <= start_epoch]
@@ -136,6 +138,8 @@ def train(
                 torch.manual_seed(cfg.seed + 12345 + rank)
                 _eval_subset(model, ex_tr, ey_tr, cfg, amp, world, "train_")
                 _eval_subset(model, ex_te, ey_te, cfg, amp, world, "test_")
+                if averaged is not None:
+                    _eval_subset(averaged, ex_te, ey_te, cfg, amp, world, "ema_test_")
 
             step_s, eval_s = _calibrate(model, fwd, opt, attack, loss_fn, xs, ys, per_rank, mf, cfg, amp, device,
                                         world, evaluate_once, attack_model)
@@ -177,6 +181,8 @@ def train(
             res = train_step(model, fwd, opt, attack, loss_fn, xb, yb, cfg, amp, attack_model)
             loss = res.loss.mean()
             step += 1
+            if ema is not None:
+                ema.update(model, step=step)
             done += 1
             for k, v in {"loss": res.loss, **res.terms}.items():
                 sums[k] = sums.get(k, 0) + v.detach().float().sum()
@@ -222,6 +228,8 @@ def train(
         torch.manual_seed(cfg.seed + 12345 + rank)  # the same eval randomness every epoch
         rec.update(_eval_subset(model, ex_tr, ey_tr, cfg, amp, world, "train_"))
         rec.update(_eval_subset(model, ex_te, ey_te, cfg, amp, world, "test_"))
+        if averaged is not None:  # the weights this run produces
+            rec.update(_eval_subset(averaged, ex_te, ey_te, cfg, amp, world, "ema_test_"))
         rec["eval_size"] = int(eval_test.y.shape[0])  # images behind the test_* accuracies (their noise)
         rec["train_time_s"] = train_time
         rec["time_s"] = time.perf_counter() - t0
@@ -235,18 +243,21 @@ def train(
         if out is not None and rank == 0:
             with open(out / "log.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")
-            name = _write_state(out, "state", model, opt, cfg, epoch, step, best, rec, train_set.classes, runtime)
-            score = rec["test_clean_acc" if cfg.method == "standard" else "test_pgd_acc"]
+            name = _write_state(out, "state", model, opt, cfg, epoch, step, best, rec, train_set.classes, runtime,
+                                averaged)
+            score = rec[("ema_" if averaged is not None else "") + ("test_clean_acc" if cfg.method == "standard"
+                                                                      else "test_pgd_acc")]
             if score > best:  # best by robust accuracy (clean accuracy for standard training)
                 best = score
                 _publish(out, "BEST", _write_state(out, "best", model, opt, cfg, epoch, step, best, rec,
-                                                   train_set.classes, runtime), "best")
+                                                   train_set.classes, runtime, averaged), "best")
             _publish(out, "LATEST", name, "state")
         if world > 1:
             dist.barrier()
-        log.info("epoch %d/%d  loss %.4f  clean %.3f  pgd %.3f  ΔE %+.3f  %.0f img/s", epoch, cfg.epochs,
-                 rec.get("loss", float("nan")), rec["test_clean_acc"], rec["test_pgd_acc"], rec["delta_e"],
-                 rec["img_per_s"])
+        log.info("epoch %d/%d  loss %.4f  clean %.3f  pgd %.3f%s  ΔE %+.3f  %.0f img/s", epoch, cfg.epochs,
+                 rec.get("loss", float("nan")), rec["test_clean_acc"], rec["test_pgd_acc"],
+                 f"  (averaged: clean {rec['ema_test_clean_acc']:.3f}  pgd {rec['ema_test_pgd_acc']:.3f})"
+                 if averaged is not None else "", rec["delta_e"], rec["img_per_s"])
         if callback is not None:
             callback(epoch, rec)
         if stopped:
@@ -258,6 +269,16 @@ def train(
         # active exception") while its communication threads are torn down
         dist.barrier()
         dist.destroy_process_group()
+    if averaged is not None:  # the run's result is the weight average
+        model = averaged
     model.eval()
     model.config.update({"dataset": cfg.dataset, "method": cfg.method, "classes": list(train_set.classes)})
     return TrainResult(model, history, out, stopped)
+
+
+def _weight_average(model: nn.Module, decay: float):
+    """timm's `ModelEmaV3` over `model`'s parameters and buffers, at most `decay` per step, with
+    its warm-up (after step t, d_t = 1 − t^(−3/4), capped): early averages forget the random start fast."""
+    from timm.utils import ModelEmaV3
+
+    return ModelEmaV3(model, decay=decay, use_warmup=True, warmup_power=3 / 4)

@@ -22,7 +22,10 @@ log = logging.getLogger(__name__)
 
 def _write_state(out: Path, tag: str, model: nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig,
                  epoch: int, step: int, best: float, record: dict, classes: tuple[str, ...],
-                 runtime: Optional[dict] = None) -> str:
+                 runtime: Optional[dict] = None, averaged: Optional[nn.Module] = None) -> str:
+    """Write checkpoint folder `tag-epoch` atomically. With `averaged` (the weight average of
+    `cfg.ema`) the folder's model is the average, with the average's metrics, and a state folder
+    keeps the trained weights beside it in trained.safetensors."""
     from safetensors.torch import save_file
 
     from ..checkpoints import save
@@ -30,15 +33,23 @@ def _write_state(out: Path, tag: str, model: nn.Module, opt: torch.optim.Optimiz
     name = f"{tag}-{epoch:04d}"
     tmp = out / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    metrics = {k: record[k] for k in ("test_clean_acc", "test_pgd_acc", "train_clean_acc", "train_pgd_acc",
-                                      "delta_e", "energy_nat_mean", "energy_adv_mean") if k in record}
-    save(model, tmp, {
+    if averaged is None:
+        metrics = {k: record[k] for k in ("test_clean_acc", "test_pgd_acc", "train_clean_acc", "train_pgd_acc",
+                                          "delta_e", "energy_nat_mean", "energy_adv_mean") if k in record}
+    else:  # the test subset's numbers of the weights this folder ships
+        metrics = {k[len("ema_"):]: record[k] for k in ("ema_test_clean_acc", "ema_test_pgd_acc", "ema_test_delta_e")
+                   if k in record}
+    save(averaged if averaged is not None else model, tmp, {
         "dataset": cfg.dataset, "method": cfg.method, "classes": list(classes), "epoch": epoch,
         "training": asdict(cfg), "runtime": runtime or {}, "metrics": metrics, "metrics_note":
-            f"per-epoch metrics on fixed {cfg.eval_size}-image subsets (PGD-{cfg.eval_steps}); "
+            f"per-epoch metrics on fixed {cfg.eval_size}-image subsets (PGD-{cfg.eval_steps})"
+            f"{' of the averaged weights' if averaged is not None else ''}; "
             "run `python -m weat_core eval` for full test-set numbers",
     })
     if tag == "state":
+        if averaged is not None:
+            save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+                      str(tmp / "trained.safetensors"))
         names = {id(p): n for n, p in model.named_parameters()}
         bufs = {f"momentum.{names[id(p)]}": s["momentum_buffer"].detach().cpu().contiguous()
                 for p, s in opt.state.items() if s.get("momentum_buffer") is not None}
@@ -78,7 +89,10 @@ def _load_init(model: nn.Module, cfg: TrainConfig) -> None:
     log.info("initialised from %s", cfg.init)
 
 
-def _load_resume(out: Path, model: nn.Module, opt: torch.optim.Optimizer) -> tuple[int, int, float]:
+def _load_resume(out: Path, model: nn.Module, opt: torch.optim.Optimizer,
+                 averaged: Optional[nn.Module] = None) -> tuple[int, int, float]:
+    """Load the newest state folder's weights, momentum buffers and counters; with `averaged`
+    (a run with `ema`), its weight average too."""
     from safetensors.torch import load_file
 
     from ..checkpoints import load_state_dict
@@ -87,7 +101,15 @@ def _load_resume(out: Path, model: nn.Module, opt: torch.optim.Optimizer) -> tup
     if not latest.is_file():
         return 0, 0, -1.0
     d = out / latest.read_text().strip()
-    model.load_state_dict(load_state_dict(d / "model.safetensors"))
+    has_trained = (d / "trained.safetensors").is_file()
+    if (averaged is not None) != has_trained:
+        raise WeatError(f"{d} was written {'with' if has_trained else 'without'} a weight average (--ema); "
+                        f"resume it {'with' if has_trained else 'without'} one, as it was started")
+    if averaged is not None:
+        averaged.load_state_dict(load_state_dict(d / "model.safetensors"))
+        model.load_state_dict(load_file(str(d / "trained.safetensors")))
+    else:
+        model.load_state_dict(load_state_dict(d / "model.safetensors"))
     meta = json.loads((d / "trainer.json").read_text())
     if (d / "optimizer.safetensors").is_file():
         bufs = load_file(str(d / "optimizer.safetensors"))
