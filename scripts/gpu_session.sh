@@ -56,7 +56,7 @@
 # (bench/results/h100-2026-11-26-compile-reduce-overhead.log); a whole run in that mode (its test below, on
 # toy data), and max-autotune's kernel search (minutes of compiling, untried on a GPU), are the next things
 # to check:
-#   timeout 60 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py -k cuda_graphs; \
+#   timeout 90 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py -k "cuda_graphs or weight_average"; \
 #   timeout 80 python3 bench/bench_train.py --device cuda --archs preactresnet18 --methods weat-adv \
 #     --compile-mode reduce-overhead,max-autotune-no-cudagraphs --no-attacks --batch-size 1024
 # then give the machine back.

@@ -114,6 +114,21 @@ def test_a_whole_run_with_cuda_graphs_learns_as_the_eager_one(tmp_path):
         assert g["loss"] == pytest.approx(e["loss"], rel=0.1, abs=0.02), (e["epoch"], e["loss"], g["loss"])
 
 
+def test_a_compiled_run_with_a_weight_average_averages_on_the_device(tmp_path):
+    """`train --compile --ema`: the average (timm's ModelEmaV3) lives on the training device beside
+    the compiled model, is measured every epoch and is what the run returns and checkpoints."""
+    cfg = TrainConfig(method="weat-adv", arch="weatnet_tiny", epochs=2, batch_size=64, attack_steps=2, eval_size=40,
+                      eval_steps=2, seed=0, device=DEVICE, compile=True, ema=0.99, out=str(tmp_path / "run"))
+    res = train(cfg, data=(_images(256, 2), _images(80, 3)), progress=False)
+    assert next(res.model.parameters()).device.type == torch.device(DEVICE).type
+    assert all(0 <= r["ema_test_pgd_acc"] <= 1 and math.isfinite(r["ema_test_delta_e"]) for r in res.history)
+    state = tmp_path / "run" / (tmp_path / "run" / "LATEST").read_text().strip()
+    assert (state / "trained.safetensors").is_file()
+    saved = checkpoints.load(str(state)).state_dict()
+    for k, v in res.model.state_dict().items():
+        assert torch.equal(saved[k], v.cpu()), k
+
+
 def test_autoattack_through_torchattacks(model):
     pytest.importorskip("torchattacks", reason="torchattacks is not installed")
     x = _images(16, 5).float().to(DEVICE)
