@@ -76,6 +76,7 @@ def lines(df: pd.DataFrame, x: str, ys: Sequence[str], title: str = "", height: 
     """One line per column of `ys`; with `color` (e.g. a run column), one colour per group and
     one dash style per column, so each run keeps its colour across charts."""
     long = df.melt(id_vars=[x] + ([color] if color else []), value_vars=list(ys), var_name="series")
+    long = long.dropna(subset=["value"])  # a column one run lacks (e.g. a weight average) draws nothing for it
     if color:
         fig = px.line(long, x=x, y="value", color=color, line_dash="series", markers=markers, title=title,
                       color_discrete_sequence=RUN_COLORS)

@@ -48,7 +48,9 @@ jobs: dict = st.session_state.setdefault("train_jobs", {})
 
 
 NAMES = {"energy_nat_mean": "E(x)", "energy_adv_mean": "E(x*)", "delta_e": "ΔE", "test_clean_acc": "clean",
-         "test_pgd_acc": "robust (PGD)", "train_pgd_acc": "robust, train subset"}
+         "test_pgd_acc": "robust (PGD)", "train_pgd_acc": "robust, train subset",
+         # a run with a weight average (`train --ema`): the average's curves, drawn where recorded
+         "ema_test_clean_acc": "clean, weight average", "ema_test_pgd_acc": "robust, weight average"}
 
 
 def run_curves(runs: dict[str, pd.DataFrame], key: str, heldout: Optional[dict[str, dict]] = None) -> None:
@@ -63,7 +65,7 @@ def run_curves(runs: dict[str, pd.DataFrame], key: str, heldout: Optional[dict[s
     charts = [
         ("mean E(x) and E(x*), training subset", ["E(x)", "E(x*)"]),
         ("ΔE = mean E(x) − mean E(x*)", ["ΔE"]),
-        ("accuracy, test subset", ["clean", "robust (PGD)"]),
+        ("accuracy, test subset", ["clean", "robust (PGD)", "clean, weight average", "robust, weight average"]),
         ("robust accuracy: training vs test subset", ["robust, train subset", "robust (PGD)"]),
     ]
     starts = {n: lens.stage_starts(d) for n, d in runs.items()}  # fine-tuning stages, once per run
