@@ -356,6 +356,17 @@ def test_zoo_scatter_labels_avoid_each_other():
     assert label_spots(["p", "q"], [0.1, 10], [0.1, 0.5], log_x=True) == {"p": "top center", "q": "top center"}
 
 
+def test_run_charts_draw_a_weight_average_only_for_the_runs_that_kept_one():
+    import pandas as pd
+
+    from app_pages.plots import lines
+
+    plain = pd.DataFrame({"epoch": [1, 2], "robust": [0.2, 0.3], "run": "plain"})
+    averaged = pd.DataFrame({"epoch": [1, 2], "robust": [0.2, 0.3], "averaged": [0.25, 0.35], "run": "ema"})
+    fig = lines(pd.concat([plain, averaged], ignore_index=True), "epoch", ["robust", "averaged"], color="run")
+    assert sorted(t.name for t in fig.data) == ["ema, averaged", "ema, robust", "plain, robust"]
+
+
 def test_weat_explained(app_env):
     at = open_page("weat")
     ok(at)
