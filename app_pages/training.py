@@ -96,6 +96,10 @@ def run_curves(runs: dict[str, pd.DataFrame], key: str, heldout: Optional[dict[s
                 msg += f"; it fits {r['train_robust_last']:.1%} of its training subset under attack at the end"
             if "delta_e_last" in r and pd.notna(r["delta_e_last"]):
                 msg += f"; ΔE {r['delta_e_best']:+.3f} at the best epoch, {r['delta_e_last']:+.3f} at the end"
+            if "ema_best_epoch" in r and pd.notna(r["ema_best_epoch"]):  # a run that kept a weight average
+                msg += (f"; its weight average: best {r['ema_best_robust']:.1%} at epoch {int(r['ema_best_epoch'])}, "
+                        f"{r['ema_last_robust']:.1%} at the end"
+                        + (" — **robust overfitting**" if r["ema_robust_overfitting"] else ""))
             st.markdown(msg + ".")
             if held.get(r["run"]):
                 st.caption(f"{r['run']}, " + heldout_text(held[r["run"]]) + ".")

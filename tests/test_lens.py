@@ -309,6 +309,13 @@ def test_runs_summary_marks_robust_overfitting():
     assert not s.loc["b", "robust_overfitting"] and s.loc["b", "best_epoch"] == 7
     assert s.loc["b", "delta_e_last"] == pytest.approx(0.10)
     assert list(s["epochs"]) == [10, 10]
+    assert "ema_best_epoch" not in s  # no run kept a weight average
+    # a run with a weight average (`train --ema`): the average's peak and fall, judged the same way
+    averaged = over.assign(ema_test_pgd_acc=[.1, .15, .25, .35, .40, .42, .43, .43, .425, .425])
+    s = lens.runs_summary({"a": over, "c": averaged}).set_index("run")
+    assert s.loc["c", "robust_overfitting"] and not s.loc["c", "ema_robust_overfitting"]
+    assert s.loc["c", "ema_best_epoch"] == 7 and s.loc["c", "ema_last_robust"] == pytest.approx(0.425)
+    assert s.loc["c", "ema_robust_drop"] == pytest.approx(0.005) and pd.isna(s.loc["a", "ema_best_epoch"])
 
 
 def test_demo_images_and_grid():

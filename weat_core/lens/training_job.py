@@ -113,7 +113,9 @@ def runs_summary(runs: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """One row per run: its best and last robust test accuracy, the drop between them (robust
     overfitting when `training_phases` flags it), the robust accuracy on the training subset and
     the train−test robust gap at the end, and
-    ΔE at the best epoch, at the end and at its most negative. Accuracies as fractions."""
+    ΔE at the best epoch, at the end and at its most negative; for a run with a weight average
+    (`train --ema`), the average's best and last robust accuracy and drop too (`ema_*`).
+    Accuracies as fractions."""
     rows = []
     for name, df in runs.items():
         if df.empty:
@@ -133,6 +135,14 @@ def runs_summary(runs: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
                 row.update(delta_e_best=float(best["delta_e"]))
         if "delta_e" in df:
             row.update(delta_e_last=float(last["delta_e"]), delta_e_min=float(df["delta_e"].min()))
+        if "ema_test_pgd_acc" in df and df["ema_test_pgd_acc"].notna().any() and ph.get("best_epoch") is not None:
+            # a run with a weight average (`train --ema`): the same peak-and-fall test on the average
+            sub = df.dropna(subset=["ema_test_pgd_acc"])
+            rob = sub["ema_test_pgd_acc"].to_numpy(dtype=float)
+            n = int(sub["eval_size"].dropna().iloc[-1]) if "eval_size" in sub and sub["eval_size"].notna().any() else None
+            i, drop, fell = robust_peak(rob, n)
+            row.update(ema_best_epoch=int(sub["epoch"].iloc[i]), ema_best_robust=float(rob[i]),
+                       ema_last_robust=float(rob[-1]), ema_robust_drop=drop, ema_robust_overfitting=fell)
         rows.append(row)
     return pd.DataFrame(rows)
 
