@@ -51,6 +51,10 @@
 #   call 1 (timeout 600): TESTS_S=0 BENCH_S=0 SAMPLING_S=0 AA_N=0 KEEP=out/keep EPOCHS=58 BATCH=1024 LR=0.8 \
 #     TRAIN_EXTRA="--compile" bash scripts/gpu_session.sh sat
 #   call 2 at once: AA_ONLY=out/keep/ckpt/preactresnet18-sat END_S=<timeout_s - 20> bash scripts/gpu_session.sh
+# After SAT, the targets (82 / 52 / 48 % for WEAT-adv) need more than the 58 epochs so far: one 600 s call
+# holds about 90 (MINUTES=9 plans them; 58 took 5.8 min with 43 s of compiling). `TRAIN_EXTRA="--compile
+# --ema 0.999"` would ship a weight average instead of the last weights; on two 5-epoch one-cycle CPU runs
+# the average was 1.4-1.75 points lower clean and level under PGD-20 (docs/models.md), untried on a GPU.
 # The two minutes or so left after call 2 hold one more short call. CUDA graphs (reduce-overhead) trained
 # WEAT-adv at 10,079 img/s in the benchmark where the default mode measured 9,600 on that machine
 # (bench/results/h100-2026-11-26-compile-reduce-overhead.log); a whole run in that mode (its test below, on
