@@ -212,7 +212,8 @@ def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
             best_i, drop, overfit = robust_peak([acc for acc, _, _ in rob], _subset_size(log_records, t))
             best, end = rob[best_i], rob[-1]
             line = (f"- robust accuracy {'of the weight average ' if averaged else ''}on the per-epoch test subset: "
-                    f"best {best[0]:.1%} at epoch {best[1]}, {end[0]:.1%} at the last epoch ({end[1]})")
+                    + (f"{end[0]:.1%} at the last epoch ({end[1]}), its best" if best[1] == end[1] else
+                       f"best {best[0]:.1%} at epoch {best[1]}, {end[0]:.1%} at the last epoch ({end[1]})"))
             if overfit:
                 line += f": down {drop:.1%}, robust overfitting"
             if best[2] is not None and end[2] is not None:

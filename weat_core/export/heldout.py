@@ -74,6 +74,14 @@ def heldout_text(h: dict[str, Any]) -> str:
     else:
         verdict = ("robust overfitting, beyond two standard errors" if h["overfitting"]
                    else "within the noise of these images" if h["drop"] > 0 else "no fall")
+    if b["epoch"] == e["epoch"]:  # the best epoch on the per-epoch subset is the last: one checkpoint
+        text = (f"held-out check ({n}test images the run never evaluated, {shown}): the best epoch is the last "
+                f"({e['epoch']}): robust accuracy {pct(e['test_' + a])}, clean {pct(e['test_clean'])}")
+        if f"train_{a}" in e:
+            text += f"; its own training images under attack {pct(e['train_' + a])}"
+        if "test_delta_e" in e and "train_delta_e" in e:
+            text += f"; ΔE {e['test_delta_e']:+.3f} held-out, {e['train_delta_e']:+.3f} on its training images"
+        return text
     text = (f"held-out check ({n}test images the run never evaluated, {shown}): robust accuracy "
             f"{pct(b['test_' + a])} at the best epoch ({b['epoch']}), {pct(e['test_' + a])} at the last ({e['epoch']}): "
             f"{verdict}; clean {pct(b['test_clean'])} → {pct(e['test_clean'])}")
