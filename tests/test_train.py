@@ -110,6 +110,19 @@ def test_augment_is_crop_and_flip_of_the_padded_image():
     assert not torch.equal(out, x)  # some randomness happened
 
 
+def _crash_mid_epoch_2():
+    """A `should_stop` that raises KeyboardInterrupt at its 7th poll: with `_cfg`'s 160 images in
+    batches of 32 (5 an epoch), that is in the middle of epoch 2, as a kill would be."""
+    calls = {"n": 0}
+
+    def crash():
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt
+
+    return crash
+
+
 def test_bad_config_is_a_clear_error():
     with pytest.raises(WeatError, match="unknown method"):
         TrainConfig(method="adam")
@@ -148,12 +161,7 @@ def test_run_writes_log_and_checkpoints(folder_dataset, tmp_path):
 def test_interrupted_and_resumed_run_equals_uninterrupted(folder_dataset, tmp_path, schedule):
     full = train(_cfg(folder_dataset, tmp_path / "full", schedule=schedule), progress=False)
 
-    calls = {"n": 0}
-
-    def crash():
-        calls["n"] += 1
-        if calls["n"] == 7:  # 160 images / 32 = 5 batches an epoch: this is mid-epoch 2
-            raise KeyboardInterrupt
+    crash = _crash_mid_epoch_2()
 
     with pytest.raises(KeyboardInterrupt):
         train(_cfg(folder_dataset, tmp_path / "part", schedule=schedule), progress=False, should_stop=crash)
@@ -218,12 +226,7 @@ def test_a_weight_averaged_run_checkpoints_measures_and_returns_the_average(fold
 
 def test_a_weight_averaged_run_resumes_exactly_and_only_as_it_was_started(folder_dataset, tmp_path):
     full = train(_cfg(folder_dataset, tmp_path / "full", ema=0.9), progress=False)
-    calls = {"n": 0}
-
-    def crash():
-        calls["n"] += 1
-        if calls["n"] == 7:  # mid-epoch 2
-            raise KeyboardInterrupt
+    crash = _crash_mid_epoch_2()
 
     with pytest.raises(KeyboardInterrupt):
         train(_cfg(folder_dataset, tmp_path / "part", ema=0.9), progress=False, should_stop=crash)
@@ -322,12 +325,7 @@ def test_time_budget_uses_the_measured_times_and_resume_keeps_its_epochs(folder_
     import weat_core.train.loop as tr
 
     monkeypatch.setattr(tr, "_calibrate", lambda *a, **k: (1.0, 5.0))  # 5 steps × 1 s + 5 s eval → 10.5 s/epoch
-    calls = {"n": 0}
-
-    def crash():
-        calls["n"] += 1
-        if calls["n"] == 7:  # mid-epoch 2
-            raise KeyboardInterrupt
+    crash = _crash_mid_epoch_2()
 
     with pytest.raises(KeyboardInterrupt):
         train(_cfg(folder_dataset, tmp_path / "run", minutes=1.0), progress=False, should_stop=crash)
@@ -346,12 +344,7 @@ def test_a_resumed_budgeted_run_does_not_re_plan(folder_dataset, tmp_path, monke
     monkeypatch.setattr(tr, "_calibrate", lambda *a, **k: (1.0, 5.0))  # plans 5 epochs of 10.5 s
     asked = []
     monkeypatch.setattr(budget, "replanned_epochs", lambda cfg, done, *a, **k: asked.append(done))  # (None: plan stands)
-    calls = {"n": 0}
-
-    def crash():
-        calls["n"] += 1
-        if calls["n"] == 7:  # mid-epoch 2
-            raise KeyboardInterrupt
+    crash = _crash_mid_epoch_2()
 
     cfg = _cfg(folder_dataset, tmp_path / "run", minutes=1.0, schedule="step")
     with pytest.raises(KeyboardInterrupt):
