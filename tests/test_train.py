@@ -433,7 +433,7 @@ def test_ddp_two_gloo_processes(folder_dataset, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "weat_core",
            "train", "--method", "weat-adv", "--arch", "weatnet_tiny", "--dataset", str(folder_dataset),
            "--batch-size", "32", "--attack-steps", "2", "--eval-size", "20", "--eval-steps", "2",
-           "--device", "cpu", "--quiet", "--out", str(out),
+           "--device", "cpu", "--quiet", "--out", str(out), "--ema", "0.99",  # each rank averages alike
            "--minutes", "0.005"]  # a budget smaller than the set-up: the ranks calibrate together, agree on 1 epoch
     r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -444,6 +444,9 @@ def test_ddp_two_gloo_processes(folder_dataset, tmp_path):
     assert 0.0 <= recs[0]["test_clean_acc"] <= 1.0 and REQUIRED_KEYS - {"weight_std"} <= set(recs[0])
     # the test accuracy was gathered over the 20 images of both ranks: a multiple of 1/20
     assert abs(recs[0]["test_clean_acc"] * 20 - round(recs[0]["test_clean_acc"] * 20)) < 1e-6
+    assert abs(recs[0]["ema_test_clean_acc"] * 20 - round(recs[0]["ema_test_clean_acc"] * 20)) < 1e-6
+    assert "averaged weights" in r.stderr + r.stdout  # the closing line reports the average
+    assert (out / "state-0001" / "trained.safetensors").is_file()
     load(out)
 
 
