@@ -178,6 +178,11 @@ with tab_live:
         batch = b.select_slider("Batch size", [16, 32, 64, 128, 256], 128, key="tr_batch")
         steps = d.slider("Attack steps (training)", 1, 10, 3, key="tr_steps")
         lr = d.select_slider("Peak learning rate (one-cycle)", [0.01, 0.02, 0.05, 0.1, 0.2], 0.1, key="tr_lr")
+        ema = d.checkbox("Keep a weight average", False, key="tr_ema",
+                         help="An exponential moving average of the weights (`train --ema 0.999`), measured every "
+                              "epoch beside them and handed back as the trained model. In short one-cycle runs it "
+                              "lags the last weights; in the recorded SAT run at 2/255 it kept rising where the "
+                              "trained weights peaked and fell (docs/models.md).")
         start = st.form_submit_button("Start training", type="primary")
     running = [n for n, j in jobs.items() if j.running]
     if start and running:
@@ -189,7 +194,7 @@ with tab_live:
             cfg = TrainConfig(method=method, arch="weatnet_s", dataset=c.data, epochs=epochs, batch_size=batch,
                               lr=lr, attack_steps=steps, alpha=max(2 / 255, 2.5 * (8 / 255) / steps),
                               eval_size=256, eval_steps=5, device=c.device, seed=len(jobs),
-                              minutes=None if budget == "off" else float(budget))
+                              minutes=None if budget == "off" else float(budget), ema=0.999 if ema else None)
             data = (common.images("train", n_train), common.images("test", 256))
             name = f"{method} run {len(jobs) + 1}"
             jobs[name] = lens.TrainingJob(cfg, data).start()

@@ -278,11 +278,14 @@ def test_training_recorded_and_live(app_env):
     at.select_slider(key="tr_n").set_value(64)
     at.select_slider(key="tr_batch").set_value(32)
     at.slider(key="tr_steps").set_value(1)
+    at.checkbox(key="tr_ema").check()  # with a weight average: measured beside the trained weights
     next(b for b in at.button if b.label == "Start training").click().run()
     ok(at)
     job = next(iter(at.session_state["train_jobs"].values()))
     job.join(120)
     assert job.error is None and len(job.history) == 1
+    assert job.config.ema == 0.999 and 0 <= job.history[0]["ema_test_pgd_acc"] <= 1
+    at.checkbox(key="tr_ema").uncheck()
     at.run()
     ok(at)
     assert any(o.startswith("trained here: ") for o in at.sidebar.selectbox(key="model_choice").options)
