@@ -107,7 +107,7 @@ def _load_resume(out: Path, model: nn.Module, opt: torch.optim.Optimizer,
                         f"resume it {'with' if has_trained else 'without'} one, as it was started")
     if averaged is not None:
         averaged.load_state_dict(load_state_dict(d / "model.safetensors"))
-        model.load_state_dict(load_file(str(d / "trained.safetensors")))
+        model.load_state_dict(load_state_dict(d / "trained.safetensors"))
     else:
         model.load_state_dict(load_state_dict(d / "model.safetensors"))
     meta = json.loads((d / "trainer.json").read_text())
