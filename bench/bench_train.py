@@ -4,6 +4,7 @@
     python bench/bench_train.py --device cuda --archs preactresnet18 --batch-size 512
     python bench/bench_train.py --device cuda --methods weat-adv --batch-size 512,1024,2048 --no-attacks
     python bench/bench_train.py --device cuda --methods weat-adv --compile-mode default,max-autotune-no-cudagraphs
+    python bench/bench_train.py --device cuda --methods weat-adv --batch-size 1024 --compile --ema 0.999
 
 Measures the real training step of weat_core.train (attack + forwards + backward + SGD) on
 random uint8 data already on the device, after warm-up steps; prints one line per setting.
@@ -26,6 +27,7 @@ from weat_core.devices import bf16_ok  # noqa: E402
 from weat_core.losses import get_loss  # noqa: E402
 from weat_core.models import create_model  # noqa: E402
 from weat_core.train import COMPILE_MODES, METHODS, TrainConfig, augment, make_attack, train_step  # noqa: E402
+from weat_core.train.loop import _weight_average  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -34,12 +36,14 @@ def _sync(device: torch.device) -> None:
 
 
 def bench_train(arch: str, method: str, device: torch.device, batch: int, steps: int, warmup: int,
-                amp: bool, compile_: bool, mode: str | None = None) -> float:
+                amp: bool, compile_: bool, mode: str | None = None, ema: float | None = None) -> float:
+    """Training images/s; with `ema`, each step also updates a weight average, as `train --ema` does."""
     cfg = TrainConfig(method=method, arch=arch, batch_size=batch, device=str(device), compile=compile_,
                       compile_mode=mode)
     model = create_model(arch).to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     fwd = torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model
+    average = _weight_average(model, ema) if ema else None
     attack, loss_fn = make_attack(cfg), get_loss(method)
     g = torch.Generator(device=device).manual_seed(0)
     xs = torch.randint(0, 256, (batch * 4, 3, 32, 32), dtype=torch.uint8, device=device)
@@ -52,6 +56,8 @@ def bench_train(arch: str, method: str, device: torch.device, batch: int, steps:
         j = (i % 4) * batch
         xb = augment(xs[j:j + batch].float().div_(255), g).contiguous(memory_format=torch.channels_last)
         train_step(model, fwd, opt, attack, loss_fn, xb, ys[j:j + batch], cfg, amp, fwd)  # as train() does
+        if average is not None:
+            average.update(model, step=i + 1)
     _sync(device)
     return steps * batch / (time.perf_counter() - t0)
 
@@ -83,6 +89,8 @@ def main() -> None:
                    help="torch.compile's mode, as `train --compile-mode` (implies --compile); a comma list "
                         f"measures each in turn, in one process ({', '.join(COMPILE_MODES)})")
     p.add_argument("--no-attacks", action="store_true", help="training steps only, no attack throughput")
+    p.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                   help="also time each training step with a weight average (train --ema), on a second line")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast (default: as training does, on where the hardware has native bf16)")
     a = p.parse_args()
@@ -104,18 +112,21 @@ def main() -> None:
         print(f"# device: {name}; bf16 autocast {'on' if amp else 'off'}; channels_last; "
               f"{'torch.compile (mode ' + (mode or 'default') + ')' if compiled else 'eager'}; "
               f"torch {torch.__version__}")
-        print(f"{'arch':16s} {'what':22s} {'batch':>6s} {'img/s':>10s}")
+        print(f"{'arch':16s} {'what':26s} {'batch':>6s} {'img/s':>10s}")
         for arch in archs:
             for batch in batches:
                 for method in a.methods.split(","):
-                    ips = bench_train(arch, method, device, batch, steps, 3 if compiled else 2, amp, compiled, mode)
-                    print(f"{arch:16s} {'train ' + method:22s} {batch:6d} {ips:10.0f}", flush=True)
+                    for ema in [None] + ([a.ema] if a.ema else []):
+                        ips = bench_train(arch, method, device, batch, steps, 3 if compiled else 2, amp, compiled, mode,
+                                          ema)
+                        what = f"train {method}" + (f" +ema {ema:g}" if ema else "")
+                        print(f"{arch:16s} {what:26s} {batch:6d} {ips:10.0f}", flush=True)
                 if a.no_attacks or k:  # the attacks run uncompiled: once is enough
                     continue
                 for label, atk in (("attack PGD-10", PGD(steps=10)), ("attack TRADES-10", TradesAttack(steps=10)),
                                    ("attack PGD-20", PGD(steps=20))):
                     ips = bench_attack(arch, atk, device, batch, max(1, steps // 2), amp)
-                    print(f"{arch:16s} {label:22s} {batch:6d} {ips:10.0f}", flush=True)
+                    print(f"{arch:16s} {label:26s} {batch:6d} {ips:10.0f}", flush=True)
 
 
 if __name__ == "__main__":

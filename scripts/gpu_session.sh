@@ -54,7 +54,9 @@
 # After SAT, the targets (82 / 52 / 48 % for WEAT-adv) need more than the 58 epochs so far: one 600 s call
 # holds about 90 (MINUTES=9 plans them; 58 took 5.8 min with 43 s of compiling). `TRAIN_EXTRA="--compile
 # --ema 0.999"` would ship a weight average instead of the last weights; on two 5-epoch one-cycle CPU runs
-# the average was 1.4-1.75 points lower clean and level under PGD-20 (docs/models.md), untried on a GPU.
+# the average was 1.4-1.75 points lower clean and level under PGD-20 (docs/models.md), untried on a GPU;
+# its cost per step is not measurable on our CPU (bench/results/cpu-2026-11-27-ema.log); on the GPU,
+# `bench/bench_train.py --device cuda --methods weat-adv --batch-size 1024 --compile --no-attacks --ema 0.999`.
 # The two minutes or so left after call 2 hold one more short call. CUDA graphs (reduce-overhead) trained
 # WEAT-adv at 10,079 img/s in the benchmark where the default mode measured 9,600 on that machine
 # (bench/results/h100-2026-11-26-compile-reduce-overhead.log); a whole run in that mode (its test below, on
