@@ -80,8 +80,7 @@ def training_phases(df: pd.DataFrame) -> dict[str, Any]:
         return {"phases": [], "best_epoch": None, "overfitting": False}
     ep = df["epoch"].to_numpy()
     rob = df["test_pgd_acc"].to_numpy(dtype=float)
-    n = int(df["eval_size"].dropna().iloc[-1]) if "eval_size" in df and df["eval_size"].notna().any() else None
-    best_i, drop, overfit = robust_peak(rob, n)
+    best_i, drop, overfit = robust_peak(rob, _eval_size(df))
     first = PHASE_NAMES[0]
     if "lr" in df and df["lr"].nunique() > 1:
         lr = df["lr"].to_numpy(dtype=float)
@@ -98,6 +97,11 @@ def training_phases(df: pd.DataFrame) -> dict[str, Any]:
         phases = []  # too short a run to tell phases apart
     return {"phases": phases, "best_epoch": int(ep[best_i]), "best_robust": float(rob[best_i]),
             "overfitting": overfit, "robust_drop": drop}
+
+
+def _eval_size(df: pd.DataFrame) -> Optional[int]:
+    """The images behind a log's per-epoch test accuracies (its newest `eval_size`), or None."""
+    return int(df["eval_size"].dropna().iloc[-1]) if "eval_size" in df and df["eval_size"].notna().any() else None
 
 
 def stage_starts(df: pd.DataFrame) -> list[int]:
@@ -139,8 +143,7 @@ def runs_summary(runs: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
             # a run with a weight average (`train --ema`): the same peak-and-fall test on the average
             sub = df.dropna(subset=["ema_test_pgd_acc"])
             rob = sub["ema_test_pgd_acc"].to_numpy(dtype=float)
-            n = int(sub["eval_size"].dropna().iloc[-1]) if "eval_size" in sub and sub["eval_size"].notna().any() else None
-            i, drop, fell = robust_peak(rob, n)
+            i, drop, fell = robust_peak(rob, _eval_size(sub))
             row.update(ema_best_epoch=int(sub["epoch"].iloc[i]), ema_best_robust=float(rob[i]),
                        ema_last_robust=float(rob[-1]), ema_robust_drop=drop, ema_robust_overfitting=fell)
         rows.append(row)
