@@ -482,6 +482,17 @@ def test_shipped_retrain_commands_give_back_the_settings(cfg_file):
     for t in cfg.get("stages") or [cfg["training"]]:
         _parses_back(t)
 
+@pytest.mark.parametrize("cfg_file", SHIPPED_CONFIGS, ids=lambda p: p.parent.name)
+def test_shipped_cards_are_what_the_code_writes_from_their_config_and_log(cfg_file):
+    """Every shipped card is the one `model_card` writes now from the folder's config.json and
+    log.jsonl, so a change to the cards' wording or numbers reaches every shipped folder (rewrite
+    them with `model_card` when this fails) and no card keeps a number its config no longer has."""
+    from weat_core.export.card import _read_log, model_card
+
+    d = cfg_file.parent
+    assert (d / "README.md").read_text() == model_card(d.name, json.loads(cfg_file.read_text()), _read_log(d / "log.jsonl"))
+
+
 SHIPPED_WEIGHTS = [c.parent.name for c in sorted((REPO_ROOT / "checkpoints").glob("*/config.json"))
                    if any(c.parent.glob("model*.safetensors"))]
 

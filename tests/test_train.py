@@ -820,6 +820,33 @@ def test_a_card_says_when_a_run_stopped_before_its_planned_epochs():
     assert "stopped after" not in model_card("x", {**cfg, "training": {**t, "epochs": 3}}, recs)
 
 
+def test_a_card_says_a_best_epoch_that_is_the_last_once_and_leaves_out_the_trained_run_folder():
+    """When a run's best epoch is its last, its card gives that epoch's numbers once; its settings
+    line names the dataset as the re-train command does and leaves out the run folder it was
+    trained in (a path on that machine), which only a stage that a later one fine-tunes keeps."""
+    from weat_core.export import model_card
+
+    recs = [{"epoch": e, "test_clean_acc": 0.5, "test_pgd_acc": 0.2 + 0.05 * e, "delta_e": -0.1 * e,
+             "train_pgd_acc": 0.3 + 0.05 * e} for e in (1, 2, 3)]
+    t = {"method": "sat", "arch": "weatnet_tiny", "dataset": str(REPO.parent / "shared" / "data" / "c.tar.gz"),
+         "epochs": 3, "batch_size": 8, "lr": 0.1, "schedule": "step", "eps": 8 / 255, "alpha": 2 / 255,
+         "attack_steps": 1, "beta": 6.0, "seed": 0, "eval_size": 8, "eval_steps": 1, "out": "/tmp/xyz/run"}
+    card = model_card("x", {"arch": "weatnet_tiny", "method": "sat", "training": t}, recs)
+    assert "35.0% at the last epoch (3), its best; ΔE -0.300 there" in card
+    assert "training subset: 45.0% at the last epoch (the gap to the test subset: +10.0 points)" in card
+    assert "at the best epoch" not in card and "/tmp/xyz" not in card
+    assert '"dataset": "../shared/data/c.tar.gz"' in card
+    falling = recs + [{"epoch": 4, "test_clean_acc": 0.5, "test_pgd_acc": 0.1, "delta_e": -0.5, "train_pgd_acc": 0.9}]
+    card = model_card("x", {"arch": "weatnet_tiny", "method": "sat", "training": {**t, "epochs": 4}}, falling)
+    assert "ΔE -0.300 at the best epoch, -0.500 at the last" in card
+    assert "45.0% at the best epoch, 90.0% at the last (the gap to the test subset: +10.0 and +80.0 points)" in card
+    # a stage that a later one fine-tunes keeps its folder: the next stage's --init names it
+    chained = {"arch": "weatnet_tiny", "method": "sat", "training": {**t, "out": "runs/b", "init": "runs/a/best-0003"},
+               "stages": [{**t, "out": "runs/a"}, {**t, "out": "runs/b", "init": "runs/a/best-0003"}]}
+    settings = [s for s in model_card("x", chained, recs).splitlines() if s.startswith("Settings")]
+    assert '"out": "runs/a"' in settings[0] and '"out"' not in settings[1]
+
+
 def test_the_heldout_check_tells_robust_overfitting_from_noise():
     """A run's best and last epoch on held-out images: a fall beyond two standard errors of those
     images is robust overfitting, a smaller one is noise; the rows of one run are picked by name

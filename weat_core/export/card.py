@@ -217,13 +217,16 @@ def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
             if overfit:
                 line += f": down {drop:.1%}, robust overfitting"
             if best[2] is not None and end[2] is not None:
-                line += f"; ΔE {best[2]:+.3f} at the best epoch, {end[2]:+.3f} at the last"
+                line += (f"; ΔE {end[2]:+.3f} there" if best[1] == end[1] else
+                         f"; ΔE {best[2]:+.3f} at the best epoch, {end[2]:+.3f} at the last")
             lines.append(line)
             fit = {} if averaged else {r["epoch"]: r["train_pgd_acc"] for r in log_records if "train_pgd_acc" in r}
             if best[1] in fit and end[1] in fit:  # how far the run fits its own images under attack
-                lines.append(f"- robust accuracy on the per-epoch training subset: {fit[best[1]]:.1%} at the best "
-                             f"epoch, {fit[end[1]]:.1%} at the last (the gap to the test subset: "
-                             f"{100 * (fit[best[1]] - best[0]):+.1f} and {100 * (fit[end[1]] - end[0]):+.1f} points)")
+                lines.append("- robust accuracy on the per-epoch training subset: " + (
+                    f"{fit[end[1]]:.1%} at the last epoch (the gap to the test subset: "
+                    f"{100 * (fit[end[1]] - end[0]):+.1f} points)" if best[1] == end[1] else
+                    f"{fit[best[1]]:.1%} at the best epoch, {fit[end[1]]:.1%} at the last (the gap to the test "
+                    f"subset: {100 * (fit[best[1]] - best[0]):+.1f} and {100 * (fit[end[1]] - end[0]):+.1f} points)"))
         if cfg.get("heldout"):
             lines.append("- " + heldout_text(cfg["heldout"]))
         lines.append("")
@@ -238,10 +241,21 @@ def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
             lines += [f"{len(stages)} stages; each later one fine-tunes the weights the one before it ended "
                       "with (`--init`), so the epochs above run on across stages.", ""]
         lines += ["```", _chain(stages, "\n"), "```", ""]
-        lines += [f"Settings{f' (stage {i + 1})' if len(stages) > 1 else ''}: {json.dumps(st, sort_keys=True)}"
+        lines += [f"Settings{f' (stage {i + 1})' if len(stages) > 1 else ''}: {json.dumps(_shown(st, i < len(stages) - 1), sort_keys=True)}"
                   for i, st in enumerate(stages)] + [""]
     return "\n".join(lines)
 
+
+
+def _shown(settings: dict[str, Any], feeds_next: bool) -> dict[str, Any]:
+    """A stage's settings as its card lists them: the dataset as the re-train command names it
+    (`_portable`), and the run folder (`out`) only where the commands use it (a stage that a later
+    one fine-tunes with `--init`); elsewhere it is a path on the machine that trained the run
+    (often a temporary folder) and tells a reader nothing. config.json keeps both as they were."""
+    shown = {k: v for k, v in settings.items() if feeds_next or k != "out"}
+    if shown.get("dataset"):
+        shown["dataset"] = _portable(shown["dataset"])
+    return shown
 
 
 def _arch_options(kw: Optional[dict]) -> str:
