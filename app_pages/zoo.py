@@ -24,10 +24,16 @@ def scatter(res: pd.DataFrame, rob: str, title: str, key: str) -> None:
     fig = px.scatter(res.assign(**{"|ΔE|": gaps}), x="|ΔE|", y=rob, text="model", color="method", title=title,
                      log_x=bool(gaps.max() / gaps.min() > 20))
     fig.update_traces(textposition="top center", marker_size=12, cliponaxis=False)
-    where = plots.label_spots(res["model"].tolist(), gaps.to_numpy(), res[rob].to_numpy(), log_x=fig.layout.xaxis.type == "log")
+    # fixed margins and y range, so that the plot area, and with it the pixels between two markers
+    # that `label_spots` reckons with, are known: 420 − 60 − 60 = 300 px high, the data in 300/1.2;
+    # the width is a narrow column's (a laptop with the sidebar open), labels that fit it fit wider ones
+    lo, hi = float(res[rob].min()), float(res[rob].max())
+    pad = 0.1 * (hi - lo) if hi > lo else 0.05
+    where = plots.label_spots(res["model"].tolist(), gaps.to_numpy(), res[rob].to_numpy(),
+                              log_x=fig.layout.xaxis.type == "log", width=450, height=300 / 1.2)
     for tr in fig.data:
         tr.textposition = [where.get(m, "top center") for m in tr.text]
-    fig.update_layout(height=420, yaxis_tickformat=".0%")
+    fig.update_layout(height=420, margin=dict(t=60, b=60), yaxis_tickformat=".0%", yaxis_range=[lo - pad, hi + pad])
     st.plotly_chart(fig, key=key)
     trend = lens.gap_trend(res, rob)
     if trend is None:
