@@ -408,6 +408,101 @@ def test_hub_offline_from_local_cache(model, x, tmp_path):
     assert msg is not None and "owner/tiny" in msg and "0" * 40 in msg
 
 
+# ---- publishing on the Hub (`push`) ----------------------------------------------------------
+
+
+def test_push_stages_a_folder_that_stands_on_its_own(tmp_path):
+    """What `push` uploads: the shipped checkpoint's weights (every shard and the index), config,
+    log and card, with the SGLD statistics it shares from checkpoints/_shared/ copied in (the Hub
+    copy cannot point outside itself) and the card led by the Hub's metadata block; the copy
+    gives exactly the shipped model's logits. A folder without weights or a bad repo id is refused."""
+    from weat_core.export.hub import stage
+    from weat_core.sampling.init import STATS_NAME, ClassStats, stats_path
+
+    for name in ("weatnet_s-weat-adv", "preactresnet18-trades"):  # one file, and two shards with an index
+        src = REPO_ROOT / "checkpoints" / name
+        dest = stage(name, tmp_path / name, "owner/" + name)
+        shipped = {f.name for f in src.glob("model*")} | {"config.json", "log.jsonl", "README.md", STATS_NAME}
+        assert {f.name for f in dest.iterdir()} == shipped
+        cfg, ours = json.loads((dest / "config.json").read_text()), json.loads((src / "config.json").read_text())
+        assert "init_stats" in ours and cfg == {k: v for k, v in ours.items() if k != "init_stats"}
+        assert stats_path(dest) == dest / STATS_NAME and ClassStats.load(dest).num_classes == 10
+        card = (dest / "README.md").read_text()
+        assert card.startswith("---\npipeline_tag: image-classification\n") and "\ndatasets:\n- cifar10\n---\n# " in card
+        assert f'load("owner/{name}")' in card and card.endswith((src / "README.md").read_text().partition("\n")[2])
+        x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+        assert torch.equal(logits(load(dest), x), logits(load(name), x))
+    with pytest.raises(WeatError, match="no model.safetensors"):
+        stage(str(REPO_ROOT / "checkpoints" / "_runs" / "weatnet_s-sat-1k-step-eps2"), tmp_path / "run")
+    with pytest.raises(WeatError, match="not a Hub repo id"):
+        stage("weatnet_s-weat-adv", tmp_path / "bad", "not an id")
+    with pytest.raises(WeatError, match="not empty"):
+        stage("weatnet_s-weat-adv", tmp_path / "weatnet_s-weat-adv")
+
+
+def test_push_uploads_what_loads_back_by_repo_id(model, x, tmp_path, monkeypatch):
+    """`push` creates the repo and uploads the staged folder through huggingface_hub's HfApi
+    (here a stand-in that files the upload in a local Hub cache, as a download would leave it);
+    loading the repo id from that cache, offline, gives the pushed model's logits."""
+    import huggingface_hub
+    from safetensors.torch import load_file, save_file
+
+    from weat_core.export import hub
+
+    calls = {}
+
+    class FakeApi:
+        def create_repo(self, repo_id, **kw):
+            calls["create"] = (repo_id, kw)
+
+        def create_branch(self, repo_id, **kw):
+            calls["branch"] = (repo_id, kw)
+
+        def upload_folder(self, *, repo_id, folder_path, **kw):
+            calls["upload"] = (repo_id, sorted(p.name for p in Path(folder_path).iterdir()), kw)
+            _fake_hub_repo(tmp_path / "hf" / "hub", repo_id, {"b" * 40: Path(folder_path)}, main="b" * 40)
+            return type("CommitInfo", (), {"commit_url": f"https://huggingface.co/{repo_id}/commit/{'b' * 40}"})()
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_test")
+    save(model, tmp_path / "mine", config={"dataset": "cifar10", "method": "trades"})
+    url = hub.push_checkpoint(str(tmp_path / "mine"), "owner/pushed", private=True, message="first")
+    assert url.endswith("/owner/pushed/commit/" + "b" * 40)
+    assert calls["create"] == ("owner/pushed", {"repo_type": "model", "private": True, "exist_ok": True})
+    assert calls["upload"][1] == ["README.md", "config.json", "model.safetensors"]
+    assert calls["upload"][2] == {"repo_type": "model", "revision": None, "commit_message": "first"}
+    assert "branch" not in calls  # main
+    hub.push_checkpoint(str(tmp_path / "mine"), "owner/other", revision="v2")
+    assert calls["branch"] == ("owner/other", {"branch": "v2", "repo_type": "model", "exist_ok": True})
+    assert calls["upload"][2] == {"repo_type": "model", "revision": "v2", "commit_message": "Upload mine from WEAT Lens"}
+
+    save_file({"x": x}, tmp_path / "x.safetensors")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), HF_HUB_CACHE=str(tmp_path / "hf" / "hub"),
+               WEAT_CHECKPOINTS_DIR=str(tmp_path / "no-zoo"),
+               PYTHONPATH=os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    script = ("import sys, torch; from safetensors.torch import load_file, save_file; "
+              "from weat_core.checkpoints import load; m = load('owner/pushed'); "
+              "save_file({'y': m(load_file(sys.argv[1])['x']).detach().contiguous()}, sys.argv[2])")
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "x.safetensors"), str(tmp_path / "y.safetensors")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert torch.equal(load_file(tmp_path / "y.safetensors")["y"], logits(model, x))
+
+
+def test_push_without_a_token_or_offline_says_what_to_do(model, tmp_path):
+    """The real huggingface_hub, no stand-in: without a token `push` says how to log in; with
+    HF_HUB_OFFLINE it says to unset it (in a process of its own: the Hub reads it at import);
+    neither leaves a traceback."""
+    save(model, tmp_path / "mine", config={"dataset": "cifar10", "method": "trades"})
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
+    env.update(HF_HOME=str(tmp_path / "hf"), PYTHONPATH=os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    cmd = [sys.executable, "-m", "weat_core", "push", "--checkpoint", str(tmp_path / "mine"), "--repo", "owner/pushed"]
+    for extra, says in [({}, "hf auth login"), ({"HF_TOKEN": "hf_not_a_real_token", "HF_HUB_OFFLINE": "1"}, "HF_HUB_OFFLINE")]:
+        proc = subprocess.run(cmd, cwd=tmp_path, env={**env, **extra}, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and says in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
 # ---- the repository's own shipped folders ---------------------------------------------------
 
 SHIPPED_CONFIGS = sorted((REPO_ROOT / "checkpoints").glob("*/config.json")) + sorted(

@@ -425,6 +425,35 @@ def _cmd_export(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------ push
+
+
+def _add_push(sub) -> None:
+    p = sub.add_parser("push", help="publish a checkpoint on the Hugging Face Hub (loadable by its repo id)")
+    p.add_argument("--checkpoint", required=True, help="shipped name or checkpoint folder")
+    p.add_argument("--repo", required=True, help="Hub model repo, owner/name (created if missing)")
+    p.add_argument("--private", action="store_true", help="create the repo private")
+    p.add_argument("--revision", default=None, help="branch to commit to (default: main)")
+    p.add_argument("--message", default=None, help="commit message")
+    p.add_argument("--dry-run", default=None, metavar="DIR",
+                   help="write what would be uploaded into DIR (a new folder), check that it loads, upload nothing")
+    p.set_defaults(func=_cmd_push)
+
+
+def _cmd_push(args) -> int:
+    from pathlib import Path
+
+    from .export.hub import push_checkpoint, stage
+
+    if args.dry_run:
+        dest = stage(args.checkpoint, Path(args.dry_run), args.repo)
+        print(f"{dest}: " + ", ".join(sorted(f.name for f in dest.iterdir())) + f" (would go to {args.repo})")
+        return 0
+    print(push_checkpoint(args.checkpoint, args.repo, private=args.private, revision=args.revision,
+                          message=args.message))
+    return 0
+
+
 # ------------------------------------------------------------------------------------ main
 
 
@@ -437,6 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep(sub)
     _add_list(sub)
     _add_export(sub)
+    _add_push(sub)
     from .sampling.cli import add_commands
 
     add_commands(sub)

@@ -5,7 +5,8 @@ metrics + the per-epoch energy log + a model card (README.md).
         --dataset cifar10 --attacks pgd20,pgd20-t --aa-n 1000
 
 Modules: `ship` (export_run, export_log, choose_epoch, store_metrics, store_sweep), `card` (the
-model card, the re-train command, the `--init` lineage), `heldout` (the held-out best/last check).
+model card, the re-train command, the `--init` lineage), `heldout` (the held-out best/last check),
+`hub` (push_checkpoint: publish a checkpoint folder on the Hugging Face Hub; imported on use).
 """
 
 from .card import lineage, model_card
