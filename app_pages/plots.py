@@ -97,14 +97,18 @@ def heldout_marks(fig: go.Figure, checks: Sequence[tuple[str, Optional[dict]]], 
     """Diamonds at a run's best and last epoch for its robust accuracy on held-out test images
     (the `heldout` check a recorded run carries), in the run's colour, beside the per-epoch
     subset's curve; `checks` lists (run, check or None) in the charts' run order."""
+    # long runs' curves are WebGL traces (plotly express switches above 1,000 points), which a
+    # browser paints over every SVG trace: the diamonds must then be WebGL too, or a best epoch's
+    # diamond hides under the curve's markers
+    trace = go.Scattergl if any(t.type == "scattergl" for t in fig.data) else go.Scatter
     for i, (run, h) in enumerate(checks):
         if not h:
             continue
         a, b, e = h["attack"], h["best"], h["last"]
         colour = RUN_COLORS[i % len(RUN_COLORS)] if multi else "#444"
-        fig.add_scatter(x=[b["epoch"], e["epoch"]], y=[b[f"test_{a}"], e[f"test_{a}"]], mode="markers",
-                        name=f"{run}, held-out (best, last epoch)",
-                        marker=dict(symbol="diamond", size=13, color=colour, line=dict(width=1.5, color="black")))
+        fig.add_trace(trace(x=[b["epoch"], e["epoch"]], y=[b[f"test_{a}"], e[f"test_{a}"]], mode="markers",
+                            name=f"{run}, held-out (best, last epoch)",
+                            marker=dict(symbol="diamond", size=13, color=colour, line=dict(width=1.5, color="black"))))
         if fig.layout.legend.orientation == "v":  # the legend under the plot: room for its new entry
             fig.update_layout(height=fig.layout.height + 18)
     return fig

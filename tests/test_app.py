@@ -370,6 +370,23 @@ def test_run_charts_draw_a_weight_average_only_for_the_runs_that_kept_one():
     assert sorted(t.name for t in fig.data) == ["ema, averaged", "ema, robust", "plain, robust"]
 
 
+def test_heldout_diamonds_are_drawn_in_the_layer_of_the_curves_they_sit_on():
+    """A browser paints WebGL traces over SVG ones, and plotly express draws long runs' curves in
+    WebGL: the held-out diamonds of such a chart must be WebGL too (else a best epoch's diamond
+    hides under the curve), and stay SVG beside short runs' SVG curves."""
+    import pandas as pd
+
+    from app_pages.plots import heldout_marks, lines
+
+    check = {"attack": "pgd20", "best": {"epoch": 90, "test_pgd20": 0.16}, "last": {"epoch": 400, "test_pgd20": 0.06}}
+    for epochs, kind in ((400, "scattergl"), (20, "scatter")):
+        df = pd.concat([pd.DataFrame({"epoch": range(1, epochs + 1), "clean": 0.3, "robust": 0.1, "run": r})
+                        for r in ("a", "b")], ignore_index=True)
+        fig = heldout_marks(lines(df, "epoch", ["clean", "robust"], color="run"), [("a", check), ("b", None)], multi=True)
+        assert {t.type for t in fig.data} == {kind} and fig.data[-1].name == "a, held-out (best, last epoch)"
+        assert list(fig.data[-1].x) == [90, 400]
+
+
 def test_weat_explained(app_env):
     at = open_page("weat")
     ok(at)
