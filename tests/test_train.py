@@ -798,6 +798,8 @@ def test_the_retrain_command_names_a_dataset_beside_the_repository_relative_to_i
     assert "--dataset ../shared/data/cifar10-jpeg.tar.gz " in _train_command({**t, "dataset": str(beside)})
     assert "--dataset cifar10 " in _train_command({**t, "dataset": "cifar10"})
     assert "--dataset /elsewhere/c.tar.gz " in _train_command({**t, "dataset": "/elsewhere/c.tar.gz"})
+    # the shared copy beside another checkout (a run trained there, its card written from a fresh clone)
+    assert "--dataset ../shared/data/c.tar.gz " in _train_command({**t, "dataset": "/other/shared/data/c.tar.gz"})
     # the GPU scripts' carried copy of ../shared/data (.data/, set up by hand) names the original
     assert "--dataset ../shared/data/cifar10-jpeg.tar.gz " in _train_command({**t, "dataset": ".data/cifar10-jpeg.tar.gz"})
     assert "--dataset my.data/c.tar.gz " in _train_command({**t, "dataset": "my.data/c.tar.gz"})

@@ -23,14 +23,19 @@ def _portable(path: Any) -> str:
     """A dataset path as the re-train command should give it: commands run from the repository
     root, so an absolute path beside the repository (the shared CIFAR-10 copy in `../shared`)
     becomes relative to it, the same on every machine, and the GPU scripts' carried copy of that
-    folder (`.data/`, ignored, which exists only where the scripts were set up) names the original;
-    other paths and names stay as they are."""
+    folder (`.data/`, ignored, which exists only where the scripts were set up) names the original.
+    A file in a `shared/data/` folder elsewhere (the copy beside the checkout a run was trained in,
+    when the command is written from another checkout, e.g. a fresh clone in CI) names the one
+    beside this repository, so a card reads the same wherever it is written. Other paths and names
+    stay as they are."""
     s = str(path)
     p = Path(s)
     if not p.is_absolute() and p.parts[:1] == (".data",) and len(p.parts) == 2:
         return str(Path("..", "shared", "data", p.name))
     if p.is_absolute() and _REPO.parent != Path(_REPO.anchor) and Path(os.path.normpath(p)).is_relative_to(_REPO.parent):
         return os.path.relpath(os.path.normpath(p), _REPO)
+    if p.is_absolute() and p.parts[-3:-1] == ("shared", "data"):
+        return str(Path("..", "shared", "data", p.name))
     return s
 
 
