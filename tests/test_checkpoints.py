@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -432,6 +433,11 @@ def test_push_stages_a_folder_that_stands_on_its_own(tmp_path):
         assert f'load("owner/{name}")' in card and card.endswith((src / "README.md").read_text().partition("\n")[2])
         x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
         assert torch.equal(logits(load(dest), x), logits(load(name), x))
+    own = tmp_path / "own-card"  # a card with a metadata block of its own keeps it, the loading line after it
+    shutil.copytree(REPO_ROOT / "checkpoints" / "weatnet_s-sat", own)
+    (own / "README.md").write_text("---\nlicense: mit\n---\n# mine\n\ntext\n")
+    card = (stage(str(own), tmp_path / "own-staged", "owner/mine") / "README.md").read_text()
+    assert card.startswith("---\nlicense: mit\n---\n# mine\n\nLoad it with") and card.endswith("\ntext\n")
     with pytest.raises(WeatError, match="no model.safetensors"):
         stage(str(REPO_ROOT / "checkpoints" / "_runs" / "weatnet_s-sat-1k-step-eps2"), tmp_path / "run")
     with pytest.raises(WeatError, match="not a Hub repo id"):

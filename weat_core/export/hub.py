@@ -25,7 +25,7 @@ __all__ = ["push_checkpoint", "stage"]
 
 log = logging.getLogger(__name__)
 
-_HUB_DATASETS = {"cifar10": "cifar10", "cifar100": "cifar100", "svhn": "svhn"}  # our names → Hub dataset ids
+_HUB_DATASETS = ("cifar10", "cifar100", "svhn")  # our dataset names that are also the Hub's dataset ids
 
 
 def _card_metadata(cfg: dict[str, Any]) -> str:
@@ -34,8 +34,8 @@ def _card_metadata(cfg: dict[str, Any]) -> str:
     if cfg.get("method"):
         tags.append(str(cfg["method"]))
     lines = ["---", "pipeline_tag: image-classification", "tags:", *[f"- {t}" for t in tags]]
-    dataset = _HUB_DATASETS.get(str(cfg.get("dataset", "")).lower())
-    if dataset:
+    dataset = str(cfg.get("dataset", "")).lower()
+    if dataset in _HUB_DATASETS:
         lines += ["datasets:", f"- {dataset}"]
     return "\n".join(lines + ["---", ""])
 
@@ -68,10 +68,8 @@ def stage(source: str, dest: Path, repo_id: Optional[str] = None) -> Path:
         shutil.copyfile(stats, dest / STATS_NAME)
     (dest / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True))
     card = (folder / "README.md").read_text() if (folder / "README.md").is_file() else f"# {folder.name}\n"
-    if card.startswith("---\n"):  # a card that already has a metadata block keeps it
-        head, card = "", card
-    else:
-        head = _card_metadata(cfg)
+    end = card.find("\n---\n", 3) + 5 if card.startswith("---\n") else 0  # a metadata block of its own stays
+    head, card = (card[:end], card[end:]) if end > 4 else (_card_metadata(cfg), card)
     if repo_id:  # how to load it, under the card's title
         title, _, rest = card.partition("\n")
         card = (f"{title}\n\nLoad it with WEAT Lens (`weat_core`): `weat_core.checkpoints.load(\"{repo_id}\")` in "
