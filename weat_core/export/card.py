@@ -216,20 +216,21 @@ def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
         if rob and cfg.get("method") != "standard":
             best_i, drop, overfit = robust_peak([acc for acc, _, _ in rob], _subset_size(log_records, t))
             best, end = rob[best_i], rob[-1]
+            once = best[1] == end[1]  # the best epoch is the last: its numbers are given once
             line = (f"- robust accuracy {'of the weight average ' if averaged else ''}on the per-epoch test subset: "
-                    + (f"{end[0]:.1%} at the last epoch ({end[1]}), its best" if best[1] == end[1] else
+                    + (f"{end[0]:.1%} at the last epoch ({end[1]}), its best" if once else
                        f"best {best[0]:.1%} at epoch {best[1]}, {end[0]:.1%} at the last epoch ({end[1]})"))
             if overfit:
                 line += f": down {drop:.1%}, robust overfitting"
             if best[2] is not None and end[2] is not None:
-                line += (f"; ΔE {end[2]:+.3f} there" if best[1] == end[1] else
+                line += (f"; ΔE {end[2]:+.3f} there" if once else
                          f"; ΔE {best[2]:+.3f} at the best epoch, {end[2]:+.3f} at the last")
             lines.append(line)
             fit = {} if averaged else {r["epoch"]: r["train_pgd_acc"] for r in log_records if "train_pgd_acc" in r}
             if best[1] in fit and end[1] in fit:  # how far the run fits its own images under attack
                 lines.append("- robust accuracy on the per-epoch training subset: " + (
                     f"{fit[end[1]]:.1%} at the last epoch (the gap to the test subset: "
-                    f"{100 * (fit[end[1]] - end[0]):+.1f} points)" if best[1] == end[1] else
+                    f"{100 * (fit[end[1]] - end[0]):+.1f} points)" if once else
                     f"{fit[best[1]]:.1%} at the best epoch, {fit[end[1]]:.1%} at the last (the gap to the test "
                     f"subset: {100 * (fit[best[1]] - best[0]):+.1f} and {100 * (fit[end[1]] - end[0]):+.1f} points)"))
         if cfg.get("heldout"):
