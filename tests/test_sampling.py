@@ -3,7 +3,6 @@ initialisations, the generate / gen-eval / init-stats commands, divergence handl
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
@@ -33,7 +32,8 @@ from weat_core.sampling import (
     initial_images,
     threat_model,
 )
-from weat_core.sampling.cli import add_commands, parse_classes
+from weat_core.cli import build_parser
+from weat_core.cli.generate import parse_classes
 
 # ------------------------------------------------------------------------------ helpers
 
@@ -443,14 +443,8 @@ def test_inception_metrics_run_offline_from_a_pre_populated_torch_hub_cache(tmp_
 # ------------------------------------------------------------------------------------ CLI
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser()
-    add_commands(p.add_subparsers(dest="command", required=True))
-    return p
-
-
 def _run(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     return args.func(args)
 
 

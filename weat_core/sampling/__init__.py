@@ -11,9 +11,9 @@
                 (fitted once, saved as `init_stats.safetensors` beside the checkpoint).
 - `generation`: `generate(model, labels, ...)` with per-model defaults.
 - `metrics`:    Inception Score / FID (torchmetrics) and the offline classifier agreement and diversity.
-- `cli`:        the `generate`, `gen-eval` and `init-stats` commands.
 
-The names above are imported from their submodules on first use.
+The names above are imported from their submodules on first use. The `generate`, `gen-eval`
+and `init-stats` commands live in `weat_core.cli`.
 """
 
 from .._lazy import lazy_exports

@@ -1,0 +1,49 @@
+"""Command line: `python -m weat_core COMMAND ...`, one module per group of commands:
+
+    train                      `train`     adversarial training
+    eval, sweep                `evaluate`  accuracy under attack and energies; Observation 1 across ε or steps
+    list, export, push         `checkpoints`  shipped models and runs; export a run; publish on the Hub
+    generate                   `generate`  SGLD sampling
+    gen-eval                   `gen_eval`  quality of generated images
+    init-stats                 `init_stats`  class statistics for the Gaussian / PCA starts
+
+Each module's `add_commands(subparsers)` adds its commands; every handler takes the parsed args
+and returns an exit code. Errors meant for the user (`WeatError`) are printed as one line and
+exit with status 2. torch is imported inside the handlers, so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from .. import WeatError, __version__
+from . import checkpoints, evaluate, gen_eval, generate, init_stats, train
+from .common import setup_logging
+
+__all__ = ["main", "build_parser"]
+
+COMMAND_MODULES = (train, evaluate, checkpoints, generate, gen_eval, init_stats)  # in `--help` order
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m weat_core", description="WEAT Lens: robustness through energies")
+    p.add_argument("--version", action="version", version=f"weat_core {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    for module in COMMAND_MODULES:
+        module.add_commands(sub)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(getattr(args, "quiet", False))
+    try:
+        return int(args.func(args) or 0)
+    except WeatError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the last complete epoch is saved (continue with --resume)", file=sys.stderr)
+        return 130

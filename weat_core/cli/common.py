@@ -1,0 +1,50 @@
+"""What the commands share: logging, the device, and the test images and checkpoint folder
+that `eval` and `sweep` read and write."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from .. import WeatError
+
+log = logging.getLogger("weat_core")
+
+
+def setup_logging(quiet: bool) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("huggingface_hub").setLevel(logging.WARNING)
+
+
+def pick_device(name: str):
+    """--device (auto, cpu, cuda, cuda:N, mps) → torch.device; asking for CUDA without a GPU is a
+    user error, not a traceback."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise WeatError(f"--device {name} was asked for but no CUDA GPU is available; use --device cpu")
+    return torch.device(name)
+
+
+def store_folder(model, checkpoint: str):
+    """The local checkpoint folder that `--store` writes into (its config.json and model card);
+    a Hub cache or a lone weights file is refused."""
+    from pathlib import Path
+
+    folder = Path(str(model.config.get("source", "")))
+    if not (folder / "config.json").is_file() or (folder / "config.json").is_symlink():
+        raise WeatError(f"--store needs a local checkpoint folder (not a Hub cache); {checkpoint!r} is not one")
+    return folder
+
+
+def eval_images(model, args):
+    """(dataset, the first `args.n` test images) for eval and sweep: `--dataset`, else the one the
+    checkpoint names."""
+    from ..data import load_split
+
+    dataset = args.dataset or model.config.get("dataset")
+    if not dataset:
+        raise WeatError("the checkpoint does not name its dataset; pass --dataset")
+    return dataset, load_split(dataset, "test", root=args.data_dir, limit=args.n)
