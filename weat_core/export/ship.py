@@ -56,7 +56,7 @@ def store_metrics(directory: Path, res: dict[str, Any], attacks: Sequence[str],
 
 def store_sweep(directory: Path, rows: list[dict], n: int, steps: int, eps_arg: str,
                 dataset: Optional[str] = None) -> dict[str, Any]:
-    """Write a `sweep` (Observation 1 across ε; rows from `cli.sweep_rows`) into a checkpoint
+    """Write a `sweep` (Observation 1 across ε; rows from `cli.evaluate.sweep_rows`) into a checkpoint
     folder's config.json as metrics["obs1_sweep"] and rewrite its model card; `dataset` as in
     `store_metrics`."""
     path = directory / "config.json"
