@@ -23,9 +23,11 @@ with b:
     eps = common.eps_slider("ls_eps", norm)
     steps = st.slider("Attack steps", 1, 50, 10, key="ls_steps")
 kinds = d.multiselect("Attacks", list(lens.ATTACKS), default=["PGD", "PGD-T"], key="ls_attacks",
-                      help="APGD-T tries the 9 most likely other classes, so it costs about 9× a PGD run. "
-                           "APGD-CE shows its highest-loss point for every image; APGD-T hands back the natural "
-                           "image wherever it fails (the table's 'unchanged' column).")
+                      help="APGD-T and FAB-T try the 9 most likely other classes, so each costs about 9× a PGD "
+                           "run. Square uses no gradients: 100 queries (forward passes) per step, so at 10 steps "
+                           "it takes about 30× as long as PGD. APGD-CE shows its highest-loss point for every "
+                           "image; APGD-T, FAB-T and Square hand back the natural image wherever they do not flip "
+                           "it (the table's 'unchanged' column).")
 other_name, other = common.other_model_picker("Compare with", "ls_other", c.model_name)
 
 run, stop = st.columns([1, 6])

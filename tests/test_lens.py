@@ -16,6 +16,7 @@ from PIL import Image
 from weat_core import WeatError, lens
 from weat_core.attacks import PGD, TradesAttack
 from weat_core.energy import energy
+from weat_core.lens.attack_specs import SQUARE_QUERIES_PER_STEP
 
 
 def _params(model):
@@ -160,6 +161,28 @@ def test_landscape_apgd_shows_where_every_image_went(trained_tiny, synthetic_bat
     # the images it failed on (all 16 start correctly classified, so none is skipped as already wrong)
     assert s.loc["APGD-T", "unchanged"] == pytest.approx(survived)
     assert 0 < survived < 1
+
+
+def test_landscape_offers_every_attack_of_observation_1(trained_tiny, synthetic_batch):
+    """FAB-T and Square (MISSION.md: they move E(x) higher) run in the landscape with the app's
+    steps setting: FAB-T for that many steps, Square for 100 queries a step. Both hand back the
+    natural image wherever they do not flip it, and the summary judges them against 'higher'."""
+    fab, _ = lens.attack_from("FAB-T", eps=1 / 255, steps=4)
+    square, _ = lens.attack_from("Square", eps=1 / 255, steps=3)
+    assert (fab.name, fab.steps, fab.eps) == ("fab-t", 4, 1 / 255)
+    assert (square.name, square.n_queries) == ("square", 3 * SQUARE_QUERIES_PER_STEP)
+    assert lens.EXPECTED_SHIFT["FAB-T"] == lens.EXPECTED_SHIFT["Square"] == "higher"
+    x, y = synthetic_batch
+    res = lens.energy_landscape(trained_tiny, x[:16], y[:16], {"FAB-T": (fab, None), "Square": (square, None)})
+    s = res.summary.set_index("attack")
+    per = res.per_image[res.per_image["attack"] != "natural"]
+    for name in ("FAB-T", "Square"):
+        flipped = (~per.loc[per["attack"] == name, "correct"].to_numpy()).mean()
+        assert 0 < flipped < 1  # flips some images, not all: a real attack within a small ε
+        # every image it did not flip comes back as it was (all 16 start correctly classified)
+        assert s.loc[name, "unchanged"] == pytest.approx(1 - flipped)
+    obs = lens.observation1(res.summary).set_index("attack")
+    assert list(obs.index) == ["FAB-T", "Square"] and set(obs["expected"]) == {"higher"}
 
 
 def test_energy_landscape_stops(trained_tiny, synthetic_batch):
