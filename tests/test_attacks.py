@@ -338,6 +338,19 @@ def _mixed_mode(model):
 MODES = {"train": lambda m: m.train(), "eval": lambda m: m.eval(), "mixed": _mixed_mode}
 
 
+@pytest.mark.parametrize("name", list(ATTACKS))
+def test_attacks_take_channels_last_batches(name, trained_tiny, batch, seeded):
+    """The app runs its CPU models and batches channels_last (`lens.prepare`); torchattacks' FAB
+    reshaped such a batch's input gradients with .view and failed."""
+    model = copy.deepcopy(trained_tiny).to(memory_format=torch.channels_last)
+    x, y = batch
+    x = x.contiguous(memory_format=torch.channels_last)
+    x_adv = ATTACKS[name](model, x, y)
+    eps = ATTACKS[name].eps
+    dist = (x_adv - x).flatten(1).norm(dim=1) if ATTACKS[name].norm == "l2" else (x_adv - x).abs().flatten(1).amax(1)
+    assert x_adv.shape == x.shape and bool((dist <= eps + TOL).all())
+
+
 @pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("name", list(ATTACKS))
 def test_attack_leaves_model_untouched(name, mode, trained_tiny, batch, seeded):

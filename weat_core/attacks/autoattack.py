@@ -108,6 +108,10 @@ class TorchAttack:
         atk = self.build(model, num_classes_of(model, x))
         if self.on_stage is not None:
             _announce(atk, self.on_stage, len(x))
+        # torchattacks' FAB reshapes input gradients with .view, which fails on a channels_last batch
+        # (the app's CPU models run channels_last); its images and their gradients keep the layout
+        # of x, so give it the standard one
+        x = x.contiguous()
         with eval_mode(model), frozen_params(model), torch.enable_grad(), \
                 torch.random.fork_rng(devices=_rng_devices(x)):
             if self.keep == "max-loss":
