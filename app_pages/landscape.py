@@ -8,12 +8,12 @@ from weat_core import lens
 c = common.ctx()
 st.title("Energy landscape")
 st.markdown("Where do adversarial images sit in the model's energy landscape? Mirza et al. (2024) report that "
-            "untargeted attacks (PGD, APGD-CE, TRADES-KL) **lower** $E(x)$; targeted ones "
-            "(PGD-T, APGD-T) and CW **raise** it; $E(x, y)$ of the true class rises for all. The line under each "
-            "table checks this on the models you run, and the bars below it split each attack's shift by what it did "
-            "to the prediction: on our robust models untargeted PGD at ε = 8/255 raises $E(x)$ of the images it "
-            "cannot flip and lowers it only where the model was wrong already; on a standard model it lowers it for "
-            "nearly every image.")
+            "untargeted attacks (PGD, APGD-CE, TRADES-KL) **lower** $E(x)$; targeted ones (PGD-T, APGD-T, FAB-T), CW "
+            "and Square **raise** it; $E(x, y)$ of the true class rises for all. The line under each table checks "
+            "this on the models you run, and the bars below it split each attack's shift by what it did to the "
+            "prediction: on our robust models untargeted PGD at ε = 8/255 raises $E(x)$ of the images it cannot flip "
+            "and lowers it only where the model was wrong already; on a standard model it lowers it for nearly every "
+            "image.")
 common.model_caption()
 
 a, b, d = st.columns(3)
@@ -56,7 +56,8 @@ if clicked:
         bar = st.progress(0.0)
         out = {}
         for name, m in models.items():
-            out[name] = lens.energy_landscape(m, imgs.float(), imgs.y, attacks, batch_size=128,
+            out[name] = lens.energy_landscape(m, imgs.float(), imgs.y, attacks,
+                                              batch_size=lens.batch_size_for(kinds),
                                               callback=common.progress_callback(bar, name))
         bar.empty()
         st.session_state["ls_result"] = (settings, out)

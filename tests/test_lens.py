@@ -172,8 +172,12 @@ def test_landscape_offers_every_attack_of_observation_1(trained_tiny, synthetic_
     assert (fab.name, fab.steps, fab.eps) == ("fab-t", 4, 1 / 255)
     assert (square.name, square.n_queries) == ("square", 3 * SQUARE_QUERIES_PER_STEP)
     assert lens.EXPECTED_SHIFT["FAB-T"] == lens.EXPECTED_SHIFT["Square"] == "higher"
+    # the torchattacks ones run in small batches, so progress and Stop come between them more often
+    assert lens.batch_size_for(["PGD", "PGD-T", "CW"]) == 128 and lens.batch_size_for(["PGD", "Square"]) == 32
     x, y = synthetic_batch
-    res = lens.energy_landscape(trained_tiny, x[:16], y[:16], {"FAB-T": (fab, None), "Square": (square, None)})
+    # prepared as the app prepares its models (channels_last on a CPU), where FAB-T once failed
+    res = lens.energy_landscape(lens.prepare(trained_tiny), x[:16], y[:16],
+                                {"FAB-T": (fab, None), "Square": (square, None)})
     s = res.summary.set_index("attack")
     per = res.per_image[res.per_image["attack"] != "natural"]
     for name in ("FAB-T", "Square"):

@@ -21,7 +21,7 @@ Images are float tensors in [0, 1], shape (B, C, H, W).
 Modules (everything public is re-exported here, so `from weat_core import lens` is enough):
 
 - `_common`        `prepare`, and the private device / memory-format / batched-logits helpers
-- `attack_specs`   `ATTACKS`, `EXPECTED_SHIFT`, `AttackSpec`, `attack_from`, `bf16_ok`, running an attack (bf16)
+- `attack_specs`   `ATTACKS`, `EXPECTED_SHIFT`, `AttackSpec`, `attack_from`, `batch_size_for`, `bf16_ok`, running an attack (bf16)
 - `landscape`      `energy_landscape`, `Landscape`, `observation1`, `strength_sweep`, `steps_sweep`, `sweep_summary`,
                    `lowers_from`, `shift_by_outcome`, `outcome_summary`, `OUTCOMES`
 - `trajectory`     `attack_trajectory`, `Trajectory`
@@ -36,7 +36,7 @@ Modules (everything public is re-exported here, so `from weat_core import lens` 
 from __future__ import annotations
 
 from ._common import prepare
-from .attack_specs import ATTACKS, EXPECTED_SHIFT, AttackSpec, attack_from, bf16_ok
+from .attack_specs import ATTACKS, EXPECTED_SHIFT, AttackSpec, attack_from, batch_size_for, bf16_ok
 from .datasets import demo_images, find_datasets, image_grid_png
 from .decomposition import trades_decomposition, weight_curve, weights_of
 from .landscape import (
@@ -72,7 +72,7 @@ from .uploads import (  # noqa: F401 - the limits are public, not in __all__
 from .zoo import describe_model, gap_trend, recorded_table, zoo_table
 
 __all__ = [
-    "ATTACKS", "EXPECTED_SHIFT", "AttackSpec", "Landscape", "Trajectory", "TrainingJob", "attack_from", "attack_trajectory", "bf16_ok",
+    "ATTACKS", "EXPECTED_SHIFT", "AttackSpec", "Landscape", "Trajectory", "TrainingJob", "attack_from", "batch_size_for", "attack_trajectory", "bf16_ok",
     "decode_image", "demo_images", "describe_model", "energy_landscape", "gap_trend", "find_datasets", "image_grid_png",
     "load_training_log", "load_uploaded_checkpoint", "observation1", "prepare", "recorded_table", "runs_summary", "stage_starts",
     "lowers_from", "strength_sweep", "steps_sweep", "sweep_summary", "shift_by_outcome", "outcome_summary", "OUTCOMES",

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Union
+from typing import Callable, Sequence, Union
 
 import torch
 
@@ -41,6 +41,17 @@ EXPECTED_SHIFT: dict[str, str] = {
 # images, 8/255, 2 CPU cores): 100, 300 and 1,000 queries took 14, 36 and 104 s and left 58.6,
 # 52.0 and 44.5 % of the images correct (PGD-10: 39.1 % in 3 s); fewer queries flip far fewer.
 SQUARE_QUERIES_PER_STEP = 100
+
+
+def batch_size_for(kinds: Sequence[str]) -> int:
+    """Images per batch for running the attacks `kinds` (app labels) in the landscape: 32 when any
+    of them goes through torchattacks, else 128. Those attacks report nothing until a batch is
+    done, and APGD-T, FAB-T and Square take tens of seconds per 128 images on a laptop CPU; in
+    batches of 32 they took the same time in all (128 images, one thread: Square-300 34.7 s
+    against 34.9 s, FAB-T-3 9.9 s against 10.7 s), and progress bars and stop buttons, which act
+    between batches, act four times as often."""
+    slow = any(ATTACKS.get(k, k) in ("apgd-ce", "apgd-t", "fab-t", "square") for k in kinds)
+    return 32 if slow else 128
 
 
 def attack_from(kind: str, eps: float = 8 / 255, steps: int = 10, norm: str = "linf") -> tuple:
