@@ -13,7 +13,8 @@ from PIL import Image
 
 # One colour per attack, stable across pages: natural grey-blue, untargeted cool, targeted warm.
 ATTACK_COLORS = {"natural": "#4C78A8", "PGD": "#54A24B", "APGD-CE": "#2CA02C", "TRADES-KL": "#72B7B2",
-                 "E(x)↓": "#17BECF", "PGD-T": "#E45756", "APGD-T": "#F58518", "CW": "#B279A2", "E(x)↑": "#FF9DA6"}
+                 "E(x)↓": "#17BECF", "PGD-T": "#E45756", "APGD-T": "#F58518", "CW": "#B279A2", "E(x)↑": "#FF9DA6",
+                 "FAB-T": "#9D755D", "Square": "#EECA3B"}
 
 # Distinct hues for runs compared side by side (the theme's default starts with two blues).
 RUN_COLORS = ["#4C78A8", "#E45756", "#54A24B", "#F58518", "#B279A2", "#72B7B2", "#9D755D", "#BAB0AC"]

@@ -359,6 +359,15 @@ def test_zoo_scatter_labels_avoid_each_other():
     assert label_spots(["p", "q"], [0.1, 10], [0.1, 0.5], log_x=True) == {"p": "top center", "q": "top center"}
 
 
+def test_every_attack_the_landscape_offers_has_a_colour_of_its_own():
+    from app_pages.plots import ATTACK_COLORS
+    from weat_core import lens
+
+    shown = ["natural", *lens.ATTACKS]
+    assert set(shown) <= set(ATTACK_COLORS)  # else plotly picks one from its theme, often natural's blue
+    assert len({ATTACK_COLORS[k].lower() for k in shown}) == len(shown)
+
+
 def test_run_charts_draw_a_weight_average_only_for_the_runs_that_kept_one():
     import pandas as pd
 
