@@ -535,7 +535,7 @@ def test_shipped_retrain_commands_name_data_a_fresh_clone_has(cfg_file):
     assert not str(cfg.get("eval_dataset", "")).startswith((".data", "/"))
     if not cfg.get("recorded"):  # a folder with weights: its re-measure commands use the data it was measured on
         data = cfg.get("eval_dataset", "")
-        for key in ("eval", "eval_aa", "sweep"):
+        for key in ("eval", "eval_aa", "sweep", "landscape"):
             cmd = cfg["reproduce"].get(key)
             if cmd:
                 assert cmd in card and (data in ("", "cifar10") or f" --dataset {data} " in cmd), (key, cmd)

@@ -35,7 +35,8 @@ def test_list_reads_the_configs_without_torch():
 def test_help_lists_every_command():
     out = subprocess.run([sys.executable, "-m", "weat_core", "--help"], cwd=REPO, capture_output=True, text=True,
                          check=True).stdout
-    for command in ("train", "eval", "sweep", "list", "export", "push", "generate", "gen-eval", "init-stats"):
+    for command in ("train", "eval", "sweep", "landscape", "list", "export", "push", "generate", "gen-eval",
+                    "init-stats"):
         assert command in out
 
 

@@ -743,6 +743,50 @@ def test_cli_sweep_prints_stores_and_writes_json(folder_dataset, tmp_path, capsy
         assert "--steps-list" in capsys.readouterr().err
 
 
+def test_cli_landscape_prints_stores_and_writes_json(folder_dataset, tmp_path, capsys):
+    """`landscape`: Observation 1 for the energy landscape page's attacks at one ε; its numbers are
+    lens.energy_landscape's on the model prepared as the app prepares it; --store puts them into
+    config.json and a table into the model card, with the command that re-measures them."""
+    from weat_core import lens
+    from weat_core.checkpoints import load_config, save
+    from weat_core.cli import main
+    from weat_core.data import load_split
+    from weat_core.models import create_model
+
+    torch.manual_seed(0)
+    d = tmp_path / "ck" / "tiny"
+    save(create_model("weatnet_tiny").eval(), d, config={"dataset": str(folder_dataset), "method": "trades"})
+    out = tmp_path / "landscape.json"
+    argv = ["landscape", "--checkpoint", str(d), "--n", "20", "--steps", "2", "--attacks", "PGD,PGD-T,FAB-T,Square",
+            "--device", "cpu", "--out", str(out), "--store", "--quiet"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "natural images: accuracy" in printed and "Square" in printed
+    obs = load_config(d)["metrics"]["obs1_attacks"]
+    assert json.loads(out.read_text())["rows"] == obs["rows"]
+    assert [(r["attack"], r["expected"]) for r in obs["rows"]] == [("PGD", "lower"), ("PGD-T", "higher"),
+                                                                   ("FAB-T", "higher"), ("Square", "higher")]
+    assert obs["square_queries"] == 2 * lens.attack_specs.SQUARE_QUERIES_PER_STEP and obs["n"] == 20
+    test = load_split(str(folder_dataset), "test", limit=20)
+    ref = lens.energy_landscape(lens.prepare(load(d)), test.float(), test.y,
+                                {k: lens.attack_from(k, steps=2) for k in ("PGD", "PGD-T", "FAB-T", "Square")},
+                                batch_size=32).summary.set_index("attack")
+    assert [r["shift"] for r in obs["rows"]] == pytest.approx(list(ref["shift E(x)"].iloc[1:]), abs=1e-6)
+    assert obs["natural"]["accuracy"] == pytest.approx(ref.loc["natural", "accuracy"])
+    for r in obs["rows"]:  # the split by outcome adds up to the whole
+        assert sum(g["n"] for g in r["by_outcome"].values()) == 20
+        assert sum(g["n"] * g["shift"] for g in r["by_outcome"].values()) / 20 == pytest.approx(r["shift"], abs=1e-5)
+    card = (d / "README.md").read_text()
+    assert "### Observation 1 for every attack" in card and "| FAB-T | higher | " in card
+    cmd = load_config(d)["reproduce"]["landscape"]
+    assert f"landscape --checkpoint tiny --dataset {folder_dataset} --attacks PGD,PGD-T,FAB-T,Square --steps 2 --n 20" in cmd
+    assert cmd in card
+    for bad, says in ((["--attacks", "PGD,FGSM"], "--attacks takes the page's attacks"),
+                      (["--eps", "4", "--store"], "ε = 8/255 only")):
+        assert main(["landscape", "--checkpoint", str(d), "--quiet", *bad]) == 2
+        assert says in capsys.readouterr().err
+
+
 def test_heldout_script_measures_best_and_last_away_from_the_per_epoch_subset(folder_dataset, tmp_path):
     """scripts/heldout_best_last.py (the README's held-out table): BEST and LATEST of a run, on
     the test images after the run's per-epoch subset and on the run's own training images."""

@@ -1,7 +1,8 @@
 """Command line: `python -m weat_core COMMAND ...`, one module per group of commands:
 
     train                      `train`     adversarial training
-    eval, sweep                `evaluate`  accuracy under attack and energies; Observation 1 across ε or steps
+    eval                       `evaluate`  accuracy under attack and energies on the test split
+    sweep, landscape           `observation`  Observation 1 across ε or steps; for every attack at one ε
     list, export, push         `checkpoints`  shipped models and runs; export a run; publish on the Hub
     generate                   `generate`  SGLD sampling
     gen-eval                   `gen_eval`  quality of generated images
@@ -19,12 +20,12 @@ import sys
 from typing import Optional, Sequence
 
 from .. import WeatError, __version__
-from . import checkpoints, evaluate, gen_eval, generate, init_stats, train
+from . import checkpoints, evaluate, gen_eval, generate, init_stats, observation, train
 from .common import setup_logging
 
 __all__ = ["main", "build_parser"]
 
-COMMAND_MODULES = (train, evaluate, checkpoints, generate, gen_eval, init_stats)  # in `--help` order
+COMMAND_MODULES = (train, evaluate, observation, checkpoints, generate, gen_eval, init_stats)  # in `--help` order
 
 
 def build_parser() -> argparse.ArgumentParser:

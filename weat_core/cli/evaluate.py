@@ -1,5 +1,4 @@
-"""`eval` (accuracy under attack, and energies, of a checkpoint) and `sweep` (Observation 1
-across ε or attack steps)."""
+"""`eval`: accuracy under attack, and energies, of a checkpoint on the test split."""
 
 from __future__ import annotations
 
@@ -12,7 +11,6 @@ from .common import eval_images, log, pick_device, store_folder
 
 def add_commands(sub) -> None:
     _add_eval(sub)
-    _add_sweep(sub)
 
 
 def _add_eval(sub) -> None:
@@ -93,101 +91,3 @@ def _cmd_eval(args) -> int:
         store_metrics(folder, res, attacks, dataset=str(dataset))
         log.info("stored the metrics in %s", folder / "config.json")
     return 0
-
-
-def _add_sweep(sub) -> None:
-    p = sub.add_parser("sweep", help="Observation 1 across ε: how PGD and targeted PGD move E(x) as ε grows",
-                       description="Untargeted and targeted L∞ PGD at each ε on the same test images (step "
-                                   "max(2/255, 2.5·ε/steps)); prints the mean shift of E(x) from the natural "
-                                   "images with its standard error, the share of images sent lower, accuracy "
-                                   "and the Observation 1 verdict per ε.")
-    p.add_argument("--checkpoint", required=True, help="shipped name, local folder/file, or Hub id owner/name")
-    p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) to pin")
-    p.add_argument("--dataset", default=None, help="default: the checkpoint's dataset")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--n", type=int, default=500, help="number of test images (the first n)")
-    p.add_argument("--eps", default="2,4,8,16,32,64", help="comma list of ε in units of 1/255")
-    p.add_argument("--steps", type=int, default=20, help="PGD steps per attack")
-    p.add_argument("--steps-list", default=None,
-                   help="comma list of PGD step counts (e.g. 1,2,5,20): sweep these at the one ε that --eps "
-                        "names, step 2/255, instead of sweeping ε (not with --store)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--out", default=None, help="write the rows as JSON here")
-    p.add_argument("--store", action="store_true",
-                   help="write the sweep into the checkpoint's config.json and model card (a local folder)")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=_cmd_sweep)
-
-
-def _cmd_sweep(args) -> int:
-    from pathlib import Path
-
-    from tqdm.auto import tqdm
-
-    from .. import lens
-    from ..checkpoints import load
-
-    try:
-        eps = [float(e) for e in args.eps.split(",") if e.strip()]
-    except ValueError:
-        raise WeatError(f"--eps takes numbers in units of 1/255, e.g. 2,4,8,16; got {args.eps!r}") from None
-    if not eps or min(eps) <= 0 or args.steps < 1 or args.n < 2:
-        raise WeatError("--eps needs positive values, --steps at least 1 and --n at least 2 images")
-    steps_list = None
-    if args.steps_list is not None:
-        try:
-            steps_list = [int(k) for k in args.steps_list.split(",") if k.strip()]
-        except ValueError:
-            raise WeatError(f"--steps-list takes whole numbers, e.g. 1,2,5,20; got {args.steps_list!r}") from None
-        if not steps_list or min(steps_list) < 1 or len(eps) != 1 or args.store:
-            raise WeatError("--steps-list needs step counts of at least 1, one value in --eps (e.g. --eps 8), "
-                            "and no --store (model cards keep the ε sweep)")
-    model = load(args.checkpoint, device=pick_device(args.device), revision=args.revision)
-    folder = store_folder(model, args.checkpoint) if args.store else None
-    dataset, test = eval_images(model, args)
-    bar = tqdm(total=1, desc="sweep", unit="batch", disable=args.quiet, leave=False)
-
-    def progress(done: int, total: int, label: str) -> None:
-        bar.total = total
-        bar.n = done
-        bar.set_postfix_str(label)
-        bar.refresh()
-
-    by = "eps" if steps_list is None else "steps"
-    if steps_list is None:
-        df = lens.strength_sweep(model, test.float(), test.y, eps, steps=args.steps, batch_size=args.batch_size,
-                                 callback=progress)
-    else:
-        df = lens.steps_sweep(model, test.float(), test.y, steps_list, eps=eps[0], batch_size=args.batch_size,
-                              callback=progress)
-    bar.close()
-    view = df.assign(**{"± 2 SE": 2 * df["se"], "eps": df["eps"].map("{:g}/255".format)})[
-        ([] if by == "eps" else ["steps"]) + ["eps", "attack", "accuracy", "shift E(x)", "± 2 SE", "share E(x)↓",
-                                              "verdict"]]
-    print(view.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"(n = {len(test)}, {f'{args.steps} steps' if by == 'eps' else 'step 2/255'}, L∞)")
-    print(lens.sweep_summary(df, by=by))
-    rows = sweep_rows(df)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"checkpoint": args.checkpoint, "n": len(test),
-                                              "steps": args.steps if by == "eps" else steps_list,
-                                              "rows": rows}, indent=2))
-        log.info("wrote %s", args.out)
-    if folder is not None:
-        from ..export import store_sweep
-
-        store_sweep(folder, rows, len(test), args.steps, args.eps, dataset=str(dataset))
-        log.info("stored the sweep in %s", folder / "config.json")
-    return 0
-
-
-def sweep_rows(df) -> list[dict]:
-    """A strength_sweep (or steps_sweep: steps first) as JSON-ready rows (eps, attack, accuracy,
-    shift, se, share_lower, verdict, by_outcome)."""
-    return [{**({"steps": int(r["steps"])} if "steps" in r else {}), "eps": float(r["eps"]), "attack": r["attack"],
-             "accuracy": float(r["accuracy"]),
-             "shift": float(r["shift E(x)"]), "se": float(r["se"]), "share_lower": float(r["share E(x)↓"]),
-             "verdict": r["verdict"], **({"by_outcome": r["by outcome"]} if "by outcome" in r else {})}
-            for _, r in df.iterrows()]

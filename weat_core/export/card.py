@@ -13,6 +13,7 @@ from ..data import DATASETS
 from ..evaluate import per_255, robust_peak
 from ..train import TrainConfig
 from .heldout import heldout_text
+from .observation import attacks_lines, sweep_lines
 
 __all__ = ["lineage", "model_card"]
 
@@ -179,7 +180,10 @@ def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
                       + ", ".join(f"{k} {100 * v:.1f} %" for k, v in low.items()) + " of the images.", ""]
     sweep = m.get("obs1_sweep")
     if sweep and sweep.get("rows"):
-        lines += _sweep_lines(sweep)
+        lines += sweep_lines(sweep)
+    attacks = m.get("obs1_attacks")
+    if attacks and attacks.get("rows"):
+        lines += attacks_lines(attacks)
     if log_records:
         last = log_records[-1]
         lines += ["## Training", "", f"- epochs: {last['epoch']}, images/s: {last.get('img_per_s', 0):.0f} "
@@ -236,9 +240,11 @@ def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
         if cfg.get("heldout"):
             lines.append("- " + heldout_text(cfg["heldout"]))
         lines.append("")
-    remeasure = [(cfg.get("reproduce") or {}).get(k) for k in ("eval", "eval_aa", "sweep")]
+    remeasure = [(cfg.get("reproduce") or {}).get(k) for k in ("eval", "eval_aa", "sweep", "landscape")]
     if not cfg.get("recorded") and any(remeasure):
-        lines += ["## Re-measure", "", "The stored metrics, the AutoAttack number and the ε sweep come from:", "",
+        lines += ["## Re-measure", "", "The stored metrics, the AutoAttack number"
+                  + (", the ε sweep and the attacks of Observation 1" if remeasure[3] else " and the ε sweep")
+                  + " come from:", "",
                   "```", *[c for c in remeasure if c], "```", ""]
     stages = cfg.get("stages") or ([t] if t else [])
     if stages:
@@ -267,33 +273,3 @@ def _shown(settings: dict[str, Any], feeds_next: bool) -> dict[str, Any]:
 def _arch_options(kw: Optional[dict]) -> str:
     """' (width 48)' for arch_kwargs {"width": 48}; '' for none."""
     return f" ({', '.join(f'{k} {v}' for k, v in kw.items())})" if kw else ""
-
-
-def _sweep_lines(sweep: dict[str, Any]) -> list[str]:
-    """The model card's table of Observation 1 across ε (`python -m weat_core sweep --store`)."""
-    import pandas as pd
-
-    from ..lens import sweep_summary
-
-    rows = sweep["rows"]
-    by = {(r["eps"], r["attack"]): r for r in rows}
-    cell = (lambda r: f"{r['shift']:+.3f} ± {2 * r['se']:.3f} ({100 * r['share_lower']:.0f} % lower, "
-                      f"accuracy {100 * r['accuracy']:.1f} %)" if r else "")
-    lines = ["### Observation 1 across ε", "",
-             f"Mean shift of E(x) from the natural images (± two standard errors), first {sweep['n']} test images, "
-             f"PGD with {sweep['steps']} steps of max(2/255, 2.5·ε/{sweep['steps']}):", "",
-             "| ε | untargeted PGD | targeted PGD |", "|---|---|---|"]
-    for e in sorted({r["eps"] for r in rows}):
-        lines.append(f"| {e:g}/255 | {cell(by.get((e, 'PGD')))} | {cell(by.get((e, 'PGD-T')))} |")
-    df = pd.DataFrame([{"eps": r["eps"], "attack": r["attack"], "accuracy": r["accuracy"], "verdict": r["verdict"]}
-                       for r in rows])
-    lines += ["", sweep_summary(df), ""]
-    split = [(e, by[(e, "PGD")]["by_outcome"]) for e in sorted({r["eps"] for r in rows})
-             if by.get((e, "PGD"), {}).get("by_outcome")]
-    if split:  # sweeps stored before the split existed have none
-        part = (lambda g: f"{g['shift']:+.3f} ({g['n']} images)" if g else "none")
-        lines += ["Untargeted PGD's mean shift of E(x) on the same images, split by what it did to each prediction:", "",
-                  "| ε | stays correct | flipped | already wrong |", "|---|---|---|---|"]
-        lines += [f"| {e:g}/255 | {part(g.get('stays correct'))} | {part(g.get('flipped'))} | "
-                  f"{part(g.get('already wrong'))} |" for e, g in split] + [""]
-    return lines

@@ -1,6 +1,6 @@
 """Writing shipped folders: `export_run` (a run's checkpoint, evaluated, with its log and card),
 `export_log` (a recorded run without weights), `choose_epoch` (best or last), and `store_metrics` /
-`store_sweep` (new measurements into an existing folder)."""
+`store_sweep` / `store_attacks` (new measurements into an existing folder)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from ..data import load_split
 from ..evaluate import evaluate, robust_peak
 from .card import _chain, _dataset_flag, _portable, _read_log, _stage, _subset_size, lineage, model_card
 
-__all__ = ["choose_epoch", "export_log", "export_run", "store_metrics", "store_sweep"]
+__all__ = ["choose_epoch", "export_log", "export_run", "store_attacks", "store_metrics", "store_sweep"]
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def store_metrics(directory: Path, res: dict[str, Any], attacks: Sequence[str],
 
 def store_sweep(directory: Path, rows: list[dict], n: int, steps: int, eps_arg: str,
                 dataset: Optional[str] = None) -> dict[str, Any]:
-    """Write a `sweep` (Observation 1 across ε; rows from `cli.evaluate.sweep_rows`) into a checkpoint
+    """Write a `sweep` (Observation 1 across ε; rows from `cli.observation.sweep_rows`) into a checkpoint
     folder's config.json as metrics["obs1_sweep"] and rewrite its model card; `dataset` as in
     `store_metrics`."""
     path = directory / "config.json"
@@ -65,6 +65,22 @@ def store_sweep(directory: Path, rows: list[dict], n: int, steps: int, eps_arg: 
     flag = _dataset_flag(dataset if dataset is not None else cfg.get("eval_dataset"))
     cfg.setdefault("reproduce", {})["sweep"] = (f"python -m weat_core sweep --checkpoint {directory.name}{flag} "
                                                 f"--eps {eps_arg} --steps {steps} --n {n}")
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=True, default=str))
+    (directory / "README.md").write_text(model_card(directory.name, cfg, _read_log(directory / "log.jsonl")))
+    return cfg
+
+
+def store_attacks(directory: Path, result: dict[str, Any], dataset: Optional[str] = None) -> dict[str, Any]:
+    """Write Observation 1 for every attack (`landscape`; `result` from
+    `cli.observation.landscape_result`) into a checkpoint folder's config.json as
+    metrics["obs1_attacks"] and rewrite its model card; `dataset` as in `store_metrics`."""
+    path = directory / "config.json"
+    cfg = json.loads(path.read_text())
+    cfg.setdefault("metrics", {})["obs1_attacks"] = result
+    flag = _dataset_flag(dataset if dataset is not None else cfg.get("eval_dataset"))
+    attacks = ",".join(r["attack"] for r in result["rows"])
+    cfg.setdefault("reproduce", {})["landscape"] = (f"python -m weat_core landscape --checkpoint {directory.name}{flag} "
+                                                    f"--attacks {attacks} --steps {result['steps']} --n {result['n']}")
     path.write_text(json.dumps(cfg, indent=2, sort_keys=True, default=str))
     (directory / "README.md").write_text(model_card(directory.name, cfg, _read_log(directory / "log.jsonl")))
     return cfg
