@@ -62,7 +62,10 @@ if infos:
     st.caption("As stored in each checkpoint's config.json: measured by `python -m weat_core eval` on the first n "
                "test images (L∞ ε = 8/255); ΔE = mean E(x) − mean E(x*) under PGD-20. *PGD lowers E(x) from ε*: "
                "the smallest ε from which untargeted PGD sends mean E(x) below the natural images' "
-               "(`python -m weat_core sweep --store`; empty where it never does or no sweep is stored).")
+               "(`python -m weat_core sweep --store`; empty where it never does or no sweep is stored). "
+               "*Observation 1 holds / fails for*: the attacks that move mean E(x) the way the observation says, or "
+               "the other way, by more than two standard errors, at 8/255 (`python -m weat_core landscape --store`, "
+               "the energy landscape page's attacks and settings; each model card has the whole table).")
     if "pgd20_acc" in rec:
         scatter(rec, "pgd20_acc", "recorded: PGD-20 accuracy against the energy gap |ΔE|", "zoo_rec_scatter")
 else:

@@ -258,7 +258,12 @@ def test_recorded_table_reads_stored_metrics_only():
         {"eps": e, "attack": a, "verdict": v} for e, a, v in
         [(2.0, "PGD", "holds"), (2.0, "PGD-T", "holds"), (8.0, "PGD", "fails"), (8.0, "PGD-T", "holds"),
          (32.0, "PGD", "holds"), (32.0, "PGD-T", "fails"), (64.0, "PGD", "holds"), (64.0, "PGD-T", "fails")]]}
+    infos[0]["obs1_attacks"] = {"n": 10, "eps": 8, "steps": 2, "rows": [  # as `landscape --store` writes it
+        {"attack": a, "verdict": v} for a, v in [("PGD", "fails"), ("TRADES-KL", "unclear"), ("PGD-T", "holds"),
+                                                 ("FAB-T", "holds")]]}
     df = lens.recorded_table(infos).set_index("model")
+    assert df.loc["a", "Observation 1 holds for"] == "PGD-T, FAB-T" and df.loc["a", "Observation 1 fails for"] == "PGD"
+    assert df.loc["b", "Observation 1 holds for"] != df.loc["b", "Observation 1 holds for"]  # none stored: NaN
     assert df.loc["a", "PGD lowers E(x) from ε (/255)"] == 32.0  # not 2: it fails again at 8
     assert np.isnan(df.loc["b", "PGD lowers E(x) from ε (/255)"])
     assert df.loc["a", "pgd20_acc"] == 0.3 and df.loc["a", "ΔE"] == -0.2 and df.loc["a", "|ΔE|"] == 0.2

@@ -22,7 +22,9 @@ def describe_model(model: nn.Module) -> dict[str, Any]:
 def recorded_table(infos: Sequence[Mapping[str, Any]], attack: str = "pgd20") -> pd.DataFrame:
     """The metrics stored in checkpoints' config.json (`checkpoints.list_checkpoints()` entries
     as dicts), one row per checkpoint, in the columns `zoo_table` uses: accuracies under every
-    recorded attack, mean natural E(x), and ΔE / |ΔE| under `attack`. Nothing is computed."""
+    recorded attack, mean natural E(x), ΔE / |ΔE| under `attack`, from which ε on untargeted PGD
+    lowers E(x) (a stored sweep) and the attacks for which Observation 1 holds or fails at 8/255
+    (a stored landscape). Nothing is computed."""
     rows = []
     for i in infos:
         row = {"model": i["name"], "arch": i.get("arch"), "method": i.get("method"), "dataset": i.get("dataset"),
@@ -36,6 +38,10 @@ def recorded_table(infos: Sequence[Mapping[str, Any]], attack: str = "pgd20") ->
         sweep = (i.get("obs1_sweep") or {}).get("rows")
         if sweep:  # `sweep --store`: from which ε on untargeted PGD lowers mean E(x)
             row["PGD lowers E(x) from ε (/255)"] = lowers_from(pd.DataFrame(sweep))
+        attacks = (i.get("obs1_attacks") or {}).get("rows")
+        if attacks:  # `landscape --store`: the attacks that move E(x) as Observation 1 says, or against it
+            for verdict in ("holds", "fails"):
+                row[f"Observation 1 {verdict} for"] = ", ".join(r["attack"] for r in attacks if r["verdict"] == verdict)
         rows.append(row)
     return pd.DataFrame(rows)
 
