@@ -28,6 +28,15 @@ def pick_device(name: str):
     return torch.device(name)
 
 
+def add_checkpoint_args(p) -> None:
+    """--checkpoint, --revision, --dataset and --data-dir: the model and the test images that
+    `eval`, `sweep` and `landscape` measure it on (`eval_images`)."""
+    p.add_argument("--checkpoint", required=True, help="shipped name, local folder/file, or Hub id owner/name")
+    p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) to pin")
+    p.add_argument("--dataset", default=None, help="default: the checkpoint's dataset")
+    p.add_argument("--data-dir", default=None)
+
+
 def store_folder(model, checkpoint: str):
     """The local checkpoint folder that `--store` writes into (its config.json and model card);
     a Hub cache or a lone weights file is refused."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from .. import WeatError
-from .common import eval_images, log, pick_device, store_folder
+from .common import add_checkpoint_args, eval_images, log, pick_device, store_folder
 
 
 
@@ -15,10 +15,7 @@ def add_commands(sub) -> None:
 
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="clean / PGD / AutoAttack accuracy and energies of a checkpoint")
-    p.add_argument("--checkpoint", required=True, help="shipped name, local folder/file, or Hub id owner/name")
-    p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) to pin")
-    p.add_argument("--dataset", default=None, help="default: the checkpoint's dataset")
-    p.add_argument("--data-dir", default=None)
+    add_checkpoint_args(p)
     p.add_argument("--n", type=int, default=None, help="number of test images (default: all)")
     p.add_argument("--attacks", default="pgd20",
                    help="comma list: pgd20, pgd20-t, pgd20-ll, cw20, trades10, energy-lower10, apgd-ce, apgd-t, "

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 from .. import WeatError
-from .common import eval_images, log, pick_device, store_folder
+from .common import add_checkpoint_args, eval_images, log, pick_device, store_folder
 
 
 def add_commands(sub) -> None:
@@ -37,10 +37,7 @@ def _add_sweep(sub) -> None:
                                    "max(2/255, 2.5·ε/steps)); prints the mean shift of E(x) from the natural "
                                    "images with its standard error, the share of images sent lower, accuracy "
                                    "and the Observation 1 verdict per ε.")
-    p.add_argument("--checkpoint", required=True, help="shipped name, local folder/file, or Hub id owner/name")
-    p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) to pin")
-    p.add_argument("--dataset", default=None, help="default: the checkpoint's dataset")
-    p.add_argument("--data-dir", default=None)
+    add_checkpoint_args(p)
     p.add_argument("--n", type=int, default=500, help="number of test images (the first n)")
     p.add_argument("--eps", default="2,4,8,16,32,64", help="comma list of ε in units of 1/255")
     p.add_argument("--steps", type=int, default=20, help="PGD steps per attack")
@@ -130,10 +127,7 @@ def _add_landscape(sub) -> None:
                                    "standard errors, the share of images sent lower or handed back unchanged, the "
                                    "Observation 1 verdict, and the shift split by what the attack did to each "
                                    "prediction.")
-    p.add_argument("--checkpoint", required=True, help="shipped name, local folder/file, or Hub id owner/name")
-    p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) to pin")
-    p.add_argument("--dataset", default=None, help="default: the checkpoint's dataset")
-    p.add_argument("--data-dir", default=None)
+    add_checkpoint_args(p)
     p.add_argument("--n", type=int, default=256, help="number of test images (the first n of the class-balanced "
                                                       "order, as on the page)")
     p.add_argument("--attacks", default=None,
