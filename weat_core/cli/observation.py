@@ -187,6 +187,7 @@ def landscape_result(res, n: int, eps: float, steps: int) -> dict:
     E(x), and one row per attack with an expected direction (attack, expected, accuracy, shift,
     se, share_lower, unchanged, verdict, seconds, by_outcome: {group: {n, shift}})."""
     from .. import lens
+    from ..lens.attack_specs import SQUARE_QUERIES_PER_STEP
 
     s = res.summary.set_index("attack")
     groups = lens.shift_by_outcome(res.per_image)
@@ -199,12 +200,9 @@ def landscape_result(res, n: int, eps: float, steps: int) -> dict:
                      "verdict": r["verdict"], "seconds": float(s.loc[r["attack"], "time_s"]),
                      "by_outcome": {o: {"n": int(k), "shift": float(v)}
                                     for o, k, v in zip(g["outcome"], g["n"], g["shift E(x)"])}})
-    from ..lens.attack_specs import SQUARE_QUERIES_PER_STEP
-
-    square = {"square_queries": SQUARE_QUERIES_PER_STEP * steps} if "Square" in set(s.index) else {}
-    return {"n": n, "eps": eps, "steps": steps, **square,
-            "natural": {"accuracy": float(s.loc["natural", "accuracy"]), "energy_mean": float(s.loc["natural", "mean E(x)"])},
-            "rows": rows}
+    square = {"square_queries": SQUARE_QUERIES_PER_STEP * steps} if "Square" in s.index else {}
+    natural = {"accuracy": float(s.loc["natural", "accuracy"]), "energy_mean": float(s.loc["natural", "mean E(x)"])}
+    return {"n": n, "eps": eps, "steps": steps, **square, "natural": natural, "rows": rows}
 
 
 def landscape_text(result: dict) -> str:
