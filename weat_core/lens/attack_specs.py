@@ -50,7 +50,7 @@ def batch_size_for(kinds: Sequence[str]) -> int:
     batches of 32 they took the same time in all (128 images, one thread: Square-300 34.7 s
     against 34.9 s, FAB-T-3 9.9 s against 10.7 s), and progress bars and stop buttons, which act
     between batches, act four times as often."""
-    slow = any(ATTACKS.get(k, k) in ("apgd-ce", "apgd-t", "fab-t", "square") for k in kinds)
+    slow = any(isinstance(attack_from(k)[0], TorchAttack) for k in kinds)
     return 32 if slow else 128
 
 
