@@ -1,5 +1,5 @@
 """What the commands share: logging, the device, and the test images and checkpoint folder
-that `eval` and `sweep` read and write."""
+that `eval`, `sweep` and `landscape` read and write."""
 
 from __future__ import annotations
 
@@ -49,8 +49,8 @@ def store_folder(model, checkpoint: str):
 
 
 def eval_images(model, args):
-    """(dataset, the first `args.n` test images) for eval and sweep: `--dataset`, else the one the
-    checkpoint names."""
+    """(dataset, the first `args.n` test images) for eval, sweep and landscape: `--dataset`, else
+    the one the checkpoint names."""
     from ..data import load_split
 
     dataset = args.dataset or model.config.get("dataset")
