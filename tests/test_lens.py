@@ -185,6 +185,10 @@ def test_landscape_offers_every_attack_of_observation_1(trained_tiny, synthetic_
         assert 0 < flipped < 1  # flips some images, not all: a real attack within a small ε
         # every image it did not flip comes back as it was (all 16 start correctly classified)
         assert s.loc[name, "unchanged"] == pytest.approx(1 - flipped)
+    # the groups they hand back whole say so, where a bare +0.000 would puzzle
+    said = lens.outcome_summary(lens.shift_by_outcome(res.per_image), "FAB-T")
+    assert "stays correct (" in said and "all handed back unchanged) +0.000" in said
+    assert "flipped (" in said and said.count("handed back") == 1
     obs = lens.observation1(res.summary).set_index("attack")
     assert list(obs.index) == ["FAB-T", "Square"] and set(obs["expected"]) == {"higher"}
 

@@ -264,9 +264,10 @@ def shift_by_outcome(per_image: pd.DataFrame) -> pd.DataFrame:
     (right before and after), "flipped" (right before, wrong after), "already wrong" (wrong on
     the natural image) and "corrected" (wrong before, right after). One row per (attack, group)
     with images: n, its share of the attack's images, the mean shift of E(x) and of E(x, y)
-    (x* minus x), the shift's standard error and the share of images whose E(x) dropped.
+    (x* minus x), the shift's standard error, the share of images whose E(x) dropped and the
+    share handed back unchanged (APGD-T, FAB-T and Square where they do not flip an image).
     Needs a landscape's per_image with its "natural" rows; empty without them."""
-    cols = ["attack", "outcome", "n", "share", "shift E(x)", "se", "share E(x)↓", "shift E(x,y)"]
+    cols = ["attack", "outcome", "n", "share", "shift E(x)", "se", "share E(x)↓", "shift E(x,y)", "unchanged"]
     nat = per_image[per_image["attack"] == "natural"].set_index("index")
     if nat.empty:
         return pd.DataFrame(columns=cols)
@@ -276,6 +277,7 @@ def shift_by_outcome(per_image: pd.DataFrame) -> pd.DataFrame:
         after = g["correct"].to_numpy().astype(bool)
         d = g["E(x)"].to_numpy() - nat["E(x)"].reindex(g["index"]).to_numpy()
         dy = g["E(x,y)"].to_numpy() - nat["E(x,y)"].reindex(g["index"]).to_numpy()
+        same = g["unchanged"].to_numpy().astype(bool) if "unchanged" in g else np.zeros(len(g), bool)
         groups = dict(zip(OUTCOMES, (before & after, before & ~after, ~before & ~after, ~before & after)))
         for outcome, m in groups.items():
             k = int(m.sum())
@@ -283,15 +285,18 @@ def shift_by_outcome(per_image: pd.DataFrame) -> pd.DataFrame:
                 continue
             rows.append({"attack": name, "outcome": outcome, "n": k, "share": k / len(g), "shift E(x)": float(d[m].mean()),
                          "se": float(d[m].std(ddof=1) / np.sqrt(k)) if k > 1 else float("nan"),
-                         "share E(x)↓": float((d[m] < 0).mean()), "shift E(x,y)": float(dy[m].mean())})
+                         "share E(x)↓": float((d[m] < 0).mean()), "shift E(x,y)": float(dy[m].mean()),
+                         "unchanged": float(same[m].mean())})
     return pd.DataFrame(rows, columns=cols)
 
 
 def outcome_summary(by_outcome: pd.DataFrame, attack: str) -> str:
     """One sentence on `shift_by_outcome` for one attack: the mean shift of E(x) in each group,
-    with its size; "" when the attack is not there."""
+    with its size, and where a whole group came back unchanged, that it did; "" when the attack
+    is not there."""
     g = by_outcome[by_outcome["attack"] == attack]
     if g.empty:
         return ""
-    parts = [f"{r['outcome']} ({r['n']} images) {r['shift E(x)']:+.3f}" for _, r in g.iterrows()]
+    parts = [f"{r['outcome']} ({r['n']} images{', all handed back unchanged' if r.get('unchanged', 0) == 1 else ''}) "
+             f"{r['shift E(x)']:+.3f}" for _, r in g.iterrows()]
     return f"{attack}, mean E(x*) − E(x) by what the attack did to the prediction: " + " · ".join(parts) + "."
