@@ -1,19 +1,18 @@
-"""What every page shares: the sidebar (model, dataset, device), cached loading, error guards.
+"""What every page shares: the sidebar (model, dataset, device), cached images, error guards and
+small widgets.
 
 The sidebar is drawn by app.py on every run (so its widgets keep their values across pages);
-pages read the selection with `ctx()`. Models are cached with st.cache_resource and shared by
-all sessions — nothing here or in weat_core ever changes a cached model (attacks only take
-input gradients; training builds its own model). Data is cached with st.cache_data.
+pages read the selection with `ctx()`. The models it offers come from `app_pages.model_store`. Data
+is cached with st.cache_data.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import Iterator, Optional
 
 import streamlit as st
 import torch
@@ -21,13 +20,15 @@ import torch
 from weat_core import WeatError, lens
 from weat_core.data import ImageSet
 
-UNTRAINED = "untrained weatnet_s (random weights)"
+from app_pages import model_store
+from app_pages.model_store import TRAINED_PREFIX, UNTRAINED
+
 HUB = "Hugging Face Hub id…"
 UPLOAD = "Upload .safetensors + config.json…"
-TRAINED_PREFIX = "trained here: "
 SYNTHETIC = "synthetic patterns (built in)"
 CUSTOM_PATH = "a folder or .tar.gz path…"
 MAX_TEST = 1024  # test images kept in memory per dataset (the pages take prefixes of these)
+BIG_ON_CPU = 5_000_000  # parameters above which the sidebar says that pages will be slow on a CPU
 
 
 @dataclass
@@ -41,36 +42,7 @@ class Ctx:
 
 
 # ------------------------------------------------------------------------------------------
-# cached loading
-
-
-@st.cache_resource(show_spinner="Loading model…", max_entries=16)
-def _load_checkpoint(source: str, device: str, revision: Optional[str] = None) -> torch.nn.Module:
-    from weat_core.checkpoints import load
-
-    return lens.prepare(load(source, device=device, revision=revision or None))
-
-
-@st.cache_resource(show_spinner=False)
-def _untrained(arch: str, device: str, num_classes: int = 10) -> torch.nn.Module:
-    from weat_core.models import create_model
-
-    torch.manual_seed(0)
-    m = create_model(arch, num_classes=num_classes).to(device)
-    m.config.update(method="untrained", dataset="none", source="random init (seed 0)")
-    return lens.prepare(m)
-
-
-@st.cache_resource(show_spinner="Checking the uploaded model…", max_entries=4)
-def _load_upload(weights: bytes, config: Optional[bytes], name: str, device: str) -> torch.nn.Module:
-    return lens.prepare(lens.load_uploaded_checkpoint(weights, config, name, device))
-
-
-@st.cache_data(show_spinner=False, ttl=600)
-def _checkpoint_infos() -> list[dict[str, Any]]:
-    from weat_core.checkpoints import list_checkpoints
-
-    return [dict(c.to_dict(), has_log=(c.path / "log.jsonl").is_file(), config=c.config) for c in list_checkpoints()]
+# cached data
 
 
 @st.cache_data(show_spinner="Loading images…", max_entries=8)
@@ -87,99 +59,6 @@ def _find_datasets() -> list[str]:
     return lens.find_datasets()
 
 
-def checkpoint_infos() -> list[dict[str, Any]]:
-    return _checkpoint_infos()
-
-
-@st.cache_data(show_spinner=False, ttl=600)
-def recorded_runs() -> list[dict[str, Any]]:
-    """Training runs shipped for their curves only (`checkpoints/_runs/`: log, settings, card)."""
-    from weat_core.checkpoints import list_runs
-
-    return [{**r.to_dict(), "heldout": r.config.get("heldout"), "sgd_steps": _sgd_steps(r.config)} for r in list_runs()]
-
-
-def _sgd_steps(cfg: dict[str, Any]) -> Optional[int]:
-    """SGD steps a recorded run took (epochs run × steps per epoch), when its settings say how
-    many images it trained on (`--limit`); None otherwise."""
-    t = cfg.get("training") or {}
-    if not (t.get("limit") and t.get("batch_size") and isinstance(cfg.get("epochs"), int)):
-        return None
-    return cfg["epochs"] * max(1, t["limit"] // t["batch_size"])
-
-
-def load_named_model(name: str, device: str = "cpu") -> torch.nn.Module:
-    """A shipped checkpoint, a session-trained model or the untrained default, by picker name."""
-    if name.startswith(TRAINED_PREFIX):
-        return st.session_state["trained_models"][name[len(TRAINED_PREFIX):]]
-    if name == UNTRAINED:
-        return _untrained("weatnet_s", device)
-    return _load_checkpoint(name, device)
-
-
-def trained_models() -> dict[str, torch.nn.Module]:
-    return st.session_state.setdefault("trained_models", {})
-
-
-def register_trained(model: torch.nn.Module, label: str) -> str:
-    """Add a model trained in this session to the picker; returns its picker name."""
-    name = label if label not in trained_models() else f"{label} #{len(trained_models()) + 1}"
-    trained_models()[name] = lens.prepare(model)
-    st.session_state.setdefault("trained_ids", {})[name] = uuid.uuid4().hex[:8]
-    return TRAINED_PREFIX + name
-
-
-BIG_ON_CPU = 5_000_000  # parameters above which the sidebar says that pages will be slow on a CPU
-
-
-def model_choices() -> list[str]:
-    shipped = [c["name"] for c in checkpoint_infos()]
-    return shipped + [TRAINED_PREFIX + k for k in trained_models()] + [UNTRAINED]
-
-
-def contrast_set(current: str, infos: list[dict[str, Any]]) -> list[str]:
-    """The models a comparison starts with: the current one, then for every other training
-    method one shipped checkpoint of the same architecture and dataset: trained on the same
-    schedule and subset where one exists, else the one with the best recorded PGD-20 accuracy
-    (standard, SAT, TRADES and WEAT-adv side by side, not every schedule variant)."""
-    cur = next((c for c in infos if c["name"] == current), None)
-    picked = [current]
-    if cur is None:
-        return picked
-
-    def recipe(c: dict[str, Any]) -> tuple:
-        t = (c.get("config") or {}).get("training") or {}
-        return t.get("schedule"), t.get("limit")
-
-    def rank(c: dict[str, Any]) -> tuple:
-        return recipe(c) == recipe(cur), c.get("pgd20_acc") or 0.0
-
-    best: dict[str, dict[str, Any]] = {}
-    for c in infos:
-        if c["name"] == current or c["method"] == cur["method"]:
-            continue
-        if (c["arch"], c["dataset"]) != (cur["arch"], cur["dataset"]):
-            continue
-        if c["method"] not in best or rank(c) > rank(best[c["method"]]):
-            best[c["method"]] = c
-    return picked + [c["name"] for c in sorted(best.values(), key=lambda c: c["name"])]
-
-
-def _default_model(choices: list[str]) -> str:
-    """$WEAT_DEFAULT_MODEL if it names an available model, else the shipped weatnet_s trained
-    with WEAT-adv that has the best recorded PGD-20 accuracy, else any weatnet_s, else any
-    checkpoint, else the untrained model."""
-    env = os.environ.get("WEAT_DEFAULT_MODEL")
-    if env and env in choices:
-        return env
-    infos = checkpoint_infos()
-    for pref in (("weatnet_s", "weat-adv"), ("weatnet_s", None), (None, None)):
-        found = [c for c in infos
-                 if (pref[0] is None or c["arch"] == pref[0]) and (pref[1] is None or c["method"] == pref[1])]
-        if found:
-            return max(found, key=lambda c: c.get("pgd20_acc") or 0.0)["name"]
-    return choices[0] if choices else UNTRAINED
-
 
 # ------------------------------------------------------------------------------------------
 # sidebar
@@ -190,11 +69,11 @@ def sidebar() -> None:
     sb = st.sidebar
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) + \
         (["mps"] if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else [])
-    choices = model_choices()
+    choices = model_store.model_choices()
     options = choices + [HUB, UPLOAD]
     if st.session_state.get("model_choice") not in options:
         st.session_state.pop("model_choice", None)
-    default = _default_model(choices)
+    default = model_store.default_model(choices)
     # index only matters the first time; 0 afterwards keeps Streamlit from warning about a value
     # also set through session state (the Training page's "use it" button does that).
     sb.selectbox("Model", options, index=0 if "model_choice" in st.session_state else options.index(default),
@@ -209,7 +88,7 @@ def sidebar() -> None:
             hub_id = sb.text_input("Hub repo id", key="hub_id", placeholder="owner/name")
             rev = sb.text_input("Revision (optional)", key="hub_rev", placeholder="main")
             if hub_id.strip():
-                model = _load_checkpoint(hub_id.strip(), device, rev.strip() or None)
+                model = model_store.load_checkpoint(hub_id.strip(), device, rev.strip() or None)
                 name, model_id = hub_id.strip(), f"hub:{hub_id.strip()}@{rev.strip()}|{device}"
         elif choice == UPLOAD:
             w = sb.file_uploader("Weights (.safetensors)", key="up_weights",
@@ -218,21 +97,21 @@ def sidebar() -> None:
             if w is not None:
                 data = w.getvalue()
                 cfg = c.getvalue() if c is not None else None
-                model = _load_upload(data, cfg, w.name, device)
+                model = model_store.load_upload(data, cfg, w.name, device)
                 digest = hashlib.sha256(data + (cfg or b"")).hexdigest()[:12]
                 name, model_id = f"upload: {w.name}", f"upload:{digest}|{device}"
         elif choice.startswith(TRAINED_PREFIX):
-            model = load_named_model(choice, device)
+            model = model_store.load_named_model(choice, device)
             model_id = f"{choice}:{st.session_state.get('trained_ids', {}).get(choice[len(TRAINED_PREFIX):], '')}"
         else:
-            model = load_named_model(choice, device)
+            model = model_store.load_named_model(choice, device)
     except WeatError as e:
         sb.error(str(e))
     except Exception as e:  # noqa: BLE001 - a bad model must never take the app down
         sb.error(f"Could not load this model: {type(e).__name__}: {e}"[:400])
     if model is None:
         fallback = default if default in choices else UNTRAINED
-        model, name, model_id = load_named_model(fallback, device), fallback, f"{fallback}|{device}"
+        model, name, model_id = model_store.load_named_model(fallback, device), fallback, f"{fallback}|{device}"
         if choice in (HUB, UPLOAD):
             sb.caption(f"Using **{fallback}** until a model is given.")
     untrained = name == UNTRAINED
@@ -353,24 +232,17 @@ def progress_callback(bar, label: str):
 
 def other_model_picker(label: str, key: str, exclude: str) -> tuple[Optional[str], Optional[torch.nn.Module]]:
     """A second model for side-by-side views (None when 'none' is picked or it fails to load)."""
-    opts = ["none"] + [m for m in model_choices() if m != exclude]
+    opts = ["none"] + [m for m in model_store.model_choices() if m != exclude]
     pick = st.selectbox(label, opts, key=key)
     if pick == "none":
         return None, None
     try:
-        return pick, load_named_model(pick, ctx().device)
+        return pick, model_store.load_named_model(pick, ctx().device)
     except WeatError as e:
         st.error(str(e))
     except Exception as e:  # noqa: BLE001
         st.error(f"Could not load {pick}: {e}"[:400])
     return None, None
-
-
-def has_init_stats(model: torch.nn.Module) -> bool:
-    """Whether SGLD's class Gaussian / PCA statistics ship with this model's checkpoint."""
-    from weat_core.sampling import stats_path
-
-    return stats_path(getattr(model, "config", {}).get("source")) is not None
 
 
 def model_caption() -> None:

@@ -4,7 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from app_pages import common
+from app_pages import common, model_store
 from weat_core import lens
 from weat_core.sampling import default_settings, generate
 
@@ -27,7 +27,7 @@ steps = b.slider("Steps", 1, 500, int(d.steps), key="gen_steps")
 eta = b.number_input("Step size η", 0.0, 50.0, float(d.step_size), 0.05, format="%.3f", key="gen_eta")
 sigma = b.number_input("Noise σ", 0.0, 1.0, float(d.noise_std), 0.001, format="%.4f", key="gen_sigma")
 zeta = e.slider("Momentum ζ", 0.0, 0.95, float(d.momentum), 0.05, key="gen_zeta")
-stats = common.has_init_stats(c.model)
+stats = model_store.has_init_stats(c.model)
 init = e.radio("Initialisation", ["uniform", "gaussian", "pca"],
                index=["uniform", "gaussian", "pca"].index(d.init if stats else "uniform"), horizontal=True,
                key=f"gen_init_{'stats' if stats else 'nostats'}", format_func={"uniform": "uniform", "gaussian": "class Gaussian", "pca": "class PCA"}.get)

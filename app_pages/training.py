@@ -6,7 +6,7 @@ from typing import Optional
 import pandas as pd
 import streamlit as st
 
-from app_pages import common, plots
+from app_pages import common, model_store, plots
 from weat_core import WeatError, lens
 from weat_core.export import heldout_text
 
@@ -133,8 +133,8 @@ tab_rec, tab_live = st.tabs(["Recorded runs", "Live run"], key="tr_tab")  # keye
 with tab_rec:
     runs: dict[str, pd.DataFrame] = {}
     held_checks: dict[str, dict] = {}
-    sources = [(i, i["method"]) for i in common.checkpoint_infos() if i["has_log"]]
-    sources += [(i, f"{i['method']}, log only") for i in common.recorded_runs()]  # shipped without weights
+    sources = [(i, i["method"]) for i in model_store.checkpoint_infos() if i["has_log"]]
+    sources += [(i, f"{i['method']}, log only") for i in model_store.recorded_runs()]  # shipped without weights
     for info, what in sources:
         try:
             runs[f"{info['name']} ({what})"] = lens.load_training_log(Path(info["path"]))
@@ -238,7 +238,7 @@ with tab_live:
             run_curves({name: lens.history_frame(job.history)}, "live")
         registered = st.session_state.setdefault("tr_registered", {})
         if not job.running and job.model is not None and name not in registered:
-            registered[name] = common.register_trained(job.model, name)
+            registered[name] = model_store.register_trained(job.model, name)
             st.rerun()  # the whole app, so the sidebar lists the new model
         if name in registered:
             st.success(f"**{registered[name]}** is in the sidebar's model picker"

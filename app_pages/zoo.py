@@ -4,7 +4,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from app_pages import common, plots
+from app_pages import common, model_store, plots
 from weat_core import lens
 
 c = common.ctx()
@@ -54,7 +54,7 @@ def acc_format(df: pd.DataFrame):
     return df.style.format(fmt, precision=3, na_rep="")
 
 
-infos = common.checkpoint_infos()
+infos = model_store.checkpoint_infos()
 st.subheader("Recorded metrics")
 if infos:
     rec = lens.recorded_table(infos)
@@ -74,10 +74,10 @@ else:
 
 st.subheader("Evaluate here")
 a, b = st.columns([2, 1])
-choices = common.model_choices()
+choices = model_store.model_choices()
 if c.model_name not in choices:
     choices = [c.model_name] + choices
-pick = a.multiselect("Models", choices, default=common.contrast_set(c.model_name, infos), key="zoo_models",
+pick = a.multiselect("Models", choices, default=model_store.contrast_set(c.model_name, infos), key="zoo_models",
                      help="Starts with the current model and, for each other training method, one checkpoint of "
                           "the same architecture and dataset: the same schedule where there is one, else the best "
                           "recorded PGD-20 accuracy.")
@@ -87,7 +87,7 @@ n = b.select_slider("Test images", [32, 64, 128, 256, 512, 1024], 128, key="zoo_
 clicked = b.button("Evaluate", type="primary", key="zoo_run", disabled=not (pick and attacks))
 if clicked:
     with common.guard("The evaluation"):
-        models = {m: (c.model if m == c.model_name else common.load_named_model(m, c.device)) for m in pick}
+        models = {m: (c.model if m == c.model_name else model_store.load_named_model(m, c.device)) for m in pick}
         imgs = common.images("test", n)
         bar = st.progress(0.0)
         total = len(models) * (len(attacks) + 1)

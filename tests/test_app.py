@@ -331,7 +331,7 @@ def test_model_zoo(app_env):
 def test_zoo_starts_with_one_model_per_method():
     """The comparison starts with the current model and one checkpoint per other method of the same
     architecture and dataset: the same schedule and subset first, then the best recorded PGD-20."""
-    from app_pages.common import contrast_set
+    from app_pages.model_store import contrast_set
 
     def info(name, method, pgd, arch="a", dataset="cifar10", schedule="onecycle", limit=None):
         return {"name": name, "method": method, "arch": arch, "dataset": dataset, "pgd20_acc": pgd,
