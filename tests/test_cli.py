@@ -40,6 +40,22 @@ def test_help_lists_every_command():
         assert command in out
 
 
+def test_options_must_be_spelled_out(capsys):
+    """argparse would read `generate --n 2` as --noise-std 2 (eval, sweep and landscape have --n);
+    every command refuses abbreviations instead, and full names still parse."""
+    from weat_core.cli import build_parser
+
+    p = build_parser()
+    for argv in (["generate", "--checkpoint", "m", "--out", "o", "--n", "2"], ["train", "--epoch", "1"],
+                 ["eval", "--checkpoint", "m", "--attack", "pgd20"]):
+        with pytest.raises(SystemExit):
+            p.parse_args(argv)
+        assert "unrecognized arguments" in capsys.readouterr().err
+    args = p.parse_args(["generate", "--checkpoint", "m", "--out", "o", "--noise-std", "0.01"])
+    assert args.noise_std == 0.01
+    assert p.parse_args(["eval", "--checkpoint", "m", "--n", "5"]).n == 5
+
+
 @pytest.mark.parametrize("package", ["weat_core.train", "weat_core.sampling"])
 def test_lazy_exports_resolve(package):
     pkg = importlib.import_module(package)

@@ -9,7 +9,7 @@
     init-stats                 `init_stats`  class statistics for the Gaussian / PCA starts
 
 Each module's `add_commands(subparsers)` adds its commands; every handler takes the parsed args
-and returns an exit code. Errors meant for the user (`WeatError`) are printed as one line and
+and returns an exit code. Options must be spelled out (no argparse abbreviations). Errors meant for the user (`WeatError`) are printed as one line and
 exit with status 2. torch is imported inside the handlers, so `--help` stays fast.
 """
 
@@ -34,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     for module in COMMAND_MODULES:
         module.add_commands(sub)
+    for command in sub.choices.values():
+        # whole option names only: argparse would otherwise take `generate --n 2` as --noise-std 2
+        # (eval, sweep and landscape do have --n), silently
+        command.allow_abbrev = False
     return p
 
 
