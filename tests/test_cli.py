@@ -56,6 +56,21 @@ def test_options_must_be_spelled_out(capsys):
     assert p.parse_args(["eval", "--checkpoint", "m", "--n", "5"]).n == 5
 
 
+def test_an_unknown_option_gets_the_command_s_usage_and_a_hint(capsys):
+    from weat_core.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--epoch", "3", "--lr-schedul", "step", "--quiet"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert "python -m weat_core train: error: unrecognized arguments: --epoch 3 --lr-schedul step" in err
+    assert "--epoch: did you mean --epochs?" in err and "--lr-schedul: did you mean --schedule?" in err
+    with pytest.raises(SystemExit):
+        main(["eval", "--checkpoint", "m", "--foo", "1"])
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --foo 1" in err and "did you mean" not in err
+
+
 @pytest.mark.parametrize("package", ["weat_core.train", "weat_core.sampling"])
 def test_lazy_exports_resolve(package):
     pkg = importlib.import_module(package)

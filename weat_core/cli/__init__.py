@@ -16,6 +16,7 @@ exit with status 2. torch is imported inside the handlers, so `--help` stays fas
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 from typing import Optional, Sequence
 
@@ -38,11 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
         # whole option names only: argparse would otherwise take `generate --n 2` as --noise-std 2
         # (eval, sweep and landscape do have --n), silently
         command.allow_abbrev = False
+    p.command_parsers = sub.choices  # for main's message on unknown options
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        _unknown(parser, args.command, extra)
     setup_logging(getattr(args, "quiet", False))
     try:
         return int(args.func(args) or 0)
@@ -52,3 +57,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; the last complete epoch is saved (continue with --resume)", file=sys.stderr)
         return 130
+
+
+def _unknown(parser: argparse.ArgumentParser, command: str, extra: list[str]) -> None:
+    """Exit as argparse does for arguments a command does not take, from that command's parser
+    (its usage line, not the top level's), naming the options each unknown one may have meant."""
+    sub = parser.command_parsers[command]
+    known = [s for a in sub._actions for s in a.option_strings if s.startswith("--")]
+    hints = []
+    for arg in extra:
+        name = arg.split("=", 1)[0]
+        if not name.startswith("--"):
+            continue
+        close = [k for k in known if k.startswith(name)] or difflib.get_close_matches(name, known, n=3, cutoff=0.7)
+        if close:
+            hints.append(f"{name}: did you mean {' or '.join(close)}?")
+    sub.error(f"unrecognized arguments: {' '.join(extra)}" + ("".join(f"\n  {h}" for h in hints)))
