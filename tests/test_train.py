@@ -126,6 +126,15 @@ def _crash_mid_epoch_2():
 def test_bad_config_is_a_clear_error():
     with pytest.raises(WeatError, match="unknown method"):
         TrainConfig(method="adam")
+    # out-of-range numbers are named together, before any data is read (they were tracebacks from
+    # torch: a negative lr from SGD, a negative eps from the attack's random start)
+    with pytest.raises(WeatError, match=r"lr -1.0 \(at least 0\); eps -0.1 \(at least 0\)$"):
+        TrainConfig(lr=-1.0, eps=-0.1)
+    for bad in (dict(momentum=1.0), dict(warmup=1.0), dict(alpha=0.0), dict(attack_steps=0), dict(beta=-1.0),
+                dict(limit=0), dict(weight_decay=-1e-4), dict(eval_steps=0), dict(eval_size=0)):
+        with pytest.raises(WeatError, match="invalid training settings"):
+            TrainConfig(**bad)
+    TrainConfig(lr=0.0, weight_decay=0.0, eps=0.0, beta=0.0, warmup=0.0, limit=1, eval_size=1)  # edges that are fine
 
 
 def test_run_writes_log_and_checkpoints(folder_dataset, tmp_path):

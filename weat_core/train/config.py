@@ -61,6 +61,20 @@ class TrainConfig:
             raise WeatError(f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
         if self.epochs < 1 or self.batch_size < 1:
             raise WeatError("epochs and batch size must be at least 1")
+        bad = [f"{name} {value} ({want})" for name, value, ok, want in (
+            ("lr", self.lr, self.lr >= 0, "at least 0"),
+            ("momentum", self.momentum, 0 <= self.momentum < 1, "in [0, 1)"),
+            ("weight decay", self.weight_decay, self.weight_decay >= 0, "at least 0"),
+            ("warm-up", self.warmup, 0 <= self.warmup < 1, "a share of training in [0, 1)"),
+            ("eps", self.eps, self.eps >= 0, "at least 0"),
+            ("alpha", self.alpha, self.alpha > 0, "above 0"),
+            ("attack steps", self.attack_steps, self.attack_steps >= 1, "at least 1"),
+            ("eval steps", self.eval_steps, self.eval_steps >= 1, "at least 1"),
+            ("beta", self.beta, self.beta >= 0, "at least 0"),
+            ("limit", self.limit, self.limit is None or self.limit >= 1, "at least 1 image"),
+            ("eval size", self.eval_size, self.eval_size >= 1, "at least 1 image")) if not ok]
+        if bad:
+            raise WeatError("invalid training settings: " + "; ".join(bad))
         if self.compile_mode is not None:
             if self.compile_mode not in COMPILE_MODES:
                 raise WeatError(f"unknown compile mode {self.compile_mode!r}; choose one of: {', '.join(COMPILE_MODES)}")
