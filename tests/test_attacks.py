@@ -500,5 +500,15 @@ def test_make_attack_rejects_garbage(spec):
         make_attack(spec)
 
 
+@pytest.mark.parametrize("spec", ["pgd20", "apgd-ce", "trades10"])
+def test_make_attack_rejects_a_negative_radius_or_a_zero_step(spec):
+    # a negative ε was a RuntimeError from the random start, in the middle of an evaluation
+    with pytest.raises(WeatError, match="ε must be at least 0"):
+        make_attack(spec, eps=-1 / 255)
+    with pytest.raises(WeatError, match="step must be above 0"):
+        make_attack(spec, eps=8 / 255, alpha=0.0)
+    make_attack(spec, eps=0.0, norm="l2")  # ε = 0 (the step ε/4 = 0 with it) is a clean pass, not an error
+
+
 def test_attacks_are_hashable():
     assert len({PGD(), PGD(), TradesAttack(), EnergyAttack(), TorchAttack("apgd-ce")}) == 4

@@ -52,6 +52,10 @@ def make_attack(spec: str, eps: float = 8 / 255, norm: str = "linf", alpha: Opti
 
     if alpha is None:
         alpha = 2 / 255 if norm == "linf" else eps / 4
+    if not eps >= 0:
+        raise WeatError(f"the attack radius ε must be at least 0, got {eps}")
+    if eps > 0 and not alpha > 0:
+        raise WeatError(f"the attack step must be above 0, got {alpha}")
     s = spec.lower()
     if s in ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square", "autoattack", "autoattack-fast", "aa", "aa-fast"):
         name = {"aa": "autoattack", "aa-fast": "autoattack-fast"}.get(s, s)
