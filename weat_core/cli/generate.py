@@ -112,7 +112,11 @@ def run_generation(args: argparse.Namespace, model: Any):
         raise WeatError("--per-class must be at least 1")
     labels = torch.tensor(classes).repeat_interleave(args.per_class)  # (N,) grouped by class
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
-    steps = args.steps if args.steps is not None else default_settings(model).steps
+    # the settings, checked before the progress bar starts (generate merges them again the same way)
+    steps = default_settings(model).updated(
+        steps=args.steps, step_size=args.step_size, noise_std=args.noise_std, momentum=args.momentum, init=args.init,
+        objective=args.objective, sampler=args.sampler, max_update=args.max_update or None,
+        update_norm=args.update_norm, pca_variance=args.pca_variance).steps
     batches = -(-labels.numel() // args.batch_size) if args.batch_size else 1
     bar = tqdm(total=steps * batches, desc="SGLD", unit="step", disable=args.quiet, leave=False)
 
