@@ -653,6 +653,10 @@ def test_export_log_only_ships_a_recorded_run_without_weights(folder_dataset, tm
         from weat_core.export import export_log
 
         export_log(tmp_path / "nothing", "x", dest_root=ck)
+    with pytest.raises(WeatError, match=r"not a training run folder \(no LATEST\)"):
+        from weat_core.export import export_run
+
+        export_run(tmp_path / "nothing", "x", dest_root=ck)
     # the held-out check of its best and last epoch (rows as scripts/heldout_best_last.py writes them)
     row = {"test_clean": 0.5, "test_pgd20": 0.30, "test_delta_e": -0.01, "train_clean": 0.6, "train_pgd20": 0.4,
            "train_delta_e": -0.05, "n_test": 2000, "n_train": 64}

@@ -132,6 +132,8 @@ def export_run(run: Path, name: str, dataset: Optional[str] = None, data_dir: Op
     into safetensors shards with an index, the Hub's layout (e.g. "15MB" for a transfer that
     caps file sizes). `note`: a sentence about how the run was made that its numbers alone do
     not tell (stored as `note`, shown in the card)."""
+    if not (run / "LATEST").is_file():
+        raise WeatError(f"{run} is not a training run folder (no LATEST): give the folder a `train --out` wrote")
     which, why = choose_epoch(run, which)
     log.info("exporting the %s checkpoint (%s)", which, why)
     pointer = run / ("BEST" if which == "best" else "LATEST")
