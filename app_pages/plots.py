@@ -72,6 +72,40 @@ def shift_by_outcome(df: pd.DataFrame, title: str = "", height: int = 300) -> go
     return fig
 
 
+Z_CLIP = 6.0  # |z| beyond this many standard errors is drawn at full colour
+# red where an attack moved E(x) against Observation 1 beyond two standard errors, grey within them,
+# green where it moved the way the observation says; the steps sit at z = ±2, the verdicts' edges
+OBS1_SCALE = [[0.0, "#B2302B"], [1 / 3, "#F2C4C0"], [1 / 3, "#ECECEC"], [2 / 3, "#ECECEC"], [2 / 3, "#C3E3BC"],
+              [1.0, "#2F7D32"]]
+
+
+def observation1_heatmap(grid: pd.DataFrame, height_per_model: int = 34) -> go.Figure:
+    """`lens.observation1_grid` as a models × attacks heatmap: colour is z (the shift of mean E(x)
+    in standard errors, positive the way Observation 1 expects, clipped at ±Z_CLIP), each cell
+    reads the verdict's mark and the shift itself. The standard model's row goes last."""
+    models = list(dict.fromkeys(grid.sort_values("method", key=lambda m: m == "standard", kind="stable")["model"]))
+    attacks = list(dict.fromkeys(grid["attack"]))
+    expected = dict(zip(grid["attack"], grid["expected"]))
+    z = grid.pivot(index="model", columns="attack", values="z").reindex(index=models, columns=attacks)
+    cell = grid.set_index(["model", "attack"])
+    mark = {"holds": "✓", "fails": "✗", "unclear": "≈"}
+    text = [[f"{mark.get(cell.loc[(m, a), 'verdict'], '')} {cell.loc[(m, a), 'shift']:+.3f}" if (m, a) in cell.index
+             else "" for a in attacks] for m in models]
+    hover = [[f"{m}<br>{a}: mean E(x) {'lowered' if cell.loc[(m, a), 'shift'] < 0 else 'raised'} by "
+              f"{abs(cell.loc[(m, a), 'shift']):.3f} ± {2 * cell.loc[(m, a), 'se']:.3f}<br>expected: {expected[a]} · "
+              f"{cell.loc[(m, a), 'verdict']}" if (m, a) in cell.index else "" for a in attacks] for m in models]
+    fig = go.Figure(go.Heatmap(
+        z=z.clip(-Z_CLIP, Z_CLIP).to_numpy(), x=[f"{a}<br>{'↓' if expected[a] == 'lower' else '↑'} expected"
+                                                 for a in attacks], y=models,
+        zmin=-Z_CLIP, zmax=Z_CLIP, colorscale=OBS1_SCALE, text=text, texttemplate="%{text}", textfont_size=11,
+        hovertext=hover, hoverinfo="text", xgap=2, ygap=2,
+        colorbar=dict(title=dict(text="standard errors,<br>+ as expected", side="right"), thickness=12,
+                      tickvals=[-Z_CLIP, -2, 0, 2, Z_CLIP], ticktext=[f"≤ −{Z_CLIP:g}", "−2", "0", "2", f"≥ {Z_CLIP:g}"])))
+    fig.update_layout(height=90 + height_per_model * len(models), margin=dict(l=10, r=10, t=10, b=10),
+                      yaxis=dict(autorange="reversed"), xaxis=dict(side="top"))
+    return fig
+
+
 def lines(df: pd.DataFrame, x: str, ys: Sequence[str], title: str = "", height: int = 300,
           color: Optional[str] = None, markers: bool = True) -> go.Figure:
     """One line per column of `ys`; with `color` (e.g. a run column), one colour per group and

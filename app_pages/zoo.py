@@ -68,6 +68,15 @@ if infos:
                "the energy landscape page's attacks and settings; each model card has the whole table).")
     if "pgd20_acc" in rec:
         scatter(rec, "pgd20_acc", "recorded: PGD-20 accuracy against the energy gap |ΔE|", "zoo_rec_scatter")
+    grid = lens.observation1_grid(infos)
+    if not grid.empty:
+        st.subheader("Observation 1, attack by attack")
+        st.plotly_chart(plots.observation1_heatmap(grid), key="zoo_obs1")
+        st.caption("Each cell: how one attack moved the mean marginal energy E(x) of the same test images away from "
+                   "the natural ones (✓ the way Observation 1 says, ✗ the other way, ≈ within two standard errors of "
+                   "the per-image shifts), as stored by `python -m weat_core landscape --store`; the colour is that "
+                   "shift in standard errors. The arrows say which way the observation expects each attack to move "
+                   "E(x). Settings per model in its card (there: 256 test images, L∞ ε = 8/255, 10 steps).")
 else:
     st.info("No checkpoints are shipped yet (checkpoints/ is empty). Evaluate the models trained in this session "
             "and the untrained default below.")

@@ -311,17 +311,26 @@ def test_training_recorded_and_live(app_env):
 
 
 def test_model_zoo(app_env):
+    from weat_core import lens
+    from weat_core.checkpoints import list_checkpoints
+
     at = open_page("zoo")
     ok(at)
     assert len(at.dataframe) == 1
-    recorded = len(charts(at))  # the scatter of stored metrics, where a checkpoint records PGD-20
-    assert recorded == (1 if "pgd20_acc" in at.dataframe[0].value else 0)
+    recorded = 1 if "pgd20_acc" in at.dataframe[0].value else 0  # the scatter of stored metrics
+    # and the Observation 1 heatmap, where a checkpoint stores `landscape --store`
+    grid = lens.observation1_grid([c.to_dict() for c in list_checkpoints()])
+    assert len(charts(at)) == recorded + (not grid.empty)
+    if not grid.empty:
+        heat = [c for c in charts(at) if json.loads(c.proto.spec)["data"][0].get("type") == "heatmap"]
+        assert len(heat) == 1 and any(c.value.startswith("Each cell: how one attack") for c in at.caption)
+    before = len(charts(at))
     at.multiselect(key="zoo_models").set_value(["tiny-weat-adv", "untrained weatnet_s (random weights)"])
     at.multiselect(key="zoo_attacks").set_value(["pgd10"])
     at.select_slider(key="zoo_n").set_value(32)
     at.button(key="zoo_run").click().run()
     ok(at)
-    assert len(at.dataframe) == 2 and len(charts(at)) == recorded + 1
+    assert len(at.dataframe) == 2 and len(charts(at)) == before + 1
     assert set(at.dataframe[1].value["model"]) >= {"tiny-weat-adv", "untrained weatnet_s (random weights)"}
     # under each chart, whether its models bear Observation 3 out (the two evaluated: too few for a trend)
     notes = [c.value for c in at.caption if c.value.startswith("Observation 3")]

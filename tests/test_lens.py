@@ -275,6 +275,24 @@ def test_recorded_table_reads_stored_metrics_only():
     assert np.isnan(df.loc["b", "ΔE"]) and df.loc["b", "test_pgd_acc"] == 0.1
 
 
+def test_observation1_grid_counts_the_shift_in_standard_errors_the_expected_way():
+    rows = [  # as `landscape --store` writes them
+        {"attack": "PGD", "expected": "lower", "shift": 0.10, "se": 0.02, "verdict": "fails"},
+        {"attack": "PGD-T", "expected": "higher", "shift": 0.06, "se": 0.02, "verdict": "holds"},
+        {"attack": "Square", "expected": "higher", "shift": 0.0, "se": 0.0, "verdict": "unclear"},  # all handed back
+        {"attack": "APGD-T", "expected": "higher", "shift": 0.01, "se": 0.0, "verdict": "holds"},
+        {"attack": "E(x)↓", "expected": None, "shift": -1.0, "se": 0.1, "verdict": None}]  # no expected direction
+    infos = [{"name": "a", "method": "sat", "obs1_attacks": {"rows": rows}},
+             {"name": "b", "method": "standard"}]  # stores no landscape
+    g = lens.observation1_grid(infos).set_index("attack")
+    assert list(g.index) == ["PGD", "PGD-T", "Square", "APGD-T"] and set(g["model"]) == {"a"}
+    assert g.loc["PGD", "z"] == pytest.approx(-5.0)  # raised where lower was expected: against it
+    assert g.loc["PGD-T", "z"] == pytest.approx(3.0)
+    assert g.loc["Square", "z"] == 0.0 and g.loc["APGD-T", "z"] == np.inf
+    assert (g["verdict"] == ["fails", "holds", "unclear", "holds"]).all()
+    assert lens.observation1_grid([{"name": "b"}]).empty
+
+
 def test_gap_trend_is_spearmans_rho_over_the_robust_models():
     """Observation 3 across models: Spearman's ρ between robust accuracy and |ΔE|, the standard
     model left out. Golden values from the rank-difference formula 1 − 6 Σd² / (n (n² − 1))."""

@@ -28,7 +28,7 @@ Modules (everything public is re-exported here, so `from weat_core import lens` 
 - `decomposition`  `trades_decomposition`, `weight_curve`, `weights_of`
 - `uploads`        `decode_image`, `load_uploaded_checkpoint` and their limits
 - `datasets`       `find_datasets`, `demo_images`, `image_grid_png`
-- `zoo`            `describe_model`, `recorded_table`, `zoo_table`, `gap_trend`
+- `zoo`            `describe_model`, `recorded_table`, `observation1_grid`, `zoo_table`, `gap_trend`
 - `training_job`   `load_training_log`, `history_frame`, `training_phases`, `runs_summary`, `stage_starts`,
                    `TrainingJob`
 """
@@ -69,12 +69,12 @@ from .uploads import (  # noqa: F401 - the limits are public, not in __all__
     decode_image,
     load_uploaded_checkpoint,
 )
-from .zoo import describe_model, gap_trend, recorded_table, zoo_table
+from .zoo import describe_model, gap_trend, observation1_grid, recorded_table, zoo_table
 
 __all__ = [
     "ATTACKS", "EXPECTED_SHIFT", "AttackSpec", "Landscape", "Trajectory", "TrainingJob", "attack_from", "batch_size_for", "attack_trajectory", "bf16_ok",
     "decode_image", "demo_images", "describe_model", "energy_landscape", "gap_trend", "find_datasets", "image_grid_png",
-    "load_training_log", "load_uploaded_checkpoint", "observation1", "prepare", "recorded_table", "runs_summary", "stage_starts",
+    "load_training_log", "load_uploaded_checkpoint", "observation1", "observation1_grid", "prepare", "recorded_table", "runs_summary", "stage_starts",
     "lowers_from", "strength_sweep", "steps_sweep", "sweep_summary", "shift_by_outcome", "outcome_summary", "OUTCOMES",
     "trades_decomposition", "training_phases", "weight_curve", "weights_of", "zoo_table",
 ]

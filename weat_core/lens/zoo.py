@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -44,6 +45,28 @@ def recorded_table(infos: Sequence[Mapping[str, Any]], attack: str = "pgd20") ->
                 row[f"Observation 1 {verdict} for"] = ", ".join(r["attack"] for r in attacks if r["verdict"] == verdict)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def observation1_grid(infos: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Observation 1 for every attack on every checkpoint that stores it (`landscape --store`:
+    `obs1_attacks` in its metrics), one row per model and attack: the expected direction, the
+    mean shift of E(x) from the natural images with its standard error, the verdict, and `z`,
+    the shift in standard errors counted positive the expected way (|z| > 2 is the verdict's
+    "beyond the noise"; ±inf where the standard error is 0, as when an attack hands every image
+    back). Models and attacks keep their stored order. Nothing is computed but that ratio."""
+    cols = ["model", "method", "attack", "expected", "shift", "se", "verdict", "z"]
+    rows = []
+    for i in infos:
+        for r in (i.get("obs1_attacks") or {}).get("rows") or []:
+            if r.get("expected") not in ("lower", "higher") or r.get("shift") is None:
+                continue
+            signed = -float(r["shift"]) if r["expected"] == "lower" else float(r["shift"])
+            se = float(r.get("se") or 0.0)
+            z = signed / se if se > 0 else (np.sign(signed) * np.inf if signed else 0.0)
+            rows.append({"model": i["name"], "method": i.get("method"), "attack": r["attack"],
+                         "expected": r["expected"], "shift": float(r["shift"]), "se": se,
+                         "verdict": r.get("verdict"), "z": float(z)})
+    return pd.DataFrame(rows, columns=cols)
 
 
 def zoo_table(
