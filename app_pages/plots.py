@@ -95,14 +95,13 @@ def observation1_heatmap(grid: pd.DataFrame, height_per_model: int = 34) -> go.F
               f"{abs(cell.loc[(m, a), 'shift']):.3f} ± {2 * cell.loc[(m, a), 'se']:.3f}<br>expected: {expected[a]} · "
               f"{cell.loc[(m, a), 'verdict']}" if (m, a) in cell.index else "" for a in attacks] for m in models]
     fig = go.Figure(go.Heatmap(
-        z=z.clip(-Z_CLIP, Z_CLIP).to_numpy(), x=[f"{a}<br>{'↓' if expected[a] == 'lower' else '↑'} expected"
-                                                 for a in attacks], y=models,
+        z=z.clip(-Z_CLIP, Z_CLIP).to_numpy(), x=[f"{a}<br>{'↓' if expected[a] == 'lower' else '↑'}" for a in attacks], y=models,
         zmin=-Z_CLIP, zmax=Z_CLIP, colorscale=OBS1_SCALE, text=text, texttemplate="%{text}", textfont_size=11,
         hovertext=hover, hoverinfo="text", xgap=2, ygap=2,
         colorbar=dict(title=dict(text="standard errors,<br>+ as expected", side="right"), thickness=12,
                       tickvals=[-Z_CLIP, -2, 0, 2, Z_CLIP], ticktext=[f"≤ −{Z_CLIP:g}", "−2", "0", "2", f"≥ {Z_CLIP:g}"])))
     fig.update_layout(height=90 + height_per_model * len(models), margin=dict(l=10, r=10, t=10, b=10),
-                      yaxis=dict(autorange="reversed"), xaxis=dict(side="top"))
+                      yaxis=dict(autorange="reversed"), xaxis=dict(side="top", tickangle=0))
     return fig
 
 
