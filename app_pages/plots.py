@@ -16,6 +16,10 @@ ATTACK_COLORS = {"natural": "#4C78A8", "PGD": "#54A24B", "APGD-CE": "#2CA02C", "
                  "E(x)↓": "#17BECF", "PGD-T": "#E45756", "APGD-T": "#F58518", "CW": "#B279A2", "E(x)↑": "#FF9DA6",
                  "FAB-T": "#9D755D", "Square": "#EECA3B"}
 
+# One colour per training method (the zoo's scatter): plotly's default gave TRADES and WEAT-adv two blues.
+METHOD_COLORS = {"standard": "#BAB0AC", "sat": "#E45756", "trades": "#4C78A8", "mart": "#B279A2",
+                 "weat-adv": "#54A24B", "weat-nat": "#72B7B2", "untrained": "#9D755D"}
+
 # Distinct hues for runs compared side by side (the theme's default starts with two blues).
 RUN_COLORS = ["#4C78A8", "#E45756", "#54A24B", "#F58518", "#B279A2", "#72B7B2", "#9D755D", "#BAB0AC"]
 

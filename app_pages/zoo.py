@@ -22,6 +22,7 @@ def scatter(res: pd.DataFrame, rob: str, title: str, key: str) -> None:
         return
     gaps = res["|ΔE|"].clip(lower=1e-3)
     fig = px.scatter(res.assign(**{"|ΔE|": gaps}), x="|ΔE|", y=rob, text="model", color="method", title=title,
+                     color_discrete_map=plots.METHOD_COLORS,
                      log_x=bool(gaps.max() / gaps.min() > 20))
     fig.update_traces(textposition="top center", marker_size=12, cliponaxis=False)
     # fixed margins and y range, so that the plot area, and with it the pixels between two markers

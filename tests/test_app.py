@@ -377,6 +377,14 @@ def test_every_attack_the_landscape_offers_has_a_colour_of_its_own():
     assert len({ATTACK_COLORS[k].lower() for k in shown}) == len(shown)
 
 
+def test_every_training_method_has_a_colour_of_its_own():
+    from app_pages.plots import METHOD_COLORS
+    from weat_core.train import METHODS
+
+    assert set(METHODS) <= set(METHOD_COLORS)
+    assert len({c.lower() for c in METHOD_COLORS.values()}) == len(METHOD_COLORS)
+
+
 def test_run_charts_draw_a_weight_average_only_for_the_runs_that_kept_one():
     import pandas as pd
 
