@@ -510,5 +510,15 @@ def test_make_attack_rejects_a_negative_radius_or_a_zero_step(spec):
     make_attack(spec, eps=0.0, norm="l2")  # ε = 0 (the step ε/4 = 0 with it) is a clean pass, not an error
 
 
+@pytest.mark.parametrize("cls", [PGD, TradesAttack, EnergyAttack])
+def test_attack_classes_refuse_a_budget_no_one_can_mean(cls):
+    for bad, match in ((dict(eps=-0.1), "eps must be at least 0"), (dict(alpha=0.0), "alpha must be above 0"),
+                       (dict(steps=-1), "steps must be at least 0"), (dict(norm="l1"), "norm must be")):
+        with pytest.raises(ValueError, match=match):
+            cls(**bad)
+    cls(eps=0.0, alpha=0.0)  # no radius: a clean pass, whatever the step
+    cls(steps=0)
+
+
 def test_attacks_are_hashable():
     assert len({PGD(), PGD(), TradesAttack(), EnergyAttack(), TorchAttack("apgd-ce")}) == 4

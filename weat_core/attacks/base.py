@@ -59,6 +59,19 @@ def _norm_l2(v: torch.Tensor) -> torch.Tensor:  # (B, ...) -> (B, 1, 1, 1)
     return v.flatten(1).norm(p=2, dim=1).clamp_min(1e-12).view(-1, *([1] * (v.dim() - 1)))
 
 
+def check_budget(eps: float, alpha: float, steps: int, norm: str) -> None:
+    """Raise ValueError for an attack no one can mean: a negative radius, a step that does not
+    move (with a radius to move in), a negative number of steps, an unknown norm."""
+    if norm not in ("linf", "l2"):
+        raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
+    if not eps >= 0:
+        raise ValueError(f"eps must be at least 0, got {eps}")
+    if eps > 0 and not alpha > 0:
+        raise ValueError(f"the step alpha must be above 0, got {alpha}")
+    if steps < 0:
+        raise ValueError(f"steps must be at least 0, got {steps}")
+
+
 def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
     """Project x_adv onto the `norm` ball of radius eps around x, then onto [0, 1]."""
     delta = x_adv - x

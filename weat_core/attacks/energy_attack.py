@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..energy import energy
-from .base import AttackCallback, pgd_loop, random_start
+from .base import AttackCallback, check_budget, pgd_loop, random_start
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class EnergyAttack:
     random_start: bool = True
 
     def __post_init__(self):
+        check_budget(self.eps, self.alpha, self.steps, self.norm)
         if self.direction not in ("lower", "raise"):
             raise ValueError(f"direction must be 'lower' or 'raise', got {self.direction!r}")
 

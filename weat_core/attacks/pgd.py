@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import AttackCallback, num_classes_of, pgd_loop, random_start
+from .base import AttackCallback, check_budget, num_classes_of, pgd_loop, random_start
 
 Target = Union[None, str, torch.Tensor]
 
@@ -59,8 +59,7 @@ class PGD:
     loss: str = "ce"
 
     def __post_init__(self):
-        if self.norm not in ("linf", "l2"):
-            raise ValueError(f"norm must be 'linf' or 'l2', got {self.norm!r}")
+        check_budget(self.eps, self.alpha, self.steps, self.norm)
         if self.loss not in ("ce", "cw"):
             raise ValueError(f"loss must be 'ce' or 'cw', got {self.loss!r}")
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import AttackCallback, eval_mode, pgd_loop, project
+from .base import AttackCallback, check_budget, eval_mode, pgd_loop, project
 
 
 def kl_div(logits_nat: torch.Tensor, logits_adv: torch.Tensor) -> torch.Tensor:
@@ -36,6 +36,9 @@ class TradesAttack:
     steps: int = 10
     norm: str = "linf"
     init_std: float = 0.001
+
+    def __post_init__(self):
+        check_budget(self.eps, self.alpha, self.steps, self.norm)
 
     def __call__(
         self,
