@@ -78,9 +78,10 @@ def shift_by_outcome(df: pd.DataFrame, title: str = "", height: int = 300) -> go
 
 Z_CLIP = 6.0  # |z| beyond this many standard errors is drawn at full colour
 # red where an attack moved E(x) against Observation 1 beyond two standard errors, grey within them,
-# green where it moved the way the observation says; the steps sit at z = ±2, the verdicts' edges
-OBS1_SCALE = [[0.0, "#B2302B"], [1 / 3, "#F2C4C0"], [1 / 3, "#ECECEC"], [2 / 3, "#ECECEC"], [2 / 3, "#C3E3BC"],
-              [1.0, "#2F7D32"]]
+# blue where it moved the way the observation says (red-blue, not red-green: readable with the
+# common colour-vision deficiencies); the steps sit at z = ±2, the verdicts' edges
+OBS1_SCALE = [[0.0, "#B2182B"], [1 / 3, "#F4C7C3"], [1 / 3, "#ECECEC"], [2 / 3, "#ECECEC"], [2 / 3, "#C6DBEF"],
+              [1.0, "#2166AC"]]
 
 
 def observation1_heatmap(grid: pd.DataFrame, height_per_model: int = 34) -> go.Figure:
