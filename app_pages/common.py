@@ -24,7 +24,7 @@ from app_pages import model_store
 from app_pages.model_store import TRAINED_PREFIX, UNTRAINED
 
 HUB = "Hugging Face Hub id…"
-UPLOAD = "Upload .safetensors + config.json…"
+UPLOAD = "Upload .safetensors + config.json, or a .zip…"
 SYNTHETIC = "synthetic patterns (built in)"
 CUSTOM_PATH = "a folder or .tar.gz path…"
 MAX_TEST = 1024  # test images kept in memory per dataset (the pages take prefixes of these)
@@ -91,9 +91,9 @@ def sidebar() -> None:
                 model = model_store.load_checkpoint(hub_id.strip(), device, rev.strip() or None)
                 name, model_id = hub_id.strip(), f"hub:{hub_id.strip()}@{rev.strip()}|{device}"
         elif choice == UPLOAD:
-            w = sb.file_uploader("Weights (.safetensors)", key="up_weights",
-                                 type=["safetensors", "pt", "pth", "bin", "ckpt", "pkl"])
-            c = sb.file_uploader("config.json", type=["json"], key="up_config")
+            w = sb.file_uploader("Weights (.safetensors, or the .zip the Training page downloads)", key="up_weights",
+                                 type=["safetensors", "zip", "pt", "pth", "bin", "ckpt", "pkl"])
+            c = sb.file_uploader("config.json (inside the .zip already)", type=["json"], key="up_config")
             if w is not None:
                 data = w.getvalue()
                 cfg = c.getvalue() if c is not None else None

@@ -244,6 +244,14 @@ with tab_live:
             st.success(f"**{registered[name]}** is in the sidebar's model picker"
                        + (" (training was stopped early)." if job.result.stopped else "."))
             st.button("Use it on every page", key="tr_use", on_click=use_model, args=(registered[name],))
+            zips = st.session_state.setdefault("tr_zips", {})
+            if name not in zips:  # built once per run: the weights, the settings and every epoch's record
+                zips[name] = lens.checkpoint_zip(job.model, job.history)
+            st.download_button(
+                "Download it (.zip)", zips[name], f"weat_lens_{common.slug(name)}.zip", "application/zip",
+                key="tr_download", help="model.safetensors, config.json and log.jsonl. The model lives only as long as "
+                "this browser session; upload the .zip in the sidebar (Model → Upload) to use it again, or unzip it "
+                "and pass the folder to `python -m weat_core eval --checkpoint FOLDER`.")
 
     active = any(j.running for j in jobs.values())
     st.fragment(live_view, run_every=1.0 if active else None)()

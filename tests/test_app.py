@@ -289,6 +289,9 @@ def test_training_recorded_and_live(app_env):
     at.run()
     ok(at)
     assert any(o.startswith("trained here: ") for o in at.sidebar.selectbox(key="model_choice").options)
+    # it can be taken home: one .zip, which the sidebar's upload takes back
+    data = next(iter(at.session_state["tr_zips"].values()))
+    assert [d for d in at.get("download_button") if d.proto.label == "Download it (.zip)"]
     at.button(key="tr_use").click().run()
     ok(at)
     # a time budget instead of an epoch count: the progress bar learns the count after epoch 1
@@ -308,6 +311,11 @@ def test_training_recorded_and_live(app_env):
     bars = [p.proto.text for p in at.get("progress")]
     assert any(f"epoch {len(job.history)}/{job.history[-1]['epochs']} (0.5-minute budget)" in t for t in bars), bars
     assert at.sidebar.selectbox(key="model_choice").value.startswith("trained here: ")
+    # the downloaded .zip comes back in through the sidebar's upload
+    at.sidebar.selectbox(key="model_choice").set_value("Upload .safetensors + config.json, or a .zip…").run()
+    at.sidebar.file_uploader(key="up_weights").set_value(("weat_lens_run.zip", data, "application/zip")).run()
+    ok(at)
+    assert at.session_state["ctx"].model_name == "upload: weat_lens_run.zip"
 
 
 def test_model_zoo(app_env):
@@ -465,7 +473,7 @@ def test_sidebar_uploads(app_env, tmp_path):
     from weat_core.models import create_model
 
     at = open_page()
-    at.sidebar.selectbox(key="model_choice").set_value("Upload .safetensors + config.json…").run()
+    at.sidebar.selectbox(key="model_choice").set_value("Upload .safetensors + config.json, or a .zip…").run()
     ok(at)
     at.sidebar.file_uploader(key="up_weights").set_value(("evil.pkl", pickle.dumps({"x": 1}), "application/octet-stream"))
     at.run()

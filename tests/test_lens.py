@@ -512,6 +512,54 @@ def test_upload_refuses_pickles(tiny_model, tmp_path):
             lens.load_uploaded_checkpoint(data, c, name)
 
 
+def test_a_model_goes_out_as_a_zip_and_comes_back_as_an_upload(tiny_model, tmp_path, synthetic_batch):
+    import zipfile
+
+    from weat_core.checkpoints import load
+
+    records = [{"epoch": 1, "test_pgd_acc": 0.25, "delta_e": -0.01}, {"epoch": 2, "test_pgd_acc": 0.5}]
+    data = lens.checkpoint_zip(tiny_model, records)
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        assert sorted(z.namelist()) == ["config.json", "log.jsonl", "model.safetensors"]
+        assert [json.loads(line) for line in z.read("log.jsonl").decode().splitlines()] == records
+        z.extractall(tmp_path / "unzipped")
+    x, _ = synthetic_batch
+    back = lens.load_uploaded_checkpoint(data, None, "run 1.zip")
+    assert back.config["source"] == "upload:run 1.zip:model.safetensors"
+    with torch.no_grad():
+        torch.testing.assert_close(back(x), tiny_model(x))
+        torch.testing.assert_close(load(tmp_path / "unzipped")(x), tiny_model(x))  # unzipped: a checkpoint folder
+    assert "log.jsonl" not in zipfile.ZipFile(io.BytesIO(lens.checkpoint_zip(tiny_model))).namelist()
+
+
+def test_zip_uploads_are_checked_before_anything_is_read(tiny_model, tmp_path):
+    import zipfile
+
+    from weat_core.lens.uploads import _unzip_checkpoint
+
+    buf = io.BytesIO()
+    torch.save(tiny_model.state_dict(), buf)  # a zip archive too, with a pickle inside
+    for data, match in ((buf.getvalue(), "holds 0 .safetensors"), (b"PK\x03\x04 not really", "not a readable zip"),
+                        (b"plain bytes", "not a readable zip")):
+        with pytest.raises(WeatError, match=match):
+            lens.load_uploaded_checkpoint(data, None, "model.zip")
+    data = lens.checkpoint_zip(tiny_model)
+    with pytest.raises(WeatError, match="unpacked; the limit is"):  # sizes come from the archive's directory
+        _unzip_checkpoint(data, max_bytes=1024)
+    two = io.BytesIO()
+    with zipfile.ZipFile(two, "w") as z:
+        z.writestr("a.safetensors", b"x")
+        z.writestr("b.safetensors", b"y")
+    with pytest.raises(WeatError, match="holds 2 .safetensors"):
+        lens.load_uploaded_checkpoint(two.getvalue(), None, "two.zip")
+    for weights, match in ((b"", "model.safetensors in the uploaded .zip is empty"), (b"x", "config.json")):
+        no_cfg = io.BytesIO()
+        with zipfile.ZipFile(no_cfg, "w") as z:
+            z.writestr("model.safetensors", weights)
+        with pytest.raises(WeatError, match=match):
+            lens.load_uploaded_checkpoint(no_cfg.getvalue(), None, "half.zip")
+
+
 @pytest.mark.parametrize("weights, config, match", [
     (b"", b"{}", "empty"),
     (b"garbage that is not safetensors", None, "config.json"),

@@ -11,7 +11,7 @@ numbers can be computed from a notebook:
 - `attack_trajectory`    one image attacked step by step: energies, top-5, frames
 - `trades_decomposition` KL(p(·|x) ‖ p(·|x*)) = E_{k∼p(·|x)}[E(x*,k) − E(x,k)] + E(x) − E(x*)
 - `weight_curve`, `weights_of`  the WEAT weight w(x) = 1/softplus(|E(x)|)
-- `decode_image`, `load_uploaded_checkpoint`  untrusted user input → tensors / models
+- `decode_image`, `load_uploaded_checkpoint`  untrusted user input → tensors / models; `checkpoint_zip` the way back
 - `zoo_table`, `gap_trend`, `describe_model`, `load_training_log`, `training_phases`, `TrainingJob`
 
 A model handed to these functions is never changed (attacks only take input gradients, and
@@ -26,7 +26,7 @@ Modules (everything public is re-exported here, so `from weat_core import lens` 
                    `lowers_from`, `shift_by_outcome`, `outcome_summary`, `OUTCOMES`
 - `trajectory`     `attack_trajectory`, `Trajectory`
 - `decomposition`  `trades_decomposition`, `weight_curve`, `weights_of`
-- `uploads`        `decode_image`, `load_uploaded_checkpoint` and their limits
+- `uploads`        `decode_image`, `load_uploaded_checkpoint` and their limits; `checkpoint_zip` (a model as one download)
 - `datasets`       `find_datasets`, `demo_images`, `image_grid_png`
 - `zoo`            `describe_model`, `recorded_table`, `observation1_grid`, `zoo_table`, `gap_trend`
 - `training_job`   `load_training_log`, `history_frame`, `training_phases`, `runs_summary`, `stage_starts`,
@@ -66,6 +66,7 @@ from .uploads import (  # noqa: F401 - the limits are public, not in __all__
     MAX_UPLOAD_BYTES,
     MAX_UPLOAD_PIXELS,
     PICKLE_MAGIC,
+    checkpoint_zip,
     decode_image,
     load_uploaded_checkpoint,
 )
@@ -73,7 +74,7 @@ from .zoo import describe_model, gap_trend, observation1_grid, recorded_table, z
 
 __all__ = [
     "ATTACKS", "EXPECTED_SHIFT", "AttackSpec", "Landscape", "Trajectory", "TrainingJob", "attack_from", "batch_size_for", "attack_trajectory", "bf16_ok",
-    "decode_image", "demo_images", "describe_model", "energy_landscape", "gap_trend", "find_datasets", "image_grid_png",
+    "checkpoint_zip", "decode_image", "demo_images", "describe_model", "energy_landscape", "gap_trend", "find_datasets", "image_grid_png",
     "load_training_log", "load_uploaded_checkpoint", "observation1", "observation1_grid", "prepare", "recorded_table", "runs_summary", "stage_starts",
     "lowers_from", "strength_sweep", "steps_sweep", "sweep_summary", "shift_by_outcome", "outcome_summary", "OUTCOMES",
     "trades_decomposition", "training_phases", "weight_curve", "weights_of", "zoo_table",

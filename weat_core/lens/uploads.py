@@ -6,8 +6,9 @@ from __future__ import annotations
 import io
 import json
 import tempfile
+import zipfile
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -81,15 +82,61 @@ def _to_rgb8(im) -> np.ndarray:
 PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol ≥ 2, torch.save's zip container
 
 
+def checkpoint_zip(model: nn.Module, records: Optional[Sequence[Mapping[str, Any]]] = None) -> bytes:
+    """A model as one .zip file: `model.safetensors` and `config.json` as `checkpoints.save`
+    writes them, and `log.jsonl` with its per-epoch `records` when given. Unzipped it is a
+    checkpoint folder (`load(folder)`, `--checkpoint folder`); the app's sidebar takes the .zip
+    itself back as an upload."""
+    from ..checkpoints import save
+
+    buf = io.BytesIO()
+    with tempfile.TemporaryDirectory(prefix="weat-zip-") as d:
+        save(model, d)
+        if records:
+            (Path(d) / "log.jsonl").write_text("".join(json.dumps(dict(r), default=float) + "\n" for r in records))
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            for f in sorted(Path(d).iterdir()):
+                z.write(f, f.name)
+    return buf.getvalue()
+
+
+def _unzip_checkpoint(data: bytes, max_bytes: int = MAX_UPLOAD_BYTES) -> tuple[bytes, Optional[bytes], str]:
+    """(weights, config.json or None, weights file name) from an uploaded .zip holding one
+    .safetensors file. Members are read by name into memory, never extracted, and each is
+    checked against `max_bytes` from the archive's directory before it is read (no zip bombs).
+    A torch.save file is a zip too; it holds no .safetensors and is refused."""
+    try:
+        z = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        raise WeatError("the uploaded .zip is not a readable zip archive") from None
+    members = {Path(i.filename).name: i for i in z.infolist() if not i.is_dir()}
+    weights = sorted(n for n in members if n.endswith(".safetensors"))
+    if len(weights) != 1:
+        raise WeatError(f"the uploaded .zip holds {len(weights)} .safetensors files; it must hold one, with its "
+                        "config.json (as the Training page's download does); pickled weights are never loaded")
+    for name in (weights[0], "config.json"):
+        if name in members and members[name].file_size > max_bytes:
+            raise WeatError(f"{name} in the .zip is {members[name].file_size / 2**20:.1f} MB unpacked; the limit is "
+                            f"{max_bytes / 2**20:.0f} MB")
+    config = z.read(members["config.json"]) if "config.json" in members else None
+    return z.read(members[weights[0]]), config, weights[0]
+
+
 def load_uploaded_checkpoint(weights: bytes, config: Optional[bytes], weights_name: str = "model.safetensors",
                              device: Union[str, torch.device] = "cpu") -> nn.Module:
-    """A model from an uploaded `.safetensors` file and its `config.json`, checked by a forward
-    pass. Pickles (.pt/.pth/.bin/.ckpt/.pkl, or pickle bytes under any name) are refused:
-    uploads never reach `torch.load`."""
+    """A model from an uploaded `.safetensors` file and its `config.json` (or a `.zip` holding
+    both, as `checkpoint_zip` writes it), checked by a forward pass. Pickles
+    (.pt/.pth/.bin/.ckpt/.pkl, or pickle bytes under any name) are refused: uploads never reach
+    `torch.load`."""
     from ..checkpoints import load
 
     if not weights:
         raise WeatError("the uploaded weights file is empty")
+    if weights_name.endswith(".zip"):
+        weights, zipped_config, inner = _unzip_checkpoint(weights)
+        config, weights_name = config or zipped_config, f"{weights_name}:{inner}"
+        if not weights:
+            raise WeatError(f"{inner} in the uploaded .zip is empty")
     if not weights_name.endswith(".safetensors") or weights.startswith(PICKLE_MAGIC):
         raise WeatError(f"{weights_name} looks like a pickled PyTorch file; uploads must be .safetensors "
                         "(pickles can run code, so they are never loaded here)")
