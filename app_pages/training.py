@@ -1,5 +1,6 @@
 """Training dynamics: recorded runs (SAT vs TRADES vs WEAT) and a live run on the CPU."""
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
@@ -246,7 +247,7 @@ with tab_live:
             st.button("Use it on every page", key="tr_use", on_click=use_model, args=(registered[name],))
             zips = st.session_state.setdefault("tr_zips", {})
             if name not in zips:  # built once per run: the weights, the settings and every epoch's record
-                zips[name] = lens.checkpoint_zip(job.model, job.history)
+                zips[name] = lens.checkpoint_zip(job.model, job.history, {"training": asdict(job.config)})
             st.download_button(
                 "Download it (.zip)", zips[name], f"weat_lens_{common.slug(name)}.zip", "application/zip",
                 key="tr_download", help="model.safetensors, config.json and log.jsonl. The model lives only as long as "

@@ -7,6 +7,7 @@ import io
 import json
 import pickle
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -291,6 +292,9 @@ def test_training_recorded_and_live(app_env):
     assert any(o.startswith("trained here: ") for o in at.sidebar.selectbox(key="model_choice").options)
     # it can be taken home: one .zip, which the sidebar's upload takes back
     data = next(iter(at.session_state["tr_zips"].values()))
+    with zipfile.ZipFile(io.BytesIO(data)) as z:  # with the run's settings and its per-epoch records
+        assert json.loads(z.read("config.json"))["training"]["ema"] == 0.999
+        assert len(z.read("log.jsonl").decode().splitlines()) == 1
     assert [d for d in at.get("download_button") if d.proto.label == "Download it (.zip)"]
     at.button(key="tr_use").click().run()
     ok(at)

@@ -82,16 +82,18 @@ def _to_rgb8(im) -> np.ndarray:
 PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol ≥ 2, torch.save's zip container
 
 
-def checkpoint_zip(model: nn.Module, records: Optional[Sequence[Mapping[str, Any]]] = None) -> bytes:
+def checkpoint_zip(model: nn.Module, records: Optional[Sequence[Mapping[str, Any]]] = None,
+                   config: Optional[Mapping[str, Any]] = None) -> bytes:
     """A model as one .zip file: `model.safetensors` and `config.json` as `checkpoints.save`
-    writes them, and `log.jsonl` with its per-epoch `records` when given. Unzipped it is a
-    checkpoint folder (`load(folder)`, `--checkpoint folder`); the app's sidebar takes the .zip
-    itself back as an upload."""
+    writes them (with `config` added, e.g. the run's settings under "training"), and
+    `log.jsonl` with its per-epoch `records` when given. Unzipped it is a checkpoint folder
+    (`load(folder)`, `--checkpoint folder`); the app's sidebar takes the .zip itself back as an
+    upload."""
     from ..checkpoints import save
 
     buf = io.BytesIO()
     with tempfile.TemporaryDirectory(prefix="weat-zip-") as d:
-        save(model, d)
+        save(model, d, config=dict(config or {}))
         if records:
             (Path(d) / "log.jsonl").write_text("".join(json.dumps(dict(r), default=float) + "\n" for r in records))
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
