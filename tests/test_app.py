@@ -51,7 +51,7 @@ def make_checkpoint(root: Path, data_dir: Path, name: str = "tiny-weat-adv") -> 
                      "delta_e": -0.05 * max(0, e - 5), "loss": 2.0 - 0.1 * e, "stage": 1 if e <= 6 else e - 5})  # stages 1 (epochs 1-6), 2 (7), 3 (8)
     (d / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     try:
-        from weat_core.sampling.init import ClassStats
+        from weat_core.sampling.class_stats import ClassStats
     except ImportError:
         return d
     # Small rank-4 statistics built directly (fitting 10 full 3072×3072 covariances takes a minute).

@@ -418,7 +418,7 @@ def test_push_stages_a_folder_that_stands_on_its_own(tmp_path):
     copy cannot point outside itself) and the card led by the Hub's metadata block; the copy
     gives exactly the shipped model's logits. A folder without weights or a bad repo id is refused."""
     from weat_core.export.hub import stage
-    from weat_core.sampling.init import STATS_NAME, ClassStats, stats_path
+    from weat_core.sampling.class_stats import STATS_NAME, ClassStats, stats_path
 
     for name in ("weatnet_s-weat-adv", "preactresnet18-trades"):  # one file, and two shards with an index
         src = REPO_ROOT / "checkpoints" / name

@@ -94,7 +94,7 @@ def test_the_generate_function_survives_its_module_being_imported():
 
 def test_init_stats_size_default_matches_the_library():
     from weat_core.cli.init_stats import DEFAULT_MAX_MB
-    from weat_core.sampling.init import DEFAULT_MAX_BYTES
+    from weat_core.sampling.class_stats import DEFAULT_MAX_BYTES
 
     assert DEFAULT_MAX_MB * 2**20 == DEFAULT_MAX_BYTES
 

@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from .. import WeatError
 
-DEFAULT_MAX_MB = 8.0  # init-stats --max-mb: init.DEFAULT_MAX_BYTES in MiB (a test holds the two equal)
+DEFAULT_MAX_MB = 8.0  # init-stats --max-mb: class_stats.DEFAULT_MAX_BYTES in MiB (a test holds the two equal)
 
 
 def add_commands(subparsers: Any) -> None:
@@ -44,7 +44,7 @@ def cmd_init_stats(args: argparse.Namespace) -> int:
 
     from .. import checkpoints
     from ..data import load_split
-    from ..sampling.init import STATS_NAME, ClassStats
+    from ..sampling.class_stats import STATS_NAME, ClassStats
 
     if not args.checkpoint and not args.out:
         raise WeatError("give --checkpoint (to save beside it) or --out")
@@ -99,7 +99,7 @@ def _link_stats(directory: Path, stats_file: Path) -> None:
     """Point the checkpoint in `directory` at shared statistics: its config.json gets "init_stats",
     the file's path relative to the folder. A byte-identical copy beside it goes (it would take
     precedence); a different one is refused before anything is computed (`_check_beside`)."""
-    from ..sampling.init import STATS_NAME
+    from ..sampling.class_stats import STATS_NAME
 
     cfg_path = directory / "config.json"
     cfg = json.loads(cfg_path.read_text())
@@ -117,7 +117,7 @@ def _check_beside(directory: Path, stats_file: Path) -> None:
     """Refuse to share over statistics beside the checkpoint that differ from `stats_file`."""
     import filecmp
 
-    from ..sampling.init import STATS_NAME
+    from ..sampling.class_stats import STATS_NAME
 
     beside = directory / STATS_NAME
     if beside.is_file() and not (stats_file.is_file() and filecmp.cmp(beside, stats_file, shallow=False)):

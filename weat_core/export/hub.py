@@ -45,7 +45,7 @@ def stage(source: str, dest: Path, repo_id: Optional[str] = None) -> Path:
     `dest` as it would be uploaded, and check that the copy loads. `repo_id` goes into the
     card's loading hint. Returns `dest`."""
     from ..checkpoints import _HUB_ID, CONFIG_NAME, INDEX_NAME, WEIGHTS_NAME, load, resolve
-    from ..sampling.init import STATS_NAME, stats_path
+    from ..sampling.class_stats import STATS_NAME, stats_path
 
     if repo_id is not None and not _HUB_ID.match(repo_id):
         raise WeatError(f"{repo_id!r} is not a Hub repo id; give it as owner/name")

@@ -7,8 +7,9 @@
 
 - `sgld`:       the SGLD sampler (momentum, update clamp, divergence detection) and its Heun variant,
                 small frozen objects with `init()` / `step()`; the caller writes the loop.
-- `init`:       uniform / class-conditional Gaussian / class-wise PCA starts; `ClassStats`
-                (fitted once, saved as `init_stats.safetensors` beside the checkpoint).
+- `init`:       uniform / class-conditional Gaussian / class-wise PCA starts.
+- `class_stats`: `ClassStats`, what the Gaussian and PCA starts need (fitted once, saved as
+                `init_stats.safetensors` beside the checkpoint).
 - `generation`: `generate(model, labels, ...)` with per-model defaults.
 - `metrics`:    Inception Score / FID (torchmetrics) and the offline classifier agreement and diversity.
 
@@ -21,7 +22,8 @@ from .._lazy import lazy_exports
 _EXPORTS = {
     **dict.fromkeys(("FAMILY_DEFAULTS", "OBJECTIVES", "GenerationResult", "GenerationSettings", "default_settings",
                      "generate", "objective_energy", "threat_model"), "generation"),
-    **dict.fromkeys(("DEFAULT_MAX_BYTES", "INITS", "STATS_NAME", "ClassStats", "initial_images", "stats_path"), "init"),
+    **dict.fromkeys(("INITS", "initial_images"), "init"),
+    **dict.fromkeys(("DEFAULT_MAX_BYTES", "STATS_NAME", "ClassStats", "stats_path"), "class_stats"),
     **dict.fromkeys(("classifier_agreement", "diversity", "evaluate_samples", "fid", "inception_score",
                      "penultimate_features"), "metrics"),
     **dict.fromkeys(("DIVERGENCE_REASONS", "SGLD", "EnergyFn", "Heun", "SamplingDiverged", "SGLDState", "make_sampler"),

@@ -25,7 +25,8 @@ from torch import nn
 from .. import WeatError
 from ..attacks.base import eval_mode
 from ..energy import energy, joint_energy
-from .init import INITS, ClassStats, initial_images
+from .class_stats import ClassStats
+from .init import INITS, initial_images
 from .sgld import DIVERGENCE_REASONS, SamplingDiverged, SGLDState, make_sampler
 
 __all__ = [
