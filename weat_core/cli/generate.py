@@ -104,7 +104,8 @@ def run_generation(args: argparse.Namespace, model: Any):
     import torch
     from tqdm.auto import tqdm
 
-    from ..sampling.generation import default_settings, generate
+    from ..sampling.generation import generate
+    from ..sampling.settings import default_settings
 
     names = class_names(model)
     classes = parse_classes(args.classes, model.num_classes, names)

@@ -10,7 +10,8 @@
 - `init`:       uniform / class-conditional Gaussian / class-wise PCA starts.
 - `class_stats`: `ClassStats`, what the Gaussian and PCA starts need (fitted once, saved as
                 `init_stats.safetensors` beside the checkpoint).
-- `generation`: `generate(model, labels, ...)` with per-model defaults.
+- `settings`:   `GenerationSettings` and the per-model defaults (`default_settings`).
+- `generation`: `generate(model, labels, ...)`.
 - `metrics`:    Inception Score / FID (torchmetrics) and the offline classifier agreement and diversity.
 
 The names above are imported from their submodules on first use. The `generate`, `gen-eval`
@@ -20,8 +21,9 @@ and `init-stats` commands live in `weat_core.cli`.
 from .._lazy import lazy_exports
 
 _EXPORTS = {
-    **dict.fromkeys(("FAMILY_DEFAULTS", "OBJECTIVES", "GenerationResult", "GenerationSettings", "default_settings",
-                     "generate", "objective_energy", "threat_model"), "generation"),
+    **dict.fromkeys(("GenerationResult", "generate", "objective_energy"), "generation"),
+    **dict.fromkeys(("FAMILY_DEFAULTS", "OBJECTIVES", "GenerationSettings", "default_settings", "threat_model"),
+                    "settings"),
     **dict.fromkeys(("INITS", "initial_images"), "init"),
     **dict.fromkeys(("DEFAULT_MAX_BYTES", "STATS_NAME", "ClassStats", "stats_path"), "class_stats"),
     **dict.fromkeys(("classifier_agreement", "diversity", "evaluate_samples", "fid", "inception_score",
