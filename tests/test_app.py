@@ -504,7 +504,7 @@ def test_no_checkpoint_no_data(tmp_path, monkeypatch):
     untrained weatnet_s (clearly labelled) and the built-in synthetic images."""
     import streamlit as st
 
-    import weat_core.checkpoints as ck
+    import weat_core.checkpoints.listing as ck
 
     empty = tmp_path / "empty"
     empty.mkdir()
