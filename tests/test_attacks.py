@@ -512,7 +512,7 @@ def test_make_attack_rejects_a_negative_radius_or_a_zero_step(spec):
 
 @pytest.mark.parametrize("cls", [PGD, TradesAttack, EnergyAttack])
 def test_attack_classes_refuse_a_budget_no_one_can_mean(cls):
-    for bad, match in ((dict(eps=-0.1), "eps must be at least 0"), (dict(alpha=0.0), "alpha must be above 0"),
+    for bad, match in ((dict(eps=-0.1), "radius ε must be at least 0"), (dict(alpha=0.0), "step must be above 0"),
                        (dict(steps=-1), "steps must be at least 0"), (dict(norm="l1"), "norm must be")):
         with pytest.raises(ValueError, match=match):
             cls(**bad)

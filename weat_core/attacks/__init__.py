@@ -13,7 +13,7 @@ from typing import Optional
 
 from .. import WeatError
 from .autoattack import TorchAttack
-from .base import AttackCallback, eval_mode, project
+from .base import AttackCallback, check_budget, eval_mode, project
 from .energy_attack import EnergyAttack
 from .pgd import PGD, margin, pick_target
 from .trades import TradesAttack, kl_div
@@ -52,10 +52,10 @@ def make_attack(spec: str, eps: float = 8 / 255, norm: str = "linf", alpha: Opti
 
     if alpha is None:
         alpha = 2 / 255 if norm == "linf" else eps / 4
-    if not eps >= 0:
-        raise WeatError(f"the attack radius ε must be at least 0, got {eps}")
-    if eps > 0 and not alpha > 0:
-        raise WeatError(f"the attack step must be above 0, got {alpha}")
+    try:  # here, not only in the attacks' constructors, so that torchattacks' ones are checked too
+        check_budget(eps, alpha, 0, norm)
+    except ValueError as e:
+        raise WeatError(str(e)) from None
     s = spec.lower()
     if s in ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square", "autoattack", "autoattack-fast", "aa", "aa-fast"):
         name = {"aa": "autoattack", "aa-fast": "autoattack-fast"}.get(s, s)

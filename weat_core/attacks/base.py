@@ -65,9 +65,9 @@ def check_budget(eps: float, alpha: float, steps: int, norm: str) -> None:
     if norm not in ("linf", "l2"):
         raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
     if not eps >= 0:
-        raise ValueError(f"eps must be at least 0, got {eps}")
+        raise ValueError(f"the attack radius ε must be at least 0, got {eps}")
     if eps > 0 and not alpha > 0:
-        raise ValueError(f"the step alpha must be above 0, got {alpha}")
+        raise ValueError(f"the attack step must be above 0, got {alpha}")
     if steps < 0:
         raise ValueError(f"steps must be at least 0, got {steps}")
 

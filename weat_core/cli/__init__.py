@@ -9,8 +9,9 @@
     init-stats                 `init_stats`  class statistics for the Gaussian / PCA starts
 
 Each module's `add_commands(subparsers)` adds its commands; every handler takes the parsed args
-and returns an exit code. Options must be spelled out (no argparse abbreviations). Errors meant for the user (`WeatError`) are printed as one line and
-exit with status 2. torch is imported inside the handlers, so `--help` stays fast.
+and returns an exit code. Options must be spelled out (no argparse abbreviations). Errors meant
+for the user (`WeatError`) are printed as one line and exit with status 2. torch is imported
+inside the handlers, so `--help` stays fast.
 """
 
 from __future__ import annotations

@@ -104,8 +104,7 @@ def run_generation(args: argparse.Namespace, model: Any):
     import torch
     from tqdm.auto import tqdm
 
-    from ..sampling.generation import generate
-    from ..sampling.settings import default_settings
+    from ..sampling.generation import default_settings, generate
 
     names = class_names(model)
     classes = parse_classes(args.classes, model.num_classes, names)
@@ -113,15 +112,14 @@ def run_generation(args: argparse.Namespace, model: Any):
         raise WeatError("--per-class must be at least 1")
     labels = torch.tensor(classes).repeat_interleave(args.per_class)  # (N,) grouped by class
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
-    # the settings, checked before the progress bar starts (generate merges them again the same way)
-    steps = default_settings(model).updated(
-        steps=args.steps, step_size=args.step_size, noise_std=args.noise_std, momentum=args.momentum, init=args.init,
-        objective=args.objective, sampler=args.sampler, max_update=args.max_update or None,
-        update_norm=args.update_norm, pca_variance=args.pca_variance).steps
+    steps = args.steps if args.steps is not None else default_settings(model).steps
     batches = -(-labels.numel() // args.batch_size) if args.batch_size else 1
-    bar = tqdm(total=steps * batches, desc="SGLD", unit="step", disable=args.quiet, leave=False)
+    bar = None  # drawn at the first callback, after generate has checked the settings
 
     def callback(step: int, state) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=steps * batches, desc="SGLD", unit="step", disable=args.quiet, leave=False)
         if step > 0:
             bar.update(1)
             if step % 10 == 0 or step == steps:
@@ -134,7 +132,8 @@ def run_generation(args: argparse.Namespace, model: Any):
                        update_norm=args.update_norm, pca_variance=args.pca_variance,
                        stats=args.stats if args.stats else "auto", batch_size=args.batch_size)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     return res, names
 
 

@@ -106,6 +106,12 @@ def _summary(per_image: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
     return s.reset_index()
 
 
+def toward_expected(shift: float, expected: str) -> float:
+    """A shift of mean E(x) counted positive the way Observation 1 expects it (`EXPECTED_SHIFT`:
+    "lower" or "higher")."""
+    return -shift if expected == "lower" else shift
+
+
 def observation1(summary: pd.DataFrame) -> pd.DataFrame:
     """Observation 1 checked on a landscape's summary: for each attack with an expected direction
     (`EXPECTED_SHIFT`), the mean shift of E(x) from the natural images and its standard error
@@ -122,7 +128,7 @@ def observation1(summary: pd.DataFrame) -> pd.DataFrame:
         if want is None:
             continue
         shift, se = float(r["shift E(x)"]), float(r.get("shift E(x) se", 0.0))
-        signed = -shift if want == "lower" else shift  # > 0: the expected direction
+        signed = toward_expected(shift, want)
         verdict = "holds" if signed > 2 * se else ("fails" if signed < -2 * se else "unclear")
         rows.append({"attack": r["attack"], "expected": want, "shift E(x)": shift, "se": se,
                      "share E(x)↓": r["share E(x)↓"], "unchanged": r.get("unchanged", 0.0), "verdict": verdict})

@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .landscape import lowers_from
+from .landscape import lowers_from, toward_expected
 
 
 def describe_model(model: nn.Module) -> dict[str, Any]:
@@ -60,7 +60,7 @@ def observation1_grid(infos: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         for r in (i.get("obs1_attacks") or {}).get("rows") or []:
             if r.get("expected") not in ("lower", "higher") or r.get("shift") is None:
                 continue
-            signed = -float(r["shift"]) if r["expected"] == "lower" else float(r["shift"])
+            signed = toward_expected(float(r["shift"]), r["expected"])
             se = float(r.get("se") or 0.0)
             z = signed / se if se > 0 else (np.sign(signed) * np.inf if signed else 0.0)
             rows.append({"model": i["name"], "method": i.get("method"), "attack": r["attack"],
