@@ -121,7 +121,8 @@ def lines(df: pd.DataFrame, x: str, ys: Sequence[str], title: str = "", height: 
                       color_discrete_sequence=RUN_COLORS)
         n = long[color].nunique() * long["series"].nunique()
     else:
-        fig = px.line(long, x=x, y="value", color="series", markers=markers, title=title)
+        fig = px.line(long, x=x, y="value", color="series", markers=markers, title=title,
+                      color_discrete_sequence=RUN_COLORS)  # the theme's two blues told E(x) from E(x*) badly
         n = long["series"].nunique()
     legend = dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right", title=None)
     if color or n > 3:  # several runs: the legend goes under the plot, one entry a line

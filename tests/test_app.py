@@ -408,6 +408,17 @@ def test_run_charts_draw_a_weight_average_only_for_the_runs_that_kept_one():
     assert sorted(t.name for t in fig.data) == ["ema, averaged", "ema, robust", "plain, robust"]
 
 
+def test_one_run_s_curves_get_distinct_hues():
+    """E(x) and E(x*) of one run are told apart by colour (the theme's first two are both blue)."""
+    import pandas as pd
+
+    from app_pages.plots import RUN_COLORS, lines
+
+    df = pd.DataFrame({"epoch": [1, 2], "E(x)": [-3.0, -3.1], "E(x*)": [-2.9, -3.0]})
+    fig = lines(df, "epoch", ["E(x)", "E(x*)"])
+    assert [t.line.color for t in fig.data] == RUN_COLORS[:2]
+
+
 def test_heldout_diamonds_are_drawn_in_the_layer_of_the_curves_they_sit_on():
     """A browser paints WebGL traces over SVG ones, and plotly express draws long runs' curves in
     WebGL: the held-out diamonds of such a chart must be WebGL too (else a best epoch's diamond
