@@ -419,6 +419,22 @@ def test_one_run_s_curves_get_distinct_hues():
     assert [t.line.color for t in fig.data] == RUN_COLORS[:2]
 
 
+def test_observation1_heatmap_puts_the_standard_model_last_and_leaves_missing_cells_blank():
+    import pandas as pd
+
+    from app_pages.plots import Z_CLIP, observation1_heatmap
+
+    rows = [("s", "standard", "PGD", "lower", -7.0, 0.3, "holds", 23.3), ("a", "sat", "PGD", "lower", 0.1, 0.02, "fails", -5.0),
+            ("a", "sat", "PGD-T", "higher", 0.1, 0.02, "holds", 5.0), ("b", "trades", "PGD", "lower", 0.01, 0.0, "fails",
+                                                                        float("-inf"))]
+    grid = pd.DataFrame(rows, columns=["model", "method", "attack", "expected", "shift", "se", "verdict", "z"])
+    h = observation1_heatmap(grid).data[0]
+    assert list(h.y) == ["a", "b", "s"] and list(h.x) == ["PGD<br>↓", "PGD-T<br>↑"]
+    assert [list(r) for r in h.text] == [["✗ +0.100", "✓ +0.100"], ["✗ +0.010", ""], ["✓ -7.000", ""]]
+    z = np.asarray(h.z, dtype=float)
+    assert z[0].tolist() == [-5.0, 5.0] and z[1, 0] == -Z_CLIP and z[2, 0] == Z_CLIP and np.isnan(z[1:, 1]).all()
+
+
 def test_heldout_diamonds_are_drawn_in_the_layer_of_the_curves_they_sit_on():
     """A browser paints WebGL traces over SVG ones, and plotly express draws long runs' curves in
     WebGL: the held-out diamonds of such a chart must be WebGL too (else a best epoch's diamond
