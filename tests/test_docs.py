@@ -63,6 +63,24 @@ def test_documented_commands_parse(capsys):
     assert seen >= 50, f"found only {seen} documented commands: has the pattern stopped matching?"
 
 
+def test_script_commands_use_known_options():
+    """The scripts build their commands from shell variables, which the test above skips: here each
+    `--option` of a `python -m weat_core COMMAND` line (continuations joined) must be one of that
+    command's options."""
+    commands = build_parser().command_parsers
+    seen = 0
+    for script in sorted((REPO / "scripts").glob("*.sh")):
+        for line in script.read_text().replace("\\\n", " ").splitlines():
+            m = re.search(r"weat_core ([a-z-]+)\b(.*)", line)
+            if not m or m.group(1) not in commands:
+                continue
+            known = {s for a in commands[m.group(1)]._actions for s in a.option_strings}
+            for opt in re.findall(r"(?<![\w$])--[a-z][a-z0-9-]*", m.group(2)):
+                assert opt in known, f"{script.name}: `{m.group(1)} {opt}` is not an option of {m.group(1)}"
+                seen += 1
+    assert seen >= 30, f"checked only {seen} options: has the pattern stopped matching?"
+
+
 def test_stored_reproduce_commands_parse():
     configs = sorted((REPO / "checkpoints").glob("**/config.json"))
     if not configs:
