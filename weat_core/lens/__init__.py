@@ -63,6 +63,7 @@ from .training_job import (  # noqa: F401 - history_frame and the constants are 
     training_phases,
 )
 from .uploads import (  # noqa: F401 - the limits are public, not in __all__
+    MAX_UNZIPPED_BYTES,
     MAX_UPLOAD_BYTES,
     MAX_UPLOAD_PIXELS,
     PICKLE_MAGIC,

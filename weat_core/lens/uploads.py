@@ -19,6 +19,9 @@ from ._common import _logits
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 40_000_000  # e.g. 8000 × 5000; checked from the header, before decoding
+# A file inside an uploaded .zip may unpack to at most what Streamlit lets a direct upload be (its
+# server.maxUploadSize default, 200 MB): a zip bomb stops there, a PreActResNet-18 in fp32 (45 MB) fits.
+MAX_UNZIPPED_BYTES = 200 * 1024 * 1024
 
 
 def decode_image(data: bytes, size: tuple[int, int] = (32, 32), max_bytes: int = MAX_UPLOAD_BYTES,
@@ -102,7 +105,7 @@ def checkpoint_zip(model: nn.Module, records: Optional[Sequence[Mapping[str, Any
     return buf.getvalue()
 
 
-def _unzip_checkpoint(data: bytes, max_bytes: int = MAX_UPLOAD_BYTES) -> tuple[bytes, Optional[bytes], str]:
+def _unzip_checkpoint(data: bytes, max_bytes: int = MAX_UNZIPPED_BYTES) -> tuple[bytes, Optional[bytes], str]:
     """(weights, config.json or None, weights file name) from an uploaded .zip holding one
     .safetensors file. Members are read by name into memory, never extracted, and each is
     checked against `max_bytes` from the archive's directory before it is read (no zip bombs).
