@@ -19,9 +19,10 @@ from ._common import _logits
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 40_000_000  # e.g. 8000 × 5000; checked from the header, before decoding
-# A file inside an uploaded .zip may unpack to at most what Streamlit lets a direct upload be (its
-# server.maxUploadSize default, 200 MB): a zip bomb stops there, a PreActResNet-18 in fp32 (45 MB) fits.
-MAX_UNZIPPED_BYTES = 200 * 1024 * 1024
+# A file inside an uploaded .zip may unpack to at most what the app lets a direct upload be
+# (.streamlit/config.toml, maxUploadSize = 50 MB): a zip bomb stops there, a PreActResNet-18 in
+# fp32 (45 MB) fits.
+MAX_UNZIPPED_BYTES = 50 * 1024 * 1024
 
 
 def decode_image(data: bytes, size: tuple[int, int] = (32, 32), max_bytes: int = MAX_UPLOAD_BYTES,
