@@ -532,6 +532,16 @@ def test_a_model_goes_out_as_a_zip_and_comes_back_as_an_upload(tiny_model, tmp_p
     assert "log.jsonl" not in zipfile.ZipFile(io.BytesIO(lens.checkpoint_zip(tiny_model))).namelist()
 
 
+def test_the_unzipped_limit_is_the_app_s_upload_limit():
+    import tomllib
+    from pathlib import Path
+
+    from weat_core.lens.uploads import MAX_UNZIPPED_BYTES
+
+    cfg = tomllib.loads((Path(__file__).resolve().parents[1] / ".streamlit" / "config.toml").read_text())
+    assert MAX_UNZIPPED_BYTES == cfg["server"]["maxUploadSize"] * 2**20
+
+
 def test_zip_uploads_are_checked_before_anything_is_read(tiny_model, tmp_path):
     import zipfile
 
