@@ -103,7 +103,7 @@ def checkpoint_zip(model: nn.Module, records: Optional[Sequence[Mapping[str, Any
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
             for f in sorted(Path(d).iterdir()):
                 # weights stored as they are: deflating fp32 weights saves 40 % of a few MB and
-                # costs about half a second on a laptop CPU, while the page waits
+                # costs about half a second on our 2-core CPU, while the page waits
                 z.write(f, f.name, compress_type=zipfile.ZIP_STORED if f.suffix == ".safetensors" else None)
     return buf.getvalue()
 
