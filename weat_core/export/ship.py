@@ -16,6 +16,7 @@ from .. import WeatError
 from ..checkpoints import RUNS_DIR, checkpoints_dir, load, save
 from ..data import load_split
 from ..evaluate import evaluate, robust_peak
+from ..lens._common import prepare
 from .card import _chain, _dataset_flag, _portable, _read_log, _stage, _subset_size, lineage, model_card
 
 __all__ = ["choose_epoch", "export_log", "export_run", "store_attacks", "store_metrics", "store_sweep"]
@@ -151,7 +152,8 @@ def export_run(run: Path, name: str, dataset: Optional[str] = None, data_dir: Op
     test = load_split(ds, "test", root=data_dir, limit=n)
     # progress is kept in the run folder, per exported checkpoint: a re-run after a crash resumes
     tag = f"{src.name}-{'fp16' if fp16 else 'fp32'}-{name}"
-    res = evaluate(model, test.float(), test.y, list(attacks), batch_size=256, progress=True,
+    measured = prepare(model)  # as `eval` runs it (channels_last on a CPU); `model` itself is saved below
+    res = evaluate(measured, test.float(), test.y, list(attacks), batch_size=256, progress=True,
                    state=run / f".export-{tag}.partial")
     metrics: dict[str, Any] = {"clean_acc": res["clean_acc"], "n": res["n"]}
     metrics.update({f"{a}_acc": res[f"{a}_acc"] for a in attacks})
@@ -160,7 +162,7 @@ def export_run(run: Path, name: str, dataset: Optional[str] = None, data_dir: Op
     metrics["share_lower"] = res["share_lower"]
     if aa_n:
         sub = test.subset(aa_n)
-        aa = evaluate(model, sub.float(), sub.y, ["aa"], batch_size=256, progress=True,
+        aa = evaluate(measured, sub.float(), sub.y, ["aa"], batch_size=256, progress=True,
                       state=run / f".export-{tag}-aa.partial")
         metrics.update(aa_acc=aa["aa_acc"], aa_n=aa["n"])
     dest = (dest_root or checkpoints_dir()) / name
