@@ -174,3 +174,81 @@ def test_a_given_step_size_reaches_the_attacks_and_the_result(trained_tiny, synt
     assert seen and all(a == 0.5 / 255 for a in seen)
     assert res["alpha"] == 0.5 / 255 and "step 0.0020" in ev.format_table(res)
     assert "alpha" not in evaluate(trained_tiny, x[:8], y[:8], attacks=("pgd2",))
+
+
+def test_paired_accuracy_counts_the_images_only_one_model_gets_right():
+    a = [True, True, False, False, True, False, True, True]
+    b = [True, False, True, True, True, False, False, True]
+    p = ev.paired_accuracy(a, b)
+    assert (p["n"], p["only_a"], p["only_b"]) == (8, 2, 2)
+    assert p["acc_a"] == p["acc_b"] == 5 / 8 and p["diff"] == 0.0
+    # the standard error of the mean per-image difference d_i = b_i − a_i ∈ {−1, 0, 1}
+    d = np.array(b, float) - np.array(a, float)
+    assert p["se"] == pytest.approx(d.std() / np.sqrt(len(d)))
+    b2 = [True] * 8  # b right wherever a is, and on three more
+    p2 = ev.paired_accuracy(a, b2)
+    d2 = np.array(b2, float) - np.array(a, float)
+    assert p2["diff"] == pytest.approx(3 / 8) and p2["se"] == pytest.approx(d2.std() / np.sqrt(8))
+    assert ev.paired_accuracy(a, a)["se"] == 0.0  # the same results do not vary
+    with pytest.raises(WeatError, match="same images"):
+        ev.paired_accuracy(a, b[:-1])
+
+
+def test_compare_results_judges_each_model_against_the_reference():
+    n = 400
+    ref = {"correct": {"clean": [i % 2 == 0 for i in range(n)], "pgd20": [i % 4 == 0 for i in range(n)]}}
+    better = {"correct": {"clean": [i % 2 == 0 or i % 5 == 1 for i in range(n)],  # 40 more right, none less
+                          "pgd20": [i % 4 == 0 for i in range(n)]}}
+    rows = ev.compare_results({"ref": ref, "new": better}, "ref")
+    by = {r["measure"]: r for r in rows}
+    assert [r["model"] for r in rows] == ["new", "new"]
+    assert by["clean"]["verdict"] == "ahead" and by["clean"]["only_b"] == 40 and by["clean"]["only_a"] == 0
+    assert by["pgd20"]["verdict"] == "level" and by["pgd20"]["diff"] == 0.0
+    worse = {"correct": {"clean": [i % 2 == 0 and i % 10 != 0 for i in range(n)], "pgd20": ref["correct"]["pgd20"]}}
+    assert ev.compare_results({"ref": ref, "w": worse}, "ref")[0]["verdict"] == "behind"
+
+
+def test_cli_compare(tmp_path, trained_tiny, capsys):
+    import copy
+
+    import torch
+
+    folder = tmp_path / "data"
+    rng = np.random.default_rng(0)
+    for c in range(10):
+        d = folder / "test" / f"c{c}"
+        d.mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    (folder / "train").mkdir()
+    a = save(trained_tiny, tmp_path / "a", {"dataset": str(folder)})
+    other = copy.deepcopy(trained_tiny)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    b = save(other, tmp_path / "b", {"dataset": str(folder)})
+    out = tmp_path / "cmp.json"
+    assert main(["compare", "--checkpoints", f"{a},{b}", "--attacks", "pgd2", "--device", "cpu", "--quiet",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "(reference)" in printed and "right only: ref / this" in printed and "n = 30 test images" in printed
+    got = json.loads(out.read_text())
+    assert got["n"] == 30 and [r["measure"] for r in got["comparisons"]] == ["clean", "pgd2"]
+    # the table's numbers are evaluate's on the same images, paired
+    from weat_core.data import load_split
+    from weat_core.lens import prepare
+
+    test = load_split(str(folder), "test")
+    ra = evaluate(prepare(trained_tiny), test.float(), test.y, ["pgd2"], per_image=True)
+    rb = evaluate(prepare(other), test.float(), test.y, ["pgd2"], per_image=True)
+    want = ev.paired_accuracy(ra["correct"]["pgd2"], rb["correct"]["pgd2"])
+    row = got["comparisons"][1]
+    assert (row["only_a"], row["only_b"], row["acc_a"], row["acc_b"]) == \
+        (want["only_a"], want["only_b"], want["acc_a"], want["acc_b"])
+    assert got["results"][str(a)]["pgd2_acc"] == want["acc_a"]
+    # clear refusals
+    assert main(["compare", "--checkpoints", str(a), "--quiet"]) != 0
+    assert "two or more" in capsys.readouterr().err
+    c = save(trained_tiny, tmp_path / "c", {"dataset": str(tmp_path / "elsewhere")})
+    assert main(["compare", "--checkpoints", f"{a},{c}", "--device", "cpu", "--quiet"]) != 0
+    assert "different datasets" in capsys.readouterr().err

@@ -20,7 +20,8 @@ from .attacks import eval_mode, make_attack
 from .attacks.autoattack import TorchAttack
 from .energy import energy, energy_stats, joint_energy
 
-__all__ = ["eval_logits", "evaluate", "format_table", "parse_eps", "per_255", "robust_peak"]
+__all__ = ["compare_results", "eval_logits", "evaluate", "format_table", "paired_accuracy", "parse_eps", "per_255",
+           "robust_peak"]
 
 log = logging.getLogger(__name__)
 
@@ -273,3 +274,39 @@ def robust_peak(robust_acc: Sequence[float], n: Optional[int] = None,
     noise = se if se is not None else (float(np.sqrt(p * (1 - p) / n)) if n else 0.0)
     threshold = max(0.01, 2.0 * noise) * scale
     return best, drop, bool(best < len(rob) - 1 and drop > threshold and rob[best] >= 0.05 * scale)
+
+
+def paired_accuracy(a: Sequence[bool], b: Sequence[bool]) -> dict[str, Any]:
+    """Two models' per-image results on the same images (`evaluate(per_image=True)`'s
+    `correct[name]`), compared pairwise (McNemar): the difference of accuracies b − a and its
+    standard error √(n_a + n_b − (n_b − n_a)²/n)/n, where n_a images are right only for a and n_b
+    only for b. Images both get right or both wrong do not vary, so this is much tighter than
+    two independent samples' error. Accuracies as fractions."""
+    if len(a) != len(b) or not len(a):
+        raise WeatError(f"a paired comparison needs per-image results on the same images ({len(a)} vs {len(b)})")
+    n = len(a)
+    only_a = sum(bool(p) and not bool(q) for p, q in zip(a, b))
+    only_b = sum(bool(q) and not bool(p) for p, q in zip(a, b))
+    se = (max(only_a + only_b - (only_b - only_a) ** 2 / n, 0.0)) ** 0.5 / n
+    return {"n": n, "acc_a": sum(map(bool, a)) / n, "acc_b": sum(map(bool, b)) / n, "diff": (only_b - only_a) / n,
+            "se": se, "only_a": only_a, "only_b": only_b}
+
+
+def compare_results(results: dict[str, dict[str, Any]], reference: str) -> list[dict[str, Any]]:
+    """Rows comparing each model's `evaluate(per_image=True)` result with the reference model's,
+    measure by measure ("clean", then each attack), on the same images: `paired_accuracy` with
+    a = the reference, and a verdict, "ahead" or "behind" when the difference is beyond two
+    paired standard errors, else "level"."""
+    ref = results[reference]
+    rows = []
+    for name, res in results.items():
+        if name == reference:
+            continue
+        for measure, correct in res["correct"].items():
+            if measure not in ref["correct"]:
+                continue
+            pair = paired_accuracy(ref["correct"][measure], correct)
+            beyond = abs(pair["diff"]) > 2 * pair["se"]
+            verdict = ("ahead" if pair["diff"] > 0 else "behind") if beyond else "level"
+            rows.append({"model": name, "measure": measure, **pair, "verdict": verdict})
+    return rows

@@ -1,7 +1,8 @@
 """Command line: `python -m weat_core COMMAND ...`, one module per group of commands:
 
     train                      `train`     adversarial training
-    eval                       `evaluate`  accuracy under attack and energies on the test split
+    eval, compare              `evaluate`  accuracy under attack and energies on the test split;
+                                           checkpoints compared image by image
     sweep, landscape           `observation`  Observation 1 across ε or steps; for every attack at one ε
     list, export, push         `checkpoints`  shipped models and runs; export a run; publish on the Hub
     generate                   `generate`  SGLD sampling

@@ -11,6 +11,7 @@ from .common import add_checkpoint_args, eval_images, log, pick_device, store_fo
 
 def add_commands(sub) -> None:
     _add_eval(sub)
+    _add_compare(sub)
 
 
 def _add_eval(sub) -> None:
@@ -91,3 +92,86 @@ def _cmd_eval(args) -> int:
         store_metrics(folder, res, attacks, dataset=str(dataset))
         log.info("stored the metrics in %s", folder / "config.json")
     return 0
+
+
+# ------------------------------------------------------------------------------- compare
+def _add_compare(sub) -> None:
+    p = sub.add_parser("compare", help="two or more checkpoints on the same test images, compared pairwise")
+    p.add_argument("--checkpoints", required=True,
+                   help="comma list of shipped names, local folders or Hub ids; the others are compared with the first")
+    p.add_argument("--dataset", default=None, help="default: the dataset the checkpoints name")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--n", type=int, default=None, help="number of test images, the first n (default: all)")
+    p.add_argument("--attacks", default="pgd20", help="comma list, as for eval (default pgd20)")
+    p.add_argument("--eps", default=None, help="default 8/255")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="also write the accuracies and the comparisons as JSON")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_compare)
+
+
+def _cmd_compare(args) -> int:
+    from pathlib import Path
+
+    from ..checkpoints import load
+    from ..data import load_split
+    from ..evaluate import compare_results, evaluate, parse_eps
+    from ..lens._common import prepare
+
+    names = list(dict.fromkeys(c.strip() for c in args.checkpoints.split(",") if c.strip()))
+    if len(names) < 2:
+        raise WeatError("--checkpoints takes two or more checkpoints, comma-separated; the first is the reference")
+    if args.n is not None and args.n < 1:
+        raise WeatError("--n must be at least 1")
+    attacks = [a.strip() for a in args.attacks.split(",") if a.strip() and a.strip() != "clean"]
+    eps = parse_eps(args.eps) if args.eps else 8 / 255
+    device = pick_device(args.device)
+    models = {name: prepare(load(name, device=device)) for name in names}  # all loaded before any work
+    named = {m.config.get("dataset") for m in models.values()}
+    if args.dataset is None and len(named) != 1:
+        raise WeatError(f"the checkpoints name different datasets ({', '.join(sorted(map(str, named)))}); "
+                        "pass --dataset to compare them on one")
+    dataset = args.dataset or named.pop()
+    if not dataset:
+        raise WeatError("the checkpoints do not name their dataset; pass --dataset")
+    test = load_split(dataset, "test", root=args.data_dir, limit=args.n)
+    results = {}
+    for name, model in models.items():
+        log.info("%s: %s on %d images", name, ", ".join(["clean", *attacks]), len(test))
+        results[name] = evaluate(model, test.float(), test.y, attacks, eps=eps, batch_size=args.batch_size,
+                                 seed=args.seed, progress=not args.quiet, per_image=True)
+    rows = compare_results(results, names[0])
+    print(compare_text(results, rows, names[0]))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        strip = lambda r: {k: v for k, v in r.items() if k != "correct"}  # noqa: E731 (per-image lists stay out)
+        Path(args.out).write_text(json.dumps({"checkpoints": names, "dataset": str(dataset), "n": len(test),
+                                              "eps": eps, "seed": args.seed, "results": {k: strip(v) for k, v in
+                                                                                        results.items()},
+                                              "comparisons": rows}, indent=2))
+        log.info("wrote %s", args.out)
+    return 0
+
+
+def compare_text(results: dict, rows: list[dict], reference: str) -> str:
+    """`compare`'s table: every model's accuracy per measure, and each one's difference from the
+    reference with two paired standard errors and the images only one of the two gets right."""
+    from ..evaluate import per_255
+
+    width = max(len(k) for k in results)
+    head = f"{'measure':10s} {'checkpoint':{width}s} {'accuracy':>9s} {'vs reference':>13s} {'± 2 SE':>8s} " \
+           f"{'right only: ref / this':>23s}  verdict"
+    lines = [head, "-" * len(head)]
+    measures = list(results[reference]["correct"])
+    for measure in measures:
+        ref_acc = results[reference]["clean_acc" if measure == "clean" else f"{measure}_acc"]
+        lines.append(f"{measure:10s} {reference:{width}s} {ref_acc:9.2%} {'(reference)':>13s}")
+        for r in (r for r in rows if r["measure"] == measure):
+            lines.append(f"{'':10s} {r['model']:{width}s} {r['acc_b']:9.2%} {100 * r['diff']:+10.2f} pts "
+                         f"{200 * r['se']:8.2f} {r['only_a']:>11,} / {r['only_b']:<11,}  {r['verdict']}")
+    n = results[reference]["n"]
+    lines.append(f"(n = {n:,} test images, the same for every checkpoint; L∞ ε = {per_255(results[reference]['eps'])}; "
+                 "ahead / behind: beyond two standard errors of the paired difference)")
+    return "\n".join(lines)

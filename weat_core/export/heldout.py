@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any, Optional
 
 from .. import WeatError
-from ..evaluate import per_255, robust_peak
+from ..evaluate import paired_accuracy, per_255, robust_peak
 
 __all__ = ["heldout_summary", "heldout_text"]
 
@@ -44,11 +43,9 @@ def heldout_summary(rows: dict[str, dict], run_name: Optional[str] = None) -> di
     out: dict[str, Any] = {"attack": attack, "n_test": b.get("n_test"), "n_train": b.get("n_train")}
     key, se = f"test_{attack}_correct", None
     if isinstance(b.get(key), str) and isinstance(e.get(key), str) and len(b[key]) == len(e[key]) > 0:
-        n = len(b[key])
-        only_best = sum(p == "1" and q == "0" for p, q in zip(b[key], e[key]))
-        only_last = sum(p == "0" and q == "1" for p, q in zip(b[key], e[key]))
-        se = math.sqrt(max(only_best + only_last - (only_best - only_last) ** 2 / n, 0.0)) / n
-        out["paired"] = {"best_only": only_best, "last_only": only_last, "se": se}
+        pair = paired_accuracy([c == "1" for c in b[key]], [c == "1" for c in e[key]])
+        se = pair["se"]
+        out["paired"] = {"best_only": pair["only_a"], "last_only": pair["only_b"], "se": se}
     _, drop, fell = robust_peak([b[f"test_{attack}"], e[f"test_{attack}"]], b.get("n_test"), se=se)
     epoch = lambda k: int(k.rsplit("-", 1)[-1])  # noqa: E731 (checkpoint folders are named *-NNNN)
     strip = lambda r: {k: v for k, v in r.items() if not k.endswith("_correct")}  # noqa: E731
