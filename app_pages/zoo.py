@@ -109,8 +109,11 @@ if clicked:
                 seen.append(key)
             bar.progress(min(1.0, len(seen) / total), text=f"{model}: {attack} {done}/{tot}")
 
-        res = lens.zoo_table(models, imgs.float(), imgs.y, attacks=attacks, callback=cb)
+        per_image: dict = {}
+        res = lens.zoo_table(models, imgs.float(), imgs.y, attacks=attacks, callback=cb, per_image=per_image)
         st.session_state["zoo_result"] = res.assign(dataset=[common.short(str(d)) for d in res["dataset"]])
+        st.session_state["zoo_pairs"] = (lens.paired_table(per_image, next(iter(models))) if len(models) > 1
+                                         else None)
         bar.empty()
 
 res = st.session_state.get("zoo_result")
@@ -118,3 +121,14 @@ if res is not None and not res.empty:
     st.dataframe(acc_format(res), hide_index=True)
     rob = [k for k in res.columns if k.endswith("_acc") and k != "clean_acc"][0]
     scatter(res, rob, f"robustness ({rob}) against the natural–adversarial energy gap |ΔE|", "zoo_scatter")
+    pairs = st.session_state.get("zoo_pairs")
+    if pairs is not None and not pairs.empty:
+        ref = res["model"].iloc[0]
+        st.markdown(f"**Image by image against `{ref}`**: is a difference more than chance?")
+        st.dataframe(pairs.style.format({"accuracy": "{:.1%}", f"vs {ref}": "{:+.1f} pts", "± 2 SE": "{:.1f}"}),
+                     hide_index=True)
+        st.caption(f"All models saw the same {int(res['n'].iloc[0])} test images. Only the images one model gets right "
+                   "and the other wrong make the two differ, so the difference is judged on them: *ahead* or "
+                   "*behind* when it is more than two standard errors of the paired difference, else *level* "
+                   "(more test images shrink the error). `python -m weat_core compare` does the same from the "
+                   "command line.")

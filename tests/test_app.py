@@ -342,8 +342,13 @@ def test_model_zoo(app_env):
     at.select_slider(key="zoo_n").set_value(32)
     at.button(key="zoo_run").click().run()
     ok(at)
-    assert len(at.dataframe) == 2 and len(charts(at)) == before + 1
+    assert len(at.dataframe) == 3 and len(charts(at)) == before + 1
     assert set(at.dataframe[1].value["model"]) >= {"tiny-weat-adv", "untrained weatnet_s (random weights)"}
+    # and the second model against the first, image by image, clean and under the attack
+    pairs = at.dataframe[2].value
+    assert list(pairs["model"]) == ["untrained weatnet_s (random weights)"] * 2
+    assert list(pairs["measure"]) == ["clean", "pgd10"] and set(pairs["verdict"]) <= {"ahead", "behind", "level"}
+    assert any("All models saw the same 32 test images" in c.value for c in at.caption)
     # under each chart, whether its models bear Observation 3 out (the two evaluated: too few for a trend)
     notes = [c.value for c in at.caption if c.value.startswith("Observation 3")]
     assert len(notes) == 1 + recorded and "needs at least three robust models" in notes[-1]

@@ -248,10 +248,22 @@ def test_weights_of(trained_tiny, synthetic_batch):
 
 def test_zoo_table(trained_tiny, tiny_model, synthetic_batch):
     x, y = synthetic_batch
-    df = lens.zoo_table({"trained": trained_tiny, "random": tiny_model}, x[:16], y[:16], attacks=("pgd5",))
+    per_image: dict = {}
+    df = lens.zoo_table({"trained": trained_tiny, "random": tiny_model}, x[:16], y[:16], attacks=("pgd5",),
+                        per_image=per_image)
     assert list(df["model"]) == ["trained", "random"]
     assert {"clean_acc", "pgd5_acc", "ΔE", "|ΔE|"} <= set(df.columns)
     assert df.loc[0, "clean_acc"] >= 0.9
+    # per image, as the table counts them; and the random model against the trained one, paired
+    assert set(per_image) == {"trained", "random"} and len(per_image["trained"]["clean"]) == 16
+    assert sum(per_image["trained"]["clean"]) / 16 == df.loc[0, "clean_acc"]
+    pairs = lens.paired_table(per_image, "trained")
+    assert list(pairs["measure"]) == ["clean", "pgd5"] and list(pairs["model"]) == ["random", "random"]
+    clean = pairs.iloc[0]
+    assert clean["vs trained"] == pytest.approx(100 * (df.loc[1, "clean_acc"] - df.loc[0, "clean_acc"]))
+    assert clean["right only for trained"] - clean["right only for this"] == \
+        round(16 * (df.loc[0, "clean_acc"] - df.loc[1, "clean_acc"]))
+    assert clean["verdict"] == "behind"  # 90 % or more against chance, on 16 images
 
 
 def test_recorded_table_reads_stored_metrics_only():

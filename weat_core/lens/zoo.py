@@ -72,16 +72,22 @@ def observation1_grid(infos: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 def zoo_table(
     models: Mapping[str, nn.Module], x: torch.Tensor, y: torch.Tensor, attacks: Sequence[str] = ("pgd20",),
     eps: float = 8 / 255, batch_size: int = 128, callback: Optional[Callable[[str, str, int, int], None]] = None,
+    per_image: Optional[dict[str, dict[str, list[bool]]]] = None,
 ) -> pd.DataFrame:
     """One row per model: clean and robust accuracy under each attack ("pgd20", "aa-fast",
     "aa", …), mean natural/adversarial E(x) and the gap ΔE = mean E(x) − mean E(x*) under
-    the first attack (MISSION.md observation 3: robust models have smaller gaps)."""
+    the first attack (MISSION.md observation 3: robust models have smaller gaps). `per_image`,
+    a dict, receives each model's per-image results ({model: {"clean" / attack: [bool]}}) for
+    `paired_table`."""
     from ..evaluate import evaluate
 
     rows = []
     for name, model in models.items():
         cb = (lambda a, d, t, name=name: callback(name, a, d, t)) if callback is not None else None
-        r = evaluate(model, x, y, attacks=list(attacks), eps=eps, batch_size=batch_size, callback=cb)
+        r = evaluate(model, x, y, attacks=list(attacks), eps=eps, batch_size=batch_size, callback=cb,
+                     per_image=per_image is not None)
+        if per_image is not None:
+            per_image[name] = r["correct"]
         first = attacks[0] if attacks else None
         row = {"model": name, **{k: v for k, v in describe_model(model).items() if k != "source"},
                "n": r["n"], "clean_acc": r["clean_acc"], **{f"{a}_acc": r[f"{a}_acc"] for a in attacks},
@@ -92,6 +98,20 @@ def zoo_table(
             row["|ΔE|"] = abs(r["delta_e"][first])
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def paired_table(per_image: Mapping[str, Mapping[str, Sequence[bool]]], reference: str) -> pd.DataFrame:
+    """Every other model against `reference`, image by image on the same images (`zoo_table`'s
+    `per_image`): per measure, its accuracy, the difference from the reference in points with
+    two standard errors of the paired difference, the images only one of the two gets right, and
+    "ahead" / "behind" (beyond those two errors) or "level" (`evaluate.compare_results`)."""
+    from ..evaluate import compare_results
+
+    rows = compare_results({k: {"correct": dict(v)} for k, v in per_image.items()}, reference)
+    return pd.DataFrame([{"model": r["model"], "measure": r["measure"], "accuracy": r["acc_b"],
+                          "vs " + reference: 100 * r["diff"], "± 2 SE": 200 * r["se"],
+                          "right only for " + reference: r["only_a"], "right only for this": r["only_b"],
+                          "verdict": r["verdict"]} for r in rows])
 
 
 def gap_trend(table: pd.DataFrame, rob: str = "pgd20_acc") -> Optional[dict[str, Any]]:
