@@ -48,6 +48,13 @@ def _add_eval(sub) -> None:
 SLOW_ON_CPU = ("aa", "apgd", "fab", "square")  # the torchattacks evaluations (prefixes of attack names)
 
 
+def _batch_size(given, device, attacks) -> int:
+    """--batch-size, else 256, or 64 for the torchattacks evaluations on a CPU (where a batch of
+    256 takes tens of minutes: progress, and what --resume keeps, advance once per batch)."""
+    slow = device.type == "cpu" and any(a.split("-")[0] in SLOW_ON_CPU for a in attacks)
+    return given or (64 if slow else 256)
+
+
 def _cmd_eval(args) -> int:
     from pathlib import Path
 
@@ -76,8 +83,7 @@ def _cmd_eval(args) -> int:
     model = prepare(load(args.checkpoint, device=device, revision=args.revision))
     dataset, test = eval_images(model, args)
     folder = store_folder(model, args.checkpoint) if args.store else None
-    batch = args.batch_size or (64 if device.type == "cpu" and any(a.split("-")[0] in SLOW_ON_CPU for a in attacks)
-                                else 256)
+    batch = _batch_size(args.batch_size, device, attacks)
     res = evaluate(model, test.float(), test.y, attacks, eps=eps, norm=args.norm, alpha=alpha, batch_size=batch,
                    seed=args.seed, progress=not args.quiet, state=state, amp=args.amp)
     res.update(checkpoint=args.checkpoint, dataset=str(dataset))
@@ -104,7 +110,8 @@ def _add_compare(sub) -> None:
     p.add_argument("--n", type=int, default=None, help="number of test images, the first n (default: all)")
     p.add_argument("--attacks", default="pgd20", help="comma list, as for eval (default pgd20)")
     p.add_argument("--eps", default=None, help="default 8/255")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=None, help="as for eval: 256, or 64 for AutoAttack-family "
+                   "attacks on a CPU")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="also write the accuracies and the comparisons as JSON")
@@ -140,7 +147,8 @@ def _cmd_compare(args) -> int:
     results = {}
     for name, model in models.items():
         log.info("%s: %s on %d images", name, ", ".join(["clean", *attacks]), len(test))
-        results[name] = evaluate(model, test.float(), test.y, attacks, eps=eps, batch_size=args.batch_size,
+        results[name] = evaluate(model, test.float(), test.y, attacks, eps=eps,
+                                 batch_size=_batch_size(args.batch_size, device, attacks),
                                  seed=args.seed, progress=not args.quiet, per_image=True)
     rows = compare_results(results, names[0])
     print(compare_text(results, rows, names[0]))
