@@ -76,8 +76,8 @@ def test_a_state_from_other_settings_is_refused(trained_tiny, synthetic_batch, t
         evaluate(trained_tiny, x, y, ["pgd3"], batch_size=8, state=state)
 
 
-def test_cli_eval_resume(tmp_path, trained_tiny, monkeypatch, capsys):
-    folder = tmp_path / "data"
+def _noise_folder(folder):
+    """A class-folder dataset of noise: 10 classes × 3 test images, an empty train split."""
     rng = np.random.default_rng(0)
     for c in range(10):
         d = folder / "test" / f"c{c}"
@@ -85,6 +85,11 @@ def test_cli_eval_resume(tmp_path, trained_tiny, monkeypatch, capsys):
         for i in range(3):
             Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(d / f"{i}.png")
     (folder / "train").mkdir()
+    return folder
+
+
+def test_cli_eval_resume(tmp_path, trained_tiny, monkeypatch, capsys):
+    folder = _noise_folder(tmp_path / "data")
     ck = save(trained_tiny, tmp_path / "ck", {"dataset": str(folder)})
     out = tmp_path / "res.json"
     argv = ["eval", "--checkpoint", str(ck), "--attacks", "pgd2", "--batch-size", "8", "--device", "cpu",
@@ -213,14 +218,7 @@ def test_cli_compare(tmp_path, trained_tiny, capsys):
 
     import torch
 
-    folder = tmp_path / "data"
-    rng = np.random.default_rng(0)
-    for c in range(10):
-        d = folder / "test" / f"c{c}"
-        d.mkdir(parents=True)
-        for i in range(3):
-            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(d / f"{i}.png")
-    (folder / "train").mkdir()
+    folder = _noise_folder(tmp_path / "data")
     a = save(trained_tiny, tmp_path / "a", {"dataset": str(folder)})
     other = copy.deepcopy(trained_tiny)
     with torch.no_grad():
