@@ -488,6 +488,9 @@ def test_export_auto_ships_the_best_epoch_only_beyond_the_subset_noise(tmp_path)
     # 512 images at ~35 %: 2·SE ≈ 4.2 points; a 1-point lead of epoch 2 is noise → the last epoch
     which, why = choose_epoch(run("flat", [0.30, 0.36, 0.35]))
     assert which == "last" and "best epoch (2)" in why and "within" in why
+    # a run still improving at its end: the last epoch is the best, and the reason says so
+    which, why = choose_epoch(run("rising", [0.30, 0.33, 0.36]))
+    assert which == "last" and why == "auto: the last epoch is also the best by robust accuracy on the per-epoch subset"
     # a 10-point fall from epoch 2 is robust overfitting → the best epoch
     which, why = choose_epoch(run("over", [0.30, 0.45, 0.35]))
     assert which == "best" and "fell 10.0 points" in why and "epoch 2" in why

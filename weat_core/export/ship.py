@@ -116,6 +116,8 @@ def choose_epoch(run: Path, which: str = "auto") -> tuple[str, str]:
     if fell:
         return "best", (f"auto: the last epoch's {what} accuracy fell {100 * drop:.1f} points from the best "
                         f"(epoch {recs[best_i]['epoch']}), more than the per-epoch subset's noise")
+    if best_i == len(recs) - 1:
+        return "last", f"auto: the last epoch is also the best by {what} accuracy on the per-epoch subset"
     return "last", (f"auto: the best epoch ({recs[best_i]['epoch']}) led the last by {100 * drop:.1f} points of "
                     f"{what} accuracy, within the per-epoch subset's noise")
 
