@@ -180,6 +180,7 @@ def compare_text(results: dict, rows: list[dict], reference: str) -> str:
             lines.append(f"{'':10s} {r['model']:{width}s} {r['acc_b']:9.2%} {100 * r['diff']:+10.2f} pts "
                          f"{200 * r['se']:8.2f} {r['only_a']:>11,} / {r['only_b']:<11,}  {r['verdict']}")
     n = results[reference]["n"]
-    lines.append(f"(n = {n:,} test images, the same for every checkpoint; L∞ ε = {per_255(results[reference]['eps'])}; "
+    eps = per_255(results[reference]["eps"])
+    lines.append(f"(n = {n:,} test images, the same for every checkpoint; L∞ ε = {eps}; "
                  "ahead / behind: beyond two standard errors of the paired difference)")
     return "\n".join(lines)

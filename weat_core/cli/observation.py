@@ -74,7 +74,8 @@ def _cmd_sweep(args) -> int:
         if not steps_list or min(steps_list) < 1 or len(eps) != 1 or args.store:
             raise WeatError("--steps-list needs step counts of at least 1, one value in --eps (e.g. --eps 8), "
                             "and no --store (model cards keep the ε sweep)")
-    model = lens.prepare(load(args.checkpoint, device=pick_device(args.device), revision=args.revision))  # CPU: channels_last
+    # as landscape and eval run it: eval mode, frozen weights, channels_last on a CPU
+    model = lens.prepare(load(args.checkpoint, device=pick_device(args.device), revision=args.revision))
     folder = store_folder(model, args.checkpoint) if args.store else None
     dataset, test = eval_images(model, args)
     bar, progress = _progress("sweep", args.quiet)

@@ -12,7 +12,8 @@ numbers can be computed from a notebook:
 - `trades_decomposition` KL(p(·|x) ‖ p(·|x*)) = E_{k∼p(·|x)}[E(x*,k) − E(x,k)] + E(x) − E(x*)
 - `weight_curve`, `weights_of`  the WEAT weight w(x) = 1/softplus(|E(x)|)
 - `decode_image`, `load_uploaded_checkpoint`  untrusted user input → tensors / models; `checkpoint_zip` the way back
-- `zoo_table`, `paired_table` (models compared image by image), `gap_trend`, `describe_model`, `load_training_log`, `training_phases`, `TrainingJob`
+- `zoo_table`, `paired_table` (models compared image by image), `gap_trend`, `describe_model`,
+  `load_training_log`, `training_phases`, `TrainingJob`
 
 A model handed to these functions is never changed (attacks only take input gradients, and
 training works on its own copy), so one cached model can serve many app sessions at once.
@@ -77,7 +78,7 @@ from .zoo import describe_model, gap_trend, observation1_grid, paired_table, rec
 __all__ = [
     "ATTACKS", "EXPECTED_SHIFT", "AttackSpec", "Landscape", "Trajectory", "TrainingJob", "attack_from", "batch_size_for", "attack_trajectory", "bf16_ok",
     "checkpoint_zip", "decode_image", "demo_images", "describe_model", "energy_landscape", "gap_trend", "find_datasets", "image_grid_png",
-    "load_training_log", "load_uploaded_checkpoint", "observation1", "observation1_grid", "paired_table", "prepare", "recorded_table", "runs_summary", "stage_starts",
+    "load_training_log", "load_uploaded_checkpoint", "observation1", "observation1_grid", "prepare", "recorded_table", "runs_summary", "stage_starts",
     "lowers_from", "strength_sweep", "steps_sweep", "sweep_summary", "shift_by_outcome", "outcome_summary", "OUTCOMES",
-    "trades_decomposition", "training_phases", "weight_curve", "weights_of", "zoo_table",
+    "trades_decomposition", "training_phases", "weight_curve", "weights_of", "zoo_table", "paired_table",
 ]
