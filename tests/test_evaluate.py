@@ -244,6 +244,9 @@ def test_cli_compare(tmp_path, trained_tiny, capsys):
     assert (row["only_a"], row["only_b"], row["acc_a"], row["acc_b"]) == \
         (want["only_a"], want["only_b"], want["acc_a"], want["acc_b"])
     assert got["results"][str(a)]["pgd2_acc"] == want["acc_a"]
+    # each image's result is kept, as 0/1 in test order, for pairing later models with these
+    bits = got["results"][str(b)]["correct"]["pgd2"]
+    assert bits == "".join("1" if c else "0" for c in rb["correct"]["pgd2"]) and len(bits) == 30
     # clear refusals
     assert main(["compare", "--checkpoints", str(a), "--quiet"]) != 0
     assert "two or more" in capsys.readouterr().err

@@ -114,7 +114,8 @@ def _add_compare(sub) -> None:
                    "attacks on a CPU")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="also write the accuracies and the comparisons as JSON")
+    p.add_argument("--out", default=None, help="also write the accuracies, the comparisons and each image's "
+                   "result (a string of 0/1 per model and measure) as JSON")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_compare)
 
@@ -154,10 +155,12 @@ def _cmd_compare(args) -> int:
     print(compare_text(results, rows, names[0]))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        strip = lambda r: {k: v for k, v in r.items() if k != "correct"}  # noqa: E731 (per-image lists stay out)
+        # each image's result as a string of 0/1 (test order), so later models can be paired with these
+        as_bits = lambda r: {**r, "correct": {m: "".join("1" if c else "0" for c in v)  # noqa: E731
+                                              for m, v in r["correct"].items()}}
         Path(args.out).write_text(json.dumps({"checkpoints": names, "dataset": str(dataset), "n": len(test),
-                                              "eps": eps, "seed": args.seed, "results": {k: strip(v) for k, v in
-                                                                                        results.items()},
+                                              "eps": eps, "seed": args.seed,
+                                              "results": {k: as_bits(v) for k, v in results.items()},
                                               "comparisons": rows}, indent=2))
         log.info("wrote %s", args.out)
     return 0
