@@ -22,7 +22,7 @@ import torch
 
 from weat_core.checkpoints import load
 from weat_core.data import load_split
-from weat_core.evaluate import evaluate
+from weat_core.evaluate import correct_bits, evaluate
 
 
 def main() -> None:
@@ -58,7 +58,7 @@ def main() -> None:
                    **({"amp": True} if args.amp else {}),
                    # which held-out images it got right under attack: best and last epoch, same images,
                    # compared pairwise (export.heldout_summary)
-                   f"test_{args.attack}_correct": "".join("1" if r else "0" for r in held["correct"][args.attack])}
+                   f"test_{args.attack}_correct": correct_bits(held["correct"][args.attack])}
             results[f"{run.name}:{ck.name}"] = row
             print(f"{run.name}:{ck.name}", json.dumps({k: v for k, v in row.items() if not k.endswith("_correct")}),
                   flush=True)

@@ -20,8 +20,8 @@ from .attacks import eval_mode, make_attack
 from .attacks.autoattack import TorchAttack
 from .energy import energy, energy_stats, joint_energy
 
-__all__ = ["compare_results", "eval_logits", "evaluate", "format_table", "paired_accuracy", "parse_eps", "per_255",
-           "robust_peak"]
+__all__ = ["compare_results", "correct_bits", "eval_logits", "evaluate", "format_table", "paired_accuracy",
+           "parse_eps", "per_255", "robust_peak"]
 
 log = logging.getLogger(__name__)
 
@@ -274,6 +274,12 @@ def robust_peak(robust_acc: Sequence[float], n: Optional[int] = None,
     noise = se if se is not None else (float(np.sqrt(p * (1 - p) / n)) if n else 0.0)
     threshold = max(0.01, 2.0 * noise) * scale
     return best, drop, bool(best < len(rob) - 1 and drop > threshold and rob[best] >= 0.05 * scale)
+
+
+def correct_bits(correct: Sequence[bool]) -> str:
+    """Per-image results (`evaluate(per_image=True)`'s `correct[name]`) as one string of 0/1 in
+    image order: how `compare --out` and scripts/heldout_best_last.py keep them in JSON."""
+    return "".join("1" if c else "0" for c in correct)
 
 
 def paired_accuracy(a: Sequence[bool], b: Sequence[bool]) -> dict[str, Any]:

@@ -125,7 +125,7 @@ def _cmd_compare(args) -> int:
 
     from ..checkpoints import load
     from ..data import load_split
-    from ..evaluate import compare_results, evaluate, parse_eps
+    from ..evaluate import compare_results, correct_bits, evaluate, parse_eps
     from ..lens._common import prepare
 
     names = list(dict.fromkeys(c.strip() for c in args.checkpoints.split(",") if c.strip()))
@@ -156,8 +156,7 @@ def _cmd_compare(args) -> int:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         # each image's result as a string of 0/1 (test order), so later models can be paired with these
-        as_bits = lambda r: {**r, "correct": {m: "".join("1" if c else "0" for c in v)  # noqa: E731
-                                              for m, v in r["correct"].items()}}
+        as_bits = lambda r: {**r, "correct": {m: correct_bits(v) for m, v in r["correct"].items()}}  # noqa: E731
         Path(args.out).write_text(json.dumps({"checkpoints": names, "dataset": str(dataset), "n": len(test),
                                               "eps": eps, "seed": args.seed,
                                               "results": {k: as_bits(v) for k, v in results.items()},
