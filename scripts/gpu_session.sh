@@ -46,26 +46,28 @@
 # `python -m weat_core eval --checkpoint NAME --attacks aa --n 1000 --batch-size 256
 # --dataset ../shared/data/cifar10-jpeg.tar.gz --out aa.json --resume --store` (aa.json.partial beside it).
 # The sixteenth session ran TRADES that way on an H100 (call 1: 428.9 s with EPOCHS=58; call 2, AutoAttack:
-# 210 s of its 243; bench/results/h100-2026-11-26-trades-58ep-call*.log). The next session's plan: SAT, with
-# the same settings, so the three compare like for like (`device_carry.sh light` first, above):
-#   call 1 (timeout 600): TESTS_S=0 BENCH_S=0 SAMPLING_S=0 AA_N=0 KEEP=out/keep EPOCHS=58 BATCH=1024 LR=0.8 \
-#     TRAIN_EXTRA="--compile" bash scripts/gpu_session.sh sat
-#   call 2 at once: AA_ONLY=out/keep/ckpt/preactresnet18-sat END_S=<timeout_s - 20> bash scripts/gpu_session.sh
-# After SAT, the targets (82 / 52 / 48 % for WEAT-adv) need more than the 58 epochs so far: one 600 s call
-# holds about 90 (MINUTES=9 plans them; 58 took 5.8 min with 43 s of compiling). `TRAIN_EXTRA="--compile
-# --ema 0.999"` would ship a weight average instead of the last weights; on two 5-epoch one-cycle CPU runs
-# the average was 1.4-1.75 points lower clean and level under PGD-20 (docs/models.md), untried on a GPU;
-# its cost per step is not measurable on our CPU (bench/results/cpu-2026-11-27-ema.log); on the GPU,
-# `bench/bench_train.py --device cuda --methods weat-adv --batch-size 1024 --compile --no-attacks --ema 0.999`.
-# The two minutes or so left after call 2 hold one more short call. CUDA graphs (reduce-overhead) trained
-# WEAT-adv at 10,079 img/s in the benchmark where the default mode measured 9,600 on that machine
-# (bench/results/h100-2026-11-26-compile-reduce-overhead.log); a whole run in that mode (its test below, on
-# toy data), and max-autotune's kernel search (minutes of compiling, untried on a GPU), are the next things
-# to check:
-#   timeout 90 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py -k "cuda_graphs or weight_average"; \
-#   timeout 80 python3 bench/bench_train.py --device cuda --archs preactresnet18 --methods weat-adv \
-#     --compile-mode reduce-overhead,max-autotune-no-cudagraphs --no-attacks --batch-size 1024
-# then give the machine back.
+# 210 s of its 243; bench/results/h100-2026-11-26-trades-58ep-call*.log), the twenty-second SAT on an H200
+# (`device_carry.sh light` first, above; bench/results/h200-2026-11-27-*.log; 783 s of the 900 in all):
+#   call 1 (timeout 590, 329.3 s; 366.6 s of device time with the start): TESTS_S=0 BENCH_S=0 SAMPLING_S=0 AA_N=0 \
+#     KEEP=out/keep EPOCHS=58 BATCH=1024 LR=0.8 TRAIN_EXTRA="--compile" bash scripts/gpu_session.sh sat
+#   call 2 at once (153 s): AA_ONLY=out/keep/ckpt/preactresnet18-sat END_S=290 bash scripts/gpu_session.sh
+#   call 3 (161 s): tests/test_cuda.py, then bench/bench_train.py with --ema 0.999, without, and with
+#     --compile-mode reduce-overhead (WEAT-adv, batch 1024, compiled: 10,916 / 10,985 / 11,087 img/s)
+#   call 4 (71 s): `sweep --store` and `landscape --store` on out/keep/ckpt/preactresnet18-sat (the model card's
+#     settings, --device cuda), so the CPU need not spend about an hour on them.
+# What is left of the PreActResNet-18 work needs a GPU: the WEAT-adv targets (82 / 52 / 48 %) and the longer
+# step-schedule runs that show robust overfitting (scripts/gpu_overfit.sh). For the targets: 58 epochs reached
+# 76.8 / 48.8 / 45.5; the paper's ResNet-18 has 100. On an H200 compiled WEAT-adv trains about 11,000 img/s, so 100 epochs' steps take
+# 7.6 minutes, which one 600 s call holds, tightly (about 550 s), with compiling, per-epoch evaluation and export;
+# on an H100 (9,965 img/s) it does not, and MINUTES=9 plans about 90 instead:
+#   call 1 (timeout 600): TESTS_S=0 BENCH_S=0 SAMPLING_S=0 AA_N=0 KEEP=out/keep EPOCHS=100 BATCH=1024 LR=0.8 \
+#     TRAIN_EXTRA="--compile" bash scripts/gpu_session.sh weat-adv       # H200; on an H100: MINUTES=9 for EPOCHS=100
+#   call 2 at once: AA_ONLY=out/keep/ckpt/preactresnet18-weat-adv END_S=<timeout_s - 20> bash scripts/gpu_session.sh
+# That replaces the shipped 58-epoch WEAT-adv (its TRADES and SAT twins then differ from it in length; say so).
+# LR=0.8 is the reference lr scaled to batch 1024, not a tuned one (below). `--ema 0.999` costs 0.1 % of the
+# speed on the H200 (call 3 above); on two 5-epoch one-cycle CPU runs the average was 1.4-1.75 points lower clean
+# and level under PGD-20 (docs/models.md), untried on a GPU. A whole run with CUDA graphs (`--compile-mode
+# reduce-overhead`, 1 % faster on the H200, 5 % on an H100) has passed its GPU test on toy data only.
 # Speed (bench/results/h100-2026-11-26-calls3-4.txt): compiled WEAT-adv trains 6,614 / 9,943 / 9,849
 # img/s at batch 512 / 1024 / 2048 on an H100 since the attacks freeze the parameters (7,319 at 1024
 # before), 4,651 eager at 512. The 10,000 img/s target is for WEAT-adv on an H100: 35 short.
