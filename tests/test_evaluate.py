@@ -247,6 +247,29 @@ def test_cli_compare(tmp_path, trained_tiny, capsys):
     # each image's result is kept, as 0/1 in test order, for pairing later models with these
     bits = got["results"][str(b)]["correct"]["pgd2"]
     assert bits == "".join("1" if c else "0" for c in rb["correct"]["pgd2"]) and len(bits) == 30
+    # a later comparison takes both from the file instead of measuring them again: they need not
+    # exist any more, and their numbers and pairings come back unchanged
+    import shutil
+
+    shutil.rmtree(a)
+    out2 = tmp_path / "cmp2.json"
+    assert main(["compare", "--checkpoints", f"{b},{a}", "--attacks", "pgd2", "--device", "cpu", "--quiet",
+                 "--reuse", str(out), "--out", str(out2)]) == 0
+    again = json.loads(out2.read_text())
+    assert again["results"][str(a)]["correct"] == got["results"][str(a)]["correct"]
+    flipped = again["comparisons"][1]
+    assert (flipped["only_a"], flipped["only_b"]) == (row["only_b"], row["only_a"])  # b is the reference now
+    # a file measured otherwise is refused with what differs, not paired with other images or attacks
+    assert main(["compare", "--checkpoints", f"{b},{a}", "--attacks", "pgd3", "--device", "cpu", "--quiet",
+                 "--reuse", str(out)]) != 0
+    assert "with clean, pgd2" in capsys.readouterr().err
+    assert main(["compare", "--checkpoints", f"{b},{a}", "--n", "20", "--attacks", "pgd2", "--device", "cpu",
+                 "--quiet", "--reuse", str(out)]) != 0
+    assert "30 images" in capsys.readouterr().err
+    (tmp_path / "junk.json").write_text("{}")
+    assert main(["compare", "--checkpoints", f"{b},{a}", "--quiet", "--reuse", str(tmp_path / "junk.json")]) != 0
+    assert "not a file that `compare --out` wrote" in capsys.readouterr().err
+    a = save(trained_tiny, tmp_path / "a", {"dataset": str(folder)})
     # clear refusals
     assert main(["compare", "--checkpoints", str(a), "--quiet"]) != 0
     assert "two or more" in capsys.readouterr().err

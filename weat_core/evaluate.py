@@ -282,6 +282,13 @@ def correct_bits(correct: Sequence[bool]) -> str:
     return "".join("1" if c else "0" for c in correct)
 
 
+def from_bits(bits: str) -> list[bool]:
+    """`correct_bits`' inverse: a string of 0/1 back to per-image results."""
+    if set(bits) - {"0", "1"}:
+        raise WeatError("per-image results are a string of 0 and 1 only")
+    return [c == "1" for c in bits]
+
+
 def paired_accuracy(a: Sequence[bool], b: Sequence[bool]) -> dict[str, Any]:
     """Two models' per-image results on the same images (`evaluate(per_image=True)`'s
     `correct[name]`), compared pairwise (McNemar): the difference of accuracies b − a and its

@@ -116,8 +116,34 @@ def _add_compare(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="also write the accuracies, the comparisons and each image's "
                    "result (a string of 0/1 per model and measure) as JSON")
+    p.add_argument("--reuse", action="append", default=[], metavar="FILE",
+                   help="an earlier --out file (repeatable): the checkpoints it measured are taken from it, not "
+                   "measured again, when it holds the same test images, ε and measures")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_compare)
+
+
+def _reused(files: list[str], names: list[str]) -> dict[str, tuple[str, dict, dict]]:
+    """The checkpoints of `names` that earlier `compare --out` files measured: {name: (file,
+    the file's settings, its result with per-image results as lists of bools)}, the first file
+    that has a name winning."""
+    from pathlib import Path
+
+    from ..evaluate import from_bits
+
+    found: dict[str, tuple[str, dict, dict]] = {}
+    for f in files:
+        try:
+            saved = json.loads(Path(f).read_text())
+            results = saved["results"]
+            meta = {k: saved[k] for k in ("dataset", "n", "eps")}
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise WeatError(f"--reuse {f}: not a file that `compare --out` wrote ({e})") from None
+        for name in names:
+            if name in results and name not in found:
+                r = results[name]
+                found[name] = (f, meta, {**r, "correct": {m: from_bits(v) for m, v in r["correct"].items()}})
+    return found
 
 
 def _cmd_compare(args) -> int:
@@ -136,8 +162,10 @@ def _cmd_compare(args) -> int:
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip() and a.strip() != "clean"]
     eps = parse_eps(args.eps) if args.eps else 8 / 255
     device = pick_device(args.device)
-    models = {name: prepare(load(name, device=device)) for name in names}  # all loaded before any work
-    named = {m.config.get("dataset") for m in models.values()}
+    reused = _reused(args.reuse, names)
+    # every checkpoint to measure is loaded before any work
+    models = {name: prepare(load(name, device=device)) for name in names if name not in reused}
+    named = {m.config.get("dataset") for m in models.values()} | {meta["dataset"] for _, meta, _ in reused.values()}
     if args.dataset is None and len(named) != 1:
         raise WeatError(f"the checkpoints name different datasets ({', '.join(sorted(map(str, named)))}); "
                         "pass --dataset to compare them on one")
@@ -145,10 +173,23 @@ def _cmd_compare(args) -> int:
     if not dataset:
         raise WeatError("the checkpoints do not name their dataset; pass --dataset")
     test = load_split(dataset, "test", root=args.data_dir, limit=args.n)
+    measures = ["clean", *attacks]
+    for name, (f, meta, r) in reused.items():
+        if (str(meta["dataset"]), meta["n"]) != (str(dataset), len(test)) or abs(meta["eps"] - eps) > 1e-9 \
+                or not set(measures) <= set(r["correct"]):
+            raise WeatError(f"--reuse {f} measured {name} on {meta['n']:,} images of {meta['dataset']} at "
+                            f"ε = {meta['eps'] * 255:g}/255 with {', '.join(r['correct'])}; this comparison is on "
+                            f"{len(test):,} images of {dataset} at ε = {eps * 255:g}/255 with {', '.join(measures)}. "
+                            "Match those (--n, --dataset, --eps, --attacks) or leave the file out to measure it again")
     results = {}
-    for name, model in models.items():
-        log.info("%s: %s on %d images", name, ", ".join(["clean", *attacks]), len(test))
-        results[name] = evaluate(model, test.float(), test.y, attacks, eps=eps,
+    for name in names:
+        if name in reused:
+            log.info("%s: from %s", name, reused[name][0])
+            r = reused[name][2]
+            results[name] = {**r, "correct": {m: r["correct"][m] for m in measures}}
+            continue
+        log.info("%s: %s on %d images", name, ", ".join(measures), len(test))
+        results[name] = evaluate(models[name], test.float(), test.y, attacks, eps=eps,
                                  batch_size=_batch_size(args.batch_size, device, attacks),
                                  seed=args.seed, progress=not args.quiet, per_image=True)
     rows = compare_results(results, names[0])
