@@ -218,8 +218,8 @@ def amplified(delta: torch.Tensor, eps: float) -> torch.Tensor:
 def label_spots(names: list[str], x, y, log_x: bool, width: float = 700, height: float = 300) -> dict[str, str]:
     """A text position per point (above, below, right or left of its marker) whose label box does
     not overlap the labels already placed or the other markers, in rough pixel units of a
-    `width` × `height` plot; above when nothing is free. Centred labels may overhang the axes
-    (the chart keeps a margin); side labels must stay near them."""
+    `width` × `height` plot; where nothing is free, the spot that overlaps them least. Centred
+    labels may overhang the axes (the chart keeps a margin); side labels must stay near them."""
     xs = np.log10(np.asarray(x, float)) if log_x else np.asarray(x, float)
     ys = np.asarray(y, float)
 
@@ -236,16 +236,18 @@ def label_spots(names: list[str], x, y, log_x: bool, width: float = 700, height:
         dx, dy = offsets[spot](w)
         return a + dx - w / 2, b + dy - 6, a + dx + w / 2, b + dy + 6
 
-    def ok(spot: str, bx: tuple, own: int) -> bool:
+    def overlap(spot: str, bx: tuple, own: int) -> float:
+        """The area the label box shares with the markers and the labels already placed."""
         if not spot.endswith("center") and (bx[0] < -60 or bx[2] > width + 60):
-            return False
-        return all(bx[2] <= o[0] or bx[0] >= o[2] or bx[3] <= o[1] or bx[1] >= o[3]
+            return float("inf")
+        return sum(max(0.0, min(bx[2], o[2]) - max(bx[0], o[0])) * max(0.0, min(bx[3], o[3]) - max(bx[1], o[1]))
                    for k, o in enumerate(boxes) if k != own)
 
     out = {}
     for i in np.argsort(px):
         w = 6.5 * len(names[i])
-        spot = next((s for s in offsets if ok(s, box(s, px[i], py[i], w), i)), "top center")
+        # the first free spot in the order above; where none is free, the one that covers least
+        spot = min(offsets, key=lambda s: overlap(s, box(s, px[i], py[i], w), i))
         boxes.append(box(spot, px[i], py[i], w))
         out[names[i]] = spot
     return out
