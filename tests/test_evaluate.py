@@ -116,6 +116,10 @@ def test_cli_eval_resume(tmp_path, trained_tiny, monkeypatch, capsys):
                  "--quiet", "--out", "again.json"]) == 0
     again = json.loads((tmp_path / "again.json").read_text())
     assert got["pgd2_acc"] == again["pgd2_acc"] and got["energy"] == again["energy"]
+    # each image's result is kept, and the resumed run's are the uninterrupted run's
+    assert got["correct"] == again["correct"] and set(got["correct"]) == {"clean", "pgd2"}
+    bits = got["correct"]["pgd2"]
+    assert len(bits) == got["n"] and bits.count("1") == round(got["pgd2_acc"] * got["n"])
     assert main(["eval", "--checkpoint", str(ck), "--resume"]) != 0  # --resume needs --out
 
     seen = []  # default batch: 256, but 64 for the torchattacks evaluations on a CPU (progress per batch)
@@ -268,7 +272,20 @@ def test_cli_compare(tmp_path, trained_tiny, capsys):
     assert "30 images" in capsys.readouterr().err
     (tmp_path / "junk.json").write_text("{}")
     assert main(["compare", "--checkpoints", f"{b},{a}", "--quiet", "--reuse", str(tmp_path / "junk.json")]) != 0
-    assert "not a file that `compare --out` wrote" in capsys.readouterr().err
+    assert "not a file that `compare --out` or `eval --out` wrote" in capsys.readouterr().err
+    # an `eval --out` file serves as well: b from it, a from the comparison
+    evb = tmp_path / "eval-b.json"
+    assert main(["eval", "--checkpoint", str(b), "--attacks", "pgd2", "--device", "cpu", "--quiet",
+                 "--out", str(evb)]) == 0
+    assert main(["compare", "--checkpoints", f"{b},{a}", "--attacks", "pgd2", "--quiet", "--reuse", str(evb),
+                 "--reuse", str(out), "--out", str(out2)]) == 0
+    both = json.loads(out2.read_text())
+    from_eval = json.loads(evb.read_text())["correct"]
+    assert both["results"][str(b)]["correct"] == from_eval == got["results"][str(b)]["correct"]
+    assert main(["eval", "--checkpoint", str(b), "--attacks", "pgd2", "--alpha", "1/255", "--device", "cpu", "--quiet",
+                 "--out", str(evb)]) == 0
+    assert main(["compare", "--checkpoints", f"{b},{a}", "--attacks", "pgd2", "--quiet", "--reuse", str(evb)]) != 0
+    assert "--alpha" in capsys.readouterr().err
     a = save(trained_tiny, tmp_path / "a", {"dataset": str(folder)})
     # clear refusals
     assert main(["compare", "--checkpoints", str(a), "--quiet"]) != 0

@@ -31,7 +31,8 @@ def _add_eval(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None,
-                   help="write the results as JSON here; progress is saved after every batch in OUT.partial")
+                   help="write the results as JSON here, each image's result too (a string of 0/1 per measure, "
+                        "for `compare --reuse`); progress is saved after every batch in OUT.partial")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted evaluation from OUT.partial (same settings; same results as "
                         "an uninterrupted run)")
@@ -59,7 +60,7 @@ def _cmd_eval(args) -> int:
     from pathlib import Path
 
     from ..checkpoints import load
-    from ..evaluate import evaluate, format_table, parse_eps
+    from ..evaluate import correct_bits, evaluate, format_table, parse_eps
     from ..lens._common import prepare
 
     # the settings are checked before anything is loaded
@@ -85,12 +86,16 @@ def _cmd_eval(args) -> int:
     folder = store_folder(model, args.checkpoint) if args.store else None
     batch = _batch_size(args.batch_size, device, attacks)
     res = evaluate(model, test.float(), test.y, attacks, eps=eps, norm=args.norm, alpha=alpha, batch_size=batch,
-                   seed=args.seed, progress=not args.quiet, state=state, amp=args.amp)
-    res.update(checkpoint=args.checkpoint, dataset=str(dataset))
+                   seed=args.seed, progress=not args.quiet, state=state, amp=args.amp, per_image=bool(args.out))
+    correct = res.pop("correct", None)
+    res.update(checkpoint=args.checkpoint, dataset=str(dataset), seed=args.seed,
+               **({"alpha": alpha} if alpha is not None else {}), **({"amp": True} if args.amp else {}))
     print(format_table(res))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(res, indent=2))
+        # each image's result as 0/1 in test order, so that `compare --reuse` can pair other models with it
+        Path(args.out).write_text(json.dumps({**res, "correct": {m: correct_bits(v) for m, v in correct.items()}},
+                                             indent=2))
         log.info("wrote %s", args.out)
     if args.store:
         from ..export import store_metrics
@@ -117,16 +122,17 @@ def _add_compare(sub) -> None:
     p.add_argument("--out", default=None, help="also write the accuracies, the comparisons and each image's "
                    "result (a string of 0/1 per model and measure) as JSON")
     p.add_argument("--reuse", action="append", default=[], metavar="FILE",
-                   help="an earlier --out file (repeatable): the checkpoints it measured are taken from it, not "
-                   "measured again, when it holds the same test images, ε and measures")
+                   help="an earlier --out file of compare or eval (repeatable): the checkpoints it measured are "
+                   "taken from it, not measured again, when it holds the same test images, ε and measures")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_compare)
 
 
 def _reused(files: list[str], names: list[str]) -> dict[str, tuple[str, dict, dict]]:
-    """The checkpoints of `names` that earlier `compare --out` files measured: {name: (file,
-    the file's settings, its result with per-image results as lists of bools)}, the first file
-    that has a name winning."""
+    """The checkpoints of `names` that earlier `compare --out` or `eval --out` files measured:
+    {name: (file, the file's settings, its result with per-image results as lists of bools)}, the
+    first file that has a name winning. Only L∞ PGD at the default step compares: a file measured
+    otherwise is refused."""
     from pathlib import Path
 
     from ..evaluate import from_bits
@@ -135,10 +141,16 @@ def _reused(files: list[str], names: list[str]) -> dict[str, tuple[str, dict, di
     for f in files:
         try:
             saved = json.loads(Path(f).read_text())
-            results = saved["results"]
+            # compare --out: {"results": {name: result}}; eval --out: one result, naming its checkpoint
+            results = saved["results"] if "results" in saved else {saved["checkpoint"]: saved}
             meta = {k: saved[k] for k in ("dataset", "n", "eps")}
+            if any("correct" not in r for r in results.values()):  # eval files from before they were kept
+                raise KeyError("correct")
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise WeatError(f"--reuse {f}: not a file that `compare --out` wrote ({e})") from None
+            raise WeatError(f"--reuse {f}: not a file that `compare --out` or `eval --out` wrote with per-image "
+                            f"results ({e!r})") from None
+        if saved.get("norm", "linf") != "linf" or saved.get("alpha") is not None or saved.get("amp"):
+            raise WeatError(f"--reuse {f}: measured with --norm, --alpha or --amp, which compare does not use")
         for name in names:
             if name in results and name not in found:
                 r = results[name]
