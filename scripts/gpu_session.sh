@@ -27,6 +27,8 @@
 # What comes back (the tool returns at most 8 files): session.log (every stage's output, the
 # benchmarks' numbers too), aa.json (or aa.json.partial when AutoAttack was cut short) and
 # ckpt/NAME/{config.json, README.md, log.jsonl, model.safetensors.index.json, two weight shards}.
+# Keep aa.json (e.g. in bench/results): it holds each image's AutoAttack result, which
+# `compare --attacks aa --n 1000 --reuse aa.json --reuse OTHER.json` pairs with another model's.
 #
 # Two calls on one warm machine, as the thirteenth development session ran them on an H100 (whole
 # output: bench/results/h100-2026-11-26-weat-adv-8min-call*.log). A session's device time is 15
