@@ -131,8 +131,8 @@ def _add_compare(sub) -> None:
 def _reused(files: list[str], names: list[str]) -> dict[str, tuple[str, dict, dict]]:
     """The checkpoints of `names` that earlier `compare --out` or `eval --out` files measured:
     {name: (file, the file's settings, its result with per-image results as lists of bools)}, the
-    first file that has a name winning. Only L∞ PGD at the default step compares: a file measured
-    otherwise is refused."""
+    first file that has a name winning. Only what compare measures itself pairs with it (L∞, the
+    default step, fp32): a file measured otherwise is refused."""
     from pathlib import Path
 
     from ..evaluate import from_bits
