@@ -518,6 +518,18 @@ def test_export_auto_ships_the_best_epoch_only_beyond_the_subset_noise(tmp_path)
         choose_epoch(tmp_path / "flat", "middle")
 
 
+def test_a_local_copy_of_cifar10_ships_as_cifar10():
+    from weat_core.data import CIFAR10_CLASSES
+    from weat_core.export.ship import shipped_dataset_name
+
+    copy = {"dataset": "../shared/data/cifar10-jpeg.tar.gz", "classes": list(CIFAR10_CLASSES)}
+    assert shipped_dataset_name(copy) == "cifar10"  # like the checkpoints of the named dataset
+    assert shipped_dataset_name(copy, "toy") == "toy"  # --dataset-name decides
+    assert shipped_dataset_name({**copy, "classes": ["a", "b"]}) is None  # another dataset keeps its path
+    assert shipped_dataset_name({**copy, "dataset": "cifar10"}) is None  # a name already
+    assert shipped_dataset_name({"dataset": "/x/folder"}) is None
+
+
 def test_export_writes_checkpoint_metrics_log_and_card(folder_dataset, tmp_path, capsys):
     from weat_core.checkpoints import load_config
     from weat_core.cli import main

@@ -66,7 +66,8 @@ def _add_export(sub) -> None:
     p.add_argument("--aa-n", type=int, default=0, help="test images for AutoAttack (0: skip)")
     p.add_argument("--fp32", action="store_true", help="store fp32 weights (default fp16)")
     p.add_argument("--dest", default=None, help="folder to export into (default: the repo's checkpoints/)")
-    p.add_argument("--dataset-name", default=None, help="dataset name to record (e.g. cifar10 for a folder copy)")
+    p.add_argument("--dataset-name", default=None, help="dataset name to record (default: cifar10 for a local copy "
+                   "with CIFAR-10's classes, else the run's dataset as it names it)")
     p.add_argument("--device", default="auto")
     p.add_argument("--log-only", action="store_true",
                    help="ship the run's per-epoch log, settings and card without weights or evaluation, to "

@@ -14,7 +14,7 @@ import torch
 
 from .. import WeatError
 from ..checkpoints import RUNS_DIR, checkpoints_dir, load, save
-from ..data import load_split
+from ..data import CIFAR10_CLASSES, DATASETS, load_split
 from ..evaluate import evaluate, robust_peak
 from ..lens._common import prepare
 from .card import _chain, _dataset_flag, _portable, _read_log, _stage, _subset_size, lineage, model_card
@@ -191,6 +191,21 @@ def export_run(run: Path, name: str, dataset: Optional[str] = None, data_dir: Op
     return dest
 
 
+def shipped_dataset_name(cfg: dict[str, Any], given: Optional[str] = None) -> Optional[str]:
+    """The dataset name a shipped folder gives for a run's data: `given` (--dataset-name), else
+    "cifar10" for a run trained on a local copy whose classes are CIFAR-10's, so that the app and
+    `compare` see it as the same dataset as the other CIFAR-10 checkpoints (the copy's path stays
+    in `trained_on`), else None: the run's own dataset stands."""
+    if given:
+        return given
+    ds = str(cfg.get("dataset", ""))
+    if ds in DATASETS or tuple(cfg.get("classes") or ()) != CIFAR10_CLASSES:
+        return None
+    log.info("the run trained on %s, a copy with CIFAR-10's classes: shipped as dataset cifar10 "
+             "(--dataset-name names it otherwise)", ds)
+    return "cifar10"
+
+
 def _run_settings(run: Path, cfg: dict[str, Any], dataset_name: Optional[str]) -> tuple[dict, list[dict], list[dict]]:
     """What a shipped folder's config.json takes from a run's checkpoint config `cfg` (its own
     per-epoch metrics left behind), with the stages and re-train command of its `--init` chain;
@@ -198,6 +213,7 @@ def _run_settings(run: Path, cfg: dict[str, Any], dataset_name: Optional[str]) -
     from .. import __version__
 
     out = {k: v for k, v in cfg.items() if k not in ("metrics", "metrics_note", "source")}
+    dataset_name = shipped_dataset_name(cfg, dataset_name)
     if dataset_name:
         out.update(dataset=dataset_name, trained_on=str(cfg["dataset"]))
     stages, records = lineage(cfg, _read_log(run / "log.jsonl"))
