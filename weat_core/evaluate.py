@@ -20,8 +20,8 @@ from .attacks import eval_mode, make_attack
 from .attacks.autoattack import TorchAttack
 from .energy import energy, energy_stats, joint_energy
 
-__all__ = ["compare_results", "correct_bits", "eval_logits", "evaluate", "format_table", "paired_accuracy",
-           "parse_eps", "per_255", "robust_peak"]
+__all__ = ["compare_results", "correct_bits", "eval_logits", "evaluate", "format_table", "from_bits",
+           "paired_accuracy", "parse_eps", "per_255", "robust_peak"]
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +278,8 @@ def robust_peak(robust_acc: Sequence[float], n: Optional[int] = None,
 
 def correct_bits(correct: Sequence[bool]) -> str:
     """Per-image results (`evaluate(per_image=True)`'s `correct[name]`) as one string of 0/1 in
-    image order: how `compare --out` and scripts/heldout_best_last.py keep them in JSON."""
+    image order: how `eval --out`, `compare --out` and scripts/heldout_best_last.py keep them in
+    JSON (`from_bits` reads them back)."""
     return "".join("1" if c else "0" for c in correct)
 
 
