@@ -25,7 +25,9 @@ OUT=${OUT:-out/gpu-overfit}
 ARCH=${ARCH:-preactresnet18}
 DEVICE=${DEVICE:-cuda}
 DATA=${DATA:-.data/cifar10-jpeg.tar.gz}
-METHODS=${METHODS:-sat trades weat-adv}
+METHODS=${METHODS:-sat trades weat-adv}  # an entry METHOD@LR trains at its own learning rate (e.g. weat-adv@0.3:
+                                          # WEAT's weights average about a third, so that steps like TRADES at 0.1)
+RUN_TAG=${RUN_TAG:-}      # appended to the shipped names: ARCH-METHOD-LIMIT-step$RUN_TAG (e.g. -long beside earlier runs)
 MINUTES=${MINUTES:-2.2}   # per run: three runs, the held-out checks and the machine's setup fit 10 minutes
 LIMIT=${LIMIT:-5000}      # training images: few enough that the model fits them under attack and overfits
 BATCH=${BATCH:-128}       # more SGD steps in the budget: on 2 CPU cores, 512 images and 1,120 steps of
@@ -51,7 +53,7 @@ ship() {  # $1: run folder, then extra export options; the tarball is rewritten 
   local note=()
   [ "$PARALLEL" = 1 ] && note=(--note "trained side by side with the other runs of scripts/gpu_overfit.sh (PARALLEL=1) \
 on one $DEVICE device: its images/s is its share of it, not what it gives one run alone")
-  python3 -m weat_core export --run "$run" --name "$ARCH-$m-${LIMIT}-step" --log-only --dataset-name cifar10 \
+  python3 -m weat_core export --run "$run" --name "$ARCH-$m-${LIMIT}-step$RUN_TAG" --log-only --dataset-name cifar10 \
     --dest "$rec" "${note[@]}" "$@" > "$rec/export-$m.log" 2>&1 || { cat "$rec/export-$m.log"; stage "export of $m failed"; }
   tar -czf "$OUT/runs.tar.gz" -C "$rec/_runs" .
 }
@@ -63,12 +65,33 @@ EPOCHS=${EPOCHS:-}        # set: that many epochs instead of MINUTES (`train --m
 budget=(--minutes "$MINUTES")
 [ -n "$EPOCHS" ] && budget=(--epochs "$EPOCHS")
 TRAIN_LIMIT_S=${TRAIN_LIMIT_S:-$(python3 -c "print(int($MINUTES * 60 * 1.5 + 90))")}  # a stuck run is stopped
-train_one() {  # $1 method, $2 run folder; succeeds when the run wrote a checkpoint (a run stopped by the
-               # time limit ships the epochs it finished)
-  timeout "$TRAIN_LIMIT_S" python3 -m weat_core train --method "$1" --arch "$ARCH" --dataset "$DATA" --device "$DEVICE" \
-    "${budget[@]}" --batch-size "$BATCH" --lr "$LR" --schedule step --limit "$LIMIT" \
-    --eval-size "$EVAL" --eval-steps 10 --seed "$SEED" --out "$2" --quiet
-  local rc=$?
+run_name() {  # METHOD or METHOD@LR -> the run's folder name: of-METHOD or of-METHOD-lrLR
+  case "$1" in *@*) echo "of-${1%@*}-lr${1#*@}" ;; *) echo "of-$1" ;; esac
+}
+TRAIN_EXTRA=${TRAIN_EXTRA:-}  # more train options, e.g. "--compile --compile-mode reduce-overhead" (CUDA graphs: a batch
+                              # of 128 keeps an eager run launching kernels, not computing); a compiled run that
+                              # fails before its first epoch trains again without them in the time it has left
+train_one() {  # $1 METHOD or METHOD@LR, $2 run folder; succeeds when the run wrote a checkpoint (a run stopped
+               # by the time limit ships the epochs it finished)
+  local method=${1%@*} lr=$LR t_start rc left
+  [[ "$1" == *@* ]] && lr=${1#*@}
+  t_start=$(date +%s)
+  # shellcheck disable=SC2086  # TRAIN_EXTRA is meant to split into words
+  timeout "$TRAIN_LIMIT_S" python3 -m weat_core train --method "$method" --arch "$ARCH" --dataset "$DATA" --device "$DEVICE" \
+    "${budget[@]}" --batch-size "$BATCH" --lr "$lr" --schedule step --limit "$LIMIT" \
+    --eval-size "$EVAL" --eval-steps 10 --seed "$SEED" --out "$2" --quiet $TRAIN_EXTRA
+  rc=$?
+  left=$(( TRAIN_LIMIT_S - ($(date +%s) - t_start) ))
+  if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ ! -f "$2/LATEST" ] && [[ " $TRAIN_EXTRA " == *" --compile"* ]] && [ $left -gt 60 ]; then
+    echo "the compiled run failed before its first epoch (above); training without TRAIN_EXTRA for the $left s left"
+    rm -rf "$2"
+    local again=(--minutes "$(python3 -c "print(round(($left - 45) / 60 / 1.05, 2))")")
+    [ -n "$EPOCHS" ] && again=(--epochs "$EPOCHS")
+    timeout "$left" python3 -m weat_core train --method "$method" --arch "$ARCH" --dataset "$DATA" --device "$DEVICE" \
+      "${again[@]}" --batch-size "$BATCH" --lr "$lr" --schedule step --limit "$LIMIT" \
+      --eval-size "$EVAL" --eval-steps 10 --seed "$SEED" --out "$2" --quiet
+    rc=$?
+  fi
   [ $rc -eq 124 ] && echo "stopped after $TRAIN_LIMIT_S s (TRAIN_LIMIT_S); the finished epochs ship"
   [ -f "$2/LATEST" ]
 }
@@ -80,20 +103,20 @@ if [ "$PARALLEL" = 1 ]; then
   pids=()
   for m in $METHODS; do
     stage "training $m on $ARCH, $LIMIT images, step schedule, ${budget[*]} (side by side)"
-    train_one "$m" "$runs_dir/of-$m" > "$runs_dir/train-$m.log" 2>&1 &
+    train_one "$m" "$runs_dir/$(run_name "$m")" > "$runs_dir/train-$m.log" 2>&1 &
     pids+=($!)
   done
   i=0
   for m in $METHODS; do
     wait "${pids[$i]}"; st=$?
     stage "$m finished"; cat "$runs_dir/train-$m.log"
-    finish "$m" "$runs_dir/of-$m" $st
+    finish "$m" "$runs_dir/$(run_name "$m")" $st
     i=$((i + 1))
   done
 else
   for m in $METHODS; do
     stage "training $m on $ARCH, $LIMIT images, step schedule, ${budget[*]}"
-    train_one "$m" "$runs_dir/of-$m"; finish "$m" "$runs_dir/of-$m" $?
+    train_one "$m" "$runs_dir/$(run_name "$m")"; finish "$m" "$runs_dir/$(run_name "$m")" $?
   done
 fi
 [ ${#done_runs[@]} -gt 0 ] || { stage "no run finished"; exit 1; }
@@ -124,7 +147,7 @@ PY
 if [ $ok = 1 ]; then
   for run in "${done_runs[@]}"; do
     ship "$run" --heldout "$OUT/heldout.json" --heldout-run "${run##*/}"
-    grep -E "robust accuracy|held-out" "$rec/_runs/$ARCH-${run##*/of-}-${LIMIT}-step/README.md"
+    grep -E "robust accuracy|held-out" "$rec/_runs/$ARCH-${run##*/of-}-${LIMIT}-step$RUN_TAG/README.md"
   done
 else
   stage "a held-out check failed (above); the runs ship without it"

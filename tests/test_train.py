@@ -1014,18 +1014,21 @@ def test_gpu_overfit_script_runs_end_to_end_on_a_cpu(folder_dataset, tmp_path, p
            "ARCH": "weatnet_tiny", "DEVICE": "cpu", "MINUTES": "0.01", "LIMIT": "64", "EVAL": "20",
            "HELDOUT_N": "20", "BATCH": "32", "METHODS": "sat weat-adv", "OUT": str(out), "DATA": str(folder_dataset),
            "OMP_NUM_THREADS": "1", "PARALLEL": parallel}
-    if parallel == "1":  # and a fixed epoch count instead of the time budget
-        env["EPOCHS"] = "1"
+    if parallel == "1":  # and a fixed epoch count instead of the time budget, one run at its own lr, a name tag
+        env.update(EPOCHS="1", METHODS="sat weat-adv@0.3", RUN_TAG="-long")
     r = subprocess.run(["bash", "scripts/gpu_overfit.sh"], cwd=repo, env=env, capture_output=True, text=True,
                        timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == ["heldout.json", "runs.tar.gz", "session.log"]
     held = json.loads((out / "heldout.json").read_text())
-    assert sorted(held) == ["of-sat:best-0001", "of-sat:state-0001", "of-weat-adv:best-0001", "of-weat-adv:state-0001"]
+    weat, tag = ("weat-adv-lr0.3", "-long") if parallel == "1" else ("weat-adv", "")
+    assert sorted(held) == ["of-sat:best-0001", "of-sat:state-0001", f"of-{weat}:best-0001", f"of-{weat}:state-0001"]
     with tarfile.open(out / "runs.tar.gz") as tar:
         names = sorted(n for n in tar.getnames() if n.endswith("config.json"))
-        assert names == ["./weatnet_tiny-sat-64-step/config.json", "./weatnet_tiny-weat-adv-64-step/config.json"]
+        assert names == [f"./weatnet_tiny-sat-64-step{tag}/config.json", f"./weatnet_tiny-{weat}-64-step{tag}/config.json"]
         cfg = json.load(tar.extractfile(names[0]))
+        weat_cfg = json.load(tar.extractfile(names[1]))
+    assert weat_cfg["training"]["lr"] == (0.3 if parallel == "1" else 0.1)  # METHOD@LR reached train
     assert cfg["heldout"]["n_test"] == 20 and cfg["training"]["schedule"] == "step" and cfg["dataset"] == "cifar10"
     assert set(cfg["heldout"]["paired"]) == {"best_only", "last_only", "se"}  # judged pairwise, on the same images
     assert ("side by side" in cfg.get("note", "")) == (parallel == "1")  # the card says the runs shared the device
