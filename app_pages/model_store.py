@@ -59,7 +59,15 @@ def recorded_runs() -> list[dict[str, Any]]:
     """Training runs shipped for their curves only (`checkpoints/_runs/`: log, settings, card)."""
     from weat_core.checkpoints import list_runs
 
-    return [{**r.to_dict(), "heldout": r.config.get("heldout"), "sgd_steps": _sgd_steps(r.config)} for r in list_runs()]
+    return [{**r.to_dict(), "heldout": r.config.get("heldout"), "sgd_steps": _sgd_steps(r.config),
+             "recipe": _recipe(r.config)} for r in list_runs()]
+
+
+def _recipe(cfg: dict[str, Any]) -> tuple:
+    """What a recorded run shares with the runs it was trained beside, apart from its method and
+    length: model, data, batch, learning rate and schedule, ε."""
+    t = cfg.get("training") or {}
+    return (cfg.get("arch"), t.get("limit"), t.get("batch_size"), t.get("lr"), t.get("schedule"), t.get("eps"))
 
 
 def _sgd_steps(cfg: dict[str, Any]) -> Optional[int]:

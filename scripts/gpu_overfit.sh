@@ -11,6 +11,13 @@
 #   mkdir -p .data && cp ../shared/data/cifar10-jpeg.tar.gz .data/   (and the torchattacks wheel in .whl)
 # On the device (run: carry [".data", ".whl"], timeout_s 600):
 #   bash scripts/gpu_overfit.sh
+# The recorded runs *-5000-step-long came from one call on an H200 (`bash scripts/device_carry.sh light`
+# first; 478 s of command, 515 s of device time with the start; bench/results/h200-2026-11-27-overfit-long.log):
+#   PARALLEL=1 METHODS="sat trades weat-adv weat-adv@0.3" LIMIT=5000 BATCH=128 LR=0.1 EVAL=256 HELDOUT_N=4000 \
+#     RUN_TAG=-long MINUTES=6 TRAIN_LIMIT_S=430 TRAIN_EXTRA="--compile --compile-mode reduce-overhead" \
+#     bash scripts/gpu_overfit.sh
+#   Four runs compiled with CUDA graphs trained 1,800-2,200 img/s each (eager, three shared an H100 at
+#   1,150-1,290), 81-98 epochs in their 6 minutes; the held-out checks took about 80 s.
 # Then here: tar -xzf FILES_AT/runs.tar.gz -C checkpoints/_runs
 #
 # What comes back: session.log (every stage's output), heldout.json, runs.tar.gz (the three

@@ -57,8 +57,8 @@
 #     --compile-mode reduce-overhead (WEAT-adv, batch 1024, compiled: 10,916 / 10,985 / 11,087 img/s)
 #   call 4 (71 s): `sweep --store` and `landscape --store` on out/keep/ckpt/preactresnet18-sat (the model card's
 #     settings, --device cuda), so the CPU need not spend about an hour on them.
-# What is left of the PreActResNet-18 work needs a GPU: the WEAT-adv targets (82 / 52 / 48 %) and the longer
-# step-schedule runs that show robust overfitting (scripts/gpu_overfit.sh). For the targets: 58 epochs reached
+# What is left of the PreActResNet-18 work needs a GPU: the WEAT-adv targets (82 / 52 / 48 %); the step-schedule
+# runs that show robust overfitting are done (scripts/gpu_overfit.sh, the *-5000-step-long runs). For the targets: 58 epochs reached
 # 76.8 / 48.8 / 45.5; the paper's ResNet-18 has 100. On an H200 compiled WEAT-adv trains about 11,000 img/s, so 100 epochs' steps take
 # 7.6 minutes, which one 600 s call holds, tightly (about 550 s), with compiling, per-epoch evaluation and export;
 # on an H100 (9,965 img/s) it does not, and MINUTES=9 plans about 90 instead:

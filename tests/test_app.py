@@ -240,6 +240,34 @@ def test_training_preselects_the_recorded_comparison_with_the_most_sgd_steps(app
     assert "rec-many (sat, log only)" in picked and not any(" (sat" in p for p in picked if not p.startswith("rec-many"))
 
 
+def test_training_preselects_the_runs_trained_like_the_one_with_the_most_steps(app_env):
+    """The preselected comparison is one recipe: beside the run with the most SGD steps come the
+    runs trained like it (model, data, batch, learning rate, schedule, ε), even where a run of the
+    same method at another learning rate took more steps (WEAT-adv at three times the lr, shipped
+    beside its TRADES and SAT twins)."""
+    import streamlit as st
+
+    from weat_core.export import heldout_summary
+
+    recs = [json.loads(s) for s in (app_env / "ckpts" / "tiny-weat-adv" / "log.jsonl").open()]
+    row = {"test_clean": 0.4, "test_pgd20": 0.3, "test_delta_e": -0.01, "n_test": 2000}
+    held = heldout_summary({"r:best-0005": row, "r:state-0008": row})
+    for name, method, epochs, lr in (("rec-sat", "sat", 90, 0.1), ("rec-weat", "weat-adv", 70, 0.1),
+                                     ("rec-weat-lr0.3", "weat-adv", 80, 0.3)):
+        d = app_env / "ckpts" / "_runs" / name
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "log.jsonl").write_text("".join(json.dumps(dict(r, method=method)) + "\n" for r in recs))
+        (d / "config.json").write_text(json.dumps({
+            "arch": "weatnet_tiny", "method": method, "recorded": "log only", "heldout": held, "epochs": epochs,
+            "training": {"limit": 10 ** 6, "batch_size": 32, "lr": lr, "schedule": "step", "eps": 8 / 255}}))
+    st.cache_data.clear()
+    at = open_page("training")
+    ok(at)
+    picked = at.multiselect(key="tr_runs").value
+    assert "rec-sat (sat, log only)" in picked and "rec-weat (weat-adv, log only)" in picked
+    assert "rec-weat-lr0.3 (weat-adv, log only)" not in picked
+
+
 def test_training_recorded_and_live(app_env):
     import streamlit as st
 
