@@ -120,8 +120,11 @@ def run_curves(runs: dict[str, pd.DataFrame], key: str, heldout: Optional[dict[s
             st.markdown(msg + ".")
             if held.get(r["run"]):
                 st.caption(f"{r['run']}, " + heldout_text(held[r["run"]]) + ".")
+    sizes = [int(d["eval_size"].min()) for d in runs.values() if "eval_size" in d and d["eval_size"].notna().any()]
+    noise = (f"two standard errors are up to ±{100 / min(sizes) ** 0.5:.1f} points at {min(sizes):,} images, the "
+             "smallest subset here" if sizes else "two standard errors are about ±6 points at 256 images")
     st.caption("Accuracies here come from the fixed test subset each run evaluates every epoch (a few hundred "
-               "images), so a change of a point or two is within its sampling noise (about ±2 points at 512 images); "
+               f"images), so a change of a few points can be sampling noise ({noise}); "
                + ("the diamonds are a run's best and last epoch measured again on held-out test images (its "
                   "held-out check, with the stronger attack its line below names); " if any(held.values()) else "") +
                "`python -m weat_core eval` measures the shipped weights on the full test split.")

@@ -252,11 +252,11 @@ def test_training_preselects_the_runs_trained_like_the_one_with_the_most_steps(a
     recs = [json.loads(s) for s in (app_env / "ckpts" / "tiny-weat-adv" / "log.jsonl").open()]
     row = {"test_clean": 0.4, "test_pgd20": 0.3, "test_delta_e": -0.01, "n_test": 2000}
     held = heldout_summary({"r:best-0005": row, "r:state-0008": row})
-    for name, method, epochs, lr in (("rec-sat", "sat", 90, 0.1), ("rec-weat", "weat-adv", 70, 0.1),
-                                     ("rec-weat-lr0.3", "weat-adv", 80, 0.3)):
+    for name, method, epochs, lr, n in (("rec-sat", "sat", 90, 0.1, 256), ("rec-weat", "weat-adv", 70, 0.1, 512),
+                                        ("rec-weat-lr0.3", "weat-adv", 80, 0.3, 512)):
         d = app_env / "ckpts" / "_runs" / name
         d.mkdir(parents=True, exist_ok=True)
-        (d / "log.jsonl").write_text("".join(json.dumps(dict(r, method=method)) + "\n" for r in recs))
+        (d / "log.jsonl").write_text("".join(json.dumps(dict(r, method=method, eval_size=n)) + "\n" for r in recs))
         (d / "config.json").write_text(json.dumps({
             "arch": "weatnet_tiny", "method": method, "recorded": "log only", "heldout": held, "epochs": epochs,
             "training": {"limit": 10 ** 6, "batch_size": 32, "lr": lr, "schedule": "step", "eps": 8 / 255}}))
@@ -266,6 +266,8 @@ def test_training_preselects_the_runs_trained_like_the_one_with_the_most_steps(a
     picked = at.multiselect(key="tr_runs").value
     assert "rec-sat (sat, log only)" in picked and "rec-weat (weat-adv, log only)" in picked
     assert "rec-weat-lr0.3 (weat-adv, log only)" not in picked
+    # the subsets' noise, from the smallest subset picked (256 images: 2 × √(¼/256) = 6.25 points)
+    assert any("up to ±6.2 points at 256 images, the smallest subset here" in c.value for c in at.caption)
 
 
 def test_training_recorded_and_live(app_env):
