@@ -404,23 +404,34 @@ def test_zoo_starts_with_one_model_per_method():
 
 
 def test_zoo_scatter_labels_avoid_each_other():
-    from app_pages.plots import label_spots
+    """Every shipped model's label on the zoo's scatter keeps clear of the other labels and of every
+    marker, in the narrow column `label_places` reckons with; a label that cannot sit beside its
+    marker moves further out (the chart draws a leader line)."""
+    from app_pages.plots import CHAR_PX, label_places
 
-    names = ["a-sat", "a-sat-5k-step", "a-standard", "a-trades", "a-trades-5k-step", "a-weat-adv", "a-weat-adv-5k-step"]
-    x = [0.165, 0.106, 8.382, 0.086, 0.062, 0.138, 0.063]  # the shipped models' |ΔE| and PGD-20 accuracy
-    y = [0.330, 0.272, 0.000, 0.341, 0.274, 0.397, 0.275]
-    spots = label_spots(names, x, y, log_x=True)
-    assert set(spots) == set(names)
-    assert spots["a-trades-5k-step"] != spots["a-weat-adv-5k-step"]  # two markers on the same spot
-    assert label_spots(["p", "q"], [0.1, 10], [0.1, 0.5], log_x=True) == {"p": "top center", "q": "top center"}
-    # in a crowd where no spot is free, a label takes the one it covers least, not a fixed default:
-    # with all eleven shipped models, the TRADES and WEAT-nat markers of one recipe nearly coincide,
-    # and their labels no longer sit one on the other
-    names += ["p-sat", "p-trades", "p-weat-adv", "a-weat-nat"]
-    x += [0.787, 0.131, 0.111, 0.085]
-    y += [0.459, 0.488, 0.488, 0.325]
-    crowd = label_spots(names, x, y, log_x=True, width=450, height=250)
-    assert crowd["a-trades"] != crowd["a-weat-nat"]
+    names = ["a-sat", "a-sat-5k-step", "a-standard", "a-trades", "a-trades-5k-step", "a-weat-adv", "a-weat-adv-5k-step",
+             "p-sat", "p-trades", "p-weat-adv", "a-weat-nat", "a-mart"]
+    x = [0.165, 0.106, 8.382, 0.086, 0.062, 0.138, 0.063, 0.787, 0.131, 0.111, 0.085, 0.072]  # |ΔE|, PGD-20:
+    y = [0.330, 0.272, 0.000, 0.341, 0.274, 0.397, 0.275, 0.459, 0.488, 0.488, 0.325, 0.354]  # the shipped models'
+    names = [n.replace("a-", "weatnet_s-").replace("p-", "preactresnet18-") for n in names]  # their names' lengths
+    width, height = 450, 250
+    places = label_places(names, x, y, log_x=True, width=width, height=height)
+    assert set(places) == set(names)
+    lx = np.log10(x)
+    px_ = (lx - lx.min()) / (lx.max() - lx.min()) * width
+    py_ = (np.array(y) - min(y)) / (max(y) - min(y)) * height
+    boxes = {n: (a + places[n][0] - CHAR_PX * len(n) / 2, b + places[n][1] - 6,
+                 a + places[n][0] + CHAR_PX * len(n) / 2, b + places[n][1] + 6) for n, a, b in zip(names, px_, py_)}
+
+    def meet(p, q):
+        return min(p[2], q[2]) > max(p[0], q[0]) and min(p[3], q[3]) > max(p[1], q[1])
+
+    for i, n in enumerate(names):
+        assert not any(meet(boxes[n], boxes[m]) for m in names[i + 1:]), n
+        assert not any(meet(boxes[n], (a - 6, b - 6, a + 6, b + 6)) for a, b in zip(px_, py_)), n
+    assert any(abs(dy) > 20 or abs(dx) > CHAR_PX * len(n) / 2 + 12 for n, (dx, dy) in places.items())  # a crowd
+    # two markers far apart: both labels right above them
+    assert label_places(["p", "q"], [0.1, 10], [0.1, 0.5], log_x=True) == {"p": (0.0, 16.0), "q": (0.0, 16.0)}
 
 
 def test_every_attack_the_landscape_offers_has_a_colour_of_its_own():
