@@ -20,8 +20,8 @@
 #   1,150-1,290), 81-98 epochs in their 6 minutes; the held-out checks took about 80 s.
 # Then here: tar -xzf FILES_AT/runs.tar.gz -C checkpoints/_runs
 #
-# What comes back: session.log (every stage's output), heldout.json, runs.tar.gz (the three
-# recorded-run folders: config.json, README.md, log.jsonl each).
+# What comes back: session.log (every stage's output), heldout.json, runs.tar.gz (a recorded-run
+# folder per run: config.json, README.md, log.jsonl each).
 #
 # A CPU smoke run (tiny model, seconds per stage):
 #   ARCH=weatnet_tiny DEVICE=cpu MINUTES=0.15 LIMIT=256 EVAL=64 HELDOUT_N=64 BATCH=64 OUT=/tmp/of-smoke \
