@@ -23,6 +23,8 @@ AA_N=${AA_N:-1000}
 RUNS=${RUNS:-runs}
 DEST=${DEST:-}                     # export folder (default: the repo's checkpoints/)
 TRAIN_EXTRA=${TRAIN_EXTRA:-}
+RESUME=${RESUME:-0}                # 1: a run folder that already holds epochs (a call stopped at the device tool's
+                                   # limit, its RUNS kept on the warm machine) is continued with --resume
 EXPORT_EXTRA=${EXPORT_EXTRA:-}
 
 methods=("$@")
@@ -33,9 +35,14 @@ dest_opts=()
 [ -n "$DEST" ] && dest_opts=(--dest "$DEST")
 
 train() {  # method, run folder, length (--epochs N or --minutes M), extra options
+  local again=()
+  if [ "$RESUME" = 1 ] && [ -f "$2/LATEST" ]; then
+    again=(--resume)
+    echo "== $1: continuing the run in $2 from its $(cat "$2/LATEST")"
+  fi
   # shellcheck disable=SC2086  # the length and the extra options are meant to split into words
   python -m weat_core train --method "$1" --arch "$ARCH" --dataset "$DATA" --device "$DEVICE" \
-    $3 --batch-size "$BATCH" --lr "$LR" --seed "$SEED" --out "$2" --quiet $4
+    $3 --batch-size "$BATCH" --lr "$LR" --seed "$SEED" --out "$2" --quiet "${again[@]}" $4
 }
 
 for m in "${methods[@]}"; do

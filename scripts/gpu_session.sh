@@ -65,6 +65,9 @@
 #   call 1 (timeout 600): TESTS_S=0 BENCH_S=0 SAMPLING_S=0 AA_N=0 KEEP=out/keep EPOCHS=100 BATCH=1024 LR=0.8 \
 #     TRAIN_EXTRA="--compile" bash scripts/gpu_session.sh weat-adv       # H200; on an H100: MINUTES=9 for EPOCHS=100
 #   call 2 at once: AA_ONLY=out/keep/ckpt/preactresnet18-weat-adv END_S=<timeout_s - 20> bash scripts/gpu_session.sh
+# If call 1 is stopped at the tool's limit before its export (nothing comes back), its run folder stays in
+# out/keep/runs on the warm machine: call it again at once with RESUME=1 and the same settings, which goes on
+# from its last complete epoch (recompiling, about 40 s) and exports; then the AA_ONLY call.
 # That replaces the shipped 58-epoch WEAT-adv (its TRADES and SAT twins then differ from it in length; say so).
 # LR=0.8 is the reference lr scaled to batch 1024, not a tuned one (below). `--ema 0.999` costs 0.1 % of the
 # speed on the H200 (call 3 above); on two 5-epoch one-cycle CPU runs the average was 1.4-1.75 points lower clean
@@ -110,6 +113,7 @@ AA_MIN_S=${AA_MIN_S:-120}     # at 600 s), and is skipped when less than AA_MIN_
 KEEP=${KEEP:-}                # a folder the device keeps between calls on a warm machine (ignored by git,
                               # e.g. out/keep): the checkpoint is exported there, and a copy comes back
 AA_ONLY=${AA_ONLY:-}          # a checkpoint folder kept by an earlier call: AutoAttack on it, nothing else
+# RESUME=1 (with KEEP and the first call's settings): continue a training run an earlier call left unfinished
 
 # shellcheck source=scripts/gpu_common.sh
 source "$(dirname "$0")/gpu_common.sh"
@@ -147,7 +151,11 @@ if [ -n "$AA_ONLY" ]; then
 else
   if [ -n "${EPOCHS:-}" ]; then length="$EPOCHS epochs"; else length="$MINUTES min"; fi
   stage "training $METHOD on $ARCH for $length, then export"
-  AA_N=0 DEST="$dest" RUNS="$(mktemp -d)" ARCH="$ARCH" DEVICE="$DEVICE" DATA="$DATA" MINUTES="$MINUTES" EPOCHS="${EPOCHS:-}" \
+  # the run folder lies under KEEP where there is one, so that a run the device tool stopped at its
+  # limit goes on in the next call on the warm machine with RESUME=1 (the same settings again)
+  runs=$(mktemp -d)
+  [ -n "$KEEP" ] && runs="$KEEP/runs" && mkdir -p "$runs"
+  AA_N=0 DEST="$dest" RUNS="$runs" RESUME="${RESUME:-0}" ARCH="$ARCH" DEVICE="$DEVICE" DATA="$DATA" MINUTES="$MINUTES" EPOCHS="${EPOCHS:-}" \
     bash "$(dirname "$0")/gpu_models.sh" "$METHOD" || { stage "training or export failed"; exit 1; }
   ckpt="$dest/$ARCH-$METHOD"
 fi

@@ -1125,6 +1125,51 @@ def test_gpu_session_script_in_two_calls(tmp_path):
     assert (out2 / "aa.json").is_file() and not (out2 / "ckpt" / "weatnet_tiny-sat" / "model.safetensors").exists()
 
 
+def test_gpu_session_run_stopped_by_the_tool_goes_on_with_resume(tmp_path):
+    """A training call the device tool stops at its limit (killed, nothing copied back) leaves its
+    run folder under KEEP on the warm machine; the same call again with RESUME=1 continues that run
+    from its last complete epoch instead of starting over, and exports the whole run."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    repo = Path(__file__).resolve().parents[1]
+    data = repo.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+    if shutil.which("bash") is None or not data.is_file():
+        pytest.skip("needs bash and the shared CIFAR-10 copy (../shared/data/cifar10-jpeg.tar.gz)")
+    keep, out1 = tmp_path / "keep", tmp_path / "out1"
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for exe in ("python", "python3"):
+        (bindir / exe).symlink_to(sys.executable)
+    settings = dict(EPOCHS="3", AA_N="0", KEEP=str(keep), BATCH="64", EXPORT_EXTRA="--n 32",
+                    TRAIN_EXTRA="--limit 1024 --eval-size 32 --eval-steps 1 --attack-steps 1")
+    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(repo),
+           "ARCH": "weatnet_tiny", "DEVICE": "cpu", "TESTS_S": "0", "BENCH_S": "0", "SAMPLING_S": "0",
+           "DATA": str(data), "OMP_NUM_THREADS": "1", "OUT": str(out1), **settings}
+    p = subprocess.Popen(["bash", "scripts/gpu_session.sh", "sat"], cwd=repo, env=env, start_new_session=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = keep / "runs" / "weatnet_tiny-sat-3ep"
+    t0 = time.time()
+    while not (run / "LATEST").exists() and p.poll() is None and time.time() - t0 < 300:
+        time.sleep(0.05)
+    os.killpg(p.pid, signal.SIGKILL)  # as the device tool stops a command at its limit
+    p.wait()
+    assert (run / "LATEST").exists()
+    first = (run / "LATEST").read_text().strip()
+    out2 = tmp_path / "out2"
+    r = _gpu_session(tmp_path, ["sat"], RESUME="1", OUT=str(out2), **settings)
+    log = (out2 / "session.log").read_text()
+    assert f"continuing the run in {run} from its {first}" in log, r.stdout[-2000:]
+    ck = out2 / "ckpt" / "weatnet_tiny-sat"
+    recs = [json.loads(x) for x in (ck / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in recs] == [1, 2, 3]  # the epochs of the first call kept, the rest added
+    assert json.loads((ck / "config.json").read_text())["training"]["epochs"] == 3
+
+
 def test_replanned_epochs_only_where_the_steps_taken_keep_their_learning_rates():
     """After the first epoch a budgeted run re-plans its epoch count at that epoch's real pace,
     but only where the steps already taken had exactly the learning rates the new count gives:
