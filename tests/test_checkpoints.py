@@ -619,3 +619,18 @@ def test_shipped_weights_classify_as_their_card_says(name, first_test_images):
         acc = sum((model(x[i:i + 250]).argmax(1) == y[i:i + 250]).sum().item() for i in range(0, len(y), 250)) / len(y)
     se = (stored * (1 - stored) / len(y)) ** 0.5
     assert abs(acc - stored) <= 4 * se, f"{name}: {acc:.1%} on the first 500 against {stored:.1%} stored"
+
+
+def test_card_gives_the_median_epochs_speed_beside_the_last():
+    """Runs that share a device speed up as the others finish, so a card's images/s is its median
+    epoch's, with the last epoch's beside it (a one- or two-epoch run gives the last alone)."""
+    from dataclasses import asdict
+
+    from weat_core.export.card import model_card
+    from weat_core.train import TrainConfig
+
+    cfg = {"arch": "weatnet_tiny", "method": "sat", "dataset": "cifar10",
+           "training": asdict(TrainConfig(method="sat", arch="weatnet_tiny", dataset="cifar10", epochs=3))}
+    recs = [{"epoch": e, "img_per_s": v, "time_s": 10.0} for e, v in ((1, 100.0), (2, 300.0), (3, 400.0))]
+    assert "images/s on the training machine: 300 in the median epoch, 400 in the last," in model_card("x", cfg, recs)
+    assert "images/s on the training machine: 300, total" in model_card("x", cfg, recs[:2])

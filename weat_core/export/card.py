@@ -186,8 +186,12 @@ def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
         lines += attacks_lines(attacks)
     if log_records:
         last = log_records[-1]
-        lines += ["## Training", "", f"- epochs: {last['epoch']}, images/s: {last.get('img_per_s', 0):.0f} "
-                  f"(on the training machine), total training time: "
+        speeds = sorted(r["img_per_s"] for r in log_records if r.get("img_per_s"))
+        # the median epoch, not the last: runs sharing a device speed up as the others finish
+        speed = (f"{speeds[len(speeds) // 2]:.0f} in the median epoch, {last.get('img_per_s', 0):.0f} in the last"
+                 if len(speeds) > 2 else f"{last.get('img_per_s', 0):.0f}")
+        lines += ["## Training", "", f"- epochs: {last['epoch']}, images/s on the training machine: {speed}, "
+                  "total training time: "
                   f"{sum(r.get('time_s', 0) for r in log_records) / 60:.1f} min",
                   "- per-epoch records (energies, ΔE, accuracies on fixed subsets): `log.jsonl`"]
         planned = t.get("epochs") if len(cfg.get("stages") or [t]) == 1 else None
