@@ -77,30 +77,36 @@ run_name() {  # METHOD or METHOD@LR -> the run's folder name: of-METHOD or of-ME
 }
 TRAIN_EXTRA=${TRAIN_EXTRA:-}  # more train options, e.g. "--compile --compile-mode reduce-overhead" (CUDA graphs: a batch
                               # of 128 keeps an eager run launching kernels, not computing); a compiled run that
-                              # fails before its first epoch trains again without them in the time it has left
+                              # fails before its first epoch trains again without torch.compile in the time it has left
 train_one() {  # $1 METHOD or METHOD@LR, $2 run folder; succeeds when the run wrote a checkpoint (a run stopped
                # by the time limit ships the epochs it finished)
-  local method=${1%@*} lr=$LR t_start rc left
+  local method=${1%@*} lr=$LR t_start rc left eager
   [[ "$1" == *@* ]] && lr=${1#*@}
+  train() {  # $1 time limit (s), then the length and the extra options
+    local limit=$1
+    shift
+    timeout "$limit" python3 -m weat_core train --method "$method" --arch "$ARCH" --dataset "$DATA" --device "$DEVICE" \
+      --batch-size "$BATCH" --lr "$lr" --schedule step --limit "$LIMIT" --eval-size "$EVAL" --eval-steps 10 \
+      --seed "$SEED" --out "$run" --quiet "$@"
+  }
+  local run=$2
   t_start=$(date +%s)
   # shellcheck disable=SC2086  # TRAIN_EXTRA is meant to split into words
-  timeout "$TRAIN_LIMIT_S" python3 -m weat_core train --method "$method" --arch "$ARCH" --dataset "$DATA" --device "$DEVICE" \
-    "${budget[@]}" --batch-size "$BATCH" --lr "$lr" --schedule step --limit "$LIMIT" \
-    --eval-size "$EVAL" --eval-steps 10 --seed "$SEED" --out "$2" --quiet $TRAIN_EXTRA
+  train "$TRAIN_LIMIT_S" "${budget[@]}" $TRAIN_EXTRA
   rc=$?
   left=$(( TRAIN_LIMIT_S - ($(date +%s) - t_start) ))
-  if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ ! -f "$2/LATEST" ] && [[ " $TRAIN_EXTRA " == *" --compile"* ]] && [ $left -gt 60 ]; then
-    echo "the compiled run failed before its first epoch (above); training without TRAIN_EXTRA for the $left s left"
-    rm -rf "$2"
+  eager=$(echo " $TRAIN_EXTRA " | sed -E 's/ --compile-mode +[^ ]+ / /g; s/ --compile / /g')  # as gpu_models.sh does
+  if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ ! -f "$run/LATEST" ] && [ "$eager" != " $TRAIN_EXTRA " ] && [ $left -gt 60 ]; then
+    echo "the compiled run failed before its first epoch (above); training without torch.compile for the $left s left"
+    rm -rf "$run"
     local again=(--minutes "$(python3 -c "print(round(($left - 45) / 60 / 1.05, 2))")")
     [ -n "$EPOCHS" ] && again=(--epochs "$EPOCHS")
-    timeout "$left" python3 -m weat_core train --method "$method" --arch "$ARCH" --dataset "$DATA" --device "$DEVICE" \
-      "${again[@]}" --batch-size "$BATCH" --lr "$lr" --schedule step --limit "$LIMIT" \
-      --eval-size "$EVAL" --eval-steps 10 --seed "$SEED" --out "$2" --quiet
+    # shellcheck disable=SC2086
+    train "$left" "${again[@]}" $eager
     rc=$?
   fi
   [ $rc -eq 124 ] && echo "stopped after $TRAIN_LIMIT_S s (TRAIN_LIMIT_S); the finished epochs ship"
-  [ -f "$2/LATEST" ]
+  [ -f "$run/LATEST" ]
 }
 done_runs=()
 finish() {  # $1 method, $2 run folder, $3 train_one's status
