@@ -216,6 +216,21 @@ def test_missing_cifar10_offline_is_one_clear_sentence(tmp_path, no_network):
 
 
 @pytest.mark.parametrize("download", [False, True])
+def test_missing_cifar10_names_a_class_folder_copy_beside_it(tmp_path, no_network, download):
+    """$WEAT_DATA_DIR/cifar10/{train,test} is the layout the app lists; a command asking for the
+    torchvision copy in that folder is told where the class-folder copy is and how to use it."""
+    (tmp_path / "cifar10" / "test" / "cat").mkdir(parents=True)
+    with pytest.raises(WeatError) as err:
+        load_split("cifar10", "test", root=tmp_path, download=download)
+    msg = str(err.value)
+    _check_missing_message(msg, "CIFAR10")
+    assert f"--dataset {tmp_path / 'cifar10'}" in msg
+    with pytest.raises(WeatError) as err:  # a copy without the asked split is not offered
+        load_split("cifar10", "train", root=tmp_path, download=download)
+    assert "--dataset" not in str(err.value)
+
+
+@pytest.mark.parametrize("download", [False, True])
 @pytest.mark.parametrize("name", ["cifar100", "svhn", "tinyimagenet"])
 def test_missing_datasets(name, download, tmp_path, no_network):
     with pytest.raises(WeatError) as err:

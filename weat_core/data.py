@@ -89,11 +89,21 @@ def data_root(root: Optional[os.PathLike | str] = None) -> Path:
     return Path.home() / ".cache" / "weat_lens" / "data"
 
 
-def _missing(what: str, root: Path, why: str) -> WeatError:
-    return WeatError(
-        f"{what} is not in {root} and could not be downloaded ({why}); set WEAT_DATA_DIR (or --data-dir) to a "
-        "folder that holds it, or pass a folder of train/ and test/ class folders as the dataset"
-    )
+def _missing(what: str, root: Path, why: str, copy: Optional[Path] = None) -> WeatError:
+    if copy is not None:  # e.g. the shared tarball unpacked into $WEAT_DATA_DIR/cifar10, as the app reads it
+        hint = (f"a class-folder copy is at {copy}: pass it as the dataset (--dataset {copy}), or set "
+                "WEAT_DATA_DIR (or --data-dir) to a folder that holds the torchvision files")
+    else:
+        hint = ("set WEAT_DATA_DIR (or --data-dir) to a folder that holds it, or pass a folder of train/ and test/ "
+                "class folders as the dataset")
+    return WeatError(f"{what} is not in {root} and could not be downloaded ({why}); {hint}")
+
+
+def _folder_copy(root: Path, name: str, split: str) -> Optional[Path]:
+    """`root/name` when it is a class-folder copy of the dataset with this split (the app lists such
+    folders), so that a missing torchvision copy can point to it."""
+    d = root / name
+    return d if any((d / s).is_dir() for s in _split_names(split)) else None
 
 
 def _torchvision_split(name: str, split: str, root: Path, download: bool) -> ImageSet:
@@ -108,13 +118,14 @@ def _torchvision_split(name: str, split: str, root: Path, download: bool) -> Ima
     try:
         ds = makers[name](False)
     except (RuntimeError, FileNotFoundError, OSError):
+        copy = _folder_copy(root, name, split)
         if not download:
-            raise _missing(name.upper(), root, "downloads are off") from None
+            raise _missing(name.upper(), root, "downloads are off", copy) from None
         try:
             root.mkdir(parents=True, exist_ok=True)
             ds = makers[name](True)
         except Exception as e:  # URLError, HTTPError, timeouts, disk errors
-            raise _missing(name.upper(), root, f"{type(e).__name__}: {e}".strip()) from None
+            raise _missing(name.upper(), root, f"{type(e).__name__}: {e}".strip(), copy) from None
     if name == "svhn":
         x = torch.from_numpy(np.ascontiguousarray(ds.data))  # (N, 3, 32, 32)
         y = torch.as_tensor(ds.labels, dtype=torch.long)
