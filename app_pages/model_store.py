@@ -65,9 +65,8 @@ def recorded_runs() -> list[dict[str, Any]]:
 
 def _recipe(cfg: dict[str, Any]) -> tuple:
     """What a recorded run shares with the runs it was trained beside, apart from its method and
-    length: model, data, batch, learning rate and schedule, ε."""
-    t = cfg.get("training") or {}
-    return (cfg.get("arch"), t.get("limit"), t.get("batch_size"), t.get("lr"), t.get("schedule"), t.get("eps"))
+    length: dataset, model, data, batch, learning rate and schedule, ε."""
+    return lens.training_recipe(cfg, length=False)
 
 
 def _sgd_steps(cfg: dict[str, Any]) -> Optional[int]:

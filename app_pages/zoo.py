@@ -16,8 +16,10 @@ st.markdown("Mirza et al. (2024) report that stronger robust classifiers have **
 
 
 
-def scatter(res: pd.DataFrame, rob: str, title: str, key: str) -> None:
-    """Robust accuracy against |ΔE|, one labelled point per model (log x when the gaps span decades)."""
+def scatter(res: pd.DataFrame, rob: str, title: str, key: str, recipes: dict) -> None:
+    """Robust accuracy against |ΔE|, one labelled point per model (log x when the gaps span decades), and
+    under it whether the models bear out Observation 3, across them all and within the groups trained alike
+    (`recipes`: model → `lens.training_recipe`)."""
     res = res.dropna(subset=[rob, "|ΔE|"])
     if res.empty:
         return
@@ -49,14 +51,30 @@ def scatter(res: pd.DataFrame, rob: str, title: str, key: str) -> None:
     trend = lens.gap_trend(res, rob)
     if trend is None:
         st.caption("Observation 3 needs at least three robust models with different numbers to show a trend.")
+        return
+    says = {"holds": "the gap shrinks as robustness grows, as the paper reports",
+            "runs against it": "here the gap grows with robustness, against the paper's observation",
+            "no clear trend": "no clear trend either way"}
+    text = (f"Observation 3 across the {trend['n']} robust models here (standard training left out): Spearman's ρ "
+            f"between {rob} and |ΔE| is {trend['rho']:+.2f}, which a random order of these models matches or beats "
+            f"{trend['p']:.0%} of the time: **{says[trend['verdict']]}**. ")
+    within = lens.gap_trend_within(res, recipes, rob)
+    if within is None:
+        text += ("The models also differ in architecture, training length and data, which move both numbers; the "
+                 "paper's claim is about robustness alone.")
     else:
-        says = {"holds": "the gap shrinks as robustness grows, as the paper reports",
-                "runs against it": "here the gap grows with robustness, against the paper's observation",
-                "no clear trend": "no clear trend either way"}[trend["verdict"]]
-        st.caption(f"Observation 3 across the {trend['n']} robust models here (standard training left out): Spearman's "
-                   f"ρ between {rob} and |ΔE| is {trend['rho']:+.2f}: **{says}**. The models also differ in "
-                   "architecture, training length and data, which move both numbers; the paper's claim is about "
-                   "robustness alone.")
+        groups = "; ".join(f"{g['rho']:+.2f} for {', '.join(g['models'])}" for g in within["groups"])
+        text += (f"The models also differ in architecture, training length and data, which move both numbers. Within "
+                 f"the {len(within['groups'])} group{'s' * (len(within['groups']) > 1)} trained alike (model, data, "
+                 f"schedule and length; only the method differs), ρ is {groups}")
+        if len(within["groups"]) > 1:
+            text += (f"; together {within['rho']:+.2f}, which random orders within the groups match "
+                     f"{within['p']:.0%} of the time")
+        text += f": **{says[within['verdict']]}**."
+        if max(g["n"] for g in within["groups"]) < 5:
+            text += (" A group of three or four models cannot show a trend on its own: by chance, its most extreme "
+                     "order comes one time in twelve or more often.")
+    st.caption(text)
 
 
 def acc_format(df: pd.DataFrame):
@@ -66,6 +84,7 @@ def acc_format(df: pd.DataFrame):
 
 
 infos = model_store.checkpoint_infos()
+recipes = {i["name"]: lens.training_recipe(i["config"]) for i in infos}
 st.subheader("Recorded metrics")
 if infos:
     rec = lens.recorded_table(infos)
@@ -78,7 +97,7 @@ if infos:
                "the other way, by more than two standard errors, at 8/255 (`python -m weat_core landscape --store`, "
                "the energy landscape page's attacks and settings; each model card has the whole table).")
     if "pgd20_acc" in rec:
-        scatter(rec, "pgd20_acc", "recorded: PGD-20 accuracy against the energy gap |ΔE|", "zoo_rec_scatter")
+        scatter(rec, "pgd20_acc", "recorded: PGD-20 accuracy against the energy gap |ΔE|", "zoo_rec_scatter", recipes)
     grid = lens.observation1_grid(infos)
     if not grid.empty:
         st.subheader("Observation 1, attack by attack")
@@ -130,7 +149,7 @@ res = st.session_state.get("zoo_result")
 if res is not None and not res.empty:
     st.dataframe(acc_format(res), hide_index=True)
     rob = [k for k in res.columns if k.endswith("_acc") and k != "clean_acc"][0]
-    scatter(res, rob, f"robustness ({rob}) against the natural–adversarial energy gap |ΔE|", "zoo_scatter")
+    scatter(res, rob, f"robustness ({rob}) against the natural–adversarial energy gap |ΔE|", "zoo_scatter", recipes)
     pairs = st.session_state.get("zoo_pairs")
     if pairs is not None and not pairs.empty:
         ref = res["model"].iloc[0]

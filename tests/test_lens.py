@@ -314,13 +314,70 @@ def test_gap_trend_is_spearmans_rho_over_the_robust_models():
     table = pd.DataFrame(rows, columns=["model", "method", "pgd20_acc", "|ΔE|"])
     # accuracy ranks a4 b3 c2 d1, gap ranks a1 b2 c4 d3: d = 3, 1, -2, -2 → Σd² = 18 → ρ = 1 − 108/60
     trend = lens.gap_trend(table)
-    assert trend["n"] == 4 and trend["rho"] == pytest.approx(1 - 6 * 18 / (4 * 15)) and trend["verdict"] == "holds"
+    assert trend["n"] == 4 and trend["rho"] == pytest.approx(1 - 6 * 18 / (4 * 15))
+    # of the 24 orders of four, those with |ρ| ≥ 0.8: the two perfect ones and the three at ±0.8 each way
+    assert trend["p"] == pytest.approx(8 / 24) and trend["verdict"] == "no clear trend"
     rising = table.assign(**{"|ΔE|": [8.4, 0.30, 0.20, 0.10, 0.05]})  # the gap grows with robustness
-    assert lens.gap_trend(rising)["rho"] == pytest.approx(1.0) and lens.gap_trend(rising)["verdict"] == "runs against it"
+    assert lens.gap_trend(rising)["rho"] == pytest.approx(1.0)
+    assert lens.gap_trend(rising)["p"] == pytest.approx(2 / 24)  # four models: never beyond chance
     flat = table.assign(**{"|ΔE|": [8.4, 0.10, 0.30, 0.30, 0.10]})  # ties: average ranks, ρ = 0
-    assert lens.gap_trend(flat)["rho"] == pytest.approx(0.0) and lens.gap_trend(flat)["verdict"] == "no clear trend"
+    assert lens.gap_trend(flat)["rho"] == pytest.approx(0.0) and lens.gap_trend(flat)["p"] == pytest.approx(1.0)
     assert lens.gap_trend(table.iloc[:3]) is None  # two robust models: no trend to speak of
     assert lens.gap_trend(table.drop(columns="|ΔE|")) is None
+    six = pd.DataFrame({"model": list("uvwxyz"), "method": "trades", "pgd20_acc": np.linspace(0.2, 0.5, 6),
+                        "|ΔE|": np.linspace(0.6, 0.1, 6)})
+    assert lens.gap_trend(six)["p"] == pytest.approx(2 / 720) and lens.gap_trend(six)["verdict"] == "holds"
+    against = lens.gap_trend(six.assign(**{"|ΔE|": np.linspace(0.1, 0.6, 6)}))
+    assert against["rho"] == pytest.approx(1.0) and against["verdict"] == "runs against it"
+
+
+def test_rank_corr_p_draws_match_the_exact_count():
+    """Above seven values the p-value comes from seeded random pairings; it agrees with the
+    count over all 362,880 orders of nine and never reaches 0."""
+    import itertools
+
+    a = np.array([1, 2, 3, 4, 5, 6, 7, 8, 9], float)
+    b = np.array([2, 1, 4, 3, 6, 5, 9, 7, 8], float)
+    rho = 1 - 6 * np.sum((a - b) ** 2) / (9 * 80)  # 0.933…
+    d2 = np.sum((np.array(list(itertools.permutations(a))) - b) ** 2, axis=1)  # (9!,) Σd² of every order
+    exact = np.mean(np.abs(1 - 6 * d2 / (9 * 80)) >= rho - 1e-12)
+    assert lens.rank_corr_p(a, b) == pytest.approx(exact, abs=0.003)
+    assert 0 < lens.rank_corr_p(a, a) < 1e-3
+    assert lens.rank_corr_p(a, a) == lens.rank_corr_p(a, a)  # seeded
+
+
+def test_gap_trend_within_groups_models_trained_alike():
+    """Pooled models trained differently can show a trend their groups do not: here each group
+    of models trained alike has the paper's order (ρ = −1), while across groups the more robust
+    group has the larger gaps (pooled ρ > 0). Models without a recipe are left out."""
+    rows = [(f"{g}{i}", "trades", acc, gap) for g, base, gbase in (("p", 0.45, 0.5), ("w", 0.30, 0.1))
+            for i, (acc, gap) in enumerate([(base, gbase + 0.2), (base + 0.02, gbase + 0.1), (base + 0.04, gbase)])]
+    table = pd.DataFrame(rows + [("alone", "sat", 0.9, 0.9), ("w-std", "standard", 0.0, 8.0)],
+                         columns=["model", "method", "pgd20_acc", "|ΔE|"])
+    recipes = {m: ("preact" if m.startswith("p") else "weatnet") for m in table["model"] if m != "alone"}
+    assert lens.gap_trend(table.iloc[:6])["rho"] > 0
+    within = lens.gap_trend_within(table, recipes)
+    assert [g["models"] for g in within["groups"]] == [["p0", "p1", "p2"], ["w0", "w1", "w2"]]  # no standard model
+    assert all(g["rho"] == pytest.approx(-1.0) and g["p"] == pytest.approx(2 / 6) for g in within["groups"])
+    # both groups perfect the paper's way: 2 of 6 orders each way per group → P(|mean ρ| = 1) = 2 · (1/6)² = 1/18
+    assert within["rho"] == pytest.approx(-1.0) and within["n"] == 6
+    assert within["p"] == pytest.approx(1 / 18, abs=0.006) and within["verdict"] == "no clear trend"
+    assert lens.gap_trend_within(table, {"p0": 1, "p1": 1}) is None  # no group of three
+    assert lens.gap_trend_within(table.drop(columns="model"), recipes) is None
+
+
+def test_training_recipe_tells_models_trained_alike_apart():
+    cfg = {"dataset": "cifar10", "arch": "weatnet_s", "arch_kwargs": {},
+           "training": {"limit": 5000, "batch_size": 128, "lr": 0.05, "schedule": "step", "eps": 8 / 255,
+                        "epochs": 50, "seed": 1, "method": "sat"}}
+    other_method = {**cfg, "method": "trades", "training": {**cfg["training"], "method": "trades", "seed": 0}}
+    assert lens.training_recipe(cfg) == lens.training_recipe(other_method)
+    wider = {**cfg, "arch_kwargs": {"width": 48}}
+    longer = {**cfg, "training": {**cfg["training"], "epochs": 100}}
+    staged = {**cfg, "stages": [{}, {}]}
+    assert len({lens.training_recipe(c) for c in (cfg, wider, longer, staged)}) == 4
+    assert lens.training_recipe(cfg, length=False) == lens.training_recipe(longer, length=False)
+    assert lens.training_recipe({}) == lens.training_recipe({"training": {}})  # an old config without settings
 
 
 def test_training_log_and_phases(tmp_path):

@@ -12,7 +12,8 @@ numbers can be computed from a notebook:
 - `trades_decomposition` KL(p(·|x) ‖ p(·|x*)) = E_{k∼p(·|x)}[E(x*,k) − E(x,k)] + E(x) − E(x*)
 - `weight_curve`, `weights_of`  the WEAT weight w(x) = 1/softplus(|E(x)|)
 - `decode_image`, `load_uploaded_checkpoint`  untrusted user input → tensors / models; `checkpoint_zip` the way back
-- `zoo_table`, `paired_table` (models compared image by image), `gap_trend`, `describe_model`,
+- `zoo_table`, `paired_table` (models compared image by image), `gap_trend` (and `gap_trend_within` groups of
+  models trained alike, `training_recipe`), `describe_model`,
   `load_training_log`, `training_phases`, `TrainingJob`
 
 A model handed to these functions is never changed (attacks only take input gradients, and
@@ -30,7 +31,7 @@ Modules (everything public is re-exported here, so `from weat_core import lens` 
 - `uploads`        `decode_image`, `load_uploaded_checkpoint` and their limits; `checkpoint_zip` (a model as one download)
 - `datasets`       `find_datasets`, `demo_images`, `image_grid_png`
 - `zoo`            `describe_model`, `recorded_table`, `observation1_grid`, `zoo_table`, `paired_table`,
-                   `gap_trend`
+                   `gap_trend`, `gap_trend_within`, `rank_corr_p`, `training_recipe`
 - `training_job`   `load_training_log`, `history_frame`, `training_phases`, `runs_summary`, `stage_starts`,
                    `TrainingJob`
 """
@@ -73,12 +74,13 @@ from .uploads import (  # noqa: F401 - the limits are public, not in __all__
     decode_image,
     load_uploaded_checkpoint,
 )
-from .zoo import describe_model, gap_trend, observation1_grid, paired_table, recorded_table, zoo_table
+from .zoo import (describe_model, gap_trend, gap_trend_within, observation1_grid, paired_table, rank_corr_p,
+                  recorded_table, training_recipe, zoo_table)
 
 __all__ = [
     "ATTACKS", "EXPECTED_SHIFT", "AttackSpec", "Landscape", "Trajectory", "TrainingJob", "attack_from", "batch_size_for", "attack_trajectory", "bf16_ok",
-    "checkpoint_zip", "decode_image", "demo_images", "describe_model", "energy_landscape", "gap_trend", "find_datasets", "image_grid_png",
-    "load_training_log", "load_uploaded_checkpoint", "observation1", "observation1_grid", "prepare", "recorded_table", "runs_summary", "stage_starts",
+    "checkpoint_zip", "decode_image", "demo_images", "describe_model", "energy_landscape", "gap_trend", "gap_trend_within", "find_datasets", "image_grid_png",
+    "load_training_log", "load_uploaded_checkpoint", "observation1", "observation1_grid", "prepare", "rank_corr_p", "recorded_table", "runs_summary", "stage_starts",
     "lowers_from", "strength_sweep", "steps_sweep", "sweep_summary", "shift_by_outcome", "outcome_summary", "OUTCOMES",
-    "trades_decomposition", "training_phases", "weight_curve", "weights_of", "zoo_table", "paired_table",
+    "trades_decomposition", "training_phases", "training_recipe", "weight_curve", "weights_of", "zoo_table", "paired_table",
 ]

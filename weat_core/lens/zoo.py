@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Optional, Sequence
+import itertools
+import json
+from typing import Any, Callable, Hashable, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -118,16 +120,85 @@ def gap_trend(table: pd.DataFrame, rob: str = "pgd20_acc") -> Optional[dict[str,
     """Observation 3 across the models of a `recorded_table` or `zoo_table`: Spearman's rank
     correlation between robust accuracy (`rob`) and the energy gap |ΔE| over the robust models
     (standard training left out, whose gap is of another kind). Negative: the gap shrinks as
-    robustness grows, as Mirza et al. (2024) report. `{"rho", "n", "verdict"}` ("holds" at
-    ρ ≤ −0.3, "runs against it" at ρ ≥ 0.3, else "no clear trend"); None under three models or
-    when either column is constant."""
+    robustness grows, as Mirza et al. (2024) report. `{"rho", "p", "n", "verdict"}`: `p` is the
+    two-sided permutation p-value (`rank_corr_p`), and the verdict is "holds" (ρ < 0) or "runs
+    against it" (ρ > 0) at p < 0.05, else "no clear trend" (always so under five models: no
+    order of three or four is rarer than that by chance). None under three models or when
+    either column is constant."""
     if rob not in table or "|ΔE|" not in table:
         return None
     t = table[table["method"] != "standard"] if "method" in table else table
     t = t.dropna(subset=[rob, "|ΔE|"])
     if len(t) < 3 or t[rob].nunique() < 2 or t["|ΔE|"].nunique() < 2:
         return None
-    rho = float(t[rob].rank().corr(t["|ΔE|"].rank()))  # Pearson on average ranks: Spearman's ρ, ties included
-    verdict = "holds" if rho <= -0.3 else "runs against it" if rho >= 0.3 else "no clear trend"
-    return {"rho": rho, "n": int(len(t)), "verdict": verdict}
+    ra, rb = t[rob].rank().to_numpy(float), t["|ΔE|"].rank().to_numpy(float)  # average ranks: ties included
+    rho = float(np.corrcoef(ra, rb)[0, 1])  # Pearson on ranks: Spearman's ρ
+    p = rank_corr_p(ra, rb)
+    verdict = "no clear trend" if p >= 0.05 else "holds" if rho < 0 else "runs against it"
+    return {"rho": rho, "p": p, "n": int(len(t)), "verdict": verdict}
 
+
+def rank_corr_p(ra: np.ndarray, rb: np.ndarray, draws: int = 20_000, seed: int = 0) -> float:
+    """Two-sided permutation p-value of the correlation of two rank vectors: the share of pairings
+    of the ranks whose |ρ| is at least the one found. Every pairing up to 7 values (5,040),
+    else `draws` random ones (seeded; (k + 1) / (draws + 1), so never 0)."""
+    a, b = ra - ra.mean(), rb - rb.mean()
+    a, b = a / np.linalg.norm(a), b / np.linalg.norm(b)
+    n, found = len(a), abs(float(a @ b)) - 1e-12
+    if n <= 7:
+        perms = np.array(list(itertools.permutations(range(n))))  # (n!, n)
+        return float(np.mean(np.abs(a[perms] @ b) >= found))
+    perms = np.random.default_rng(seed).permuted(np.tile(np.arange(n), (draws, 1)), axis=1)  # (draws, n)
+    return float((np.sum(np.abs(a[perms] @ b) >= found) + 1) / (draws + 1))
+
+
+def training_recipe(cfg: Mapping[str, Any], length: bool = True) -> tuple:
+    """How a checkpoint or recorded run (its config.json) was trained, its method and seed apart:
+    dataset, model and its settings (width), how many training images (`--limit`), batch,
+    learning rate and schedule, ε, and with `length` the planned epochs and the number of
+    stages (`train --init` fine-tunes). Models with one recipe were trained alike, so what
+    differs between them comes from the method (and the seed)."""
+    t = cfg.get("training") or {}
+    key: tuple = (cfg.get("dataset"), cfg.get("arch"), json.dumps(cfg.get("arch_kwargs") or {}, sort_keys=True),
+                  t.get("limit"), t.get("batch_size"), t.get("lr"), t.get("schedule"), t.get("eps"))
+    return key + (t.get("epochs"), len(cfg.get("stages") or ())) if length else key
+
+
+def gap_trend_within(table: pd.DataFrame, recipes: Mapping[str, Hashable],
+                     rob: str = "pgd20_acc") -> Optional[dict[str, Any]]:
+    """Observation 3 within groups of models trained alike (`recipes`: model → its
+    `training_recipe`; models without one are left out). Across groups, architecture, length
+    and data move robustness and |ΔE| together, which can hide or invert the relation the paper
+    states for robustness alone; within a group only the method differs. `{"groups", "rho", "p",
+    "n", "verdict"}`: `groups` holds `gap_trend` of every group of at least three robust models
+    (with its `models`), largest first; `rho` is the mean of their ρ, and `p` its two-sided
+    permutation p-value with ranks shuffled only within each group (seeded draws), the verdict
+    as `gap_trend`'s. None without such a group."""
+    if "model" not in table:
+        return None
+    keyed = table[table["model"].isin(list(recipes))]
+    members: dict[Hashable, list[str]] = {}
+    for m in keyed["model"]:
+        members.setdefault(recipes[m], []).append(m)
+    groups, units = [], []
+    for models in members.values():
+        sub = keyed[keyed["model"].isin(models)]
+        trend = gap_trend(sub, rob)
+        if trend is None:
+            continue
+        robust = (sub[sub["method"] != "standard"] if "method" in sub else sub).dropna(subset=[rob, "|ΔE|"])
+        groups.append({"models": robust["model"].tolist(), **trend})
+        a, b = robust[rob].rank().to_numpy(float), robust["|ΔE|"].rank().to_numpy(float)
+        a, b = a - a.mean(), b - b.mean()
+        units.append((a / np.linalg.norm(a), b / np.linalg.norm(b)))
+    if not groups:
+        return None
+    rho = float(np.mean([a @ b for a, b in units]))
+    rng, draws = np.random.default_rng(0), 20_000
+    null = np.zeros(draws)
+    for a, b in units:  # each group's ρ under a shuffle of its own ranks
+        null += rng.permuted(np.tile(a, (draws, 1)), axis=1) @ b
+    p = float((np.sum(np.abs(null / len(units)) >= abs(rho) - 1e-12) + 1) / (draws + 1))
+    verdict = "no clear trend" if p >= 0.05 else "holds" if rho < 0 else "runs against it"
+    return {"groups": sorted(groups, key=lambda g: (-g["n"], g["models"])), "rho": rho, "p": p,
+            "n": int(sum(g["n"] for g in groups)), "verdict": verdict}
