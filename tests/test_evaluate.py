@@ -174,6 +174,22 @@ def test_parse_eps_rejects_what_is_not_a_number(text):
         ev.parse_eps(text)
 
 
+def test_an_linf_radius_above_the_pixel_range_is_refused_with_the_fraction_to_write(trained_tiny, tmp_path, capsys):
+    """`--eps 8` meant 8/255: as a fraction of [0, 1] it would let an attack paint any image, so
+    eval, compare and train refuse it, saying what to write; an L2 radius may exceed 1."""
+    from weat_core.cli import main
+
+    with pytest.raises(WeatError, match=r"an L∞ ε of 8 is more than the whole pixel range \[0, 1\].*write 8/255"):
+        ev.parse_radius("8")
+    assert ev.parse_radius("8/255") == pytest.approx(8 / 255) and ev.parse_radius("1") == 1.0
+    assert ev.parse_radius("3", norm="l2") == 3.0
+    for argv in (["eval", "--checkpoint", "x", "--eps", "8"], ["compare", "--checkpoints", "x,y", "--eps", "8"],
+                 ["train", "--method", "sat", "--dataset", str(tmp_path), "--eps", "8", "--out", str(tmp_path / "r")]):
+        assert main([*argv, "--quiet"]) == 2
+        assert "write 8/255" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()  # refused before anything was written
+
+
 def test_a_given_step_size_reaches_the_attacks_and_the_result(trained_tiny, synthetic_batch, monkeypatch):
     x, y = synthetic_batch
     seen = []

@@ -815,9 +815,12 @@ def test_cli_landscape_prints_stores_and_writes_json(folder_dataset, tmp_path, c
     assert f"landscape --checkpoint tiny --dataset {folder_dataset} --attacks PGD,PGD-T,FAB-T,Square --steps 2 --n 20" in cmd
     assert cmd in card
     for bad, says in ((["--attacks", "PGD,FGSM"], "--attacks takes the page's attacks"),
-                      (["--eps", "4", "--store"], "ε = 8/255 only")):
+                      (["--eps", "4", "--store"], "ε = 8/255 only"),
+                      (["--eps", "2040"], "units of 1/255 (8 means 8/255), so at most 255; got 2040")):
         assert main(["landscape", "--checkpoint", str(d), "--quiet", *bad]) == 2
         assert says in capsys.readouterr().err
+    assert main(["sweep", "--checkpoint", str(d), "--quiet", "--eps", "8,300"]) == 2
+    assert "so at most 255; got 300" in capsys.readouterr().err
 
 
 def test_heldout_script_measures_best_and_last_away_from_the_per_epoch_subset(folder_dataset, tmp_path):

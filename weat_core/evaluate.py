@@ -39,6 +39,16 @@ def parse_eps(s: str | float) -> float:
         raise WeatError(f"{s!r} is not a number: write it as a fraction such as 8/255 or a decimal such as 0.5") from None
 
 
+def parse_radius(s: str | float, norm: str = "linf") -> float:
+    """`parse_eps` for an attack radius. An L∞ radius above 1 covers the whole pixel range [0, 1],
+    so "8" almost surely meant 8/255: it is refused with the fraction to write."""
+    v = parse_eps(s)
+    if norm == "linf" and v > 1:
+        raise WeatError(f"an L∞ ε of {v:g} is more than the whole pixel range [0, 1]; radii are fractions of it, "
+                        f"so write {v:g}/255 for {v:g} pixel levels")
+    return v
+
+
 def per_255(v: float) -> str:
     """The inverse of `parse_eps` for radii and steps: 0.0313… → "8/255", 0.00196… → "0.5/255"."""
     return f"{round(v * 255, 4):g}/255"

@@ -60,13 +60,13 @@ def _cmd_eval(args) -> int:
     from pathlib import Path
 
     from ..checkpoints import load
-    from ..evaluate import correct_bits, evaluate, format_table, parse_eps
+    from ..evaluate import correct_bits, evaluate, format_table, parse_eps, parse_radius
     from ..lens._common import prepare
 
     # the settings are checked before anything is loaded
     if args.store and args.amp:
         raise WeatError("--store keeps fp32 measurements only (the shipped metrics are fp32); drop --amp to store")
-    eps = parse_eps(args.eps) if args.eps else (8 / 255 if args.norm == "linf" else 0.5)
+    eps = parse_radius(args.eps, args.norm) if args.eps else (8 / 255 if args.norm == "linf" else 0.5)
     alpha = parse_eps(args.alpha) if args.alpha else None
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
     if args.store and (args.norm != "linf" or abs(eps - 8 / 255) > 1e-9 or args.seed != 0 or alpha is not None):
@@ -163,7 +163,7 @@ def _cmd_compare(args) -> int:
 
     from ..checkpoints import load
     from ..data import load_split
-    from ..evaluate import compare_results, correct_bits, evaluate, parse_eps
+    from ..evaluate import compare_results, correct_bits, evaluate, parse_radius
     from ..lens._common import prepare
 
     names = list(dict.fromkeys(c.strip() for c in args.checkpoints.split(",") if c.strip()))
@@ -172,7 +172,7 @@ def _cmd_compare(args) -> int:
     if args.n is not None and args.n < 1:
         raise WeatError("--n must be at least 1")
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip() and a.strip() != "clean"]
-    eps = parse_eps(args.eps) if args.eps else 8 / 255
+    eps = parse_radius(args.eps) if args.eps else 8 / 255
     device = pick_device(args.device)
     reused = _reused(args.reuse, names)
     # every checkpoint to measure is loaded before any work

@@ -68,7 +68,7 @@ def add_commands(sub) -> None:
 def _cmd_train(args) -> int:
     from pathlib import Path
 
-    from ..evaluate import parse_eps
+    from ..evaluate import parse_eps, parse_radius
     from ..train import TrainConfig, train
 
     try:
@@ -79,7 +79,7 @@ def _cmd_train(args) -> int:
     out = args.out or f"runs/{args.method}-{args.arch}-{ds_tag}"
     names = {f.name for f in fields(TrainConfig)}
     kw = {k: v for k, v in vars(args).items() if k in names}
-    kw.update(eps=parse_eps(args.eps), alpha=parse_eps(args.alpha), out=out, arch_kwargs=arch_kwargs)
+    kw.update(eps=parse_radius(args.eps), alpha=parse_eps(args.alpha), out=out, arch_kwargs=arch_kwargs)
     cfg = TrainConfig(**kw)
     log.info("training %s with %s on %s → %s", cfg.arch, cfg.method, cfg.dataset, out)
     res = train(cfg, progress=not args.quiet, resume=args.resume)
