@@ -106,3 +106,19 @@ def test_default_cpu_arch_is_one_name():
 
     assert DEFAULT_CPU_ARCH is weat_core.DEFAULT_CPU_ARCH == TrainConfig().arch
     assert DEFAULT_CPU_ARCH in list_archs()
+
+
+@pytest.mark.parametrize("argv", [["eval", "--checkpoint", "x", "--n", "0"],
+                                  ["compare", "--checkpoints", "x,y", "--batch-size", "-4"],
+                                  ["train", "--method", "sat", "--epochs", "0"],
+                                  ["train", "--method", "sat", "--limit", "ten"],
+                                  ["generate", "--checkpoint", "x", "--out", "o", "--per-class", "0"]])
+def test_counts_below_one_are_refused_by_the_parser(argv, capsys):
+    """A count of images, epochs or chains below 1 is the parser's error, naming the option, before
+    any model or data is read (`--n 0` used to reach the data loader as 'limit … None')."""
+    from weat_core.cli import build_parser
+
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(argv)
+    assert e.value.code == 2
+    assert f"argument {argv[-2]}: takes a whole number, 1 or more; got {argv[-1]!r}" in capsys.readouterr().err

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from .. import WeatError
-from .common import pick_device
+from .common import count, pick_device
 
 
 
@@ -62,7 +62,7 @@ def _add_export(sub) -> None:
     p.add_argument("--dataset", default=None, help="test data (default: the run's dataset)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--attacks", default="pgd20,pgd20-t")
-    p.add_argument("--n", type=int, default=None, help="test images for PGD (default: all)")
+    p.add_argument("--n", type=count, default=None, help="test images for PGD (default: all)")
     p.add_argument("--aa-n", type=int, default=0, help="test images for AutoAttack (0: skip)")
     p.add_argument("--fp32", action="store_true", help="store fp32 weights (default fp16)")
     p.add_argument("--dest", default=None, help="folder to export into (default: the repo's checkpoints/)")

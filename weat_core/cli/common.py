@@ -16,6 +16,20 @@ def setup_logging(quiet: bool) -> None:
     logging.getLogger("huggingface_hub").setLevel(logging.WARNING)
 
 
+def count(text: str) -> int:
+    """argparse type of a number of images, epochs or chains: a whole number, 1 or more (argparse
+    prints the message after the option's name, with the command's usage)."""
+    import argparse
+
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"takes a whole number, 1 or more; got {text!r}")
+    return v
+
+
 def pick_device(name: str):
     """--device (auto, cpu, cuda, cuda:N, mps) → torch.device; asking for CUDA without a GPU is a
     user error, not a traceback."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from .. import WeatError
-from .common import add_checkpoint_args, eval_images, log, pick_device, store_folder
+from .common import add_checkpoint_args, count, eval_images, log, pick_device, store_folder
 
 
 
@@ -17,7 +17,7 @@ def add_commands(sub) -> None:
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="clean / PGD / AutoAttack accuracy and energies of a checkpoint")
     add_checkpoint_args(p)
-    p.add_argument("--n", type=int, default=None, help="number of test images (default: all)")
+    p.add_argument("--n", type=count, default=None, help="number of test images (default: all)")
     p.add_argument("--attacks", default="pgd20",
                    help="comma list: pgd20, pgd20-t, pgd20-ll, cw20, trades10, energy-lower10, apgd-ce, apgd-t, "
                         "fab-t, square, aa (standard AutoAttack), aa-fast (APGD-CE + APGD-T)")
@@ -25,7 +25,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--alpha", default=None,
                    help="step size of the PGD-family attacks, e.g. 0.5/255 (default 2/255 for linf, eps/4 for l2)")
     p.add_argument("--norm", choices=("linf", "l2"), default="linf")
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--batch-size", type=count, default=None,
                    help="default 256; 64 for AutoAttack-family attacks on a CPU, where one batch of 256 takes "
                         "tens of minutes (progress, and what --resume keeps, advance once per batch)")
     p.add_argument("--device", default="auto")
@@ -112,10 +112,10 @@ def _add_compare(sub) -> None:
                    help="comma list of shipped names, local folders or Hub ids; the others are compared with the first")
     p.add_argument("--dataset", default=None, help="default: the dataset the checkpoints name")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--n", type=int, default=None, help="number of test images, the first n (default: all)")
+    p.add_argument("--n", type=count, default=None, help="number of test images, the first n (default: all)")
     p.add_argument("--attacks", default="pgd20", help="comma list, as for eval (default pgd20)")
     p.add_argument("--eps", default=None, help="default 8/255")
-    p.add_argument("--batch-size", type=int, default=None, help="as for eval: 256, or 64 for AutoAttack-family "
+    p.add_argument("--batch-size", type=count, default=None, help="as for eval: 256, or 64 for AutoAttack-family "
                    "attacks on a CPU")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import WeatError
-from .common import log, pick_device
+from .common import count, log, pick_device
 from .generate import add_device_args, add_generation_args, run_generation
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--dataset", default=None, help="real images: cifar10 | … | folder | .tar.gz "
                                                    "(default: the checkpoint's dataset)")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--real", type=int, default=5000, help="real training images for FID")
+    p.add_argument("--real", type=count, default=5000, help="real training images for FID")
     p.add_argument("--no-inception", action="store_true", help="skip IS and FID (no download, faster on CPU)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     add_generation_args(p)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from .. import WeatError
-from .common import pick_device
+from .common import count, pick_device
 
 if TYPE_CHECKING:
     import torch
@@ -64,7 +64,7 @@ def class_names(model: Any) -> list[str]:
 def add_generation_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("sampling (left out: the checkpoint's defaults)")
     g.add_argument("--classes", default="all", help='classes to draw: "0-9", "0,3,5", "cat,dog" or "all"')
-    g.add_argument("--per-class", type=int, default=8, help="images per class")
+    g.add_argument("--per-class", type=count, default=8, help="images per class")
     g.add_argument("--steps", type=int, default=None, help="SGLD steps")
     g.add_argument("--step-size", type=float, default=None, help="η, in pixel units (the update is −η/2·∇E)")
     g.add_argument("--noise-std", type=float, default=None, help="σ, std of the Gaussian noise added each step")
@@ -80,7 +80,7 @@ def add_generation_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--update-norm", choices=("linf", "l2"), default=None, help="norm of --max-update")
     g.add_argument("--stats", default=None, help="class statistics file (default: the one beside the checkpoint)")
     g.add_argument("--seed", type=int, default=None, help="random seed (default: a fresh one, recorded in the output)")
-    g.add_argument("--batch-size", type=int, default=256, help="chains run together")
+    g.add_argument("--batch-size", type=count, default=256, help="chains run together")
 
 
 def add_device_args(p: argparse.ArgumentParser) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .. import WeatError
+from .common import count
 
 DEFAULT_MAX_MB = 8.0  # init-stats --max-mb: class_stats.DEFAULT_MAX_BYTES in MiB (a test holds the two equal)
 
@@ -33,7 +34,7 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--max-mb", type=float, default=DEFAULT_MAX_MB,
                    help="size budget of the file in MiB (default %(default)g; int8 components: ~3 KB each per class "
                         "on 32×32 RGB)")
-    p.add_argument("--limit", type=int, default=None, help="use the first N training images only")
+    p.add_argument("--limit", type=count, default=None, help="use the first N training images only")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_init_stats)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 from .. import WeatError
-from .common import add_checkpoint_args, eval_images, log, pick_device, store_folder
+from .common import add_checkpoint_args, count, eval_images, log, pick_device, store_folder
 
 
 def add_commands(sub) -> None:
@@ -44,7 +44,7 @@ def _add_sweep(sub) -> None:
     p.add_argument("--steps-list", default=None,
                    help="comma list of PGD step counts (e.g. 1,2,5,20): sweep these at the one ε that --eps "
                         "names, step 2/255, instead of sweeping ε (not with --store)")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=count, default=128)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=None, help="write the rows as JSON here")
     p.add_argument("--store", action="store_true",

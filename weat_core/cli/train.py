@@ -7,7 +7,7 @@ import json
 from dataclasses import fields
 
 from .. import WeatError
-from .common import log
+from .common import count, log
 
 
 
@@ -24,12 +24,12 @@ def add_commands(sub) -> None:
     p.add_argument("--dataset", default=d.dataset,
                    help="cifar10 | cifar100 | svhn | tinyimagenet | DIR with train/ and test/ class folders | .tar.gz")
     p.add_argument("--data-dir", default=None, help="where datasets live or download to (default $WEAT_DATA_DIR)")
-    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--epochs", type=count, default=d.epochs)
     p.add_argument("--minutes", type=float, default=None,
                    help="wall-clock budget: time a few throwaway steps and the per-epoch evaluation, then train "
                         "as many epochs as fit (replaces --epochs; the schedule spans them); step and constant schedules "
                         "re-plan after the first epoch if it ran at another pace")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--batch-size", type=count, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--momentum", type=float, default=d.momentum)
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
@@ -42,8 +42,8 @@ def add_commands(sub) -> None:
     p.add_argument("--alpha", default="2/255", help="attack step size")
     p.add_argument("--attack-steps", type=int, default=d.attack_steps)
     p.add_argument("--beta", type=float, default=d.beta)
-    p.add_argument("--limit", type=int, default=None, help="train on the first N images only")
-    p.add_argument("--eval-size", type=int, default=d.eval_size, help="size of the fixed per-epoch eval subsets")
+    p.add_argument("--limit", type=count, default=None, help="train on the first N images only")
+    p.add_argument("--eval-size", type=count, default=d.eval_size, help="size of the fixed per-epoch eval subsets")
     p.add_argument("--eval-steps", type=int, default=d.eval_steps, help="PGD steps of the per-epoch robust accuracy")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--out", default=None, help="run folder (default runs/METHOD-ARCH-DATASET)")
