@@ -151,6 +151,19 @@ def short(s: str) -> str:
     return os.path.basename(s.rstrip("/")) if os.sep in s else s
 
 
+def name_set(names: list[str]) -> str:
+    """Model names with the start and end they share said once: "weatnet_s-{sat, trades}-5k-step"
+    (whole names where they share neither)."""
+    pre = os.path.commonprefix(names)
+    pre = pre[:pre.rfind("-") + 1]
+    suf = os.path.commonprefix([n[::-1] for n in names])[::-1]
+    suf = suf[suf.find("-"):] if "-" in suf else ""
+    mids = [n[len(pre):len(n) - len(suf)] for n in names]
+    if len(names) < 2 or not (pre or suf) or not all(mids):
+        return ", ".join(names)
+    return f"{pre}{{{', '.join(mids)}}}{suf}"
+
+
 def _data_label(s: str) -> str:
     # Labels must be unique: Streamlit keeps a selectbox's value by its label.
     if os.sep in s:

@@ -63,7 +63,7 @@ def scatter(res: pd.DataFrame, rob: str, title: str, key: str, recipes: dict) ->
         text += ("The models also differ in architecture, training length and data, which move both numbers; the "
                  "paper's claim is about robustness alone.")
     else:
-        groups = "; ".join(f"{g['rho']:+.2f} for {', '.join(g['models'])}" for g in within["groups"])
+        groups = "; ".join(f"{g['rho']:+.2f} for {common.name_set(g['models'])}" for g in within["groups"])
         text += (f"The models also differ in architecture, training length and data, which move both numbers. Within "
                  f"the {len(within['groups'])} group{'s' * (len(within['groups']) > 1)} trained alike (model, data, "
                  f"schedule and length; only the method differs), ρ is {groups}")

@@ -610,3 +610,13 @@ def test_no_checkpoint_no_data(tmp_path, monkeypatch):
     finally:
         st.cache_data.clear()
         st.cache_resource.clear()
+
+
+def test_name_set_says_a_group_s_shared_start_and_end_once():
+    from app_pages.common import name_set
+
+    assert name_set(["preactresnet18-sat", "preactresnet18-trades"]) == "preactresnet18-{sat, trades}"
+    assert name_set(["weatnet_s-sat-5k-step", "weatnet_s-weat-adv-5k-step"]) == "weatnet_s-{sat, weat-adv}-5k-step"
+    assert name_set(["x-sat", "x-sat-ema"]) == "x-{sat, sat-ema}"  # a name inside another stays whole
+    assert name_set(["a", "b"]) == "a, b" and name_set(["only"]) == "only"
+    assert name_set(["ab-x", "ab-x"]) == "ab-x, ab-x"  # nothing left between: whole names
