@@ -169,8 +169,6 @@ def _cmd_compare(args) -> int:
     names = list(dict.fromkeys(c.strip() for c in args.checkpoints.split(",") if c.strip()))
     if len(names) < 2:
         raise WeatError("--checkpoints takes two or more checkpoints, comma-separated; the first is the reference")
-    if args.n is not None and args.n < 1:
-        raise WeatError("--n must be at least 1")
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip() and a.strip() != "clean"]
     eps = parse_radius(args.eps) if args.eps else 8 / 255
     device = pick_device(args.device)
