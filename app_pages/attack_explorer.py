@@ -52,19 +52,23 @@ if target is None:
 
 if run and x is not None:
     st.session_state.pop("ax_result", None)
+    st.session_state.pop("ax_planes", None)  # the energy plane follows the new attacks
     with common.guard("The attack"), st.spinner("Attacking…"):
         out = {}
         for label, kind in (("untargeted PGD", "PGD"), ("targeted PGD", "PGD-T")):
             spec = lens.attack_from(kind, eps=eps, steps=steps, norm=norm)
             out[label] = lens.attack_trajectory(c.model, x, y, spec, target=target if kind == "PGD-T" else None,
                                                 classes=names)
-        st.session_state["ax_result"] = (out, eps)
+        st.session_state["ax_result"] = (out, eps, c.model_id)
 
 res = st.session_state.get("ax_result")
+if res is not None and res[2] != c.model_id:  # attacks on another model: its frames would be shown as this one's
+    st.info(f"The last attacks ran on another model; press **Run both attacks** for **{c.model_name}**.")
+    st.stop()
 if res is None:
     st.info("Choose an image and press **Run both attacks**.")
     st.stop()
-out, eps_then = res
+out, eps_then, _ = res
 n_steps = min(len(t.steps) for t in out.values()) - 1
 k = st.slider("Show step (0 = natural image, 1 = random start)", 0, n_steps, n_steps, key="ax_step")
 
@@ -97,3 +101,28 @@ with st.expander("Every step"):
     for label, t in out.items():
         st.caption(label)
         st.dataframe(t.steps, hide_index=True)
+
+st.subheader("The energy around this image")
+st.markdown("$E(x)$ on the plane through the natural image at (0, 0), the untargeted PGD image at (1, 0) and the "
+            "targeted one at (0, 1): $x + u\\,(x^*_{\\text{PGD}} - x) + v\\,(x^*_{\\text{PGD-T}} - x)$, clipped to "
+            "[0, 1]. Mirza et al. (2024) report that robust classifiers have **smoother energy landscapes** (their "
+            "Observation 3): pick a standard model in the sidebar, run the attacks again, and compare.")
+grid = st.select_slider("Grid points per side", [13, 19, 25, 31], 19, key="ax_grid",
+                        help="Every grid point is one forward pass: 19 × 19 = 361 images (under a second for the "
+                             "small CPU models, a few seconds for PreActResNet-18 on a CPU). These sizes put (1, 0) and "
+                             "(0, 1) on the grid.")
+planes = st.session_state.setdefault("ax_planes", {})  # grid size → plane of the attacks shown above
+if grid not in planes:
+    with common.guard("The energy plane"), st.spinner(f"E(x) at {grid * grid} points…"):
+        untargeted, targeted = out["untargeted PGD"], out["targeted PGD"]
+        planes[grid] = lens.energy_plane(c.model, untargeted.x, untargeted.perturbation, targeted.perturbation,
+                                         y=untargeted.label, n=grid)
+plane = planes.get(grid)
+if plane is not None:
+    st.plotly_chart(plots.energy_plane(plane, names, {"natural": (0, 0), "PGD": (1, 0), "PGD-T": (0, 1)}),
+                    key="ax_plane")
+    clip = (f" {plane.clipped:.1%} of the plane's pixel values were clipped to [0, 1]." if plane.clipped >= 0.001
+            else " Fewer than 0.1 % of the plane's pixel values were clipped to [0, 1]." if plane.clipped else "")
+    st.caption(f"Across the dashed square (|u|, |v| ≤ 1) E(x) spans **{plane.spread():.2f}**: natural "
+               f"{plane.at(0, 0):.2f}, PGD {plane.at(1, 0):.2f}, PGD-T {plane.at(0, 1):.2f}. The smaller the span, the "
+               "smoother the landscape around this image; the right panel shows where the prediction changes." + clip)

@@ -163,6 +163,43 @@ def topk_bar(df: pd.DataFrame, title: str, highlight: Sequence[str] = ()) -> go.
     return fig
 
 
+def energy_plane(plane, classes: Sequence[str], marks: dict[str, tuple[float, float]], height: int = 380) -> go.Figure:
+    """`lens.EnergyPlane` as two heatmaps side by side: E(x), and the predicted class (one colour
+    per class, its name on hover); `marks` name points such as {"natural": (0, 0)}; a dashed
+    square is the box |u|, |v| ≤ 1 that `spread` measures."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["E(x)", "predicted class"], horizontal_spacing=0.14)
+    fig.add_heatmap(x=plane.u, y=plane.v, z=plane.energy, colorscale="Viridis", row=1, col=1,
+                    colorbar=dict(x=0.43, len=0.9, thickness=12), hovertemplate="u %{x:.2f}, v %{y:.2f}<br>"
+                    "E(x) %{z:.3f}<extra></extra>")
+    present = sorted({int(k) for k in np.unique(plane.pred)})
+    index = {k: i for i, k in enumerate(present)}  # only the classes on the plane get colours
+    names = np.vectorize(lambda k: str(classes[k]) if k < len(classes) else str(k))(plane.pred)
+    colours = [RUN_COLORS[i % len(RUN_COLORS)] for i in range(len(present))]
+    scale = [p for i, c in enumerate(colours) for p in ((i / len(present), c), ((i + 1) / len(present), c))]
+    fig.add_heatmap(x=plane.u, y=plane.v, z=np.vectorize(index.get)(plane.pred), customdata=names,
+                    colorscale=scale, showscale=False,
+                    zmin=-0.5, zmax=len(present) - 0.5, row=1, col=2,
+                    hovertemplate="u %{x:.2f}, v %{y:.2f}<br>%{customdata}<extra></extra>")
+    for col in (1, 2):
+        fig.add_shape(type="rect", x0=-1, x1=1, y0=-1, y1=1, line=dict(dash="dash", color="white", width=1),
+                      row=1, col=col)
+        for name, (u, v) in marks.items():  # white with a dark rim and a boxed label: legible on any colour
+            fig.add_scatter(x=[u], y=[v], mode="markers", marker=dict(size=9, color="white", line=dict(color="#222",
+                            width=1.5)), showlegend=False, hoverinfo="skip", row=1, col=col)
+            fig.add_annotation(x=u, y=v, text=name, showarrow=False, yshift=14, font=dict(size=11, color="#222"),
+                               bgcolor="rgba(255,255,255,0.75)", borderpad=1, row=1, col=col)
+        fig.update_xaxes(title_text="u (× the PGD perturbation)", row=1, col=col, constrain="domain")
+        fig.update_yaxes(title_text="v (× the PGD-T perturbation)", row=1, col=col, scaleanchor=f"x{col if col > 1 else ''}")
+    for k, i in index.items():  # a legend of the classes on the plane
+        fig.add_scatter(x=[None], y=[None], mode="markers", marker=dict(size=10, color=colours[i], symbol="square"),
+                        name=str(classes[k]) if k < len(classes) else str(k), showlegend=True)
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10),
+                      legend=dict(orientation="h", y=-0.25, x=0.5, xanchor="center"))
+    return fig
+
+
 def shade_phases(fig: go.Figure, phases: dict, robust_label: bool = True) -> go.Figure:
     """Shade the three phases of training and mark the best robust epoch / robust overfitting."""
     fills = ["rgba(76,120,168,0.08)", "rgba(84,162,75,0.08)", "rgba(228,87,86,0.10)"]

@@ -192,10 +192,22 @@ def test_attack_explorer(app_env):
     at.selectbox(key="ax_target").set_value("cat")
     at.button(key="ax_run").click().run()
     ok(at)
-    assert len(charts(at)) == 4  # energy trajectories + three top-5 bars
+    assert len(charts(at)) == 5  # energy trajectories, three top-5 bars, the energy plane
     assert len(at.get("imgs")) >= 5 or len(at.get("image")) >= 5
+    plane = json.loads(charts(at)[-1].proto.spec)["data"]
+    assert [t["type"] for t in plane[:2]] == ["heatmap", "heatmap"] and plane[0]["z"]["shape"] == "19, 19"
+    note = next(c.value for c in at.caption if c.value.startswith("Across the dashed square"))
     at.slider(key="ax_step").set_value(1).run()
     ok(at)
+    assert any(c.value == note for c in at.caption)  # the plane is kept, not computed again
+    at.select_slider(key="ax_grid").set_value(13).run()
+    ok(at)
+    assert json.loads(charts(at)[-1].proto.spec)["data"][0]["z"]["shape"] == "13, 13"
+    # another model: the attacks shown were not its own, so the page asks for a new run
+    other = next(o for o in at.sidebar.selectbox(key="model_choice").options if o.startswith("untrained"))
+    at.sidebar.selectbox(key="model_choice").set_value(other).run()
+    ok(at)
+    assert len(charts(at)) == 0 and any("ran on another model" in i.value for i in at.info)
 
 
 def test_attack_explorer_bad_uploads(app_env):
@@ -212,7 +224,7 @@ def test_attack_explorer_bad_uploads(app_env):
     ok(at)
     at.button(key="ax_run").click().run()
     ok(at)
-    assert len(charts(at)) == 4
+    assert len(charts(at)) == 5
 
 
 def test_training_preselects_the_recorded_comparison_with_the_most_sgd_steps(app_env):

@@ -213,6 +213,39 @@ def test_attack_trajectory(trained_tiny, synthetic_batch):
     assert tt.steps["E(x,t)"].iloc[-1] < tt.steps["E(x,t)"].iloc[0]  # the target's energy is pulled down
 
 
+def test_energy_plane_passes_through_the_image_and_both_attacks(trained_tiny, synthetic_batch):
+    """The plane x + u·d1 + v·d2 holds the natural image at (0, 0) and the two attacked images at
+    (1, 0) and (0, 1): E(x) there equals the trajectories' own energies; each point is E(x) of the
+    clipped image; the spread is max − min inside |u|, |v| ≤ 1."""
+    from weat_core.energy import energy, joint_energy
+
+    x, y = synthetic_batch
+    pgd = lens.attack_trajectory(trained_tiny, x[0], int(y[0]), lens.attack_from("PGD", steps=5))
+    tgt = lens.attack_trajectory(trained_tiny, x[0], int(y[0]), lens.attack_from("PGD-T", steps=5), target=3)
+    pl = lens.energy_plane(trained_tiny, x[0], pgd.perturbation, tgt.perturbation, y=int(y[0]), n=13)
+    assert pl.energy.shape == pl.joint.shape == pl.pred.shape == (13, 13) and len(pl.u) == len(pl.v) == 13
+    assert pl.at(0, 0) == pytest.approx(pgd.steps["E(x)"].iloc[0], abs=1e-4)
+    assert pl.at(1, 0) == pytest.approx(pgd.steps["E(x)"].iloc[-1], abs=1e-4)
+    assert pl.at(0, 1) == pytest.approx(tgt.steps["E(x)"].iloc[-1], abs=1e-4)
+    # one point off the axes, by hand: row i follows v, column j follows u
+    i, j = 2, 11
+    pt = (x[:1] + pl.u[j] * pgd.perturbation + pl.v[i] * tgt.perturbation).clamp(0, 1)
+    with torch.no_grad():
+        lg = trained_tiny(pt)
+    assert pl.energy[i, j] == pytest.approx(float(energy(lg)), abs=1e-4)
+    assert pl.joint[i, j] == pytest.approx(float(joint_energy(lg, y[:1])), abs=1e-4)
+    assert pl.pred[i, j] == int(lg.argmax())
+    inside = pl.energy[2:11, 2:11]  # u, v ∈ [−1, 1] on the 13-point grid over [−1.5, 1.5]
+    assert pl.spread() == pytest.approx(float(inside.max() - inside.min()))
+    assert pl.spread(1.5) >= pl.spread() > 0
+    # a bright image pushed further than [0, 1] allows is clipped, and says how much
+    white = torch.ones(3, 32, 32)
+    assert lens.energy_plane(trained_tiny, white, pgd.perturbation, tgt.perturbation, n=3).clipped > 0.2
+    assert lens.energy_plane(trained_tiny, white, pgd.perturbation, tgt.perturbation, n=3).joint is None
+    with pytest.raises(ValueError, match="n ≥ 2"):
+        lens.energy_plane(trained_tiny, x[0], pgd.perturbation, tgt.perturbation, n=1)
+
+
 def test_trades_identity_on_real_images(trained_tiny, cifar_tarball):
     """KL(p(·|x) ‖ p(·|x*)) = E_{k∼p(·|x)}[E(x*,k) − E(x,k)] + E(x) − E(x*), on CIFAR-10 images."""
     from weat_core.data import load_split
