@@ -246,6 +246,24 @@ def test_energy_plane_passes_through_the_image_and_both_attacks(trained_tiny, sy
         lens.energy_plane(trained_tiny, x[0], pgd.perturbation, tgt.perturbation, n=1)
 
 
+def test_plane_spreads_is_the_span_of_each_image_s_plane(trained_tiny, synthetic_batch):
+    """Per image, max − min of E(x) on the plane through it and its PGD and PGD-T images over
+    |u|, |v| ≤ 1: equal to `energy_plane(...).spread()` on the same perturbations; seeded."""
+    from weat_core.attacks import make_attack
+
+    x, y = synthetic_batch[0][:6], synthetic_batch[1][:6]
+    sp = lens.plane_spreads(trained_tiny, x, y, steps=3, n=5, seed=1, batch_size=4)
+    assert sp.shape == (6,) and (sp > 0).all()
+    assert np.array_equal(sp, lens.plane_spreads(trained_tiny, x, y, steps=3, n=5, seed=1, batch_size=4))
+    # the same planes by hand for the first batch of four: the attacks drawn in the same order
+    torch.manual_seed(1)
+    d1 = make_attack("pgd3", eps=8 / 255)[0](trained_tiny, x[:4], y[:4]) - x[:4]
+    d2 = make_attack("pgd3-t", eps=8 / 255)[0](trained_tiny, x[:4], y[:4], target="random") - x[:4]
+    for j in range(4):
+        pl = lens.energy_plane(trained_tiny, x[j], d1[j], d2[j], n=5, span=1.0)
+        assert sp[j] == pytest.approx(pl.spread(), abs=1e-4)
+
+
 def test_trades_identity_on_real_images(trained_tiny, cifar_tarball):
     """KL(p(·|x) ‖ p(·|x*)) = E_{k∼p(·|x)}[E(x*,k) − E(x,k)] + E(x) − E(x*), on CIFAR-10 images."""
     from weat_core.data import load_split

@@ -28,7 +28,7 @@ Modules (everything public is re-exported here, so `from weat_core import lens` 
 - `landscape`      `energy_landscape`, `Landscape`, `observation1`, `strength_sweep`, `steps_sweep`, `sweep_summary`,
                    `lowers_from`, `shift_by_outcome`, `outcome_summary`, `OUTCOMES`
 - `trajectory`     `attack_trajectory`, `Trajectory`
-- `plane`          `energy_plane`, `EnergyPlane`
+- `plane`          `energy_plane`, `EnergyPlane`, `plane_spreads` (the span of E(x) on each image's plane)
 - `decomposition`  `trades_decomposition`, `weight_curve`, `weights_of`
 - `uploads`        `decode_image`, `load_uploaded_checkpoint` and their limits; `checkpoint_zip` (a model as one download)
 - `datasets`       `find_datasets`, `demo_images`, `image_grid_png`
@@ -76,13 +76,13 @@ from .uploads import (  # noqa: F401 - the limits are public, not in __all__
     decode_image,
     load_uploaded_checkpoint,
 )
-from .plane import EnergyPlane, energy_plane
+from .plane import EnergyPlane, energy_plane, plane_spreads
 from .zoo import (describe_model, gap_trend, gap_trend_within, observation1_grid, paired_table, rank_corr_p,
                   recorded_table, training_recipe, zoo_table)
 
 __all__ = [
     "ATTACKS", "EXPECTED_SHIFT", "AttackSpec", "EnergyPlane", "Landscape", "Trajectory", "TrainingJob", "attack_from", "batch_size_for", "attack_trajectory", "bf16_ok",
-    "checkpoint_zip", "decode_image", "demo_images", "describe_model", "energy_landscape", "energy_plane", "gap_trend", "gap_trend_within", "find_datasets", "image_grid_png",
+    "checkpoint_zip", "decode_image", "demo_images", "describe_model", "energy_landscape", "energy_plane", "plane_spreads", "gap_trend", "gap_trend_within", "find_datasets", "image_grid_png",
     "load_training_log", "load_uploaded_checkpoint", "observation1", "observation1_grid", "prepare", "rank_corr_p", "recorded_table", "runs_summary", "stage_starts",
     "lowers_from", "strength_sweep", "steps_sweep", "sweep_summary", "shift_by_outcome", "outcome_summary", "OUTCOMES",
     "trades_decomposition", "training_phases", "training_recipe", "weight_curve", "weights_of", "zoo_table", "paired_table",

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from ..energy import energy, joint_energy
-from ._common import _logits
+from ._common import _device, _logits, _to_model
+from .attack_specs import _run_attack, attack_from
 
 
 @dataclass
@@ -66,3 +67,30 @@ def energy_plane(model: nn.Module, x: torch.Tensor, d1: torch.Tensor, d2: torch.
         joint = joint_energy(lg, torch.full((lg.shape[0],), int(y))).numpy().reshape(n, n)
     return EnergyPlane(g, g.copy(), energy(lg).numpy().reshape(n, n), joint, lg.argmax(1).numpy().reshape(n, n),
                        clipped)
+
+
+def plane_spreads(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float = 8 / 255, steps: int = 10,
+                  n: int = 9, seed: int = 0, batch_size: int = 128) -> np.ndarray:
+    """`EnergyPlane.spread()` for every image of a batch, each plane built as the attack explorer
+    builds its own: through x and its untargeted and targeted (a random other class) PGD-`steps`
+    images at L∞ `eps`, here on an n × n grid over |u|, |v| ≤ 1 only (the square the spread
+    measures). The attacks' random starts and targets come from `seed`, so one image's spread can
+    differ from the explorer's; a mean over many images measures how smooth a model's energy is
+    around its test images (Observation 3). x (B, C, H, W) in [0, 1], y (B,) → (B,)."""
+    if n < 2:
+        raise ValueError(f"plane_spreads needs n ≥ 2 grid points; got {n}")
+    g = torch.linspace(-1, 1, n)
+    gu, gv = g.repeat(n).view(-1, 1, 1, 1), g.repeat_interleave(n).view(-1, 1, 1, 1)  # (n·n, 1, 1, 1)
+    dev, out = _device(model), []
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for i in range(0, x.shape[0], batch_size):
+            xb, yb = _to_model(model, x[i:i + batch_size]), y[i:i + batch_size].to(dev)
+            d = [(_run_attack(a, t, model, xb, yb) - xb).float().cpu()
+                 for a, t in (attack_from(k, eps=eps, steps=steps) for k in ("PGD", "PGD-T"))]
+            xc = xb.float().cpu()
+            for j in range(xc.shape[0]):
+                pts = (xc[j:j + 1] + gu * d[0][j:j + 1] + gv * d[1][j:j + 1]).clamp(0, 1)  # (n·n, C, H, W)
+                e = energy(_logits(model, pts, 4 * batch_size))
+                out.append(float(e.max() - e.min()))
+    return np.asarray(out)
