@@ -107,7 +107,11 @@ st.markdown("$E(x)$ on the plane through the natural image at (0, 0), the untarg
             "targeted one at (0, 1): $x + u\\,(x^*_{\\text{PGD}} - x) + v\\,(x^*_{\\text{PGD-T}} - x)$, clipped to "
             "[0, 1]. Mirza et al. (2024) report that robust classifiers have **smoother energy landscapes** (their "
             "Observation 3): pick a standard model in the sidebar, run the attacks again, and compare.")
-grid = st.select_slider("Grid points per side", [13, 19, 25, 31], 19, key="ax_grid",
+pa, pb = st.columns([2, 1])
+which = pb.radio("Energy", ["E(x)", "E(x, y)"], horizontal=True, key="ax_plane_energy",
+                 help="E(x): the marginal energy (Observation 1 and 3); E(x, y): the joint energy of the true "
+                      "class, which every attack raises.")
+grid = pa.select_slider("Grid points per side", [13, 19, 25, 31], 19, key="ax_grid",
                         help="Every grid point is one forward pass: 19 × 19 = 361 images (under a second for the "
                              "small CPU models, a few seconds for PreActResNet-18 on a CPU). These sizes put (1, 0) and "
                              "(0, 1) on the grid.")
@@ -119,8 +123,8 @@ if grid not in planes:
                                          y=untargeted.label, n=grid)
 plane = planes.get(grid)
 if plane is not None:
-    st.plotly_chart(plots.energy_plane(plane, names, {"natural": (0, 0), "PGD": (1, 0), "PGD-T": (0, 1)}),
-                    key="ax_plane")
+    st.plotly_chart(plots.energy_plane(plane, names, {"natural": (0, 0), "PGD": (1, 0), "PGD-T": (0, 1)},
+                                       joint=which == "E(x, y)"), key="ax_plane")
     clip = (f" {plane.clipped:.1%} of the plane's pixel values were clipped to [0, 1]." if plane.clipped >= 0.001
             else " Fewer than 0.1 % of the plane's pixel values were clipped to [0, 1]." if plane.clipped else "")
     st.caption(f"Across the dashed square (|u|, |v| ≤ 1) E(x) spans **{plane.spread():.2f}**: natural "

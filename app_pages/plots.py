@@ -163,16 +163,18 @@ def topk_bar(df: pd.DataFrame, title: str, highlight: Sequence[str] = ()) -> go.
     return fig
 
 
-def energy_plane(plane, classes: Sequence[str], marks: dict[str, tuple[float, float]], height: int = 380) -> go.Figure:
-    """`lens.EnergyPlane` as two heatmaps side by side: E(x), and the predicted class (one colour
-    per class, its name on hover); `marks` name points such as {"natural": (0, 0)}; a dashed
-    square is the box |u|, |v| ≤ 1 that `spread` measures."""
+def energy_plane(plane, classes: Sequence[str], marks: dict[str, tuple[float, float]], joint: bool = False,
+                 height: int = 380) -> go.Figure:
+    """`lens.EnergyPlane` as two heatmaps side by side: E(x) (or, with `joint`, E(x, y) of the
+    true class), and the predicted class (one colour per class, its name on hover); `marks` name
+    points such as {"natural": (0, 0)}; a dashed square is the box |u|, |v| ≤ 1 that `spread` measures."""
     from plotly.subplots import make_subplots
 
-    fig = make_subplots(rows=1, cols=2, subplot_titles=["E(x)", "predicted class"], horizontal_spacing=0.14)
-    fig.add_heatmap(x=plane.u, y=plane.v, z=plane.energy, colorscale="Viridis", row=1, col=1,
+    label, z = ("E(x, y)", plane.joint) if joint and plane.joint is not None else ("E(x)", plane.energy)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=[label, "predicted class"], horizontal_spacing=0.14)
+    fig.add_heatmap(x=plane.u, y=plane.v, z=z, colorscale="Viridis", row=1, col=1,
                     colorbar=dict(x=0.43, len=0.9, thickness=12), hovertemplate="u %{x:.2f}, v %{y:.2f}<br>"
-                    "E(x) %{z:.3f}<extra></extra>")
+                    f"{label} %{{z:.3f}}<extra></extra>")
     present = sorted({int(k) for k in np.unique(plane.pred)})
     index = {k: i for i, k in enumerate(present)}  # only the classes on the plane get colours
     names = np.vectorize(lambda k: str(classes[k]) if k < len(classes) else str(k))(plane.pred)

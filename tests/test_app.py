@@ -203,6 +203,9 @@ def test_attack_explorer(app_env):
     at.select_slider(key="ax_grid").set_value(13).run()
     ok(at)
     assert json.loads(charts(at)[-1].proto.spec)["data"][0]["z"]["shape"] == "13, 13"
+    at.radio(key="ax_plane_energy").set_value("E(x, y)").run()
+    ok(at)
+    assert "E(x, y)" in json.loads(charts(at)[-1].proto.spec)["data"][0]["hovertemplate"]
     # another model: the attacks shown were not its own, so the page asks for a new run
     other = next(o for o in at.sidebar.selectbox(key="model_choice").options if o.startswith("untrained"))
     at.sidebar.selectbox(key="model_choice").set_value(other).run()
