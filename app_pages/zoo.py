@@ -64,9 +64,10 @@ def scatter(res: pd.DataFrame, rob: str, title: str, key: str, recipes: dict) ->
                  "paper's claim is about robustness alone.")
     else:
         groups = "; ".join(f"{g['rho']:+.2f} for {common.name_set(g['models'])}" for g in within["groups"])
+        k = len(within["groups"])
         text += (f"The models also differ in architecture, training length and data, which move both numbers. Within "
-                 f"the {len(within['groups'])} group{'s' * (len(within['groups']) > 1)} trained alike (model, data, "
-                 f"schedule and length; only the method differs), ρ is {groups}")
+                 f"{f'the {k} groups' if k > 1 else 'the group'} trained alike (model, data, schedule and length; only "
+                 f"the method differs), ρ is {groups}")
         if len(within["groups"]) > 1:
             text += (f"; together {within['rho']:+.2f}, which random orders within the groups match "
                      f"{within['p']:.0%} of the time")
