@@ -127,23 +127,39 @@ def gap_trend(table: pd.DataFrame, rob: str = "pgd20_acc") -> Optional[dict[str,
     either column is constant."""
     if rob not in table or "|ΔE|" not in table:
         return None
-    t = table[table["method"] != "standard"] if "method" in table else table
-    t = t.dropna(subset=[rob, "|ΔE|"])
+    t, a, b = _robust_ranks(table, rob)
     if len(t) < 3 or t[rob].nunique() < 2 or t["|ΔE|"].nunique() < 2:
         return None
-    ra, rb = t[rob].rank().to_numpy(float), t["|ΔE|"].rank().to_numpy(float)  # average ranks: ties included
-    rho = float(np.corrcoef(ra, rb)[0, 1])  # Pearson on ranks: Spearman's ρ
-    p = rank_corr_p(ra, rb)
-    verdict = "no clear trend" if p >= 0.05 else "holds" if rho < 0 else "runs against it"
-    return {"rho": rho, "p": p, "n": int(len(t)), "verdict": verdict}
+    rho = float(a @ b)  # Pearson on average ranks (ties included): Spearman's ρ
+    p = rank_corr_p(a, b)
+    return {"rho": rho, "p": p, "n": int(len(t)), "verdict": _verdict(rho, p)}
+
+
+def _robust_ranks(table: pd.DataFrame, rob: str) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """The robust models' rows that have both numbers, and the centred, unit-length vectors of
+    their ranks by `rob` and by |ΔE| (their dot product is Spearman's ρ)."""
+    t = table[table["method"] != "standard"] if "method" in table else table
+    t = t.dropna(subset=[rob, "|ΔE|"])
+    return t, _unit(t[rob].rank().to_numpy(float)), _unit(t["|ΔE|"].rank().to_numpy(float))
+
+
+def _unit(r: np.ndarray) -> np.ndarray:
+    if r.size == 0:
+        return r
+    c = r - r.mean()
+    norm = np.linalg.norm(c)
+    return c / norm if norm > 0 else c
+
+
+def _verdict(rho: float, p: float) -> str:
+    return "no clear trend" if p >= 0.05 else "holds" if rho < 0 else "runs against it"
 
 
 def rank_corr_p(ra: np.ndarray, rb: np.ndarray, draws: int = 20_000, seed: int = 0) -> float:
     """Two-sided permutation p-value of the correlation of two rank vectors: the share of pairings
     of the ranks whose |ρ| is at least the one found. Every pairing up to 7 values (5,040),
     else `draws` random ones (seeded; (k + 1) / (draws + 1), so never 0)."""
-    a, b = ra - ra.mean(), rb - rb.mean()
-    a, b = a / np.linalg.norm(a), b / np.linalg.norm(b)
+    a, b = _unit(np.asarray(ra, float)), _unit(np.asarray(rb, float))
     n, found = len(a), abs(float(a @ b)) - 1e-12
     if n <= 7:
         perms = np.array(list(itertools.permutations(range(n))))  # (n!, n)
@@ -186,11 +202,9 @@ def gap_trend_within(table: pd.DataFrame, recipes: Mapping[str, Hashable],
         trend = gap_trend(sub, rob)
         if trend is None:
             continue
-        robust = (sub[sub["method"] != "standard"] if "method" in sub else sub).dropna(subset=[rob, "|ΔE|"])
+        robust, a, b = _robust_ranks(sub, rob)
         groups.append({"models": robust["model"].tolist(), **trend})
-        a, b = robust[rob].rank().to_numpy(float), robust["|ΔE|"].rank().to_numpy(float)
-        a, b = a - a.mean(), b - b.mean()
-        units.append((a / np.linalg.norm(a), b / np.linalg.norm(b)))
+        units.append((a, b))
     if not groups:
         return None
     rho = float(np.mean([a @ b for a, b in units]))
@@ -199,6 +213,5 @@ def gap_trend_within(table: pd.DataFrame, recipes: Mapping[str, Hashable],
     for a, b in units:  # each group's ρ under a shuffle of its own ranks
         null += rng.permuted(np.tile(a, (draws, 1)), axis=1) @ b
     p = float((np.sum(np.abs(null / len(units)) >= abs(rho) - 1e-12) + 1) / (draws + 1))
-    verdict = "no clear trend" if p >= 0.05 else "holds" if rho < 0 else "runs against it"
     return {"groups": sorted(groups, key=lambda g: (-g["n"], g["models"])), "rho": rho, "p": p,
-            "n": int(sum(g["n"] for g in groups)), "verdict": verdict}
+            "n": int(sum(g["n"] for g in groups)), "verdict": _verdict(rho, p)}
