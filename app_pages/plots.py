@@ -175,15 +175,19 @@ def energy_plane(plane, classes: Sequence[str], marks: dict[str, tuple[float, fl
     fig.add_heatmap(x=plane.u, y=plane.v, z=z, colorscale="Viridis", row=1, col=1,
                     colorbar=dict(x=0.43, len=0.9, thickness=12), hovertemplate="u %{x:.2f}, v %{y:.2f}<br>"
                     f"{label} %{{z:.3f}}<extra></extra>")
+    def class_name(k: int) -> str:
+        return str(classes[k]) if k < len(classes) else str(k)
+
     present = sorted({int(k) for k in np.unique(plane.pred)})
     index = {k: i for i, k in enumerate(present)}  # only the classes on the plane get colours
-    names = np.vectorize(lambda k: str(classes[k]) if k < len(classes) else str(k))(plane.pred)
+    names = np.vectorize(class_name)(plane.pred)
     colours = [RUN_COLORS[i % len(RUN_COLORS)] for i in range(len(present))]
     scale = [p for i, c in enumerate(colours) for p in ((i / len(present), c), ((i + 1) / len(present), c))]
     fig.add_heatmap(x=plane.u, y=plane.v, z=np.vectorize(index.get)(plane.pred), customdata=names,
                     colorscale=scale, showscale=False,
                     zmin=-0.5, zmax=len(present) - 0.5, row=1, col=2,
                     hovertemplate="u %{x:.2f}, v %{y:.2f}<br>%{customdata}<extra></extra>")
+    ends = {tuple(p): name for name, p in marks.items()}  # the marks at (1, 0) and (0, 1) name the axes
     for col in (1, 2):
         fig.add_shape(type="rect", x0=-1, x1=1, y0=-1, y1=1, line=dict(dash="dash", color="white", width=1),
                       row=1, col=col)
@@ -192,11 +196,13 @@ def energy_plane(plane, classes: Sequence[str], marks: dict[str, tuple[float, fl
                             width=1.5)), showlegend=False, hoverinfo="skip", row=1, col=col)
             fig.add_annotation(x=u, y=v, text=name, showarrow=False, yshift=14, font=dict(size=11, color="#222"),
                                bgcolor="rgba(255,255,255,0.75)", borderpad=1, row=1, col=col)
-        fig.update_xaxes(title_text="u (× the PGD perturbation)", row=1, col=col, constrain="domain")
-        fig.update_yaxes(title_text="v (× the PGD-T perturbation)", row=1, col=col, scaleanchor=f"x{col if col > 1 else ''}")
+        fig.update_xaxes(title_text=f"u (× the {ends.get((1, 0), 'first')} perturbation)", row=1, col=col,
+                         constrain="domain")
+        fig.update_yaxes(title_text=f"v (× the {ends.get((0, 1), 'second')} perturbation)", row=1, col=col,
+                         scaleanchor=f"x{col if col > 1 else ''}")
     for k, i in index.items():  # a legend of the classes on the plane
         fig.add_scatter(x=[None], y=[None], mode="markers", marker=dict(size=10, color=colours[i], symbol="square"),
-                        name=str(classes[k]) if k < len(classes) else str(k), showlegend=True)
+                        name=class_name(k), showlegend=True)
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10),
                       legend=dict(orientation="h", y=-0.25, x=0.5, xanchor="center"))
     return fig
