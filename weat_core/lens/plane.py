@@ -80,17 +80,15 @@ def plane_spreads(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
     if n < 2:
         raise ValueError(f"plane_spreads needs n ≥ 2 grid points; got {n}")
     g = torch.linspace(-1, 1, n)
-    gu, gv = g.repeat(n).view(-1, 1, 1, 1), g.repeat_interleave(n).view(-1, 1, 1, 1)  # (n·n, 1, 1, 1)
+    gu, gv = g.repeat(n).view(1, -1, 1, 1, 1), g.repeat_interleave(n).view(1, -1, 1, 1, 1)  # (1, n·n, 1, 1, 1)
     dev, out = _device(model), []
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(seed)
         for i in range(0, x.shape[0], batch_size):
             xb, yb = _to_model(model, x[i:i + batch_size]), y[i:i + batch_size].to(dev)
-            d = [(_run_attack(a, t, model, xb, yb) - xb).float().cpu()
-                 for a, t in (attack_from(k, eps=eps, steps=steps) for k in ("PGD", "PGD-T"))]
-            xc = xb.float().cpu()
-            for j in range(xc.shape[0]):
-                pts = (xc[j:j + 1] + gu * d[0][j:j + 1] + gv * d[1][j:j + 1]).clamp(0, 1)  # (n·n, C, H, W)
-                e = energy(_logits(model, pts, 4 * batch_size))
-                out.append(float(e.max() - e.min()))
-    return np.asarray(out)
+            d1, d2 = [(_run_attack(a, t, model, xb, yb) - xb).float().cpu()[:, None]  # (B, 1, C, H, W)
+                      for a, t in (attack_from(k, eps=eps, steps=steps) for k in ("PGD", "PGD-T"))]
+            pts = (xb.float().cpu()[:, None] + gu * d1 + gv * d2).clamp(0, 1)  # (B, n·n, C, H, W)
+            e = energy(_logits(model, pts.flatten(0, 1), 4 * batch_size)).view(pts.shape[0], -1)  # (B, n·n)
+            out.append((e.amax(1) - e.amin(1)).numpy())
+    return np.concatenate(out).astype(np.float64)
