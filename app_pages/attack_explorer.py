@@ -50,25 +50,32 @@ if target is None:
     if target == y:
         st.warning("The target is the true class; the targeted attack will just make the image more confident.")
 
+
+def attack_both(model, x, y, eps, steps, norm, target) -> dict:
+    """The untargeted and the targeted PGD trajectory of one image."""
+    out = {}
+    for label, kind in (("untargeted PGD", "PGD"), ("targeted PGD", "PGD-T")):
+        spec = lens.attack_from(kind, eps=eps, steps=steps, norm=norm)
+        out[label] = lens.attack_trajectory(model, x, y, spec, target=target if kind == "PGD-T" else None,
+                                            classes=names)
+    return out
+
+
 if run and x is not None:
     st.session_state.pop("ax_result", None)
     st.session_state.pop("ax_planes", None)  # the energy plane follows the new attacks
     with common.guard("The attack"), st.spinner("Attacking…"):
-        out = {}
-        for label, kind in (("untargeted PGD", "PGD"), ("targeted PGD", "PGD-T")):
-            spec = lens.attack_from(kind, eps=eps, steps=steps, norm=norm)
-            out[label] = lens.attack_trajectory(c.model, x, y, spec, target=target if kind == "PGD-T" else None,
-                                                classes=names)
-        st.session_state["ax_result"] = (out, eps, c.model_id)
+        st.session_state["ax_result"] = dict(out=attack_both(c.model, x, y, eps, steps, norm, target), eps=eps,
+                                              steps=steps, norm=norm, model_id=c.model_id)
 
 res = st.session_state.get("ax_result")
-if res is not None and res[2] != c.model_id:  # attacks on another model: its frames would be shown as this one's
+if res is not None and res["model_id"] != c.model_id:  # another model's frames would be shown as this one's
     st.info(f"The last attacks ran on another model; press **Run both attacks** for **{c.model_name}**.")
     st.stop()
 if res is None:
     st.info("Choose an image and press **Run both attacks**.")
     st.stop()
-out, eps_then, _ = res
+out, eps_then = res["out"], res["eps"]
 n_steps = min(len(t.steps) for t in out.values()) - 1
 k = st.slider("Show step (0 = natural image, 1 = random start)", 0, n_steps, n_steps, key="ax_step")
 
@@ -106,8 +113,8 @@ st.subheader("The energy around this image")
 st.markdown("$E(x)$ on the plane through the natural image at (0, 0), the untargeted PGD image at (1, 0) and the "
             "targeted one at (0, 1): $x + u\\,(x^*_{\\text{PGD}} - x) + v\\,(x^*_{\\text{PGD-T}} - x)$, clipped to "
             "[0, 1]. Mirza et al. (2024) report that robust classifiers have **smoother energy landscapes** (their "
-            "Observation 3): pick a standard model in the sidebar, run the attacks again, and compare.")
-pa, pb = st.columns([2, 1])
+            "Observation 3): pick a standard model below to see its plane for the same image, attacked the same way.")
+pa, pb, pc = st.columns([3, 2, 3])
 which = pb.radio("Energy", ["E(x)", "E(x, y)"], horizontal=True, key="ax_plane_energy",
                  help="E(x): the marginal energy (Observation 1 and 3); E(x, y): the joint energy of the true "
                       "class, which every attack raises.")
@@ -115,16 +122,27 @@ grid = pa.select_slider("Grid points per side", [13, 19, 25, 31], 19, key="ax_gr
                         help="Every grid point is one forward pass: 19 × 19 = 361 images (under a second for the "
                              "small CPU models, a few seconds for PreActResNet-18 on a CPU). These sizes put (1, 0) and "
                              "(0, 1) on the grid.")
-planes = st.session_state.setdefault("ax_planes", {})  # grid size → plane of the attacks shown above
-if grid not in planes:
-    with common.guard("The energy plane"), st.spinner(f"E(x) at {grid * grid} points…"):
-        untargeted, targeted = out["untargeted PGD"], out["targeted PGD"]
-        planes[grid] = lens.energy_plane(c.model, untargeted.x, untargeted.perturbation, targeted.perturbation,
-                                         y=untargeted.label, n=grid)
-plane = planes.get(grid)
-if plane is not None:
+with pc:
+    other_name, other = common.other_model_picker("Below it, the same for", "ax_other", c.model_name)
+planes = st.session_state.setdefault("ax_planes", {})  # (model, grid size) → plane of that model's attacks
+untargeted = out["untargeted PGD"]
+shown = [(c.model_name, c.model)] + ([(other_name, other)] if other is not None else [])
+for name, model in shown:
+    if (name, grid) not in planes:
+        with common.guard(f"The energy plane of {name}"), st.spinner(f"{name}: E(x) at {grid * grid} points…"):
+            # the other model is attacked as this one was: same image, ε, steps, norm and target class
+            own = out if name == c.model_name else attack_both(
+                model, untargeted.x[0], untargeted.label, res["eps"], res["steps"], res["norm"],
+                out["targeted PGD"].target)
+            planes[(name, grid)] = lens.energy_plane(model, untargeted.x, own["untargeted PGD"].perturbation,
+                                                     own["targeted PGD"].perturbation, y=untargeted.label, n=grid)
+    plane = planes.get((name, grid))
+    if plane is None:
+        continue
+    if other is not None:
+        st.markdown(f"**{name}**")
     st.plotly_chart(plots.energy_plane(plane, names, {"natural": (0, 0), "PGD": (1, 0), "PGD-T": (0, 1)},
-                                       joint=which == "E(x, y)"), key="ax_plane")
+                                       joint=which == "E(x, y)"), key=f"ax_plane_{name}")
     clip = (f" {plane.clipped:.1%} of the plane's pixel values were clipped to [0, 1]." if plane.clipped >= 0.001
             else " Fewer than 0.1 % of the plane's pixel values were clipped to [0, 1]." if plane.clipped else "")
     st.caption(f"Across the dashed square (|u|, |v| ≤ 1) E(x) spans **{plane.spread():.2f}**: natural "

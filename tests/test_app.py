@@ -206,6 +206,12 @@ def test_attack_explorer(app_env):
     at.radio(key="ax_plane_energy").set_value("E(x, y)").run()
     ok(at)
     assert "E(x, y)" in json.loads(charts(at)[-1].proto.spec)["data"][0]["hovertemplate"]
+    # a second model's plane below: the same image attacked the same way, its own attacks
+    second = next(o for o in at.selectbox(key="ax_other").options if o != "none")
+    at.selectbox(key="ax_other").set_value(second).run()
+    ok(at)
+    assert len(charts(at)) == 6 and sum(c.value.startswith("Across the dashed square") for c in at.caption) == 2
+    assert any(m.value == f"**{second}**" for m in at.markdown)
     # another model: the attacks shown were not its own, so the page asks for a new run
     other = next(o for o in at.sidebar.selectbox(key="model_choice").options if o.startswith("untrained"))
     at.sidebar.selectbox(key="model_choice").set_value(other).run()
