@@ -5,7 +5,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from app_pages import common, model_store, plots
+from app_pages import common, labels, model_store, plots
 from weat_core import lens
 
 c = common.ctx()
@@ -33,11 +33,11 @@ def scatter(res: pd.DataFrame, rob: str, title: str, key: str, recipes: dict) ->
     # the width is a narrow column's (a laptop with the sidebar open), labels that fit it fit wider ones
     lo, hi = float(res[rob].min()), float(res[rob].max())
     pad = 0.1 * (hi - lo) if hi > lo else 0.05
-    where = plots.label_places(res["model"].tolist(), gaps.to_numpy(), res[rob].to_numpy(), log_x=log_x,
+    where = labels.label_places(res["model"].tolist(), gaps.to_numpy(), res[rob].to_numpy(), log_x=log_x,
                                width=450, height=300 / 1.2)
     for name, g, r in zip(res["model"], gaps, res[rob]):
         dx, dy = where[name]
-        far = abs(dx) > 0.5 * plots.CHAR_PX * len(name) + 12 or abs(dy) > 20  # away from its marker: a leader line
+        far = abs(dx) > 0.5 * labels.CHAR_PX * len(name) + 12 or abs(dy) > 20  # away from its marker: a leader line
         # (a log axis takes an annotation's x as log10 of the value)
         at = dict(x=float(np.log10(g)) if log_x else float(g), y=float(r), text=name, font_size=12,
                   font_color="#6b6b80", showarrow=far)

@@ -430,7 +430,7 @@ def test_zoo_scatter_labels_avoid_each_other():
     """Every shipped model's label on the zoo's scatter keeps clear of the other labels and of every
     marker, in the narrow column `label_places` reckons with; a label that cannot sit beside its
     marker moves further out (the chart draws a leader line)."""
-    from app_pages.plots import CHAR_PX, label_places
+    from app_pages.labels import CHAR_PX, label_places
 
     names = ["a-sat", "a-sat-5k-step", "a-standard", "a-trades", "a-trades-5k-step", "a-weat-adv", "a-weat-adv-5k-step",
              "p-sat", "p-trades", "p-weat-adv", "a-weat-nat", "a-mart"]
