@@ -53,6 +53,12 @@ def _add_sweep(sub) -> None:
     p.set_defaults(func=_cmd_sweep)
 
 
+def _within_255(eps: list[float]) -> None:
+    """`sweep` and `landscape` take ε in units of 1/255: above 255 it would exceed the pixel range."""
+    if eps and max(eps) > 255:
+        raise WeatError(f"--eps is in units of 1/255 (8 means 8/255), so at most 255; got {max(eps):g}")
+
+
 def _cmd_sweep(args) -> int:
     from pathlib import Path
 
@@ -63,8 +69,7 @@ def _cmd_sweep(args) -> int:
         eps = [float(e) for e in args.eps.split(",") if e.strip()]
     except ValueError:
         raise WeatError(f"--eps takes numbers in units of 1/255, e.g. 2,4,8,16; got {args.eps!r}") from None
-    if eps and max(eps) > 255:
-        raise WeatError(f"--eps is in units of 1/255 (8 means 8/255), so at most 255; got {max(eps):g}")
+    _within_255(eps)
     if not eps or min(eps) <= 0 or args.steps < 1 or args.n < 2:
         raise WeatError("--eps needs positive values, --steps at least 1 and --n at least 2 images")
     steps_list = None
@@ -159,8 +164,7 @@ def _cmd_landscape(args) -> int:
     unknown = [k for k in kinds if k not in lens.ATTACKS]
     if unknown or not kinds:
         raise WeatError(f"--attacks takes the page's attacks ({', '.join(lens.ATTACKS)}); got {args.attacks!r}")
-    if args.eps > 255:
-        raise WeatError(f"--eps is in units of 1/255 (8 means 8/255), so at most 255; got {args.eps:g}")
+    _within_255([args.eps])
     if args.eps <= 0 or args.steps < 1 or args.n < 2:
         raise WeatError("--eps must be positive, --steps at least 1 and --n at least 2 images")
     if args.store and abs(args.eps - 8) > 1e-9:
