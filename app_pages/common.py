@@ -151,6 +151,12 @@ def short(s: str) -> str:
     return os.path.basename(s.rstrip("/")) if os.sep in s else s
 
 
+def chance(p: float) -> str:
+    """A permutation p-value as a share of random orders, with a decimal below 10 %, where a whole
+    percent would blur the verdict (0.054 reads "5.4%", not "5%", beside "no clear trend")."""
+    return f"{p:.1%}" if p < 0.1 else f"{p:.0%}"
+
+
 def name_set(names: list[str]) -> str:
     """Model names with the start and end they share said once: "weatnet_s-{sat, trades}-5k-step"
     (whole names where they share neither)."""

@@ -57,7 +57,7 @@ def scatter(res: pd.DataFrame, rob: str, title: str, key: str, recipes: dict) ->
             "no clear trend": "no clear trend either way"}
     text = (f"Observation 3 across the {trend['n']} robust models here (standard training left out): Spearman's ρ "
             f"between {rob} and |ΔE| is {trend['rho']:+.2f}, which a random order of these models matches or beats "
-            f"{trend['p']:.0%} of the time: **{says[trend['verdict']]}**. ")
+            f"{common.chance(trend['p'])} of the time: **{says[trend['verdict']]}**. ")
     within = lens.gap_trend_within(res, recipes, rob)
     if within is None:
         text += ("The models also differ in architecture, training length and data, which move both numbers; the "
@@ -70,7 +70,7 @@ def scatter(res: pd.DataFrame, rob: str, title: str, key: str, recipes: dict) ->
                  f"the method differs), ρ is {groups}")
         if len(within["groups"]) > 1:
             text += (f"; together {within['rho']:+.2f}, which random orders within the groups match "
-                     f"{within['p']:.0%} of the time")
+                     f"{common.chance(within['p'])} of the time")
         text += f": **{says[within['verdict']]}**."
         if max(g["n"] for g in within["groups"]) < 5:
             text += (" A group of three or four models cannot show a trend on its own: by chance, its most extreme "

@@ -641,3 +641,12 @@ def test_name_set_says_a_group_s_shared_start_and_end_once():
     assert name_set(["x-sat", "x-sat-ema"]) == "x-{sat, sat-ema}"  # a name inside another stays whole
     assert name_set(["a", "b"]) == "a, b" and name_set(["only"]) == "only"
     assert name_set(["ab-x", "ab-x"]) == "ab-x, ab-x"  # nothing left between: whole names
+
+
+def test_chance_keeps_a_decimal_near_the_five_percent_line():
+    """The zoo's Observation 3 captions say how often random orders match ρ: 0.054 must not read
+    "5%" beside a verdict of no clear trend, nor 0.004 read "0%"."""
+    from app_pages.common import chance
+
+    assert chance(0.0536) == "5.4%" and chance(0.004) == "0.4%"
+    assert chance(0.3053) == "31%" and chance(1.0) == "100%"
