@@ -57,18 +57,20 @@
 #     --compile-mode reduce-overhead (WEAT-adv, batch 1024, compiled: 10,916 / 10,985 / 11,087 img/s)
 #   call 4 (71 s): `sweep --store` and `landscape --store` on out/keep/ckpt/preactresnet18-sat (the model card's
 #     settings, --device cuda), so the CPU need not spend about an hour on them.
-# What is left of the PreActResNet-18 work needs a GPU: the WEAT-adv targets (82 / 52 / 48 %); the step-schedule
-# runs that show robust overfitting are done (scripts/gpu_overfit.sh, the *-5000-step-long runs). For the targets: 58 epochs reached
-# 76.8 / 48.8 / 45.5; the paper's ResNet-18 has 100. On an H200 compiled WEAT-adv trains about 11,000 img/s, so 100 epochs' steps take
-# 7.6 minutes, which one 600 s call holds, tightly (about 550 s), with compiling, per-epoch evaluation and export;
-# on an H100 (9,965 img/s) it does not, and MINUTES=9 plans about 90 instead:
+# The WEAT-adv targets (82 / 52 / 48 %) at the paper's 100 epochs: the twenty-fifth session ran, on an H200,
 #   call 1 (timeout 600): TESTS_S=0 BENCH_S=0 SAMPLING_S=0 AA_N=0 KEEP=out/keep EPOCHS=100 BATCH=1024 LR=0.8 \
-#     TRAIN_EXTRA="--compile" bash scripts/gpu_session.sh weat-adv       # H200; on an H100: MINUTES=9 for EPOCHS=100
-#   call 2 at once: AA_ONLY=out/keep/ckpt/preactresnet18-weat-adv END_S=<timeout_s - 20> bash scripts/gpu_session.sh
-# If call 1 is stopped at the tool's limit before its export (nothing comes back), its run folder stays in
+#     TRAIN_EXTRA="--compile" bash scripts/gpu_session.sh weat-adv
+#   call 2 at once (187 s): AA_ONLY=out/keep/ckpt/preactresnet18-weat-adv END_S=215 bash scripts/gpu_session.sh
+# Call 1 ended at 599 s of its 600 (100 epochs in 8.6 min at 11,042 img/s, then export with PGD-20 and targeted
+# PGD-20 on all 10,000): on an H200 that is the most one call holds; on an H100 (9,965 img/s) use MINUTES=9,
+# which plans about 90 epochs, or RESUME=1 in a second call (below). The two calls and the start took 832 s of the 900.
+# Shipped as checkpoints/preactresnet18-weat-adv-100ep, beside the 58-epoch trio: 77.9 / 49.5 / 45.4 %, still
+# 4.1 / 2.5 / 2.6 points short (bench/results/h200-2026-11-27-weat-adv-100ep-*). Length alone does not reach the
+# goals; what is left to try is the recipe (an lr that gives WEAT TRADES' step, about 2.4 at batch 1024, or a smaller
+# batch), which no session has tried on a GPU.
+# If a call 1 is stopped at the tool's limit before its export (nothing comes back), its run folder stays in
 # out/keep/runs on the warm machine: call it again at once with RESUME=1 and the same settings, which goes on
 # from its last complete epoch (recompiling, about 40 s) and exports; then the AA_ONLY call.
-# That replaces the shipped 58-epoch WEAT-adv (its TRADES and SAT twins then differ from it in length; say so).
 # LR=0.8 is the reference lr scaled to batch 1024, not a tuned one (below). `--ema 0.999` costs 0.1 % of the
 # speed on the H200 (call 3 above); on two 5-epoch one-cycle CPU runs the average was 1.4-1.75 points lower clean
 # and level under PGD-20 (docs/models.md), untried on a GPU. A whole run with CUDA graphs (`--compile-mode
