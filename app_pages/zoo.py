@@ -94,6 +94,9 @@ if infos:
                "test images (L∞ ε = 8/255); ΔE = mean E(x) − mean E(x*) under PGD-20. *PGD lowers E(x) from ε*: "
                "the smallest ε from which untargeted PGD sends mean E(x) below the natural images' "
                "(`python -m weat_core sweep --store`; empty where it never does or no sweep is stored). "
+               "*E(x) span, attack plane*: how much E(x) changes, on average over test images (its card says which), on the "
+               "plane through each image and its PGD and targeted PGD images, the plane the attack explorer draws "
+               "(`python -m weat_core plane --store`; smaller is smoother, Observation 3's other measure). "
                "*Observation 1 holds / fails for*: the attacks that move mean E(x) the way the observation says, or "
                "the other way, by more than two standard errors, at 8/255 (`python -m weat_core landscape --store`, "
                "the energy landscape page's attacks and settings; each model card has the whole table).")

@@ -634,3 +634,23 @@ def test_card_gives_the_median_epochs_speed_beside_the_last():
     recs = [{"epoch": e, "img_per_s": v, "time_s": 10.0} for e, v in ((1, 100.0), (2, 300.0), (3, 400.0))]
     assert "images/s on the training machine: 300 in the median epoch, 400 in the last," in model_card("x", cfg, recs)
     assert "images/s on the training machine: 300, total" in model_card("x", cfg, recs[:2])
+
+
+def test_card_names_exactly_the_measurements_it_gives_commands_for():
+    """The card's Re-measure section names what its commands measure, no more: a folder with no
+    sweep stored must not promise "the ε sweep" (as the 100-epoch WEAT-adv's first card did)."""
+    from weat_core.export.card import model_card
+
+    cfg = {"arch": "weatnet_tiny", "method": "sat", "dataset": "cifar10", "reproduce": {}}
+
+    def said(*keys):
+        cfg["reproduce"] = {k: f"python -m weat_core {k} ..." for k in keys}
+        card = model_card("x", cfg, [])
+        return card[card.index("## Re-measure"):].split("\n")[2]
+
+    assert said("eval") == "The stored metrics come from:"
+    assert said("eval_aa") == "The AutoAttack number comes from:"
+    assert said("eval", "eval_aa") == "The stored metrics and the AutoAttack number come from:"
+    assert said("eval", "eval_aa", "sweep", "landscape", "plane") == (
+        "The stored metrics, the AutoAttack number, the ε sweep, the attacks of Observation 1 and the energy "
+        "around each image come from:")

@@ -823,6 +823,53 @@ def test_cli_landscape_prints_stores_and_writes_json(folder_dataset, tmp_path, c
     assert "so at most 255; got 300" in capsys.readouterr().err
 
 
+def test_cli_plane_prints_stores_reuses_and_writes_json(folder_dataset, trained_tiny, tmp_path, capsys, monkeypatch):
+    """`plane`: each test image's span of E(x) on its attack plane, as lens.plane_spreads gives it
+    on the model prepared as the command prepares it; --out keeps every image's span, --reuse takes
+    them back without measuring (refusing a file of other settings), --store puts the mean into
+    config.json, the model card and the zoo's recorded table."""
+    import copy
+
+    from weat_core import lens
+    from weat_core.checkpoints import list_checkpoints, load_config, save
+    from weat_core.cli import main
+    from weat_core.data import load_split
+
+    d = tmp_path / "ck" / "tiny"
+    save(copy.deepcopy(trained_tiny).eval(), d, config={"dataset": str(folder_dataset), "method": "trades"})
+    out = tmp_path / "plane.json"
+    argv = ["plane", "--checkpoint", str(d), "--n", "12", "--steps", "2", "--grid", "3", "--batch-size", "5",
+            "--device", "cpu", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    assert "tiny: E(x) changes by " in capsys.readouterr().out
+    saved = json.loads(out.read_text())
+    test = load_split(str(folder_dataset), "test", limit=12)
+    ref = lens.plane_spreads(lens.prepare(load(d)), test.float(), test.y, steps=2, n=3, batch_size=5)
+    assert saved["spreads"] == pytest.approx(list(ref), abs=2e-5) and min(ref) > 1e-3
+    assert (saved["n"], saved["steps"], saved["grid"]) == (12, 2, 3)
+    assert saved["mean"] == pytest.approx(ref.mean(), abs=1e-5)
+    assert saved["se"] == pytest.approx(ref.std(ddof=1) / 12 ** 0.5, abs=1e-5)
+    # stored from the file, nothing measured again: the same numbers
+    assert main(["plane", "--checkpoint", str(d), "--n", "12", "--steps", "2", "--grid", "3", "--reuse", str(out),
+                 "--store", "--quiet"]) == 0
+    stored = load_config(d)["metrics"]["plane_span"]
+    assert stored == pytest.approx({k: saved[k] for k in ("mean", "se", "median", "n", "steps", "grid")}, abs=1e-5)
+    # (the file keeps each span to 5 decimals, so the reused mean moves in the 6th)
+    card = (d / "README.md").read_text()
+    cmd = load_config(d)["reproduce"]["plane"]
+    assert cmd.endswith(f"plane --checkpoint tiny --dataset {folder_dataset} --n 12 --steps 2 --grid 3") and cmd in card
+    assert "### Energy around each image (Observation 3)" in card and f"E(x) changes by {saved['mean']:.3f}" in card
+    assert "The energy around each image comes from:" in card  # the only command this folder stores
+    monkeypatch.setenv("WEAT_CHECKPOINTS_DIR", str(d.parent))
+    info = next(c.to_dict() for c in list_checkpoints() if c.name == "tiny")
+    assert lens.recorded_table([info])["E(x) span, attack plane"].iloc[0] == pytest.approx(saved["mean"])
+    for bad, says in ((["--grid", "5", "--reuse", str(out)], "holds 12 images, 2 steps and a 3-point grid"),
+                      (["--grid", "1"], "--grid takes 2 or more"),
+                      (["--reuse", str(tmp_path / "none.json")], "no spans of tiny there")):
+        assert main(["plane", "--checkpoint", str(d), "--n", "12", "--steps", "2", "--quiet", *bad]) == 2
+        assert says in capsys.readouterr().err
+
+
 def test_heldout_script_measures_best_and_last_away_from_the_per_epoch_subset(folder_dataset, tmp_path):
     """scripts/heldout_best_last.py (the README's held-out table): BEST and LATEST of a run, on
     the test images after the run's per-epoch subset and on the run's own training images."""

@@ -23,12 +23,12 @@ import sys
 from typing import Optional, Sequence
 
 from .. import WeatError, __version__
-from . import checkpoints, evaluate, gen_eval, generate, init_stats, observation, train
+from . import checkpoints, evaluate, gen_eval, generate, init_stats, observation, plane, train
 from .common import setup_logging
 
 __all__ = ["main", "build_parser"]
 
-COMMAND_MODULES = (train, evaluate, observation, checkpoints, generate, gen_eval, init_stats)  # in `--help` order
+COMMAND_MODULES = (train, evaluate, observation, plane, checkpoints, generate, gen_eval, init_stats)  # in `--help` order
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,5 +1,5 @@
 """What the commands share: logging, the device, and the test images and checkpoint folder
-that `eval`, `sweep` and `landscape` read and write."""
+that `eval`, `sweep`, `landscape` and `plane` read and write."""
 
 from __future__ import annotations
 
@@ -71,3 +71,18 @@ def eval_images(model, args):
     if not dataset:
         raise WeatError("the checkpoint does not name its dataset; pass --dataset")
     return dataset, load_split(dataset, "test", root=args.data_dir, limit=args.n)
+
+
+def progress_bar(desc: str, quiet: bool):
+    """(tqdm bar, callback(done, total, label)) for the lens functions' batch callbacks."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=1, desc=desc, unit="batch", disable=quiet, leave=False)
+
+    def progress(done: int, total: int, label: str) -> None:
+        bar.total = total
+        bar.n = done
+        bar.set_postfix_str(label)
+        bar.refresh()
+
+    return bar, progress

@@ -8,27 +8,12 @@ from __future__ import annotations
 import json
 
 from .. import WeatError
-from .common import add_checkpoint_args, count, eval_images, log, pick_device, store_folder
+from .common import add_checkpoint_args, count, eval_images, log, pick_device, progress_bar, store_folder
 
 
 def add_commands(sub) -> None:
     _add_sweep(sub)
     _add_landscape(sub)
-
-
-def _progress(desc: str, quiet: bool):
-    """(tqdm bar, callback(done, total, label)) for the lens functions' batch callbacks."""
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=1, desc=desc, unit="batch", disable=quiet, leave=False)
-
-    def progress(done: int, total: int, label: str) -> None:
-        bar.total = total
-        bar.n = done
-        bar.set_postfix_str(label)
-        bar.refresh()
-
-    return bar, progress
 
 
 def _add_sweep(sub) -> None:
@@ -85,7 +70,7 @@ def _cmd_sweep(args) -> int:
     model = lens.prepare(load(args.checkpoint, device=pick_device(args.device), revision=args.revision))
     folder = store_folder(model, args.checkpoint) if args.store else None
     dataset, test = eval_images(model, args)
-    bar, progress = _progress("sweep", args.quiet)
+    bar, progress = progress_bar("sweep", args.quiet)
     by = "eps" if steps_list is None else "steps"
     if steps_list is None:
         df = lens.strength_sweep(model, test.float(), test.y, eps, steps=args.steps, batch_size=args.batch_size,
@@ -173,7 +158,7 @@ def _cmd_landscape(args) -> int:
     folder = store_folder(model, args.checkpoint) if args.store else None
     dataset, test = eval_images(model, args)
     attacks = {k: lens.attack_from(k, eps=args.eps / 255, steps=args.steps) for k in kinds}
-    bar, progress = _progress("landscape", args.quiet)
+    bar, progress = progress_bar("landscape", args.quiet)
     res = lens.energy_landscape(model, test.float(), test.y, attacks, batch_size=lens.batch_size_for(kinds),
                                 callback=progress)
     bar.close()

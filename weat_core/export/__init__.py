@@ -4,15 +4,15 @@ metrics + the per-epoch energy log + a model card (README.md).
     python -m weat_core export --run runs/weat-adv-weatnet_s --name weatnet_s-weat-adv \
         --dataset cifar10 --attacks pgd20,pgd20-t --aa-n 1000
 
-Modules: `ship` (export_run, export_log, choose_epoch, store_metrics, store_sweep, store_attacks),
+Modules: `ship` (export_run, export_log, choose_epoch, store_metrics, store_sweep, store_attacks, store_plane),
 `card` (the model card, the re-train command, the `--init` lineage), `observation` (the card's
-Observation 1 tables), `heldout` (the held-out best/last check),
+Observation 1 tables and its Observation 3 line), `heldout` (the held-out best/last check),
 `hub` (push_checkpoint: publish a checkpoint folder on the Hugging Face Hub; imported on use).
 """
 
 from .card import lineage, model_card
 from .heldout import heldout_summary, heldout_text
-from .ship import choose_epoch, export_log, export_run, store_attacks, store_metrics, store_sweep
+from .ship import choose_epoch, export_log, export_run, store_attacks, store_metrics, store_plane, store_sweep
 
 __all__ = ["choose_epoch", "export_log", "export_run", "heldout_summary", "heldout_text", "lineage", "model_card",
-           "store_attacks", "store_metrics", "store_sweep"]
+           "store_attacks", "store_metrics", "store_plane", "store_sweep"]

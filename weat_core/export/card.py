@@ -13,7 +13,7 @@ from ..data import DATASETS
 from ..evaluate import per_255, robust_peak
 from ..train import TrainConfig
 from .heldout import heldout_text
-from .observation import attacks_lines, sweep_lines
+from .observation import attacks_lines, join_names, plane_lines, sweep_lines
 
 __all__ = ["lineage", "model_card"]
 
@@ -184,6 +184,8 @@ def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
     attacks = m.get("obs1_attacks")
     if attacks and attacks.get("rows"):
         lines += attacks_lines(attacks)
+    if m.get("plane_span"):
+        lines += plane_lines(m["plane_span"])
     if log_records:
         last = log_records[-1]
         speeds = sorted(r["img_per_s"] for r in log_records if r.get("img_per_s"))
@@ -244,12 +246,14 @@ def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
         if cfg.get("heldout"):
             lines.append("- " + heldout_text(cfg["heldout"]))
         lines.append("")
-    remeasure = [(cfg.get("reproduce") or {}).get(k) for k in ("eval", "eval_aa", "sweep", "landscape")]
-    if not cfg.get("recorded") and any(remeasure):
-        lines += ["## Re-measure", "", "The stored metrics, the AutoAttack number"
-                  + (", the ε sweep and the attacks of Observation 1" if remeasure[3] else " and the ε sweep")
-                  + " come from:", "",
-                  "```", *[c for c in remeasure if c], "```", ""]
+    what = {"eval": "the stored metrics", "eval_aa": "the AutoAttack number", "sweep": "the ε sweep",
+            "landscape": "the attacks of Observation 1", "plane": "the energy around each image"}
+    remeasure = {k: c for k in what if (c := (cfg.get("reproduce") or {}).get(k))}
+    if not cfg.get("recorded") and remeasure:
+        said = join_names([what[k] for k in remeasure])
+        one = len(remeasure) == 1 and next(iter(remeasure)) in ("eval_aa", "sweep", "plane")  # a singular noun
+        lines += ["## Re-measure", "", f"{said[0].upper()}{said[1:]} come{'s' if one else ''} from:", "",
+                  "```", *remeasure.values(), "```", ""]
     stages = cfg.get("stages") or ([t] if t else [])
     if stages:
         lines += ["## Re-train", ""]

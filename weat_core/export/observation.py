@@ -1,11 +1,12 @@
-"""The model card's Observation 1 tables: across ε (`python -m weat_core sweep --store`) and for
-every attack the energy landscape page offers (`landscape --store`)."""
+"""The model card's Observation 1 tables, across ε (`python -m weat_core sweep --store`) and for
+every attack the energy landscape page offers (`landscape --store`), and its Observation 3 line:
+how much E(x) changes around each test image (`plane --store`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["attacks_lines", "sweep_lines"]
+__all__ = ["attacks_lines", "join_names", "plane_lines", "sweep_lines"]
 
 
 def sweep_lines(sweep: dict[str, Any]) -> list[str]:
@@ -48,7 +49,7 @@ def attacks_lines(obs: dict[str, Any]) -> list[str]:
              f"First {obs['n']} test images (class-balanced order; natural: accuracy {100 * nat['accuracy']:.1f} %, "
              f"mean E(x) {nat['energy_mean']:.3f}), L∞ ε = {obs['eps']:g}/255, {obs['steps']} steps{square}, as the "
              "energy landscape page runs them. Mean shift of E(x) from the natural images with two standard errors"
-             + (f"; {_join(handing_back)} hand back the natural image wherever they do not flip it, so the images "
+             + (f"; {join_names(handing_back)} hand back the natural image wherever they do not flip it, so the images "
                 "they flip carry their shift" if handing_back else "") + ":", "",
              "| attack | expected | accuracy | shift of mean E(x) | images lower | unchanged | flipped images | "
              "verdict |", "|---|---|---|---|---|---|---|---|"]
@@ -59,11 +60,21 @@ def attacks_lines(obs: dict[str, Any]) -> list[str]:
                      + (f"{f['n']}: {f['shift']:+.3f}" if f else "none") + f" | {verdicts[r['verdict']]} |")
     held = [r["attack"] for r in obs["rows"] if r["verdict"] == "holds"]
     failed = [r["attack"] for r in obs["rows"] if r["verdict"] == "fails"]
-    lines += ["", f"Observation 1 holds for {_join(held) or 'none of them'}"
-              + (f" and fails for {_join(failed)}" if failed else "") + ".", ""]
+    lines += ["", f"Observation 1 holds for {join_names(held) or 'none of them'}"
+              + (f" and fails for {join_names(failed)}" if failed else "") + ".", ""]
     return lines
 
 
-def _join(names: list[str]) -> str:
+def plane_lines(span: dict[str, Any]) -> list[str]:
+    """The model card's line on the energy around each test image (`plane --store`)."""
+    return ["### Energy around each image (Observation 3)", "",
+            f"On the plane through each of the first {span['n']} test images and its PGD-{span['steps']} and targeted "
+            f"PGD-{span['steps']} images (L∞ ε = 8/255, a random other class), E(x) changes by {span['mean']:.3f} "
+            f"on average across the square the two attacks span (± {span['se']:.3f}, one standard error; median "
+            f"{span['median']:.3f}; a {span['grid']} × {span['grid']} grid). Mirza et al. (2024) find smoother "
+            "energies around the images in more robust models; the attack explorer draws one such plane.", ""]
+
+
+def join_names(names: list[str]) -> str:
     """"A", "A and B", "A, B and C"."""
     return " and ".join(names) if len(names) < 3 else ", ".join(names[:-1]) + " and " + names[-1]

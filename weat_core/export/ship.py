@@ -1,6 +1,6 @@
 """Writing shipped folders: `export_run` (a run's checkpoint, evaluated, with its log and card),
 `export_log` (a recorded run without weights), `choose_epoch` (best or last), and `store_metrics` /
-`store_sweep` / `store_attacks` (new measurements into an existing folder)."""
+`store_sweep` / `store_attacks` / `store_plane` (new measurements into an existing folder)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from ..evaluate import evaluate, robust_peak
 from ..lens._common import prepare
 from .card import _chain, _dataset_flag, _portable, _read_log, _stage, _subset_size, lineage, model_card
 
-__all__ = ["choose_epoch", "export_log", "export_run", "store_attacks", "store_metrics", "store_sweep"]
+__all__ = ["choose_epoch", "export_log", "export_run", "store_attacks", "store_metrics", "store_plane", "store_sweep"]
 
 log = logging.getLogger(__name__)
 
@@ -55,36 +55,46 @@ def store_metrics(directory: Path, res: dict[str, Any], attacks: Sequence[str],
     return cfg
 
 
-def store_sweep(directory: Path, rows: list[dict], n: int, steps: int, eps_arg: str,
-                dataset: Optional[str] = None) -> dict[str, Any]:
-    """Write a `sweep` (Observation 1 across ε; rows from `cli.observation.sweep_rows`) into a checkpoint
-    folder's config.json as metrics["obs1_sweep"] and rewrite its model card; `dataset` as in
-    `store_metrics`."""
+def _store(directory: Path, key: str, value: dict[str, Any], command: str, args: str,
+           dataset: Optional[str] = None) -> dict[str, Any]:
+    """Write one measurement into a checkpoint folder's config.json as metrics[`key`], with the
+    `python -m weat_core COMMAND` that measures it again under reproduce[`command`], and rewrite its
+    model card. `dataset`, as in `store_metrics`, is what the command names (default: the folder's
+    `eval_dataset`)."""
     path = directory / "config.json"
     cfg = json.loads(path.read_text())
-    cfg.setdefault("metrics", {})["obs1_sweep"] = {"n": n, "steps": steps, "rows": rows}
+    cfg.setdefault("metrics", {})[key] = value
     flag = _dataset_flag(dataset if dataset is not None else cfg.get("eval_dataset"))
-    cfg.setdefault("reproduce", {})["sweep"] = (f"python -m weat_core sweep --checkpoint {directory.name}{flag} "
-                                                f"--eps {eps_arg} --steps {steps} --n {n}")
+    cfg.setdefault("reproduce", {})[command] = f"python -m weat_core {command} --checkpoint {directory.name}{flag} {args}"
     path.write_text(json.dumps(cfg, indent=2, sort_keys=True, default=str))
     (directory / "README.md").write_text(model_card(directory.name, cfg, _read_log(directory / "log.jsonl")))
     return cfg
+
+
+def store_sweep(directory: Path, rows: list[dict], n: int, steps: int, eps_arg: str,
+                dataset: Optional[str] = None) -> dict[str, Any]:
+    """Write a `sweep` (Observation 1 across ε; rows from `cli.observation.sweep_rows`) into a checkpoint
+    folder's config.json as metrics["obs1_sweep"] and rewrite its model card."""
+    return _store(directory, "obs1_sweep", {"n": n, "steps": steps, "rows": rows}, "sweep",
+                  f"--eps {eps_arg} --steps {steps} --n {n}", dataset)
 
 
 def store_attacks(directory: Path, result: dict[str, Any], dataset: Optional[str] = None) -> dict[str, Any]:
     """Write Observation 1 for every attack (`landscape`; `result` from
     `cli.observation.landscape_result`) into a checkpoint folder's config.json as
-    metrics["obs1_attacks"] and rewrite its model card; `dataset` as in `store_metrics`."""
-    path = directory / "config.json"
-    cfg = json.loads(path.read_text())
-    cfg.setdefault("metrics", {})["obs1_attacks"] = result
-    flag = _dataset_flag(dataset if dataset is not None else cfg.get("eval_dataset"))
+    metrics["obs1_attacks"] and rewrite its model card."""
     attacks = ",".join(r["attack"] for r in result["rows"])
-    cfg.setdefault("reproduce", {})["landscape"] = (f"python -m weat_core landscape --checkpoint {directory.name}{flag} "
-                                                    f"--attacks {attacks} --steps {result['steps']} --n {result['n']}")
-    path.write_text(json.dumps(cfg, indent=2, sort_keys=True, default=str))
-    (directory / "README.md").write_text(model_card(directory.name, cfg, _read_log(directory / "log.jsonl")))
-    return cfg
+    return _store(directory, "obs1_attacks", result, "landscape",
+                  f"--attacks {attacks} --steps {result['steps']} --n {result['n']}", dataset)
+
+
+def store_plane(directory: Path, result: dict[str, Any], dataset: Optional[str] = None) -> dict[str, Any]:
+    """Write the span of E(x) on each test image's attack plane (`plane`; `result` from
+    `cli.plane.plane_result`: mean, se, median, n, steps, grid) into a checkpoint folder's config.json
+    as metrics["plane_span"] and rewrite its model card; each image's span stays out."""
+    keep = {k: result[k] for k in ("mean", "se", "median", "n", "steps", "grid")}
+    return _store(directory, "plane_span", keep, "plane",
+                  f"--n {keep['n']} --steps {keep['steps']} --grid {keep['grid']}", dataset)
 
 
 def choose_epoch(run: Path, which: str = "auto") -> tuple[str, str]:

@@ -12,7 +12,7 @@ little across the square the two attacks span, a standard model's a lot.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -70,13 +70,15 @@ def energy_plane(model: nn.Module, x: torch.Tensor, d1: torch.Tensor, d2: torch.
 
 
 def plane_spreads(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float = 8 / 255, steps: int = 10,
-                  n: int = 9, seed: int = 0, batch_size: int = 128) -> np.ndarray:
+                  n: int = 9, seed: int = 0, batch_size: int = 128,
+                  callback: Optional[Callable[[int, int, str], None]] = None) -> np.ndarray:
     """`EnergyPlane.spread()` for every image of a batch, each plane built as the attack explorer
     builds its own: through x and its untargeted and targeted (a random other class) PGD-`steps`
     images at L∞ `eps`, here on an n × n grid over |u|, |v| ≤ 1 only (the square the spread
     measures). The attacks' random starts and targets come from `seed`, so one image's spread can
     differ from the explorer's; a mean over many images measures how smooth a model's energy is
-    around its test images (Observation 3). x (B, C, H, W) in [0, 1], y (B,) → (B,)."""
+    around its test images (Observation 3). `callback(done, total, "plane")` follows the batches.
+    x (B, C, H, W) in [0, 1], y (B,) → (B,)."""
     if n < 2:
         raise ValueError(f"plane_spreads needs n ≥ 2 grid points; got {n}")
     g = torch.linspace(-1, 1, n)
@@ -91,4 +93,6 @@ def plane_spreads(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
             pts = (xb.float().cpu()[:, None] + gu * d1 + gv * d2).clamp(0, 1)  # (B, n·n, C, H, W)
             e = energy(_logits(model, pts.flatten(0, 1), 4 * batch_size)).view(pts.shape[0], -1)  # (B, n·n)
             out.append((e.amax(1) - e.amin(1)).numpy())
+            if callback is not None:
+                callback(i // batch_size + 1, -(-x.shape[0] // batch_size), "plane")
     return np.concatenate(out).astype(np.float64)

@@ -26,8 +26,9 @@ def recorded_table(infos: Sequence[Mapping[str, Any]], attack: str = "pgd20") ->
     """The metrics stored in checkpoints' config.json (`checkpoints.list_checkpoints()` entries
     as dicts), one row per checkpoint, in the columns `zoo_table` uses: accuracies under every
     recorded attack, mean natural E(x), ΔE / |ΔE| under `attack`, from which ε on untargeted PGD
-    lowers E(x) (a stored sweep) and the attacks for which Observation 1 holds or fails at 8/255
-    (a stored landscape). Nothing is computed."""
+    lowers E(x) (a stored sweep), the mean span of E(x) on each test image's attack plane (a stored
+    `plane`) and the attacks for which Observation 1 holds or fails at 8/255 (a stored landscape).
+    Nothing is computed."""
     rows = []
     for i in infos:
         row = {"model": i["name"], "arch": i.get("arch"), "method": i.get("method"), "dataset": i.get("dataset"),
@@ -41,6 +42,9 @@ def recorded_table(infos: Sequence[Mapping[str, Any]], attack: str = "pgd20") ->
         sweep = (i.get("obs1_sweep") or {}).get("rows")
         if sweep:  # `sweep --store`: from which ε on untargeted PGD lowers mean E(x)
             row["PGD lowers E(x) from ε (/255)"] = lowers_from(pd.DataFrame(sweep))
+        span = i.get("plane_span") or {}
+        if "mean" in span:  # `plane --store`: how much E(x) changes around each test image, on average
+            row["E(x) span, attack plane"] = span["mean"]
         attacks = (i.get("obs1_attacks") or {}).get("rows")
         if attacks:  # `landscape --store`: the attacks that move E(x) as Observation 1 says, or against it
             for verdict in ("holds", "fails"):
