@@ -75,7 +75,25 @@ def scatter(res: pd.DataFrame, rob: str, title: str, key: str, recipes: dict) ->
         if max(g["n"] for g in within["groups"]) < 5:
             text += (" A group of three or four models cannot show a trend on its own: by chance, its most extreme "
                      "order comes one time in twelve or more often.")
+    text += span_trend(res, rob, recipes, says)
     st.caption(text)
+
+
+def span_trend(res: pd.DataFrame, rob: str, recipes: dict, says: dict) -> str:
+    """Observation 3 on the attack plane, for the models that store the span of E(x) there (`plane --store`):
+    the same ρ across them and within the groups trained alike, as a sentence ("" without three of them)."""
+    col = "E(x) span, attack plane"
+    trend = lens.gap_trend(res, rob, gap=col)
+    if trend is None:
+        return ""
+    text = (f" Measured around each image instead (*{col}*, {trend['n']} robust models), ρ is {trend['rho']:+.2f} "
+            f"(random orders match it {common.chance(trend['p'])} of the time)")
+    within = lens.gap_trend_within(res, recipes, rob, gap=col)
+    if within is not None:
+        text += "; within the groups trained alike, " + ", ".join(f"{g['rho']:+.2f}" for g in within["groups"])
+        if len(within["groups"]) > 1:
+            text += f", together {within['rho']:+.2f} ({common.chance(within['p'])})"
+    return text + f": **{says[(within or trend)['verdict']]}**."
 
 
 def acc_format(df: pd.DataFrame):
@@ -94,9 +112,10 @@ if infos:
                "test images (L∞ ε = 8/255); ΔE = mean E(x) − mean E(x*) under PGD-20. *PGD lowers E(x) from ε*: "
                "the smallest ε from which untargeted PGD sends mean E(x) below the natural images' "
                "(`python -m weat_core sweep --store`; empty where it never does or no sweep is stored). "
-               "*E(x) span, attack plane*: how much E(x) changes, on average over test images (its card says which), on the "
-               "plane through each image and its PGD and targeted PGD images, the plane the attack explorer draws "
-               "(`python -m weat_core plane --store`; smaller is smoother, Observation 3's other measure). "
+               "*E(x) span, attack plane*: how much E(x) changes, on average over test images (its card says "
+               "which), on the plane through each image and its PGD and targeted PGD images, the plane the attack "
+               "explorer draws (`python -m weat_core plane --store`; smaller is smoother, Observation 3's other "
+               "measure). "
                "*Observation 1 holds / fails for*: the attacks that move mean E(x) the way the observation says, or "
                "the other way, by more than two standard errors, at 8/255 (`python -m weat_core landscape --store`, "
                "the energy landscape page's attacks and settings; each model card has the whole table).")

@@ -650,3 +650,40 @@ def test_chance_keeps_a_decimal_near_the_five_percent_line():
 
     assert chance(0.0536) == "5.4%" and chance(0.004) == "0.4%"
     assert chance(0.3053) == "31%" and chance(1.0) == "100%"
+
+
+def test_zoo_gives_observation_3_on_the_attack_plane_too(tmp_path, monkeypatch):
+    """Where the checkpoints store the span of E(x) on their attack planes (`plane --store`), the
+    zoo's recorded table shows it and the caption under the scatter gives its ρ with robustness,
+    across the models and within the group trained alike, with its chance level."""
+    import streamlit as st
+
+    from weat_core.checkpoints import save
+    from weat_core.models import create_model
+
+    training = {"arch": "weatnet_tiny", "batch_size": 64, "lr": 0.1, "schedule": "onecycle", "eps": 8 / 255, "epochs": 5}
+    for k, method in enumerate(["sat", "trades", "weat-adv", "mart"]):  # more robust, smoother: ρ = −1
+        save(create_model("weatnet_tiny"), tmp_path / f"z-{method}",
+             {"dataset": "cifar10", "method": method, "classes": list(CLASSES), "training": training,
+              "metrics": {"clean_acc": 0.6, "pgd20_acc": 0.3 + 0.01 * k, "n": 100, "delta_e": {"pgd20": -0.1 - 0.01 * k},
+                          "plane_span": {"mean": 1.0 - 0.1 * k, "se": 0.01, "median": 0.9, "n": 8, "steps": 10,
+                                         "grid": 9}}})
+    monkeypatch.setenv("WEAT_CHECKPOINTS_DIR", str(tmp_path))
+    monkeypatch.setattr("weat_core.checkpoints.listing.checkpoints_dir", lambda: tmp_path / "none")  # these four only
+    monkeypatch.setenv("WEAT_DEFAULT_MODEL", "z-sat")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    try:
+        at = open_page("zoo")
+        ok(at)
+        table = at.dataframe[0].value
+        assert list(table.sort_values("model")["E(x) span, attack plane"]) == pytest.approx([0.7, 1.0, 0.9, 0.8])  # mart, sat, trades, weat-adv
+        note = next(c.value for c in at.caption if c.value.startswith("Observation 3"))
+        # four models: ρ = −1 comes 2 times in 24 by chance, so no verdict; |ΔE| grows with robustness here
+        assert "Measured around each image instead (*E(x) span, attack plane*, 4 robust models), ρ is -1.00 " \
+               "(random orders match it 8.3% of the time); within the groups trained alike, -1.00" in note
+        assert note.endswith("**no clear trend either way**.")
+    finally:
+        st.cache_data.clear()
+        st.cache_resource.clear()

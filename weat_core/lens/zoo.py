@@ -120,31 +120,32 @@ def paired_table(per_image: Mapping[str, Mapping[str, Sequence[bool]]], referenc
                           "verdict": r["verdict"]} for r in rows])
 
 
-def gap_trend(table: pd.DataFrame, rob: str = "pgd20_acc") -> Optional[dict[str, Any]]:
+def gap_trend(table: pd.DataFrame, rob: str = "pgd20_acc", gap: str = "|ΔE|") -> Optional[dict[str, Any]]:
     """Observation 3 across the models of a `recorded_table` or `zoo_table`: Spearman's rank
     correlation between robust accuracy (`rob`) and the energy gap |ΔE| over the robust models
     (standard training left out, whose gap is of another kind). Negative: the gap shrinks as
     robustness grows, as Mirza et al. (2024) report. `{"rho", "p", "n", "verdict"}`: `p` is the
     two-sided permutation p-value (`rank_corr_p`), and the verdict is "holds" (ρ < 0) or "runs
     against it" (ρ > 0) at p < 0.05, else "no clear trend" (always so under five models: no
-    order of three or four is rarer than that by chance). None under three models or when
-    either column is constant."""
-    if rob not in table or "|ΔE|" not in table:
+    order of three or four is rarer than that by chance). `gap` names another measure of
+    smoothness in place of |ΔE|, e.g. "E(x) span, attack plane" (`recorded_table`). None under
+    three models or when either column is constant."""
+    if rob not in table or gap not in table:
         return None
-    t, a, b = _robust_ranks(table, rob)
-    if len(t) < 3 or t[rob].nunique() < 2 or t["|ΔE|"].nunique() < 2:
+    t, a, b = _robust_ranks(table, rob, gap)
+    if len(t) < 3 or t[rob].nunique() < 2 or t[gap].nunique() < 2:
         return None
     rho = float(a @ b)  # Pearson on average ranks (ties included): Spearman's ρ
     p = rank_corr_p(a, b)
     return {"rho": rho, "p": p, "n": int(len(t)), "verdict": _verdict(rho, p)}
 
 
-def _robust_ranks(table: pd.DataFrame, rob: str) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+def _robust_ranks(table: pd.DataFrame, rob: str, gap: str) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """The robust models' rows that have both numbers, and the centred, unit-length vectors of
-    their ranks by `rob` and by |ΔE| (their dot product is Spearman's ρ)."""
+    their ranks by `rob` and by `gap` (their dot product is Spearman's ρ)."""
     t = table[table["method"] != "standard"] if "method" in table else table
-    t = t.dropna(subset=[rob, "|ΔE|"])
-    return t, _unit(t[rob].rank().to_numpy(float)), _unit(t["|ΔE|"].rank().to_numpy(float))
+    t = t.dropna(subset=[rob, gap])
+    return t, _unit(t[rob].rank().to_numpy(float)), _unit(t[gap].rank().to_numpy(float))
 
 
 def _unit(r: np.ndarray) -> np.ndarray:
@@ -185,7 +186,7 @@ def training_recipe(cfg: Mapping[str, Any], length: bool = True) -> tuple:
 
 
 def gap_trend_within(table: pd.DataFrame, recipes: Mapping[str, Hashable],
-                     rob: str = "pgd20_acc") -> Optional[dict[str, Any]]:
+                     rob: str = "pgd20_acc", gap: str = "|ΔE|") -> Optional[dict[str, Any]]:
     """Observation 3 within groups of models trained alike (`recipes`: model → its
     `training_recipe`; models without one are left out). Across groups, architecture, length
     and data move robustness and |ΔE| together, which can hide or invert the relation the paper
@@ -193,7 +194,7 @@ def gap_trend_within(table: pd.DataFrame, recipes: Mapping[str, Hashable],
     "n", "verdict"}`: `groups` holds `gap_trend` of every group of at least three robust models
     (with its `models`), largest first; `rho` is the mean of their ρ, and `p` its two-sided
     permutation p-value with ranks shuffled only within each group (seeded draws), the verdict
-    as `gap_trend`'s. None without such a group."""
+    as `gap_trend`'s; `gap` as for `gap_trend`. None without such a group."""
     if "model" not in table:
         return None
     keyed = table[table["model"].isin(list(recipes))]
@@ -203,10 +204,10 @@ def gap_trend_within(table: pd.DataFrame, recipes: Mapping[str, Hashable],
     groups, units = [], []
     for models in members.values():
         sub = keyed[keyed["model"].isin(models)]
-        trend = gap_trend(sub, rob)
+        trend = gap_trend(sub, rob, gap)
         if trend is None:
             continue
-        robust, a, b = _robust_ranks(sub, rob)
+        robust, a, b = _robust_ranks(sub, rob, gap)
         groups.append({"models": robust["model"].tolist(), **trend})
         units.append((a, b))
     if not groups:
