@@ -900,29 +900,6 @@ def test_heldout_script_measures_best_and_last_away_from_the_per_epoch_subset(fo
         assert 0 <= row["test_pgd2"] <= row["test_clean"] and 0 <= row["train_pgd2"] <= row["train_clean"]
 
 
-def test_plane_spread_script_measures_each_checkpoint(folder_dataset, tmp_path):
-    """scripts/plane_spread.py (docs/models.md, Observation 3 on the attack plane): one row per
-    checkpoint with the mean and median spread, and every image's spread in --out, equal to
-    lens.plane_spreads on the same images."""
-    from weat_core import lens
-    from weat_core.checkpoints import load
-    from weat_core.data import load_split
-
-    repo = Path(__file__).resolve().parents[1]
-    train(_cfg(folder_dataset, tmp_path / "run", epochs=1, limit=32), progress=False)
-    ck = tmp_path / "run" / (tmp_path / "run" / "LATEST").read_text().strip()
-    out = tmp_path / "spread.json"
-    proc = subprocess.run([sys.executable, str(repo / "scripts" / "plane_spread.py"), "--checkpoints", str(ck),
-                           "--dataset", str(folder_dataset), "--n", "6", "--steps", "2", "--grid", "3", "--out", str(out)],
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(repo)}, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    row = json.loads(out.read_text())["models"][str(ck)]
-    test = load_split(folder_dataset, "test", limit=6)
-    ref = lens.plane_spreads(lens.prepare(load(ck)), test.float(), test.y, steps=2, n=3)
-    assert row["spreads"] == pytest.approx(ref.tolist(), abs=1e-4) and row["mean"] == pytest.approx(ref.mean())
-    assert len(proc.stdout.splitlines()) == 2 and str(ck) in proc.stdout
-
-
 def test_a_standard_models_card_reports_its_clean_curve():
     """Robust accuracy says nothing about a standard model (it is ~0): its card gives the clean
     accuracy on the per-epoch subset, last and best, instead of the robust line."""
