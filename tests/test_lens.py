@@ -412,7 +412,19 @@ def test_gap_trend_within_groups_models_trained_alike():
     assert all(g["rho"] == pytest.approx(-1.0) and g["p"] == pytest.approx(2 / 6) for g in within["groups"])
     # both groups perfect the paper's way: 2 of 6 orders each way per group → P(|mean ρ| = 1) = 2 · (1/6)² = 1/18
     assert within["rho"] == pytest.approx(-1.0) and within["n"] == 6
-    assert within["p"] == pytest.approx(1 / 18, abs=0.006) and within["verdict"] == "no clear trend"
+    assert within["p"] == pytest.approx(1 / 18) and within["verdict"] == "no clear trend"  # 36 orders: counted
+    # three trios at −1, −1 and −0.5 (the shipped spans on the attack plane): of the 6³ = 216 combinations of
+    # orders, 7 give a mean of −0.83 or lower (all three at −1, or two at −1 and one at −0.5) and 7 the mirror
+    extra = pd.DataFrame([("q0", "sat", 0.20, 0.3), ("q1", "trades", 0.22, 0.1), ("q2", "mart", 0.24, 0.2)],
+                         columns=table.columns)
+    three = lens.gap_trend_within(pd.concat([table, extra]), {**recipes, "q0": "q", "q1": "q", "q2": "q"})
+    assert sorted(g["rho"] for g in three["groups"]) == pytest.approx([-1, -1, -0.5])
+    assert three["p"] == pytest.approx(14 / 216)
+    # beyond 20,000 combinations (two groups of seven: 5,040² orders), seeded draws instead, (k + 1) / (draws + 1)
+    big = pd.DataFrame([(f"{g}{i}", "trades", 0.3 + 0.01 * i, 0.5 - 0.01 * i + (0.02 * (i % 2) if g == "b" else 0))
+                        for g in "ab" for i in range(7)], columns=table.columns)
+    drawn = lens.gap_trend_within(big, {m: m[0] for m in big["model"]})
+    assert 0 < drawn["p"] < 0.01 and drawn["p"] * 20_001 == pytest.approx(round(drawn["p"] * 20_001))
     assert lens.gap_trend_within(table, {"p0": 1, "p1": 1}) is None  # no group of three
     assert lens.gap_trend_within(table.drop(columns="model"), recipes) is None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from typing import Any, Callable, Hashable, Mapping, Optional, Sequence
 
 import numpy as np
@@ -193,7 +194,8 @@ def gap_trend_within(table: pd.DataFrame, recipes: Mapping[str, Hashable],
     states for robustness alone; within a group only the method differs. `{"groups", "rho", "p",
     "n", "verdict"}`: `groups` holds `gap_trend` of every group of at least three robust models
     (with its `models`), largest first; `rho` is the mean of their ρ, and `p` its two-sided
-    permutation p-value with ranks shuffled only within each group (seeded draws), the verdict
+    permutation p-value with ranks shuffled only within each group (every combination of the groups'
+    orders when there are at most 20,000, else 20,000 seeded draws), the verdict
     as `gap_trend`'s; `gap` as for `gap_trend`. None without such a group."""
     if "model" not in table:
         return None
@@ -213,10 +215,15 @@ def gap_trend_within(table: pd.DataFrame, recipes: Mapping[str, Hashable],
     if not groups:
         return None
     rho = float(np.mean([a @ b for a, b in units]))
-    rng, draws = np.random.default_rng(0), 20_000
-    null = np.zeros(draws)
-    for a, b in units:  # each group's ρ under a shuffle of its own ranks
-        null += rng.permuted(np.tile(a, (draws, 1)), axis=1) @ b
-    p = float((np.sum(np.abs(null / len(units)) >= abs(rho) - 1e-12) + 1) / (draws + 1))
+    draws = 20_000
+    if math.prod(math.factorial(len(a)) for a, _ in units) <= draws:  # few orders (three trios: 216): all of them
+        per_group = [a[np.array(list(itertools.permutations(range(len(a)))))] @ b for a, b in units]  # each order's ρ
+        null = np.array([sum(c) for c in itertools.product(*per_group)])
+        p = float(np.mean(np.abs(null / len(units)) >= abs(rho) - 1e-12))
+    else:
+        rng, null = np.random.default_rng(0), np.zeros(draws)
+        for a, b in units:  # each group's ρ under a shuffle of its own ranks
+            null += rng.permuted(np.tile(a, (draws, 1)), axis=1) @ b
+        p = float((np.sum(np.abs(null / len(units)) >= abs(rho) - 1e-12) + 1) / (draws + 1))
     return {"groups": sorted(groups, key=lambda g: (-g["n"], g["models"])), "rho": rho, "p": p,
             "n": int(sum(g["n"] for g in groups)), "verdict": _verdict(rho, p)}
