@@ -51,6 +51,16 @@ if target is None:
         st.warning("The target is the true class; the targeted attack will just make the image more confident.")
 
 
+def typical_span(model) -> str:
+    """The model's mean span over many test images, where its checkpoint stores one (`plane --store`), so one
+    image's span can be read against it."""
+    span = ((getattr(model, "config", None) or {}).get("metrics") or {}).get("plane_span")
+    if not span:
+        return ""
+    return (f" Over its first {span['n']} test images (PGD-{span['steps']} and PGD-T-{span['steps']} at 8/255, its "
+            f"card's settings) this model's span averages {span['mean']:.2f}.")
+
+
 def attack_both(model, x, y, eps, steps, norm, target) -> dict:
     """The untargeted and the targeted PGD trajectory of one image."""
     out = {}
@@ -147,4 +157,6 @@ for name, model in shown:
             else " Fewer than 0.1 % of the plane's pixel values were clipped to [0, 1]." if plane.clipped else "")
     st.caption(f"Across the dashed square (|u|, |v| ≤ 1) E(x) spans **{plane.spread():.2f}**: natural "
                f"{plane.at(0, 0):.2f}, PGD {plane.at(1, 0):.2f}, PGD-T {plane.at(0, 1):.2f}. The smaller the span, the "
-               "smoother the landscape around this image; the right panel shows where the prediction changes." + clip)
+               "smoother the landscape around this image; the right panel shows where the prediction changes." + clip
+               + typical_span(model))
+

@@ -42,7 +42,9 @@ def make_checkpoint(root: Path, data_dir: Path, name: str = "tiny-weat-adv") -> 
     torch.manual_seed(0)
     model = create_model("weatnet_tiny", num_classes=10)
     d = save(model, root / name, {"dataset": "cifar10", "method": "weat-adv", "classes": list(CLASSES),
-                                  "metrics": {"test_clean_acc": 0.5, "test_pgd_acc": 0.3, "delta_e": -0.1}})
+                                  "metrics": {"test_clean_acc": 0.5, "test_pgd_acc": 0.3, "delta_e": -0.1,
+                                              "plane_span": {"mean": 0.5, "se": 0.01, "median": 0.45, "n": 64,
+                                                             "steps": 10, "grid": 9}}})
     recs = []
     for e in range(1, 9):
         rob = 0.2 + 0.03 * e if e <= 5 else 0.35 - 0.03 * (e - 5)
@@ -197,6 +199,9 @@ def test_attack_explorer(app_env):
     plane = json.loads(charts(at)[-1].proto.spec)["data"]
     assert [t["type"] for t in plane[:2]] == ["heatmap", "heatmap"] and plane[0]["z"]["shape"] == "19, 19"
     note = next(c.value for c in at.caption if c.value.startswith("Across the dashed square"))
+    # read against the span the checkpoint stores for many images (`plane --store`)
+    assert note.endswith("Over its first 64 test images (PGD-10 and PGD-T-10 at 8/255, its card's settings) this "
+                         "model's span averages 0.50.")
     at.slider(key="ax_step").set_value(1).run()
     ok(at)
     assert any(c.value == note for c in at.caption)  # the plane is kept, not computed again
