@@ -159,4 +159,3 @@ for name, model in shown:
                f"{plane.at(0, 0):.2f}, PGD {plane.at(1, 0):.2f}, PGD-T {plane.at(0, 1):.2f}. The smaller the span, the "
                "smoother the landscape around this image; the right panel shows where the prediction changes." + clip
                + typical_span(model))
-

@@ -864,7 +864,7 @@ def test_cli_plane_prints_stores_reuses_and_writes_json(folder_dataset, trained_
     info = next(c.to_dict() for c in list_checkpoints() if c.name == "tiny")
     assert lens.recorded_table([info])["E(x) span, attack plane"].iloc[0] == pytest.approx(saved["mean"])
     for bad, says in ((["--grid", "5", "--reuse", str(out)], "holds 12 images, 2 steps and a 3-point grid"),
-                      (["--grid", "1"], "--grid takes 2 or more"),
+                      (["--grid", "1"], "--grid takes 2 or more"), (["--n", "1"], "--n 2 or more images"),
                       (["--reuse", str(tmp_path / "none.json")], "no spans of tiny there")):
         assert main(["plane", "--checkpoint", str(d), "--n", "12", "--steps", "2", "--quiet", *bad]) == 2
         assert says in capsys.readouterr().err

@@ -45,15 +45,15 @@ def _cmd_plane(args) -> int:
     from .. import lens
     from ..checkpoints import load
 
-    if args.grid < 2:
-        raise WeatError(f"--grid takes 2 or more points per side; got {args.grid}")
+    if args.grid < 2 or args.n < 2:
+        raise WeatError(f"--grid takes 2 or more points per side and --n 2 or more images; got {args.grid} and {args.n}")
     model = lens.prepare(load(args.checkpoint, device=pick_device(args.device), revision=args.revision))
     folder = store_folder(model, args.checkpoint) if args.store else None
     dataset, test = eval_images(model, args)
     name = Path(args.checkpoint.rstrip("/")).name
     t0 = time.time()
     if args.reuse:
-        spans = np.asarray(_reused(args.reuse, name, str(dataset), len(test), args.steps, args.grid), dtype=np.float64)
+        spans = np.asarray(_reused(args.reuse, name, str(dataset), len(test), args.steps, args.grid), float)
         log.info("%s: the spans of %d images from %s", name, len(spans), args.reuse)
     else:
         bar, progress = progress_bar("plane", args.quiet)
@@ -77,12 +77,12 @@ def _cmd_plane(args) -> int:
 
 
 def plane_result(spans, steps: int, grid: int, seconds: float) -> dict:
-    """Each image's span of E(x) as JSON-ready numbers: mean, se (one standard error of the mean),
-    median, n, steps, grid, eps ("8/255"), seconds, spreads (per image, 5 decimals)."""
+    """Each image's span of E(x) (two or more images) as JSON-ready numbers: mean, se (one standard
+    error of the mean), median, n, steps, grid, eps ("8/255"), seconds, spreads (per image, 5 decimals)."""
     import numpy as np
 
     sp = np.asarray(spans, dtype=np.float64)
-    se = float(sp.std(ddof=1) / len(sp) ** 0.5) if len(sp) > 1 else float("nan")
+    se = float(sp.std(ddof=1) / len(sp) ** 0.5)
     return {"mean": float(sp.mean()), "se": se, "median": float(np.median(sp)), "n": len(sp), "steps": steps,
             "grid": grid, "eps": "8/255", "seconds": seconds, "spreads": [round(float(v), 5) for v in sp]}
 
