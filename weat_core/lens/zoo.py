@@ -168,10 +168,14 @@ def rank_corr_p(ra: np.ndarray, rb: np.ndarray, draws: int = 20_000, seed: int =
     a, b = _unit(np.asarray(ra, float)), _unit(np.asarray(rb, float))
     n, found = len(a), abs(float(a @ b)) - 1e-12
     if n <= 7:
-        perms = np.array(list(itertools.permutations(range(n))))  # (n!, n)
-        return float(np.mean(np.abs(a[perms] @ b) >= found))
+        return float(np.mean(np.abs(_every_order(a, b)) >= found))
     perms = np.random.default_rng(seed).permuted(np.tile(np.arange(n), (draws, 1)), axis=1)  # (draws, n)
     return float((np.sum(np.abs(a[perms] @ b) >= found) + 1) / (draws + 1))
+
+
+def _every_order(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """ρ of unit rank vector `a`, in every order of its entries (n! of them), with `b`."""
+    return a[np.array(list(itertools.permutations(range(len(a)))))] @ b
 
 
 def training_recipe(cfg: Mapping[str, Any], length: bool = True) -> tuple:
@@ -217,7 +221,7 @@ def gap_trend_within(table: pd.DataFrame, recipes: Mapping[str, Hashable],
     rho = float(np.mean([a @ b for a, b in units]))
     draws = 20_000
     if math.prod(math.factorial(len(a)) for a, _ in units) <= draws:  # few orders (three trios: 216): all of them
-        per_group = [a[np.array(list(itertools.permutations(range(len(a)))))] @ b for a, b in units]  # each order's ρ
+        per_group = [_every_order(a, b) for a, b in units]
         null = np.array([sum(c) for c in itertools.product(*per_group)])
         p = float(np.mean(np.abs(null / len(units)) >= abs(rho) - 1e-12))
     else:
