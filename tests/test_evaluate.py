@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import weat_core.evaluate as ev
@@ -309,3 +310,31 @@ def test_cli_compare(tmp_path, trained_tiny, capsys):
     c = save(trained_tiny, tmp_path / "c", {"dataset": str(tmp_path / "elsewhere")})
     assert main(["compare", "--checkpoints", f"{a},{c}", "--device", "cpu", "--quiet"]) != 0
     assert "different datasets" in capsys.readouterr().err
+
+
+def test_random_targets_depend_on_the_seed_only(trained_tiny, synthetic_batch, monkeypatch):
+    """Targeted PGD's random classes are drawn once per image from a generator seeded with `seed`,
+    so they are the same for any batch size (and on any device, the generator being the CPU's)."""
+    from weat_core.attacks import PGD
+
+    x, y = synthetic_batch
+    real = PGD.__call__
+    seen: list[torch.Tensor] = []
+
+    def spy(self, model, xb, yb, target=None, callback=None):
+        seen.append(target.clone())
+        return real(self, model, xb, yb, target=target, callback=callback)
+
+    monkeypatch.setattr(PGD, "__call__", spy)
+
+    def targets(batch_size: int, seed: int) -> torch.Tensor:
+        seen.clear()
+        evaluate(trained_tiny, x, y, ["pgd1-t"], batch_size=batch_size, seed=seed)
+        return torch.cat(seen)
+
+    t = targets(8, 0)
+    assert t.shape == y.shape and bool((t != y).all()) and int(t.min()) >= 0 and int(t.max()) < 10
+    assert torch.equal(targets(5, 0), t)  # other batches, the same class for every image
+    assert not torch.equal(targets(8, 1), t)  # another seed, other targets
+    gen = torch.Generator().manual_seed(0)  # the documented draw: y + a shift in 1..K-1, mod K
+    assert torch.equal(t, (y + torch.randint(1, 10, tuple(y.shape), generator=gen)) % 10)

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from . import WeatError
-from .attacks import eval_mode, make_attack
+from .attacks import PGD, eval_mode, make_attack, random_targets
+from .attacks.base import num_classes_of
 from .attacks.autoattack import TorchAttack
 from .energy import energy, energy_stats, joint_energy
 
@@ -133,6 +134,11 @@ def evaluate(
             continue
         torch.manual_seed(seed)
         attack, target = (None, None) if name == "clean" else built[name]
+        if isinstance(attack, PGD) and attack.targeted and target is None:
+            # every image's random target class drawn once, from a generator of its own seeded with `seed`:
+            # the same targets on a CPU and a GPU, for any batch size, resumed or not
+            gen = torch.Generator().manual_seed(seed)
+            target = random_targets(y.cpu(), num_classes_of(model, x[:1].to(device)), generator=gen)
         if bar is not None and isinstance(attack, TorchAttack):  # AutoAttack: minutes to hours per batch on a CPU
             attack = dataclasses.replace(
                 attack, on_stage=lambda label, k, _bar=bar: _bar.set_postfix_str(f"{label} on {k} images"))
@@ -150,7 +156,8 @@ def evaluate(
             xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
             if attack is not None:
                 with torch.enable_grad(), autocast():
-                    xa = attack(model, xb, yb, target=target) if target is not None else attack(model, xb, yb)
+                    tb = target[i:i + batch_size].to(device) if isinstance(target, torch.Tensor) else target
+                    xa = attack(model, xb, yb, target=tb) if tb is not None else attack(model, xb, yb)
                 xa = xa.to(xb.dtype)
                 kept += int((xa == xb).flatten(1).all(1).sum())
                 xb = xa

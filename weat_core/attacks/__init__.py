@@ -15,7 +15,7 @@ from .. import WeatError
 from .autoattack import TorchAttack
 from .base import AttackCallback, check_budget, eval_mode, project
 from .energy_attack import EnergyAttack
-from .pgd import PGD, margin, pick_target
+from .pgd import PGD, margin, pick_target, random_targets
 from .trades import TradesAttack, kl_div
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "margin",
     "make_attack",
     "pick_target",
+    "random_targets",
     "project",
 ]
 

@@ -15,6 +15,15 @@ from .base import AttackCallback, check_budget, num_classes_of, pgd_loop, random
 Target = Union[None, str, torch.Tensor]
 
 
+def random_targets(y: torch.Tensor, num_classes: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """A uniformly random class other than y for each image (B,), on y's device.
+
+    Drawn on the CPU (from `generator`, else torch's default CPU generator) whatever y's device,
+    so that one seed gives the same targets on a CPU and a GPU."""
+    shift = torch.randint(1, num_classes, tuple(y.shape), generator=generator)  # (B,) in 1..K-1
+    return (y + shift.to(y.device)) % num_classes
+
+
 def pick_target(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: Target, num_classes: int) -> torch.Tensor:
     """Target classes (B,): given; a random other class (None); or the least-likely class."""
     if isinstance(target, torch.Tensor):
@@ -25,8 +34,7 @@ def pick_target(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: Targ
         with torch.no_grad(), eval_mode(model):
             return model(x).argmin(dim=1)
     if target is None or target == "random":
-        shift = torch.randint(1, num_classes, y.shape, device=y.device)
-        return (y + shift) % num_classes
+        return random_targets(y, num_classes)
     raise ValueError(f"target must be a tensor, None, 'random' or 'least-likely', got {target!r}")
 
 
