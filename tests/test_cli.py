@@ -122,3 +122,23 @@ def test_counts_below_one_are_refused_by_the_parser(argv, capsys):
         build_parser().parse_args(argv)
     assert e.value.code == 2
     assert f"argument {argv[-2]}: takes a whole number, 1 or more; got {argv[-1]!r}" in capsys.readouterr().err
+
+
+def test_threads_sets_torch_s_cpu_threads_before_the_command_runs(capsys):
+    """`--threads N` on every command that runs a model: torch uses N threads (set before the command's
+    own work, here one that fails at once on a missing checkpoint); 0 is the parser's error, and `list`,
+    which runs no model, has no such option."""
+    code = ("import torch; from weat_core.cli import main; torch.set_num_threads(2); "
+            "rc = main(['eval', '--checkpoint', 'no-such-checkpoint', '--threads', '1', '--quiet']); "
+            "print('THREADS', torch.get_num_threads(), rc)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "THREADS 1 2"
+    from weat_core.cli import build_parser
+
+    p = build_parser()
+    assert p.parse_args(["train", "--threads", "3"]).threads == 3
+    assert p.parse_args(["generate", "--checkpoint", "m", "--out", "o"]).threads is None
+    for argv in (["eval", "--checkpoint", "m", "--threads", "0"], ["list", "--threads", "1"]):
+        with pytest.raises(SystemExit):
+            p.parse_args(argv)
+        capsys.readouterr()

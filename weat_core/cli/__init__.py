@@ -24,11 +24,12 @@ from typing import Optional, Sequence
 
 from .. import WeatError, __version__
 from . import checkpoints, evaluate, gen_eval, generate, init_stats, observation, plane, train
-from .common import setup_logging
+from .common import count, setup_logging
 
 __all__ = ["main", "build_parser"]
 
 COMMAND_MODULES = (train, evaluate, observation, plane, checkpoints, generate, gen_eval, init_stats)  # in `--help` order
+NO_COMPUTE = ("list", "push")  # the commands that run no model, so take no --threads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,10 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     for module in COMMAND_MODULES:
         module.add_commands(sub)
-    for command in sub.choices.values():
+    for name, command in sub.choices.items():
         # whole option names only: argparse would otherwise take `generate --n 2` as --noise-std 2
         # (eval, sweep and landscape do have --n), silently
         command.allow_abbrev = False
+        if name not in NO_COMPUTE:
+            command.add_argument("--threads", type=count, default=None,
+                                 help="CPU threads for torch (default: torch's own, one per core). Two long jobs "
+                                      "side by side on a 2-core machine run fastest at --threads 1 each; asking "
+                                      "for more threads than cores in all slows each to a fraction of its speed")
     p.command_parsers = sub.choices  # for main's message on unknown options
     return p
 
@@ -51,6 +57,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if extra:
         _unknown(parser, args.command, extra)
     setup_logging(getattr(args, "quiet", False))
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         return int(args.func(args) or 0)
     except WeatError as e:
