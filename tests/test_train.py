@@ -858,7 +858,7 @@ def test_cli_plane_prints_stores_reuses_and_writes_json(folder_dataset, trained_
     card = (d / "README.md").read_text()
     cmd = load_config(d)["reproduce"]["plane"]
     assert cmd.endswith(f"plane --checkpoint tiny --dataset {folder_dataset} --n 12 --steps 2 --grid 3") and cmd in card
-    assert "### Energy around each image (Observation 3)" in card and f"E(x) changes by {saved['mean']:.3f}" in card
+    assert "\n## Energy around each image (Observation 3)\n" in card and f"E(x) changes by {saved['mean']:.3f}" in card
     assert "The energy around each image comes from:" in card  # the only command this folder stores
     monkeypatch.setenv("WEAT_CHECKPOINTS_DIR", str(d.parent))
     info = next(c.to_dict() for c in list_checkpoints() if c.name == "tiny")

@@ -67,7 +67,7 @@ def attacks_lines(obs: dict[str, Any]) -> list[str]:
 
 def plane_lines(span: dict[str, Any]) -> list[str]:
     """The model card's line on the energy around each test image (`plane --store`)."""
-    return ["### Energy around each image (Observation 3)", "",
+    return ["## Energy around each image (Observation 3)", "",
             f"On the plane through each of the first {span['n']} test images and its PGD-{span['steps']} and targeted "
             f"PGD-{span['steps']} images (L∞ ε = 8/255, a random other class), E(x) changes by {span['mean']:.3f} "
             f"on average across the square the two attacks span (± {span['se']:.3f}, one standard error; median "
