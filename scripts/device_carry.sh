@@ -9,7 +9,13 @@
 #   ... the device calls ...
 #   bash scripts/device_carry.sh restore    # track them again, as they were
 #
-# `light` stages their removal from the index, so commit nothing between `light` and `restore`:
+# A call that measures shipped PreActResNet-18 models needs their weights there, and only two of them
+# fit (with .data holding scripts/subset_archive.py's 1,000 test images, not the whole copy):
+#   bash scripts/device_carry.sh only preactresnet18-sat preactresnet18-trades
+# leaves out every shipped weights file (the SGLD statistics in checkpoints/_shared too) but those
+# of the named checkpoints; `restore` brings them all back.
+#
+# `light` and `only` stage the removal from the index, so commit nothing before `restore`:
 # a commit then would delete the shipped weights from the repository.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +23,7 @@ cd "$(dirname "$0")/.."
 weights='checkpoints/preactresnet18-*/model*.safetensors'
 exclude="$(git rev-parse --git-path info/exclude)"
 line="/$weights"
+left="$(git rev-parse --git-path device_carry_left_out)"  # what `only` left out, one path a line
 
 case "${1:-size}" in
   light)
@@ -25,16 +32,45 @@ case "${1:-size}" in
     touch "$exclude"
     grep -qxF -- "$line" "$exclude" || echo "$line" >>"$exclude"
     echo "left out of the carry: $weights (commit nothing until: bash scripts/device_carry.sh restore)" ;;
+  only)
+    shift
+    [ $# -gt 0 ] || { echo "usage: bash scripts/device_carry.sh only CHECKPOINT [CHECKPOINT ...]" >&2; exit 2; }
+    for name in "$@"; do
+      [ -f "checkpoints/$name/config.json" ] || { echo "no shipped checkpoint checkpoints/$name" >&2; exit 2; }
+    done
+    mkdir -p "$(dirname "$exclude")"
+    touch "$exclude" "$left"
+    git ls-files -- 'checkpoints/*.safetensors' | while IFS= read -r f; do
+      keep=0
+      for name in "$@"; do case "$f" in "checkpoints/$name/"*) keep=1 ;; esac; done
+      if [ "$keep" = 0 ]; then
+        git rm -q --cached -- "$f"
+        grep -qxF -- "/$f" "$exclude" || echo "/$f" >>"$exclude"
+        grep -qxF -- "$f" "$left" || echo "$f" >>"$left"
+      fi
+    done
+    echo "left out of the carry: the weights of every shipped checkpoint but $* (commit nothing until:" \
+      "bash scripts/device_carry.sh restore)" ;;
   restore)
     if [ -f "$exclude" ]; then
-      grep -vxF -- "$line" "$exclude" >"$exclude.tmp" || true
+      { grep -vxF -- "$line" "$exclude" || true; } >"$exclude.tmp"
+      if [ -f "$left" ]; then
+        sed 's|^|/|' "$left" >"$left.lines"
+        { grep -vxF -f "$left.lines" "$exclude.tmp" || true; } >"$exclude.tmp2"
+        mv "$exclude.tmp2" "$exclude.tmp"
+        rm -f "$left.lines"
+      fi
       mv "$exclude.tmp" "$exclude"
     fi
     git reset -q -- "$weights"
-    echo "tracked again: $weights" ;;
+    if [ -f "$left" ]; then
+      while IFS= read -r f; do git reset -q -- "$f"; done <"$left"
+      rm -f "$left"
+    fi
+    echo "tracked again: the shipped weights" ;;
   size) ;;
   *)
-    echo "usage: bash scripts/device_carry.sh [size|light|restore]" >&2
+    echo "usage: bash scripts/device_carry.sh [size|light|only CHECKPOINT ...|restore]" >&2
     exit 2 ;;
 esac
 

@@ -52,3 +52,78 @@ def test_device_carry_leaves_the_big_weights_out_and_restores_them(tmp_path):
     assert _git(r, "status", "--porcelain", "--ignored", "--untracked-files=no") == ""  # index as committed
     assert "preactresnet18" not in (r / ".git" / "info" / "exclude").read_text()
     assert run("bogus").returncode == 2
+
+
+@pytest.mark.skipif(shutil.which("git") is None or shutil.which("bash") is None, reason="needs git and bash")
+def test_device_carry_only_keeps_the_named_checkpoints_weights(tmp_path):
+    r = tmp_path / "repo"
+    (r / "scripts").mkdir(parents=True)
+    shutil.copy(REPO / "scripts" / "device_carry.sh", r / "scripts")
+    sizes = {"preactresnet18-sat": 3, "preactresnet18-trades": 3, "preactresnet18-weat-adv": 3, "weatnet_s-sat": 1}
+    for name, mib in sizes.items():
+        (r / "checkpoints" / name).mkdir(parents=True)
+        (r / "checkpoints" / name / "model.safetensors").write_bytes(b"\0" * mib * 2**20)
+        (r / "checkpoints" / name / "config.json").write_text("{}")
+    (r / "checkpoints" / "_shared").mkdir()
+    (r / "checkpoints" / "_shared" / "stats.safetensors").write_bytes(b"\0" * 2**20)
+    _git(r, "init", "-q")
+    _git(r, "add", ".")
+    _git(r, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "stand-in")
+    run = lambda *a: subprocess.run(["bash", "scripts/device_carry.sh", *a], cwd=r, capture_output=True, text=True)
+
+    assert "sends 11.0 MiB" in run().stdout
+    only = run("only", "preactresnet18-sat", "preactresnet18-weat-adv")
+    assert only.returncode == 0 and "sends 6.0 MiB" in only.stdout, only.stdout + only.stderr
+    tracked = _git(r, "ls-files").split()
+    assert {p for p in tracked if p.endswith(".safetensors")} == {
+        "checkpoints/preactresnet18-sat/model.safetensors", "checkpoints/preactresnet18-weat-adv/model.safetensors"}
+    assert "checkpoints/preactresnet18-trades/config.json" in tracked  # only the weights stay behind
+    assert (r / "checkpoints" / "preactresnet18-trades" / "model.safetensors").stat().st_size == 3 * 2**20
+    assert "sends 6.0 MiB" in run("only", "preactresnet18-sat", "preactresnet18-weat-adv").stdout  # twice is harmless
+    bad = run("only", "no-such-model")
+    assert bad.returncode == 2 and "no shipped checkpoint" in bad.stderr
+    assert run("only").returncode == 2
+
+    restore = run("restore")
+    assert restore.returncode == 0 and "sends 11.0 MiB" in restore.stdout, restore.stdout + restore.stderr
+    assert _git(r, "status", "--porcelain", "--ignored", "--untracked-files=no") == ""  # index as committed
+    assert "safetensors" not in (r / ".git" / "info" / "exclude").read_text()
+    assert not (r / ".git" / "device_carry_left_out").exists()
+
+
+def test_subset_archive_holds_the_first_images_of_the_balanced_order(tmp_path):
+    """scripts/subset_archive.py copies the first images of each class, so that the small archive's first
+    n test images are the whole archive's, in the same order (what a device call's AutoAttack needs)."""
+    import io
+    import sys
+    import tarfile
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    import subset_archive
+
+    from weat_core.data import load_split
+
+    rng = np.random.default_rng(0)
+    src = tmp_path / "whole.tar.gz"
+    with tarfile.open(src, "w:gz") as tar:
+        # classes with unequal counts, written out of name order; a train split that must not be copied
+        for split, c, i in [("test", c, i) for c in ("cat", "ant", "dog") for i in (4, 0, 3, 1, 2)][:-1] \
+                + [("train", "ant", 0)]:
+            buf = io.BytesIO()
+            Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(buf, format="PNG")
+            info = tarfile.TarInfo(f"./{split}/{c}/{i:04d}.png")
+            info.size = len(buf.getvalue())
+            tar.addfile(info, io.BytesIO(buf.getvalue()))
+    dest = tmp_path / "part.tar.gz"
+    assert subset_archive.main([str(src), str(dest), "--per-class", "3"]) == 0  # it checks itself, too
+    with tarfile.open(dest) as tar:
+        names = sorted(m.name for m in tar.getmembers())
+    assert names == [f"test/{c}/{i:04d}.png" for c, idx in (("ant", (0, 1, 2)), ("cat", (0, 1, 2)), ("dog", (0, 1, 3)))
+                     for i in idx]  # dog has no 0002
+    whole, part = load_split(str(src), "test", limit=9), load_split(str(dest), "test", limit=9)
+    assert torch.equal(whole.x, part.x) and torch.equal(whole.y, part.y) and whole.classes == part.classes
+    assert whole.y.tolist() == [0, 1, 2] * 3  # the class-balanced order
