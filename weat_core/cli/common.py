@@ -42,6 +42,16 @@ def pick_device(name: str):
     return torch.device(name)
 
 
+def check_attacks(attacks, eps: float, norm: str = "linf", alpha=None) -> None:
+    """Build every attack named (the measures `eval` and `compare` take), so that an unknown name or a
+    bad step fails at once, before the checkpoints and the test images are read (seconds to minutes)."""
+    from ..attacks import make_attack
+
+    for name in attacks:
+        if name != "clean":
+            make_attack(name, eps=eps, norm=norm, alpha=alpha)
+
+
 def add_checkpoint_args(p) -> None:
     """--checkpoint, --revision, --dataset and --data-dir: the model and the test images that
     `eval`, `sweep` and `landscape` measure it on (`eval_images`)."""

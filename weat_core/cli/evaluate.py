@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from .. import WeatError
-from .common import add_checkpoint_args, count, eval_images, log, pick_device, store_folder
+from .common import add_checkpoint_args, check_attacks, count, eval_images, log, pick_device, store_folder
 
 
 
@@ -72,6 +72,7 @@ def _cmd_eval(args) -> int:
     if args.store and (args.norm != "linf" or abs(eps - 8 / 255) > 1e-9 or args.seed != 0 or alpha is not None):
         raise WeatError("--store keeps metrics for L∞ ε = 8/255, step 2/255 and seed 0 only; "
                         "drop --norm/--eps/--alpha/--seed")
+    check_attacks(attacks, eps, args.norm, alpha)
     state = Path(args.out + ".partial") if args.out else None
     if args.resume and state is None:
         raise WeatError("--resume continues the evaluation saved beside --out; pass the same --out")
@@ -171,6 +172,7 @@ def _cmd_compare(args) -> int:
         raise WeatError("--checkpoints takes two or more checkpoints, comma-separated; the first is the reference")
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip() and a.strip() != "clean"]
     eps = parse_radius(args.eps) if args.eps else 8 / 255
+    check_attacks(attacks, eps)
     device = pick_device(args.device)
     reused = _reused(args.reuse, names)
     # every checkpoint to measure is loaded before any work

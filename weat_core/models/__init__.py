@@ -27,6 +27,7 @@ from .weatnet import WeatNet
 
 __all__ = [
     "ArchSpec",
+    "arch_name",
     "Classifier",
     "DEFAULT_CPU_ARCH",
     "Normalize",
@@ -119,6 +120,15 @@ def list_archs() -> list[str]:
     return sorted(_ARCHS)
 
 
+def arch_name(arch: str) -> str:
+    """The registered name of `arch`, ours or timm's (`weat_`-prefixed); an unknown one is a
+    WeatError that lists the choices (checked before slow work such as reading a dataset)."""
+    name = arch[len(TIMM_PREFIX):] if arch.startswith(TIMM_PREFIX) and arch[len(TIMM_PREFIX):] in _ARCHS else arch
+    if name not in _ARCHS:
+        raise WeatError(f"unknown architecture {arch!r}; choose one of: {', '.join(list_archs())}")
+    return name
+
+
 def create_model(
     arch: str,
     num_classes: int = 10,
@@ -132,9 +142,7 @@ def create_model(
     recorded in `model.config` so checkpoints can rebuild the model exactly. An unknown
     architecture or option raises a WeatError.
     """
-    name = arch[len(TIMM_PREFIX):] if arch.startswith(TIMM_PREFIX) and arch[len(TIMM_PREFIX):] in _ARCHS else arch
-    if name not in _ARCHS:
-        raise WeatError(f"unknown architecture {arch!r}; choose one of: {', '.join(list_archs())}")
+    name = arch_name(arch)
     try:
         net = _ARCHS[name].build(num_classes, **kwargs)
     except TypeError as e:  # an option the architecture does not have (e.g. from --arch-kwargs)

@@ -17,7 +17,7 @@ from torch import nn
 from .. import WeatError
 from ..data import ImageSet, dataset_info, load_split
 from ..losses import get_loss
-from ..models import create_model
+from ..models import arch_name, create_model
 from .budget import _after_first_epoch, _calibrate, epochs_for_budget
 from .config import TrainConfig, lr_at, momentum_at
 from .distributed import _all_sum, _dist_env, _resolve_device
@@ -70,6 +70,7 @@ def train(
     if device.type == "cuda":  # which GPU: speeds differ several-fold between cards
         runtime["gpu"] = torch.cuda.get_device_name(device)
 
+    arch_name(cfg.arch)  # an unknown architecture fails here, not after reading the dataset
     if data is None:
         train_set = load_split(cfg.dataset, "train", root=cfg.data_dir, limit=cfg.limit)
         test_set = load_split(cfg.dataset, "test", root=cfg.data_dir, limit=cfg.eval_size)
