@@ -16,22 +16,31 @@ def _git(cwd: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
 
 
-@pytest.mark.skipif(shutil.which("git") is None or shutil.which("bash") is None, reason="needs git and bash")
-def test_device_carry_leaves_the_big_weights_out_and_restores_them(tmp_path):
+def _stand_in(tmp_path: Path, files: dict[str, int]):
+    """A committed stand-in repository with scripts/device_carry.sh and these files under checkpoints/
+    ({path: MiB}; a config.json holds "{}"); returns its folder and a runner of the script there."""
     r = tmp_path / "repo"
     (r / "scripts").mkdir(parents=True)
     shutil.copy(REPO / "scripts" / "device_carry.sh", r / "scripts")
-    ck = r / "checkpoints" / "preactresnet18-trades"
-    ck.mkdir(parents=True)
-    for i in (1, 2):
-        (ck / f"model-0000{i}-of-00002.safetensors").write_bytes(b"\0" * 3 * 2**20)  # 6 MiB in all
-    (ck / "config.json").write_text("{}")
-    (r / "checkpoints" / "weatnet_s-sat").mkdir()
-    (r / "checkpoints" / "weatnet_s-sat" / "model.safetensors").write_bytes(b"\0" * 2**20)
+    for path, mib in files.items():
+        f = r / "checkpoints" / path
+        f.parent.mkdir(parents=True, exist_ok=True)
+        if f.name == "config.json":
+            f.write_text("{}")
+        else:
+            f.write_bytes(b"\0" * mib * 2**20)
     _git(r, "init", "-q")
     _git(r, "add", ".")
     _git(r, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "stand-in")
-    run = lambda *a: subprocess.run(["bash", "scripts/device_carry.sh", *a], cwd=r, capture_output=True, text=True)
+    return r, lambda *a: subprocess.run(["bash", "scripts/device_carry.sh", *a], cwd=r, capture_output=True, text=True)
+
+
+@pytest.mark.skipif(shutil.which("git") is None or shutil.which("bash") is None, reason="needs git and bash")
+def test_device_carry_leaves_the_big_weights_out_and_restores_them(tmp_path):
+    ck = tmp_path / "repo" / "checkpoints" / "preactresnet18-trades"
+    r, run = _stand_in(tmp_path, {"preactresnet18-trades/model-00001-of-00002.safetensors": 3,  # 6 MiB in all
+                                  "preactresnet18-trades/model-00002-of-00002.safetensors": 3,
+                                  "preactresnet18-trades/config.json": 0, "weatnet_s-sat/model.safetensors": 1})
 
     before = run()
     assert before.returncode == 0 and "sends 7.0 MiB" in before.stdout, before.stdout + before.stderr
@@ -56,20 +65,10 @@ def test_device_carry_leaves_the_big_weights_out_and_restores_them(tmp_path):
 
 @pytest.mark.skipif(shutil.which("git") is None or shutil.which("bash") is None, reason="needs git and bash")
 def test_device_carry_only_keeps_the_named_checkpoints_weights(tmp_path):
-    r = tmp_path / "repo"
-    (r / "scripts").mkdir(parents=True)
-    shutil.copy(REPO / "scripts" / "device_carry.sh", r / "scripts")
     sizes = {"preactresnet18-sat": 3, "preactresnet18-trades": 3, "preactresnet18-weat-adv": 3, "weatnet_s-sat": 1}
-    for name, mib in sizes.items():
-        (r / "checkpoints" / name).mkdir(parents=True)
-        (r / "checkpoints" / name / "model.safetensors").write_bytes(b"\0" * mib * 2**20)
-        (r / "checkpoints" / name / "config.json").write_text("{}")
-    (r / "checkpoints" / "_shared").mkdir()
-    (r / "checkpoints" / "_shared" / "stats.safetensors").write_bytes(b"\0" * 2**20)
-    _git(r, "init", "-q")
-    _git(r, "add", ".")
-    _git(r, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "stand-in")
-    run = lambda *a: subprocess.run(["bash", "scripts/device_carry.sh", *a], cwd=r, capture_output=True, text=True)
+    files = {f"{name}/model.safetensors": mib for name, mib in sizes.items()}
+    files.update({f"{name}/config.json": 0 for name in sizes}, **{"_shared/stats.safetensors": 1})
+    r, run = _stand_in(tmp_path, files)
 
     assert "sends 11.0 MiB" in run().stdout
     only = run("only", "preactresnet18-sat", "preactresnet18-weat-adv")
