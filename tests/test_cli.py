@@ -32,6 +32,26 @@ def test_list_reads_the_configs_without_torch():
     assert "weatnet_s-weat-adv" in out
 
 
+def test_list_is_a_table_with_a_column_per_measure(capsys):
+    """`list` prints the shipped checkpoints as a table: a header, every column starting where its
+    header does however long the names, and the accuracies in percent under clean, PGD-20, ..."""
+    from weat_core.checkpoints import list_checkpoints
+    from weat_core.cli import main
+
+    assert main(["list"]) == 0
+    table = capsys.readouterr().out.split("\n\n")[0].splitlines()
+    head = table[0]
+    assert head.split()[:5] == ["checkpoint", "arch", "method", "dataset", "clean"]
+    starts = [head.index(h) for h in ("arch", "method", "dataset")]
+    infos = {i.name: i for i in list_checkpoints()}
+    assert len(table) == 1 + len(infos)
+    for line in table[1:]:
+        name = line.split()[0]
+        assert [line[s - 2:s] for s in starts] == ["  "] * 3 and line[starts[0]:].startswith(infos[name].arch), line
+        at = head.index("clean %")  # the number right-aligned under its header
+        assert line[at:at + len("clean %")] == f"{100 * infos[name].metrics['clean_acc']:.1f}".rjust(len("clean %"))
+
+
 def test_help_lists_every_command():
     out = subprocess.run([sys.executable, "-m", "weat_core", "--help"], cwd=REPO, capture_output=True, text=True,
                          check=True).stdout

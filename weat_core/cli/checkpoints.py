@@ -38,16 +38,41 @@ def _cmd_list(args) -> int:
         return 0
     if not infos:
         print("no checkpoints shipped yet (train one with `python -m weat_core train`)")
-    for i in infos:
-        m = i.metrics
-        acc = "  ".join(f"{k}={100 * v:.1f}" for k, v in m.items() if k.endswith("_acc") and isinstance(v, float))
-        print(f"{i.name:28s} {i.arch:14s} {i.method:9s} {i.dataset:9s} {acc}")
+    else:
+        # the measures every shipped card has first, in the order of the README's tables; any other after them
+        shown = [k for k in LIST_MEASURES if any(k in i.metrics for i in infos)]
+        shown += sorted({k for i in infos for k, v in i.metrics.items()
+                         if k.endswith("_acc") and isinstance(v, float) and k not in shown})
+        rows = [[i.name, i.arch, i.method, _short(i.dataset),
+                 *(f"{100 * i.metrics[k]:.1f}" if isinstance(i.metrics.get(k), float) else "" for k in shown)]
+                for i in infos]
+        heads = ["checkpoint", "arch", "method", "dataset", *(LIST_MEASURES.get(k, k[:-4]) + " %" for k in shown)]
+        print(_table(heads, rows, right=range(4, len(heads))))
     runs = list_runs()
     if runs:
         print("\nrecorded training runs (per-epoch log only, no weights; the app's training page):")
-    for r in runs:
-        print(f"{r.name:38s} {r.arch:14s} {r.method:9s} {r.dataset:9s} {r.config.get('epochs', '?')} epochs")
+        print(_table(["run", "arch", "method", "dataset", "epochs"],
+                     [[r.name, r.arch, r.method, _short(r.dataset), str(r.config.get("epochs", "?"))] for r in runs],
+                     right=[4]))
     return 0
+
+
+# the measures `list` shows first, with their column names
+LIST_MEASURES = {"clean_acc": "clean", "pgd20_acc": "PGD-20", "pgd20-t_acc": "PGD-20-T", "aa_acc": "AutoAttack"}
+
+
+def _short(dataset: str) -> str:
+    """A dataset as `list` shows it: a name as it is, a path by its last part."""
+    return dataset.rstrip("/").rsplit("/", 1)[-1] if "/" in dataset else dataset
+
+
+def _table(heads: list[str], rows: list[list[str]], right=()) -> str:
+    """Rows of text in columns as wide as their widest cell, two spaces apart; the columns in
+    `right` (numbers) aligned right."""
+    widths = [max(len(str(c)) for c in col) for col in zip(heads, *rows)]
+    fmt = lambda cells: "  ".join(  # noqa: E731
+        (str(c).rjust(w) if k in right else str(c).ljust(w)) for k, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    return "\n".join(fmt(r) for r in [heads, *rows])
 
 
 def _add_export(sub) -> None:
