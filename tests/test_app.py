@@ -296,7 +296,7 @@ def test_training_preselects_the_runs_trained_like_the_one_with_the_most_steps(a
     assert any("up to ±6.2 points at 256 images, the smallest subset here" in c.value for c in at.caption)
 
 
-def test_training_recorded_and_live(app_env):
+def test_training_recorded_and_live(app_env, monkeypatch):
     import streamlit as st
 
     rec = app_env / "ckpts" / "_runs" / "rec-sat"  # a run shipped for its curves only (export --log-only)
@@ -352,6 +352,40 @@ def test_training_recorded_and_live(app_env):
         assert json.loads(z.read("config.json"))["training"]["ema"] == 0.999
         assert len(z.read("log.jsonl").decode().splitlines()) == 1
     assert [d for d in at.get("download_button") if d.proto.label == "Download it (.zip)"]
+    # or published on the Hub (huggingface_hub's HfApi stood in for), with its settings, records and card
+    import huggingface_hub
+
+    up = {}
+
+    class FakeApi:
+        def __init__(self, token=None):
+            up["token"] = token
+
+        def create_repo(self, repo_id, **kw):
+            up["create"] = (repo_id, kw)
+
+        def upload_folder(self, *, repo_id, folder_path, **kw):
+            up["files"] = sorted(p.name for p in Path(folder_path).iterdir())
+            up["config"] = json.loads((Path(folder_path) / "config.json").read_text())
+            up["card"] = (Path(folder_path) / "README.md").read_text()
+            return type("CommitInfo", (), {"commit_url": f"https://huggingface.co/{repo_id}/commit/abc"})()
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    assert at.button(key="tr_hub_push").disabled  # no repo id yet
+    at.text_input(key="tr_hub_repo").set_value("not an id").run()
+    at.button(key="tr_hub_push").click().run()
+    assert any("not a Hub repo id" in e.value for e in at.error) and not up  # refused before any upload
+    at.text_input(key="tr_hub_repo").set_value("me/tiny-trained").run()
+    at.text_input(key="tr_hub_token").set_value("hf_typed").run()
+    at.checkbox(key="tr_hub_private").check().run()
+    at.button(key="tr_hub_push").click().run()
+    ok(at)
+    assert up["token"] == "hf_typed"
+    assert up["create"] == ("me/tiny-trained", {"repo_type": "model", "private": True, "exist_ok": True})
+    assert up["files"] == ["README.md", "config.json", "log.jsonl", "model.safetensors"]
+    assert up["config"]["method"] == job.config.method and up["config"]["training"]["epochs"] == 1
+    assert up["card"].startswith("---\n") and 'load("me/tiny-trained")' in up["card"]
+    assert any("me/tiny-trained/commit/abc" in m.value for m in at.success)
     at.button(key="tr_use").click().run()
     ok(at)
     # a time budget instead of an epoch count: the progress bar learns the count after epoch 1

@@ -458,6 +458,9 @@ def test_push_uploads_what_loads_back_by_repo_id(model, x, tmp_path, monkeypatch
     calls = {}
 
     class FakeApi:
+        def __init__(self, token=None):
+            calls["token"] = token
+
         def create_repo(self, repo_id, **kw):
             calls["create"] = (repo_id, kw)
 

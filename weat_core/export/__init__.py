@@ -7,7 +7,8 @@ metrics + the per-epoch energy log + a model card (README.md).
 Modules: `ship` (export_run, export_log, choose_epoch, store_metrics, store_sweep, store_attacks, store_plane),
 `card` (the model card, the re-train command, the `--init` lineage), `observation` (the card's
 Observation 1 tables and its Observation 3 line), `heldout` (the held-out best/last check),
-`hub` (push_checkpoint: publish a checkpoint folder on the Hugging Face Hub; imported on use).
+`hub` (push_checkpoint: publish a checkpoint folder on the Hugging Face Hub; push_model: a model held in
+memory, as the app's training page does; imported on use).
 """
 
 from .card import lineage, model_card

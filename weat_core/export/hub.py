@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 from .. import WeatError
 
-__all__ = ["push_checkpoint", "stage"]
+__all__ = ["push_checkpoint", "push_model", "stage"]
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +84,11 @@ def stage(source: str, dest: Path, repo_id: Optional[str] = None) -> Path:
 
 
 def push_checkpoint(source: str, repo_id: str, private: bool = False, revision: Optional[str] = None,
-                    message: Optional[str] = None) -> str:
+                    message: Optional[str] = None, token: Optional[str] = None) -> str:
     """Upload the checkpoint `source` to the Hub model repo `repo_id` ("owner/name"; created when
     it does not exist, `private` then). `revision`: a branch to commit to (default main).
-    Returns the commit's URL. Needs a token with write access (`hf auth login`, or HF_TOKEN)."""
+    Returns the commit's URL. Needs a token with write access: `token`, else this machine's login
+    (`hf auth login`, or HF_TOKEN)."""
     import tempfile
 
     from huggingface_hub import HfApi, get_token
@@ -95,10 +96,11 @@ def push_checkpoint(source: str, repo_id: str, private: bool = False, revision: 
 
     with tempfile.TemporaryDirectory(prefix="weat-push-") as tmp:
         folder = stage(source, Path(tmp) / "repo", repo_id)
-        if get_token() is None:
+        token = token or get_token()
+        if token is None:
             raise WeatError("no Hugging Face token: log in with `hf auth login` (or `huggingface-cli login`), or set "
                             "HF_TOKEN to a token that can write to " + repo_id)
-        api = HfApi()
+        api = HfApi(token=token)
         try:
             api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
             if revision:  # a new branch is made from main; an existing one is committed to
@@ -116,3 +118,25 @@ def push_checkpoint(source: str, repo_id: str, private: bool = False, revision: 
             raise WeatError(f"could not reach the Hugging Face Hub to upload to {repo_id}: {e}") from None
     log.info("uploaded %s to %s", source, repo_id)
     return str(getattr(info, "commit_url", None) or f"https://huggingface.co/{repo_id}")
+
+
+def push_model(model, repo_id: str, records: Optional[list[dict]] = None, config: Optional[dict[str, Any]] = None,
+               private: bool = False, token: Optional[str] = None) -> str:
+    """Upload a model held in memory (one the app trained) as a checkpoint: its weights and
+    `config.json` as `checkpoints.save` writes them (with `config` added, e.g. the method, the
+    dataset and the run's settings under "training"), its per-epoch `records` as `log.jsonl`, and
+    the model card `export` would write from them; then `push_checkpoint`. Returns the commit's URL."""
+    import tempfile
+
+    from ..checkpoints import save
+    from .card import model_card
+
+    with tempfile.TemporaryDirectory(prefix="weat-model-") as tmp:
+        folder = Path(tmp) / repo_id.rsplit("/", 1)[-1]
+        save(model, folder, config=dict(config or {}))
+        records = [dict(r) for r in records or []]
+        if records:
+            (folder / "log.jsonl").write_text("".join(json.dumps(r, default=float) + "\n" for r in records))
+        cfg = json.loads((folder / "config.json").read_text())
+        (folder / "README.md").write_text(model_card(folder.name, cfg, records))
+        return push_checkpoint(str(folder), repo_id, private=private, token=token)
