@@ -6,7 +6,8 @@
 # and targeted PGD-20 on all 10,000 test images, fp16 weights in shards under 15 MB), measured with
 # AutoAttack on the first 1,000 test images, and last, in whatever time is left, the torch.compile
 # benchmark. Each stage after the benchmarks keeps what the one before wrote, so a stage that
-# fails or runs out of time still leaves the rest under $OUT.
+# fails or runs out of time still leaves the rest under $OUT. (To measure shipped checkpoints' AutoAttack
+# again instead, two a call, see scripts/gpu_aa_repro.sh.)
 #
 # Here, once per machine (.data and .whl are ignored; the device image has no torchattacks):
 #   mkdir -p .data && cp ../shared/data/cifar10-jpeg.tar.gz .data/
