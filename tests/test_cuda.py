@@ -144,3 +144,30 @@ def test_sgld_generation(model):
     res = generate(copy.deepcopy(model).eval(), torch.arange(4).to(DEVICE), steps=5, init="uniform", seed=0)
     assert res.images.shape == (4, 3, 32, 32) and res.images.min() >= 0 and res.images.max() <= 1
     assert torch.isfinite(res.images).all()
+
+
+def test_evaluate_attacks_each_image_towards_the_same_class_as_on_the_cpu(monkeypatch):
+    """`evaluate`'s targeted PGD draws every image's random target on the CPU from a generator seeded
+    with `seed`, so the device attacks each image towards the class a CPU run would: the classes
+    handed to the attack here are the CPU's (random starts still come from each device's own generator)."""
+    from weat_core.evaluate import evaluate
+
+    calls: list[tuple[str, torch.Tensor]] = []
+    real = PGD.__call__
+
+    def spy(self, m, xb, yb, target=None, callback=None):
+        calls.append((xb.device.type, target.cpu()))
+        return real(self, m, xb, yb, target=target, callback=callback)
+
+    monkeypatch.setattr(PGD, "__call__", spy)
+    data = _images(48, 3)
+    targets = []
+    for device in ("cpu", DEVICE):
+        calls.clear()
+        torch.manual_seed(0)
+        m = create_model("weatnet_tiny").to(device)
+        evaluate(m, data.float(), data.y, ["pgd2-t"], batch_size=16, seed=5)
+        assert {d for d, _ in calls} == {torch.device(device).type}  # attacked on that device
+        targets.append(torch.cat([t for _, t in calls]))
+    on_cpu, on_device = targets
+    assert on_cpu.shape == (48,) and torch.equal(on_cpu, on_device) and bool((on_cpu != data.y).all())
