@@ -126,3 +126,27 @@ def test_subset_archive_holds_the_first_images_of_the_balanced_order(tmp_path):
     whole, part = load_split(str(src), "test", limit=9), load_split(str(dest), "test", limit=9)
     assert torch.equal(whole.x, part.x) and torch.equal(whole.y, part.y) and whole.classes == part.classes
     assert whole.y.tolist() == [0, 1, 2] * 3  # the class-balanced order
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_gpu_aa_repro_runs_and_ends_with_stored_against_measured(cifar_tarball, tmp_path):
+    """scripts/gpu_aa_repro.sh as its CPU smoke run: AutoAttack on the first two test images of a
+    shipped model, each image's result kept, and the last table with the stored and measured numbers."""
+    import json
+    import os
+
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "DEVICE": "cpu", "AA_N": "2", "DATA": str(cifar_tarball),
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(["bash", "scripts/gpu_aa_repro.sh", "weatnet_s-sat"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    got = json.loads((out / "aa-weatnet_s-sat.json").read_text())
+    assert got["n"] == 2 and got["checkpoint"] == "weatnet_s-sat" and len(got["correct"]["aa"]) == 2
+    row = (out / "session.log").read_text().split("stored against measured")[1].splitlines()[2].split()
+    from weat_core.checkpoints import list_checkpoints
+
+    stored = next(c.metrics for c in list_checkpoints() if c.name == "weatnet_s-sat")
+    assert row[:4] == ["weatnet_s-sat", f"{100 * stored['aa_acc']:.2f}", "%", str(stored["aa_n"])]
+    assert row[4:7] == [f"{100 * got['aa_acc']:.2f}", "%", "2"]  # measured on the 2
+    assert subprocess.run(["bash", "scripts/gpu_aa_repro.sh"], cwd=REPO, capture_output=True).returncode == 2
