@@ -338,3 +338,34 @@ def test_random_targets_depend_on_the_seed_only(trained_tiny, synthetic_batch, m
     assert not torch.equal(targets(8, 1), t)  # another seed, other targets
     gen = torch.Generator().manual_seed(0)  # the documented draw: y + a shift in 1..K-1, mod K
     assert torch.equal(t, (y + torch.randint(1, 10, tuple(y.shape), generator=gen)) % 10)
+
+
+def test_compare_pairs_files_by_their_images_not_their_path(tmp_path, trained_tiny, capsys):
+    """`eval --out` records a fingerprint of the images it measured; `compare --reuse` pairs a file
+    with images that have that fingerprint wherever they lie (a copy of the dataset at another path,
+    as on another machine), and refuses one whose images differ though the path is the same."""
+    import shutil
+
+    folder = _noise_folder(tmp_path / "data")
+    ck = save(trained_tiny, tmp_path / "ck", {"dataset": str(folder)})
+    other = save(trained_tiny, tmp_path / "other", {"dataset": str(folder)})
+    out = tmp_path / "ev.json"
+    assert main(["eval", "--checkpoint", str(ck), "--attacks", "pgd2", "--device", "cpu", "--quiet",
+                 "--out", str(out)]) == 0
+    from weat_core.data import load_split
+
+    got = json.loads(out.read_text())
+    assert got["images"] == load_split(str(folder), "test").digest() and len(got["images"]) == 16
+    copy = shutil.copytree(folder, tmp_path / "elsewhere" / "data")  # the same images under another path
+    argv = ["compare", "--checkpoints", f"{other},{ck}", "--attacks", "pgd2", "--device", "cpu", "--quiet",
+            "--reuse", str(out), "--dataset", str(copy)]
+    assert main(argv) == 0
+    assert "(reference)" in capsys.readouterr().out
+    first = sorted((copy / "test" / "c0").iterdir())[0]  # one image changed: not the images measured
+    first.write_bytes((folder / "test" / "c1" / "0.png").read_bytes())
+    assert load_split(str(copy), "test").digest() != got["images"]
+    assert main(argv) != 0 and "Match those" in capsys.readouterr().err
+    legacy = {k: v for k, v in got.items() if k != "images"}  # a file from before fingerprints: by its path
+    out.write_text(json.dumps(legacy))
+    assert main(argv[:-2] + ["--dataset", str(folder)]) == 0
+    assert main(argv) != 0

@@ -57,6 +57,16 @@ class ImageSet:
         x = self.x if idx is None else self.x[torch.as_tensor(idx, dtype=torch.long)]
         return x.float().div_(255.0)
 
+    def digest(self) -> str:
+        """A fingerprint of these images, their order and labels (16 hex digits of SHA-256 over the
+        uint8 pixels and the labels): two loads of the same images agree wherever the files lie, so
+        `eval --out` files can be paired by what they measured rather than by a path."""
+        import hashlib
+
+        h = hashlib.sha256(self.x.contiguous().numpy().tobytes())
+        h.update(self.y.to(torch.int64).contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
     def subset(self, n: Optional[int]) -> "ImageSet":
         """The first n images of the class-balanced order (see `balanced_order`)."""
         if n is None or n >= len(self):

@@ -89,7 +89,7 @@ def _cmd_eval(args) -> int:
     res = evaluate(model, test.float(), test.y, attacks, eps=eps, norm=args.norm, alpha=alpha, batch_size=batch,
                    seed=args.seed, progress=not args.quiet, state=state, amp=args.amp, per_image=bool(args.out))
     correct = res.pop("correct", None)
-    res.update(checkpoint=args.checkpoint, dataset=str(dataset), seed=args.seed,
+    res.update(checkpoint=args.checkpoint, dataset=str(dataset), images=test.digest(), seed=args.seed,
                **({"alpha": alpha} if alpha is not None else {}), **({"amp": True} if args.amp else {}))
     print(format_table(res))
     if args.out:
@@ -145,6 +145,7 @@ def _reused(files: list[str], names: list[str]) -> dict[str, tuple[str, dict, di
             # compare --out: {"results": {name: result}}; eval --out: one result, naming its checkpoint
             results = saved["results"] if "results" in saved else {saved["checkpoint"]: saved}
             meta = {k: saved[k] for k in ("dataset", "n", "eps")}
+            meta["images"] = saved.get("images")  # the images' fingerprint (files from before it have none)
             if any("correct" not in r for r in results.values()):  # eval files from before they were kept
                 raise KeyError("correct")
         except (OSError, ValueError, KeyError, TypeError) as e:
@@ -186,8 +187,12 @@ def _cmd_compare(args) -> int:
         raise WeatError("the checkpoints do not name their dataset; pass --dataset")
     test = load_split(dataset, "test", root=args.data_dir, limit=args.n)
     measures = ["clean", *attacks]
+    digest = test.digest()
     for name, (f, meta, r) in reused.items():
-        if (str(meta["dataset"]), meta["n"]) != (str(dataset), len(test)) or abs(meta["eps"] - eps) > 1e-9 \
+        # the same images: by their fingerprint where the file has one (the same copy may lie at another
+        # path on another machine, or be a subset archive of the first images), else by the dataset named
+        same = meta["images"] == digest if meta["images"] else str(meta["dataset"]) == str(dataset)
+        if not same or meta["n"] != len(test) or abs(meta["eps"] - eps) > 1e-9 \
                 or not set(measures) <= set(r["correct"]):
             raise WeatError(f"--reuse {f} measured {name} on {meta['n']:,} images of {meta['dataset']} at "
                             f"ε = {meta['eps'] * 255:g}/255 with {', '.join(r['correct'])}; this comparison is on "
@@ -210,7 +215,8 @@ def _cmd_compare(args) -> int:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         # each image's result as a string of 0/1 (test order), so later models can be paired with these
         as_bits = lambda r: {**r, "correct": {m: correct_bits(v) for m, v in r["correct"].items()}}  # noqa: E731
-        Path(args.out).write_text(json.dumps({"checkpoints": names, "dataset": str(dataset), "n": len(test),
+        Path(args.out).write_text(json.dumps({"checkpoints": names, "dataset": str(dataset), "images": digest,
+                                              "n": len(test),
                                               "eps": eps, "seed": args.seed,
                                               "results": {k: as_bits(v) for k, v in results.items()},
                                               "comparisons": rows}, indent=2))
