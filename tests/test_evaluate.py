@@ -361,6 +361,8 @@ def test_compare_pairs_files_by_their_images_not_their_path(tmp_path, trained_ti
             "--reuse", str(out), "--dataset", str(copy)]
     assert main(argv) == 0
     assert "(reference)" in capsys.readouterr().out
+    # the same 30 images in another order (--n takes the class-balanced one; eval without it, file order)
+    assert main(argv + ["--n", "30"]) != 0 and "another order" in capsys.readouterr().err
     first = sorted((copy / "test" / "c0").iterdir())[0]  # one image changed: not the images measured
     first.write_bytes((folder / "test" / "c1" / "0.png").read_bytes())
     assert load_split(str(copy), "test").digest() != got["images"]

@@ -196,8 +196,12 @@ def _cmd_compare(args) -> int:
                 or not set(measures) <= set(r["correct"]):
             raise WeatError(f"--reuse {f} measured {name} on {meta['n']:,} images of {meta['dataset']} at "
                             f"ε = {meta['eps'] * 255:g}/255 with {', '.join(r['correct'])}; this comparison is on "
-                            f"{len(test):,} images of {dataset} at ε = {eps * 255:g}/255 with {', '.join(measures)}. "
-                            "Match those (--n, --dataset, --eps, --attacks) or leave the file out to measure it again")
+                            f"{len(test):,} images of {dataset} at ε = {eps * 255:g}/255 with {', '.join(measures)}"
+                            + (f"; its images' fingerprint is {meta['images']}, these are {digest} (other images, or "
+                               "another order: without --n the test split comes in file order, with --n in the "
+                               "class-balanced order)" if meta["images"] and meta["images"] != digest else "")
+                            + ". Match those (--n, --dataset, --eps, --attacks) or leave the file out to measure it "
+                            "again")
     results = {}
     for name in names:
         if name in reused:
