@@ -81,24 +81,24 @@ def publish(job) -> None:
     with st.expander("Publish it on the Hugging Face Hub"):
         cols = st.columns([3, 3, 1])
         repo = cols[0].text_input("Repo id (owner/name)", key="tr_hub_repo",
-                               help="Created when it does not exist; a new commit when it does.")
+                               help="Created when it does not exist; a new commit when it does.").strip()
         token = cols[1].text_input("Token with write access", type="password", key="tr_hub_token",
                                 help="Used for this upload only, never stored. Leave it empty to use this machine's "
                                      "login (`hf auth login`, or HF_TOKEN).")
         private = cols[2].checkbox("private", key="tr_hub_private")
-        if st.button("Publish", key="tr_hub_push", disabled=not repo.strip()):
+        if st.button("Publish", key="tr_hub_push", disabled=not repo):
             from weat_core.export.hub import push_model
 
             cfg = job.config
             try:
-                with st.spinner(f"uploading to {repo.strip()}…"):
-                    url = push_model(job.model, repo.strip(), job.history,
+                with st.spinner(f"uploading to {repo}…"):
+                    url = push_model(job.model, repo, job.history,
                                      {"method": cfg.method, "dataset": cfg.dataset, "training": asdict(cfg)},
                                      private=private, token=token.strip() or None)
             except WeatError as e:
                 st.error(str(e))
             else:
-                st.success(f"Published ({url}). Anyone can load it by its id: `--checkpoint {repo.strip()}`, or the "
+                st.success(f"Published ({url}). Anyone can load it by its id: `--checkpoint {repo}`, or the "
                            "sidebar's Model → Hugging Face Hub id.")
 
 def run_curves(runs: dict[str, pd.DataFrame], key: str, heldout: Optional[dict[str, dict]] = None) -> None:
