@@ -1,5 +1,6 @@
 """The app's models: shipped checkpoints, Hub repos, uploads, models trained in this session and
-the untrained default, each loaded once and cached; the model picker's choices and defaults.
+the untrained default, each loaded once and cached; the model picker's choices and defaults; and
+the form that publishes a model trained here on the Hub.
 
 Models are cached with st.cache_resource and shared by all sessions; nothing in the app or in
 weat_core ever changes a cached model (attacks only take input gradients; training builds its
@@ -10,12 +11,13 @@ from __future__ import annotations
 
 import os
 import uuid
+from dataclasses import asdict
 from typing import Any, Optional
 
 import streamlit as st
 import torch
 
-from weat_core import lens
+from weat_core import WeatError, lens
 
 UNTRAINED = "untrained weatnet_s (random weights)"
 TRAINED_PREFIX = "trained here: "
@@ -153,3 +155,31 @@ def has_init_stats(model: torch.nn.Module) -> bool:
     from weat_core.sampling import stats_path
 
     return stats_path(getattr(model, "config", {}).get("source")) is not None
+
+
+def publish_form(job) -> None:
+    """The training page's form that publishes a model trained here on the Hugging Face Hub, with
+    its settings, per-epoch records and model card (`export.hub.push_model`), so that anyone loads
+    it by its repo id."""
+    with st.expander("Publish it on the Hugging Face Hub"):
+        cols = st.columns([3, 3, 1])
+        repo = cols[0].text_input("Repo id (owner/name)", key="tr_hub_repo",
+                                  help="Created when it does not exist; a new commit when it does.").strip()
+        token = cols[1].text_input("Token with write access", type="password", key="tr_hub_token",
+                                   help="Used for this upload only, never stored. Leave it empty to use this "
+                                        "machine's login (`hf auth login`, or HF_TOKEN).")
+        private = cols[2].checkbox("private", key="tr_hub_private")
+        if st.button("Publish", key="tr_hub_push", disabled=not repo):
+            from weat_core.export.hub import push_model
+
+            cfg = job.config
+            try:
+                with st.spinner(f"uploading to {repo}…"):
+                    url = push_model(job.model, repo, job.history,
+                                     {"method": cfg.method, "dataset": cfg.dataset, "training": asdict(cfg)},
+                                     private=private, token=token.strip() or None)
+            except WeatError as e:
+                st.error(str(e))
+            else:
+                st.success(f"Published ({url}). Anyone can load it by its id: `--checkpoint {repo}`, or the "
+                           "sidebar's Model → Hugging Face Hub id.")

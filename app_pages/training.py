@@ -75,32 +75,6 @@ NAMES = {"energy_nat_mean": "E(x)", "energy_adv_mean": "E(x*)", "delta_e": "ΔE"
          "ema_test_clean_acc": "clean, weight average", "ema_test_pgd_acc": "robust, weight average"}
 
 
-def publish(job) -> None:
-    """Publish a model trained here on the Hugging Face Hub, with its settings, per-epoch records and
-    model card (`export.hub.push_model`), so that anyone loads it by its repo id."""
-    with st.expander("Publish it on the Hugging Face Hub"):
-        cols = st.columns([3, 3, 1])
-        repo = cols[0].text_input("Repo id (owner/name)", key="tr_hub_repo",
-                               help="Created when it does not exist; a new commit when it does.").strip()
-        token = cols[1].text_input("Token with write access", type="password", key="tr_hub_token",
-                                help="Used for this upload only, never stored. Leave it empty to use this machine's "
-                                     "login (`hf auth login`, or HF_TOKEN).")
-        private = cols[2].checkbox("private", key="tr_hub_private")
-        if st.button("Publish", key="tr_hub_push", disabled=not repo):
-            from weat_core.export.hub import push_model
-
-            cfg = job.config
-            try:
-                with st.spinner(f"uploading to {repo}…"):
-                    url = push_model(job.model, repo, job.history,
-                                     {"method": cfg.method, "dataset": cfg.dataset, "training": asdict(cfg)},
-                                     private=private, token=token.strip() or None)
-            except WeatError as e:
-                st.error(str(e))
-            else:
-                st.success(f"Published ({url}). Anyone can load it by its id: `--checkpoint {repo}`, or the "
-                           "sidebar's Model → Hugging Face Hub id.")
-
 def run_curves(runs: dict[str, pd.DataFrame], key: str, heldout: Optional[dict[str, dict]] = None) -> None:
     """The per-epoch charts for one or more runs (phases shaded for the first) and, for each
     run, where its robust accuracy peaked and whether it then fell (robust overfitting), with
@@ -299,7 +273,7 @@ with tab_live:
                 key="tr_download", help="model.safetensors, config.json and log.jsonl. The model lives only as long as "
                 "this browser session; upload the .zip in the sidebar (Model → Upload) to use it again, or unzip it "
                 "and pass the folder to `python -m weat_core eval --checkpoint FOLDER`.")
-            publish(job)
+            model_store.publish_form(job)
 
     active = any(j.running for j in jobs.values())
     # every rerun redraws the curves while holding the GIL the training thread needs: in chromium on

@@ -7,6 +7,7 @@
   Do not modify it in place: deep-copy it first (`copy.deepcopy(trained_tiny)`).
 - `synthetic_task` / `synthetic_batch`: the 10-class separable toy task and a held-out batch.
 - `cifar_tarball`: the shared CIFAR-10 JPEG tarball (skips when absent).
+- `fake_hf_api`: huggingface_hub's `HfApi` stood in for; records every call (uploads too).
 """
 
 from __future__ import annotations
@@ -111,3 +112,37 @@ def cifar_tarball() -> Path:
     if not path.is_file():
         pytest.skip(f"the shared CIFAR-10 tarball is not at {path} (only present on machines with the shared data)")
     return path
+
+
+@pytest.fixture
+def fake_hf_api(monkeypatch) -> dict:
+    """Stand in for `huggingface_hub.HfApi`, so uploads can be checked offline. Returns the dict
+    the stand-in records into: "token" (the constructor's), "create" and "branch" (repo id and
+    keywords), "upload" (repo id, the uploaded folder's file names, keywords) and "texts" (each
+    uploaded .json and .md file's text, read before the folder goes away). A test that sets
+    "on_upload" to a function of (repo_id, folder) has it called during each upload. Every
+    upload returns a commit whose url ends in /commit/ and forty b's."""
+    import huggingface_hub
+
+    calls: dict = {}
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls["token"] = token
+
+        def create_repo(self, repo_id, **kw):
+            calls["create"] = (repo_id, kw)
+
+        def create_branch(self, repo_id, **kw):
+            calls["branch"] = (repo_id, kw)
+
+        def upload_folder(self, *, repo_id, folder_path, **kw):
+            folder = Path(folder_path)
+            calls["upload"] = (repo_id, sorted(p.name for p in folder.iterdir()), kw)
+            calls["texts"] = {p.name: p.read_text() for p in folder.iterdir() if p.suffix in (".json", ".md")}
+            if "on_upload" in calls:
+                calls["on_upload"](repo_id, folder)
+            return type("CommitInfo", (), {"commit_url": f"https://huggingface.co/{repo_id}/commit/{'b' * 40}"})()
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    return calls

@@ -296,7 +296,7 @@ def test_training_preselects_the_runs_trained_like_the_one_with_the_most_steps(a
     assert any("up to ±6.2 points at 256 images, the smallest subset here" in c.value for c in at.caption)
 
 
-def test_training_recorded_and_live(app_env, monkeypatch):
+def test_training_recorded_and_live(app_env, fake_hf_api):
     import streamlit as st
 
     rec = app_env / "ckpts" / "_runs" / "rec-sat"  # a run shipped for its curves only (export --log-only)
@@ -353,24 +353,7 @@ def test_training_recorded_and_live(app_env, monkeypatch):
         assert len(z.read("log.jsonl").decode().splitlines()) == 1
     assert [d for d in at.get("download_button") if d.proto.label == "Download it (.zip)"]
     # or published on the Hub (huggingface_hub's HfApi stood in for), with its settings, records and card
-    import huggingface_hub
-
-    up = {}
-
-    class FakeApi:
-        def __init__(self, token=None):
-            up["token"] = token
-
-        def create_repo(self, repo_id, **kw):
-            up["create"] = (repo_id, kw)
-
-        def upload_folder(self, *, repo_id, folder_path, **kw):
-            up["files"] = sorted(p.name for p in Path(folder_path).iterdir())
-            up["config"] = json.loads((Path(folder_path) / "config.json").read_text())
-            up["card"] = (Path(folder_path) / "README.md").read_text()
-            return type("CommitInfo", (), {"commit_url": f"https://huggingface.co/{repo_id}/commit/abc"})()
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    up = fake_hf_api
     assert at.button(key="tr_hub_push").disabled  # no repo id yet
     at.text_input(key="tr_hub_repo").set_value("not an id").run()
     at.button(key="tr_hub_push").click().run()
@@ -382,10 +365,11 @@ def test_training_recorded_and_live(app_env, monkeypatch):
     ok(at)
     assert up["token"] == "hf_typed"
     assert up["create"] == ("me/tiny-trained", {"repo_type": "model", "private": True, "exist_ok": True})
-    assert up["files"] == ["README.md", "config.json", "log.jsonl", "model.safetensors"]
-    assert up["config"]["method"] == job.config.method and up["config"]["training"]["epochs"] == 1
-    assert up["card"].startswith("---\n") and 'load("me/tiny-trained")' in up["card"]
-    assert any("me/tiny-trained/commit/abc" in m.value for m in at.success)
+    assert up["upload"][1] == ["README.md", "config.json", "log.jsonl", "model.safetensors"]
+    config, card = json.loads(up["texts"]["config.json"]), up["texts"]["README.md"]
+    assert config["method"] == job.config.method and config["training"]["epochs"] == 1
+    assert card.startswith("---\n") and 'load("me/tiny-trained")' in card
+    assert any("me/tiny-trained/commit/bbbb" in m.value for m in at.success)
     at.button(key="tr_use").click().run()
     ok(at)
     # a time budget instead of an epoch count: the progress bar learns the count after epoch 1

@@ -446,7 +446,7 @@ def test_push_stages_a_folder_that_stands_on_its_own(tmp_path):
         stage("weatnet_s-weat-adv", tmp_path / "weatnet_s-weat-adv")
 
 
-def test_push_uploads_what_loads_back_by_repo_id(model, x, tmp_path, monkeypatch):
+def test_push_uploads_what_loads_back_by_repo_id(model, x, tmp_path, monkeypatch, fake_hf_api):
     """`push` creates the repo and uploads the staged folder through huggingface_hub's HfApi
     (here a stand-in that files the upload in a local Hub cache, as a download would leave it);
     loading the repo id from that cache, offline, gives the pushed model's logits."""
@@ -455,24 +455,9 @@ def test_push_uploads_what_loads_back_by_repo_id(model, x, tmp_path, monkeypatch
 
     from weat_core.export import hub
 
-    calls = {}
-
-    class FakeApi:
-        def __init__(self, token=None):
-            calls["token"] = token
-
-        def create_repo(self, repo_id, **kw):
-            calls["create"] = (repo_id, kw)
-
-        def create_branch(self, repo_id, **kw):
-            calls["branch"] = (repo_id, kw)
-
-        def upload_folder(self, *, repo_id, folder_path, **kw):
-            calls["upload"] = (repo_id, sorted(p.name for p in Path(folder_path).iterdir()), kw)
-            _fake_hub_repo(tmp_path / "hf" / "hub", repo_id, {"b" * 40: Path(folder_path)}, main="b" * 40)
-            return type("CommitInfo", (), {"commit_url": f"https://huggingface.co/{repo_id}/commit/{'b' * 40}"})()
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    calls = fake_hf_api
+    calls["on_upload"] = lambda repo_id, folder: _fake_hub_repo(tmp_path / "hf" / "hub", repo_id, {"b" * 40: folder},
+                                                                main="b" * 40)
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_test")
     save(model, tmp_path / "mine", config={"dataset": "cifar10", "method": "trades"})
     url = hub.push_checkpoint(str(tmp_path / "mine"), "owner/pushed", private=True, message="first")
