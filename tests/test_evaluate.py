@@ -371,3 +371,22 @@ def test_compare_pairs_files_by_their_images_not_their_path(tmp_path, trained_ti
     out.write_text(json.dumps(legacy))
     assert main(argv[:-2] + ["--dataset", str(folder)]) == 0
     assert main(argv) != 0
+
+
+def test_against_stored_pairs_only_what_was_stored_for_the_same_images():
+    """eval's comparison with a checkpoint's stored metrics: AutoAttack by its own image count,
+    the others by `n`; another ε, norm or step has nothing stored to compare with."""
+    from weat_core.evaluate import against_stored, format_against_stored
+
+    metrics = {"clean_acc": 0.8, "pgd20_acc": 0.4, "aa_acc": 0.35, "aa_n": 1000, "n": 10000}
+    energy = {"clean": {}, "pgd20": {}, "aa": {}}
+    res = {"n": 1000, "eps": 8 / 255, "norm": "linf", "energy": energy, "clean_acc": 0.81, "pgd20_acc": 0.41,
+           "aa_acc": 0.3425}
+    assert against_stored(res, metrics) == {"aa": (0.35, 0.3425)}
+    assert against_stored({**res, "n": 10000}, metrics) == {"clean": (0.8, 0.81), "pgd20": (0.4, 0.41)}
+    for other in ({"eps": 4 / 255}, {"norm": "l2"}, {"alpha": 1 / 255}):
+        assert against_stored({**res, **other}, metrics) == {}
+    assert against_stored(res, {}) == {} and format_against_stored({}, 1000) == ""
+    text = format_against_stored({"aa": (0.35, 0.3425)}, 1000)
+    assert text.splitlines()[0] == "stored with the checkpoint, measured on 1,000 test images too:"
+    assert text.splitlines()[-1].split() == ["aa", "35.00", "34.25", "-0.75"]

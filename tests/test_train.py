@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -597,6 +598,19 @@ def test_export_writes_checkpoint_metrics_log_and_card(folder_dataset, tmp_path,
     assert cfg2["metrics"]["clean_acc"] == pytest.approx(part["clean_acc"]) and "--n 20" in cfg2["reproduce"]["eval"]
     assert f"--dataset {folder_dataset} --attacks pgd2 --n 20" in cfg2["reproduce"]["eval"]
     assert "| pgd2_acc |" in (d / "README.md").read_text()
+    # measured again, eval prints the stored numbers beside the new ones (equal here: one seed, one device)
+    capsys.readouterr()
+    base = ["eval", "--checkpoint", str(d), "--dataset", str(folder_dataset), "--attacks", "pgd2", "--device", "cpu",
+            "--quiet"]
+    assert main(base + ["--n", "20", "--out", str(tmp_path / "again.json")]) == 0
+    text = capsys.readouterr().out
+    assert "stored with the checkpoint, measured on 20 test images too:" in text
+    for measure in ("clean", "pgd2"):
+        stored = 100 * cfg2["metrics"]["clean_acc" if measure == "clean" else "pgd2_acc"]
+        assert re.search(rf"^{measure} +{stored:.2f} +{stored:.2f} +\+0\.00$", text, re.M), text
+    assert json.loads((tmp_path / "again.json").read_text())["stored"] == {
+        "clean": cfg2["metrics"]["clean_acc"], "pgd2": cfg2["metrics"]["pgd2_acc"]}
+    assert main(base + ["--n", "10"]) == 0 and "stored with" not in capsys.readouterr().out  # stored for 20 only
     assert main(["eval", "--checkpoint", str(d), "--dataset", str(folder_dataset), "--eps", "4/255", "--store"]) != 0
     assert "ε = 8/255" in capsys.readouterr().err
 

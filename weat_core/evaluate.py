@@ -271,6 +271,35 @@ def format_table(res: dict[str, Any]) -> str:
     return "\n".join(lines) + f"\n(n = {res['n']}, eps = {res['eps']:.4f}{step}, {res['norm']}{amp})"
 
 
+
+def against_stored(res: dict[str, Any], metrics: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """Each accuracy of `evaluate`'s result that a checkpoint stores (its config's `metrics`) for
+    the same number of test images: {measure: (stored, measured now)}, as fractions. Stored
+    metrics are L∞ ε = 8/255 at the default step (`eval --store`), so a result measured otherwise
+    has none to compare with; AutoAttack's count is `aa_n`, every other measure's `n`."""
+    if res.get("norm") != "linf" or abs(res.get("eps", 0) - 8 / 255) > 1e-9 or res.get("alpha") is not None:
+        return {}
+    out = {}
+    for name in res.get("energy", {}):
+        key = "clean_acc" if name == "clean" else f"{name}_acc"
+        n = metrics.get("aa_n" if name == "aa" else "n")
+        if isinstance(metrics.get(key), (int, float)) and n == res["n"]:
+            out[name] = (float(metrics[key]), float(res[key]))
+    return out
+
+
+def format_against_stored(pairs: dict[str, tuple[float, float]], n: int) -> str:
+    """`eval`'s second table: each stored accuracy beside the one just measured, and their
+    difference in points ("" when the checkpoint stores none of them for these images)."""
+    if not pairs:
+        return ""
+    rows = [("measure", "stored %", "now %", "difference (points)")]
+    rows += [(k, f"{100 * a:.2f}", f"{100 * b:.2f}", f"{100 * (b - a):+.2f}") for k, (a, b) in pairs.items()]
+    w = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * k for k in w))
+    return (f"stored with the checkpoint, measured on {n:,} test images too:\n" + "\n".join(lines))
+
 def robust_peak(robust_acc: Sequence[float], n: Optional[int] = None,
                 se: Optional[float] = None) -> tuple[int, float, bool]:
     """Where a run's per-epoch robust accuracy peaked, how far it fell from there to the last

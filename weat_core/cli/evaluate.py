@@ -8,7 +8,6 @@ from .. import WeatError
 from .common import add_checkpoint_args, check_attacks, count, eval_images, log, pick_device, store_folder
 
 
-
 def add_commands(sub) -> None:
     _add_eval(sub)
     _add_compare(sub)
@@ -60,7 +59,8 @@ def _cmd_eval(args) -> int:
     from pathlib import Path
 
     from ..checkpoints import load
-    from ..evaluate import correct_bits, evaluate, format_table, parse_eps, parse_radius
+    from ..evaluate import against_stored, correct_bits, evaluate, format_against_stored, format_table, parse_eps, \
+        parse_radius
     from ..lens._common import prepare
 
     # the settings are checked before anything is loaded
@@ -92,6 +92,11 @@ def _cmd_eval(args) -> int:
     res.update(checkpoint=args.checkpoint, dataset=str(dataset), images=test.digest(), seed=args.seed,
                **({"alpha": alpha} if alpha is not None else {}), **({"amp": True} if args.amp else {}))
     print(format_table(res))
+    # the checkpoint's own numbers for the same measures and image count, beside this run's
+    stored = against_stored(res, model.config.get("metrics") or {})
+    if stored:
+        print(format_against_stored(stored, res["n"]))
+        res["stored"] = {k: a for k, (a, _) in stored.items()}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         # each image's result as 0/1 in test order, so that `compare --reuse` can pair other models with it
