@@ -522,3 +522,14 @@ def test_attack_classes_refuse_a_budget_no_one_can_mean(cls):
 
 def test_attacks_are_hashable():
     assert len({PGD(), PGD(), TradesAttack(), EnergyAttack(), TorchAttack("apgd-ce")}) == 4
+
+
+def test_attack_title_reads_every_make_attack_name():
+    """The names model cards give the attacks `make_attack` knows; an unknown name stays as it is."""
+    from weat_core.attacks import attack_title
+
+    assert [attack_title(n) for n in ("clean", "pgd20", "pgd20-t", "pgd10-ll", "cw20", "trades10", "energy-lower5",
+                                      "aa", "aa-fast", "apgd-ce", "fab-t", "square", "no-such")] == [
+        "clean", "PGD-20", "targeted PGD-20", "PGD-10 at the least likely class", "CW-20", "TRADES-KL-10",
+        "energy-lowering PGD-5", "AutoAttack", "AutoAttack (APGD-CE and APGD-T)", "APGD-CE", "FAB-T", "Square",
+        "no-such"]

@@ -584,9 +584,9 @@ def test_export_writes_checkpoint_metrics_log_and_card(folder_dataset, tmp_path,
     assert f"epoch {cfg['epoch']}, which are not shipped" in rcfg["metrics_note"]
     assert set(rcfg["reproduce"]) == {"train"} and rcfg["reproduce"]["train"] == cfg["reproduce"]["train"]
     rcard = (r / "README.md").read_text()
-    assert "not its weights" in rcard and "| pgd3_acc |" in rcard and "these weights" not in rcard
+    assert "not its weights" in rcard and "| PGD-3 |" in rcard and "these weights" not in rcard
     assert (r / "log.jsonl").read_text() == (d / "log.jsonl").read_text()
-    assert "lower E(x) than the natural image for: pgd3 " in card
+    assert "lower E(x) than the natural image for: PGD-3 " in card
 
     # eval --store re-measures the shipped folder: new n and PGD numbers, AutoAttack kept apart
     assert main(["eval", "--checkpoint", str(d), "--dataset", str(folder_dataset), "--n", "20", "--attacks", "pgd2",
@@ -597,7 +597,7 @@ def test_export_writes_checkpoint_metrics_log_and_card(folder_dataset, tmp_path,
     assert cfg2["metrics"]["n"] == 20 and cfg2["metrics"]["pgd2_acc"] == pytest.approx(part["pgd2_acc"])
     assert cfg2["metrics"]["clean_acc"] == pytest.approx(part["clean_acc"]) and "--n 20" in cfg2["reproduce"]["eval"]
     assert f"--dataset {folder_dataset} --attacks pgd2 --n 20" in cfg2["reproduce"]["eval"]
-    assert "| pgd2_acc |" in (d / "README.md").read_text()
+    assert "| PGD-2 |" in (d / "README.md").read_text()
     # measured again, eval prints the stored numbers beside the new ones (equal here: one seed, one device)
     capsys.readouterr()
     base = ["eval", "--checkpoint", str(d), "--dataset", str(folder_dataset), "--attacks", "pgd2", "--device", "cpu",

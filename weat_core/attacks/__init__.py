@@ -24,6 +24,7 @@ __all__ = [
     "PGD",
     "TorchAttack",
     "TradesAttack",
+    "attack_title",
     "eval_mode",
     "kl_div",
     "margin",
@@ -74,3 +75,24 @@ def make_attack(spec: str, eps: float = 8 / 255, norm: str = "linf", alpha: Opti
     if kind == "trades":
         return TradesAttack(eps=eps, alpha=alpha, steps=steps, norm=norm), None
     return EnergyAttack(direction=kind.split("-")[1], eps=eps, alpha=alpha, steps=steps, norm=norm), None
+
+
+_TITLES = {"clean": "clean", "apgd-ce": "APGD-CE", "apgd-dlr": "APGD-DLR", "apgd-t": "APGD-T", "fab-t": "FAB-T",
+           "square": "Square", "aa": "AutoAttack", "autoattack": "AutoAttack",
+           "aa-fast": "AutoAttack (APGD-CE and APGD-T)", "autoattack-fast": "AutoAttack (APGD-CE and APGD-T)"}
+
+
+def attack_title(name: str) -> str:
+    """A `make_attack` name as people read it, for model cards: "pgd20" → "PGD-20", "pgd20-t" →
+    "targeted PGD-20", "pgd20-ll" → "PGD-20 at the least likely class", "aa" → "AutoAttack";
+    "clean" stays; a name it does not know comes back as it is."""
+    import re
+
+    if name.lower() in _TITLES:
+        return _TITLES[name.lower()]
+    m = re.fullmatch(r"(pgd|cw|trades|energy-lower|energy-raise)(\d+)(-t|-ll)?", name.lower())
+    if not m:
+        return name
+    base = {"pgd": "PGD", "cw": "CW", "trades": "TRADES-KL", "energy-lower": "energy-lowering PGD",
+            "energy-raise": "energy-raising PGD"}[m.group(1)] + f"-{m.group(2)}"
+    return {None: base, "-t": f"targeted {base}", "-ll": f"{base} at the least likely class"}[m.group(3)]

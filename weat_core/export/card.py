@@ -9,6 +9,7 @@ import shlex
 from pathlib import Path
 from typing import Any, Optional
 
+from ..attacks import attack_title
 from ..data import DATASETS
 from ..evaluate import per_255, robust_peak
 from ..train import TrainConfig
@@ -154,18 +155,20 @@ def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
                   "weights. " + source, ""]
     if measured:
         lines += ["## Test metrics (measured by `python -m weat_core eval`)", "",
-                  "| metric | value |", "|---|---|"]
-        for k, v in m.items():
-            if k.endswith("_acc"):
-                lines.append(f"| {k} | {100 * v:.2f} % |")
-        lines.append(f"| images (PGD) | {m.get('n', '?')} |")
-        if "aa_n" in m:
-            lines.append(f"| images (AutoAttack) | {m['aa_n']} |")
+                  "| measure | accuracy | test images |", "|---|---|---|"]
+        accs = {k[:-len("_acc")]: v for k, v in m.items() if k.endswith("_acc")}
+        for k in ["clean", *sorted(set(accs) - {"clean", "aa"}), "aa"]:  # as the README's table: AutoAttack last
+            if k in accs:
+                n = m.get("aa_n" if k == "aa" else "n")
+                lines.append(f"| {attack_title(k)} | {100 * accs[k]:.2f} % | {'?' if n is None else f'{n:,}'} |")
         lines += ["", "L∞ ε = 8/255; PGD-20 with step 2/255 and a random start; targeted PGD aims at a random "
-                  "other class.", ""]
+                  "other class."
+                  + (" AutoAttack is the standard version (APGD-CE, APGD-T, FAB-T and Square; Croce & Hein 2020), "
+                     "on the first test images of the class-balanced order (`eval --n`)." if "aa" in accs else ""),
+                  ""]
     if e:
         lines += ["## Energies (Observation 1)", "", "| images | mean E(x) |", "|---|---|"]
-        lines += [f"| {k} | {v:.3f} |" for k, v in e.items()]
+        lines += [f"| {attack_title(k)} | {v:.3f} |" for k, v in e.items()]
         nat, unt, tgt = e.get("clean"), e.get("pgd20"), e.get("pgd20-t")
         if None not in (nat, unt, tgt):
             ok = unt < nat < tgt
@@ -177,7 +180,8 @@ def model_card(name: str, cfg: dict[str, Any], log_records: list[dict]) -> str:
         low = m.get("share_lower") or {}
         if low:
             lines += ["Per image, the attack's x* has a lower E(x) than the natural image for: "
-                      + ", ".join(f"{k} {100 * v:.1f} %" for k, v in low.items()) + " of the images.", ""]
+                      + ", ".join(f"{attack_title(k)} {100 * v:.1f} %" for k, v in low.items()) + " of the images.",
+                      ""]
     sweep = m.get("obs1_sweep")
     if sweep and sweep.get("rows"):
         lines += sweep_lines(sweep)
