@@ -7,6 +7,7 @@ import streamlit as st
 
 from app_pages import common, labels, model_store, plots
 from weat_core import lens
+from weat_core.attacks import attack_title
 
 c = common.ctx()
 st.title("Model zoo")
@@ -26,7 +27,8 @@ def scatter(res: pd.DataFrame, rob: str, title: str, key: str, recipes: dict) ->
     gaps = res["|ΔE|"].clip(lower=1e-3)
     log_x = bool(gaps.max() / gaps.min() > 20)
     fig = px.scatter(res.assign(**{"|ΔE|": gaps}), x="|ΔE|", y=rob, color="method", title=title,
-                     hover_name="model", color_discrete_map=plots.METHOD_COLORS, log_x=log_x)
+                     hover_name="model", color_discrete_map=plots.METHOD_COLORS, log_x=log_x,
+                     labels={rob: f"{measure(rob)} accuracy"})
     fig.update_traces(marker_size=12)
     # fixed margins and y range, so that the plot area, and with it the pixels between two markers
     # that `label_places` reckons with, are known: 420 − 60 − 60 = 300 px high, the data in 300/1.2;
@@ -96,10 +98,19 @@ def span_trend(res: pd.DataFrame, rob: str, recipes: dict, says: dict) -> str:
     return text + f": **{says[(within or trend)['verdict']]}**."
 
 
-def acc_format(df: pd.DataFrame):
+def measure(column: str) -> str:
+    """An accuracy column as people read it: "pgd20-t_acc" → "targeted PGD-20"."""
+    return attack_title(column.removesuffix("_acc"))
+
+
+def acc_table(df: pd.DataFrame) -> None:
+    """A table of models with their accuracies as percentages, each accuracy column headed by its
+    measure's name (the data keep their keys)."""
     fmt = {k: "{:.1%}" for k in df.columns if k.endswith("_acc")}
     fmt.update({k: "{:g}" for k in df.columns if k.startswith("PGD lowers E(x) from")})
-    return df.style.format(fmt, precision=3, na_rep="")
+    heads = {k: measure(k) for k in df.columns if k.endswith("_acc")}
+    st.dataframe(df.style.format(fmt, precision=3, na_rep=""), hide_index=True,
+                 column_config={**heads, "n": "test images"})
 
 
 infos = model_store.checkpoint_infos()
@@ -107,10 +118,13 @@ recipes = {i["name"]: lens.training_recipe(i["config"]) for i in infos}
 st.subheader("Recorded metrics")
 if infos:
     rec = lens.recorded_table(infos)
-    st.dataframe(acc_format(rec), hide_index=True)
-    st.caption("As stored in each checkpoint's config.json: measured by `python -m weat_core eval` on the first n "
-               "test images (L∞ ε = 8/255); ΔE = mean E(x) − mean E(x*) under PGD-20. *PGD lowers E(x) from ε*: "
-               "the smallest ε from which untargeted PGD sends mean E(x) below the natural images' "
+    acc_table(rec)
+    aa = sorted({int(i["aa_n"]) for i in infos if i.get("aa_n")})
+    st.caption("As stored in each checkpoint's config.json: measured by `python -m weat_core eval` on the first "
+               "*test images* of the test split (L∞ ε = 8/255"
+               + (f"; AutoAttack on the first {' or '.join(f'{n:,}' for n in aa)}" if aa else "")
+               + "); ΔE = mean E(x) − mean E(x*) under PGD-20. *PGD lowers E(x) from ε*: the smallest ε from "
+               "which untargeted PGD sends mean E(x) below the natural images' "
                "(`python -m weat_core sweep --store`; empty where it never does or no sweep is stored). "
                "*E(x) span, attack plane*: how much E(x) changes, on average over test images (its card says "
                "which), on the plane through each image and its PGD and targeted PGD images, the plane the attack "
@@ -129,7 +143,8 @@ if infos:
                    "the natural ones (✓ the way Observation 1 says, ✗ the other way, ≈ within two standard errors of "
                    "the per-image shifts), as stored by `python -m weat_core landscape --store`; the colour is that "
                    "shift in standard errors. The arrows say which way the observation expects each attack to move "
-                   "E(x): ↓ lower, ↑ higher. Settings per model in its card (there: 256 test images, L∞ ε = 8/255, 10 steps).")
+                   "E(x): ↓ lower, ↑ higher. Settings per model in its card (there: 256 test images, L∞ ε = 8/255, "
+                   "10 steps).")
 else:
     st.info("No checkpoints are shipped yet (checkpoints/ is empty). Evaluate the models trained in this session "
             "and the untrained default below.")
@@ -170,9 +185,10 @@ if clicked:
 
 res = st.session_state.get("zoo_result")
 if res is not None and not res.empty:
-    st.dataframe(acc_format(res), hide_index=True)
+    acc_table(res)
     rob = [k for k in res.columns if k.endswith("_acc") and k != "clean_acc"][0]
-    scatter(res, rob, f"robustness ({rob}) against the natural–adversarial energy gap |ΔE|", "zoo_scatter", recipes)
+    scatter(res, rob, f"robustness ({measure(rob)}) against the natural–adversarial energy gap |ΔE|", "zoo_scatter",
+            recipes)
     pairs = st.session_state.get("zoo_pairs")
     if pairs is not None and not pairs.empty:
         ref = res["model"].iloc[0]

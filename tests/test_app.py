@@ -418,6 +418,8 @@ def test_model_zoo(app_env):
     ok(at)
     assert len(at.dataframe) == 3 and len(charts(at)) == before + 1
     assert set(at.dataframe[1].value["model"]) >= {"tiny-weat-adv", "untrained weatnet_s (random weights)"}
+    heads = json.loads(at.dataframe[1].proto.columns)  # each accuracy headed by its measure's name, not its key
+    assert heads["clean_acc"]["label"] == "clean" and heads["pgd10_acc"]["label"] == "PGD-10"
     # and the second model against the first, image by image, clean and under the attack
     pairs = at.dataframe[2].value
     assert list(pairs["model"]) == ["untrained weatnet_s (random weights)"] * 2
