@@ -9,6 +9,7 @@ leaves the model's train/eval mode as it found it and never changes its paramete
 
 from __future__ import annotations
 
+import re
 from typing import Optional
 
 from .. import WeatError
@@ -38,6 +39,8 @@ __all__ = [
 ATTACK_NAMES = ("use pgdN, cwN (either with -t: targeted at a random other class, or -ll: at the least likely "
                 "one), tradesN, energy-lowerN or energy-raiseN, where N is the number of steps (e.g. pgd20, "
                 "pgd20-t), or apgd-ce, apgd-dlr, apgd-t, fab-t, square, aa (AutoAttack) or aa-fast")
+# the step-counted names: kind, steps, and -t (random other class) or -ll (least likely class)
+_STEPPED = re.compile(r"(pgd|cw|trades|energy-lower|energy-raise)(\d+)(-t|-ll)?")
 
 
 def make_attack(spec: str, eps: float = 8 / 255, norm: str = "linf", alpha: Optional[float] = None):
@@ -50,8 +53,6 @@ def make_attack(spec: str, eps: float = 8 / 255, norm: str = "linf", alpha: Opti
     Returns (attack, target) where target is the `target=` argument to pass. Any other name
     raises a WeatError that lists the names.
     """
-    import re
-
     if alpha is None:
         alpha = 2 / 255 if norm == "linf" else eps / 4
     try:  # here, not only in the attacks' constructors, so that torchattacks' ones are checked too
@@ -62,7 +63,7 @@ def make_attack(spec: str, eps: float = 8 / 255, norm: str = "linf", alpha: Opti
     if s in ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square", "autoattack", "autoattack-fast", "aa", "aa-fast"):
         name = {"aa": "autoattack", "aa-fast": "autoattack-fast"}.get(s, s)
         return TorchAttack(name, eps=eps, norm=norm), None
-    m = re.fullmatch(r"(pgd|cw|trades|energy-lower|energy-raise)(\d+)(-t|-ll)?", s)
+    m = _STEPPED.fullmatch(s)
     if not m:
         raise WeatError(f"unknown attack {spec!r}: {ATTACK_NAMES}")
     kind, steps, suffix = m.group(1), int(m.group(2)), m.group(3)
@@ -86,11 +87,9 @@ def attack_title(name: str) -> str:
     """A `make_attack` name as people read it, for model cards: "pgd20" → "PGD-20", "pgd20-t" →
     "targeted PGD-20", "pgd20-ll" → "PGD-20 at the least likely class", "aa" → "AutoAttack";
     "clean" stays; a name it does not know comes back as it is."""
-    import re
-
     if name.lower() in _TITLES:
         return _TITLES[name.lower()]
-    m = re.fullmatch(r"(pgd|cw|trades|energy-lower|energy-raise)(\d+)(-t|-ll)?", name.lower())
+    m = _STEPPED.fullmatch(name.lower())
     if not m:
         return name
     base = {"pgd": "PGD", "cw": "CW", "trades": "TRADES-KL", "energy-lower": "energy-lowering PGD",
