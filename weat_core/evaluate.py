@@ -254,6 +254,14 @@ def _set_rng(tensors: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(tensors["rng_cuda"], device)
 
 
+def _text_table(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Rows of strings as aligned text lines, the first a header underlined with dashes."""
+    w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(r)) for r in rows]
+    lines.insert(1, "  ".join("-" * k for k in w))
+    return lines
+
+
 def format_table(res: dict[str, Any]) -> str:
     """A plain-text table of accuracy and energies per attack."""
     rows = [("attack", "accuracy %", "mean E(x)", "mean E(x,y)", "ΔE", "E(x*) < E(x)", "unchanged", "seconds")]
@@ -263,9 +271,7 @@ def format_table(res: dict[str, Any]) -> str:
         rows.append((name, f"{100 * acc:.2f}", f"{st['mean']:.3f}", f"{res['joint_energy'][name]['mean']:.3f}",
                      "" if de is None else f"{de:+.3f}", "" if low is None else f"{100 * low:.1f} %",
                      "" if same is None else f"{100 * same:.1f} %", f"{res['time_s'][name]:.1f}"))
-    w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(r)) for r in rows]
-    lines.insert(1, "  ".join("-" * k for k in w))
+    lines = _text_table(rows)
     amp = "; attacks in bf16, accuracy and energies from fp32 forwards" if res.get("amp") else ""
     step = f", step {res['alpha']:.4f}" if res.get("alpha") is not None else ""
     return "\n".join(lines) + f"\n(n = {res['n']}, eps = {res['eps']:.4f}{step}, {res['norm']}{amp})"
@@ -295,10 +301,8 @@ def format_against_stored(pairs: dict[str, tuple[float, float]], n: int) -> str:
         return ""
     rows = [("measure", "stored %", "now %", "difference (points)")]
     rows += [(k, f"{100 * a:.2f}", f"{100 * b:.2f}", f"{100 * (b - a):+.2f}") for k, (a, b) in pairs.items()]
-    w = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * k for k in w))
-    return (f"stored with the checkpoint, measured on {n:,} test images too:\n" + "\n".join(lines))
+    lines = [line.rstrip() for line in _text_table(rows)]
+    return f"stored with the checkpoint, measured on {n:,} test images too:\n" + "\n".join(lines)
 
 def robust_peak(robust_acc: Sequence[float], n: Optional[int] = None,
                 se: Optional[float] = None) -> tuple[int, float, bool]:
