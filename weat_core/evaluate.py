@@ -278,12 +278,18 @@ def format_table(res: dict[str, Any]) -> str:
 
 
 
+def stored_setting(norm: Optional[str], eps: float, alpha: Optional[float]) -> bool:
+    """Whether an evaluation ran at the setting every stored metric has: L∞ ε = 8/255 at the
+    default step (`eval --store` keeps only these; `against_stored` compares only with these)."""
+    return norm == "linf" and abs(eps - 8 / 255) <= 1e-9 and alpha is None
+
+
 def against_stored(res: dict[str, Any], metrics: dict[str, Any]) -> dict[str, tuple[float, float]]:
     """Each accuracy of `evaluate`'s result that a checkpoint stores (its config's `metrics`) for
     the same number of test images: {measure: (stored, measured now)}, as fractions. Stored
     metrics are L∞ ε = 8/255 at the default step (`eval --store`), so a result measured otherwise
     has none to compare with; AutoAttack's count is `aa_n`, every other measure's `n`."""
-    if res.get("norm") != "linf" or abs(res.get("eps", 0) - 8 / 255) > 1e-9 or res.get("alpha") is not None:
+    if not stored_setting(res.get("norm"), res.get("eps", 0), res.get("alpha")):
         return {}
     out = {}
     for name in res.get("energy", {}):

@@ -60,7 +60,7 @@ def _cmd_eval(args) -> int:
 
     from ..checkpoints import load
     from ..evaluate import against_stored, correct_bits, evaluate, format_against_stored, format_table, parse_eps, \
-        parse_radius
+        parse_radius, stored_setting
     from ..lens._common import prepare
 
     # the settings are checked before anything is loaded
@@ -69,7 +69,7 @@ def _cmd_eval(args) -> int:
     eps = parse_radius(args.eps, args.norm) if args.eps else (8 / 255 if args.norm == "linf" else 0.5)
     alpha = parse_eps(args.alpha) if args.alpha else None
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
-    if args.store and (args.norm != "linf" or abs(eps - 8 / 255) > 1e-9 or args.seed != 0 or alpha is not None):
+    if args.store and (not stored_setting(args.norm, eps, alpha) or args.seed != 0):
         raise WeatError("--store keeps metrics for L∞ ε = 8/255, step 2/255 and seed 0 only; "
                         "drop --norm/--eps/--alpha/--seed")
     check_attacks(attacks, eps, args.norm, alpha)
