@@ -193,6 +193,37 @@ def test_landscape_offers_every_attack_of_observation_1(trained_tiny, synthetic_
     assert list(obs.index) == ["FAB-T", "Square"] and set(obs["expected"]) == {"higher"}
 
 
+def test_landscape_targets_depend_on_the_seed_only(trained_tiny, synthetic_batch, monkeypatch):
+    """Targeted PGD's random classes are drawn once for all images from a generator seeded with
+    `seed` (the CPU's, whatever the model's device): the same for any batch size and whatever ran
+    before, and the same classes `evaluate` aims at with that seed."""
+    from weat_core.evaluate import evaluate
+
+    x, y = synthetic_batch
+    real = PGD.__call__
+    seen: list[torch.Tensor] = []
+
+    def spy(self, model, xb, yb, target=None, callback=None):
+        if self.targeted:
+            seen.append(target.clone())
+        return real(self, model, xb, yb, target=target, callback=callback)
+
+    monkeypatch.setattr(PGD, "__call__", spy)
+
+    def targets(attacks: list[str], batch_size: int, seed: int) -> torch.Tensor:
+        seen.clear()
+        lens.energy_landscape(trained_tiny, x, y, {a: a for a in attacks}, batch_size=batch_size, seed=seed)
+        return torch.cat(seen)
+
+    t = targets(["PGD-T"], 8, 0)
+    assert t.shape == y.shape and bool((t != y).all())
+    assert torch.equal(targets(["PGD", "PGD-T"], 5, 0), t)  # other batches, an attack before it: the same
+    assert not torch.equal(targets(["PGD-T"], 8, 1), t)  # another seed, other classes
+    seen.clear()
+    evaluate(trained_tiny, x, y, ["pgd1-t"], batch_size=16, seed=0)
+    assert torch.equal(torch.cat(seen), t)
+
+
 def test_energy_landscape_stops(trained_tiny, synthetic_batch):
     x, y = synthetic_batch
     res = lens.energy_landscape(trained_tiny, x, y, {"PGD": "PGD"}, batch_size=8, should_stop=lambda: True)
@@ -249,16 +280,18 @@ def test_energy_plane_passes_through_the_image_and_both_attacks(trained_tiny, sy
 def test_plane_spreads_is_the_span_of_each_image_s_plane(trained_tiny, synthetic_batch):
     """Per image, max − min of E(x) on the plane through it and its PGD and PGD-T images over
     |u|, |v| ≤ 1: equal to `energy_plane(...).spread()` on the same perturbations; seeded."""
-    from weat_core.attacks import make_attack
+    from weat_core.attacks import make_attack, random_targets
 
     x, y = synthetic_batch[0][:6], synthetic_batch[1][:6]
     sp = lens.plane_spreads(trained_tiny, x, y, steps=3, n=5, seed=1, batch_size=4)
     assert sp.shape == (6,) and (sp > 0).all()
     assert np.array_equal(sp, lens.plane_spreads(trained_tiny, x, y, steps=3, n=5, seed=1, batch_size=4))
-    # the same planes by hand for the first batch of four: the attacks drawn in the same order
+    # the same planes by hand for the first batch of four: the random starts drawn in the same order,
+    # the target classes drawn once for all six images from a generator seeded with the seed
     torch.manual_seed(1)
     d1 = make_attack("pgd3", eps=8 / 255)[0](trained_tiny, x[:4], y[:4]) - x[:4]
-    d2 = make_attack("pgd3-t", eps=8 / 255)[0](trained_tiny, x[:4], y[:4], target="random") - x[:4]
+    t = random_targets(y, 10, generator=torch.Generator().manual_seed(1))[:4]
+    d2 = make_attack("pgd3-t", eps=8 / 255)[0](trained_tiny, x[:4], y[:4], target=t) - x[:4]
     for j in range(4):
         pl = lens.energy_plane(trained_tiny, x[j], d1[j], d2[j], n=5, span=1.0)
         assert sp[j] == pytest.approx(pl.spread(), abs=1e-4)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from . import WeatError
-from .attacks import PGD, eval_mode, make_attack, random_targets
+from .attacks import PGD, eval_mode, make_attack, seeded_targets
 from .attacks.base import num_classes_of
 from .attacks.autoattack import TorchAttack
 from .energy import energy, energy_stats, joint_energy
@@ -134,11 +134,8 @@ def evaluate(
             continue
         torch.manual_seed(seed)
         attack, target = (None, None) if name == "clean" else built[name]
-        if isinstance(attack, PGD) and attack.targeted and target is None:
-            # every image's random target class drawn once, from a generator of its own seeded with `seed`:
-            # the same targets on a CPU and a GPU, for any batch size, resumed or not
-            gen = torch.Generator().manual_seed(seed)
-            target = random_targets(y.cpu(), num_classes_of(model, x[:1].to(device)), generator=gen)
+        if attack is not None:  # a random target class per image, the same resumed or not
+            target = seeded_targets(attack, target, y, num_classes_of(model, x[:1].to(device)), seed)
         if bar is not None and isinstance(attack, TorchAttack):  # AutoAttack: minutes to hours per batch on a CPU
             attack = dataclasses.replace(
                 attack, on_stage=lambda label, k, _bar=bar: _bar.set_postfix_str(f"{label} on {k} images"))

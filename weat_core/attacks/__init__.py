@@ -16,7 +16,7 @@ from .. import WeatError
 from .autoattack import TorchAttack
 from .base import AttackCallback, check_budget, eval_mode, project
 from .energy_attack import EnergyAttack
-from .pgd import PGD, margin, pick_target, random_targets
+from .pgd import PGD, margin, pick_target, random_targets, seeded_targets
 from .trades import TradesAttack, kl_div
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "make_attack",
     "pick_target",
     "random_targets",
+    "seeded_targets",
     "project",
 ]
 

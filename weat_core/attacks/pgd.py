@@ -24,6 +24,16 @@ def random_targets(y: torch.Tensor, num_classes: int, generator: Optional[torch.
     return (y + shift.to(y.device)) % num_classes
 
 
+def seeded_targets(attack, target: Target, y: torch.Tensor, num_classes: int, seed: int) -> Target:
+    """`target` for all of y (N,) at once. Where `attack` is a targeted PGD left to pick a random
+    class (target None or "random"), every image's class is drawn up front on the CPU from a
+    generator of its own seeded with `seed`: the same targets on a CPU and a GPU, for any batch
+    size, whatever ran before. Any other attack or target comes back as given."""
+    if isinstance(attack, PGD) and attack.targeted and (target is None or target == "random"):
+        return random_targets(y.cpu(), num_classes, generator=torch.Generator().manual_seed(seed))
+    return target
+
+
 def pick_target(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: Target, num_classes: int) -> torch.Tensor:
     """Target classes (B,): given; a random other class (None); or the least-likely class."""
     if isinstance(target, torch.Tensor):

@@ -11,6 +11,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ..attacks import seeded_targets
+from ..attacks.base import num_classes_of
 from ..energy import energy, joint_energy
 from ._common import _device, _logits, _to_model
 from .attack_specs import EXPECTED_SHIFT, AttackSpec, _run_attack, _spec, bf16_ok
@@ -51,17 +53,21 @@ def energy_landscape(
     nb = (n + batch_size - 1) // batch_size
     total, done = len(specs) * nb, 0
     frames, rows, stopped = [], [], False
-    with torch.random.fork_rng(devices=[]):
+    dev = _device(model)
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(seed)
         for name, (attack, target) in specs.items():
             t0, logits, same = time.perf_counter(), [], []
+            if attack is not None:  # random target classes drawn once for all n images, from `seed`
+                target = seeded_targets(attack, target, y, num_classes_of(model, _to_model(model, x[:1])), seed)
             for i in range(0, n, batch_size):
                 if should_stop is not None and should_stop():
                     stopped = True
                     break
-                xb, yb = _to_model(model, x[i:i + batch_size]), y[i:i + batch_size].to(_device(model))
+                xb, yb = _to_model(model, x[i:i + batch_size]), y[i:i + batch_size].to(dev)
                 if attack is not None:
-                    xa = _run_attack(attack, target, model, xb, yb, amp=amp)
+                    tb = target[i:i + batch_size].to(dev) if isinstance(target, torch.Tensor) else target
+                    xa = _run_attack(attack, tb, model, xb, yb, amp=amp)
                     same.append((xa == xb).flatten(1).all(1).cpu())
                     xb = xa
                 logits.append(_logits(model, xb, batch_size))

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..attacks import seeded_targets
+from ..attacks.base import num_classes_of
 from ..energy import energy, joint_energy
 from ._common import _device, _logits, _to_model
 from .attack_specs import _run_attack, attack_from
@@ -84,12 +86,15 @@ def plane_spreads(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
     g = torch.linspace(-1, 1, n)
     gu, gv = g.repeat(n).view(1, -1, 1, 1, 1), g.repeat_interleave(n).view(1, -1, 1, 1, 1)  # (1, n·n, 1, 1, 1)
     dev, out = _device(model), []
+    y = y.long().cpu()
+    pgd, pgd_t = (attack_from(k, eps=eps, steps=steps)[0] for k in ("PGD", "PGD-T"))
+    targets = seeded_targets(pgd_t, None, y, num_classes_of(model, _to_model(model, x[:1])), seed)  # (B,)
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(seed)
         for i in range(0, x.shape[0], batch_size):
             xb, yb = _to_model(model, x[i:i + batch_size]), y[i:i + batch_size].to(dev)
             d1, d2 = [(_run_attack(a, t, model, xb, yb) - xb).float().cpu()[:, None]  # (B, 1, C, H, W)
-                      for a, t in (attack_from(k, eps=eps, steps=steps) for k in ("PGD", "PGD-T"))]
+                      for a, t in ((pgd, None), (pgd_t, targets[i:i + batch_size].to(dev)))]
             pts = (xb.float().cpu()[:, None] + gu * d1 + gv * d2).clamp(0, 1)  # (B, n·n, C, H, W)
             e = energy(_logits(model, pts.flatten(0, 1), 4 * batch_size)).view(pts.shape[0], -1)  # (B, n·n)
             out.append((e.amax(1) - e.amin(1)).numpy())
