@@ -230,6 +230,30 @@ def test_energy_landscape_stops(trained_tiny, synthetic_batch):
     assert res.stopped and res.per_image.empty
 
 
+def test_a_stop_takes_effect_inside_a_torchattacks_batch(trained_tiny, synthetic_batch):
+    """Square makes thousands of queries a batch; the landscape reports progress and asks
+    `should_stop` between them, so a stop ends the batch after a query, not at its end. The
+    natural images, finished before, are kept; the model is left as found."""
+    x, y = synthetic_batch
+    asked, calls = [], []
+
+    def should_stop() -> bool:  # no before the first batch of Square, yes at its first query
+        asked.append(1)
+        return len(asked) > 2  # (once before the natural batch, once before Square's)
+
+    queries, mode = [], trained_tiny.training
+    hook = trained_tiny.register_forward_pre_hook(lambda m, a: queries.append(1))
+    try:
+        res = lens.energy_landscape(trained_tiny, x, y, {"Square": "Square"}, batch_size=len(x),
+                                    should_stop=should_stop, callback=lambda d, t, name: calls.append((d, name)))
+    finally:
+        hook.remove()
+    assert res.stopped and set(res.per_image["attack"]) == {"natural"}
+    assert (1, "Square") in calls  # reported from inside the batch: one done (the natural images), Square running
+    assert len(queries) < 20  # one batch of Square on 16 images: 1,000 queries (fewer only once all flip)
+    assert trained_tiny.training == mode and not any(p.grad is not None for p in trained_tiny.parameters())
+
+
 def test_attack_trajectory(trained_tiny, synthetic_batch):
     x, y = synthetic_batch
     t = lens.attack_trajectory(trained_tiny, x[0], int(y[0]), lens.attack_from("PGD", steps=8), classes="abcdefghij")
