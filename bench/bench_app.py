@@ -8,7 +8,10 @@
    chart on screen;
 2. energy landscape: 256 test images, natural + PGD-10 + targeted PGD-10;
 3. SGLD: 16 images × 100 steps;
-4. one attack-explorer run: untargeted and targeted PGD-20 on one image, every step recorded.
+4. one attack-explorer run: untargeted and targeted PGD-20 on one image, every step recorded;
+5. a stop inside a slow attack: seconds from a stop request, made 3 s into the energy
+   landscape's Square (1,000 queries, batches of 32), to the landscape's return — how long the
+   page's Stop button takes to act there.
 
 The model is the app's default: the preferred shipped checkpoint, else an untrained weatnet_s
 (same speed). Data: --data, else $WEAT_DATA_DIR, else the test split of the shared CIFAR-10
@@ -119,6 +122,23 @@ def cold_start_browser() -> float | None:
         proc.wait(10)
 
 
+def stop_latency(model, x, y, after: float = 3.0) -> float:
+    """Seconds from a stop request `after` s into the landscape's Square to the landscape's return."""
+    import threading
+
+    from weat_core import lens
+
+    asked: dict[str, float] = {}
+    timer = threading.Timer(after, lambda: asked.setdefault("at", time.perf_counter()))
+    timer.start()
+    land = lens.energy_landscape(model, x, y, {"Square": "Square"}, batch_size=32, should_stop=lambda: "at" in asked)
+    done = time.perf_counter()
+    timer.cancel()
+    if not land.stopped:
+        raise RuntimeError(f"Square finished in under {after:g} s; nothing was stopped")
+    return done - asked["at"]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", help="dataset folder/tarball (default: $WEAT_DATA_DIR or the shared CIFAR-10)")
@@ -182,6 +202,7 @@ def main() -> int:
             lens.attack_trajectory(model, x[0], int(y[0]), lens.attack_from(kind, steps=20))
 
     res["attack explorer run (PGD-20 + PGD-20-T, 1 img)"] = _median(explorer, args.repeat)
+    res["stop inside Square (request to return)"] = stop_latency(model, x, y)
     if args.browser:
         b = cold_start_browser()
         if b is not None:
