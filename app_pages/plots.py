@@ -241,8 +241,13 @@ def focus_y(fig: go.Figure, df: pd.DataFrame, ys: Sequence[str], x: str = "epoch
 
 
 def phase_caption(phases: dict) -> str:
-    """The phases as text: '1 · warm-up (epochs 1–5) · 2 · …', or '' when there are none."""
-    return " · ".join(f"**{ph['name']}** (epochs {ph['start']:.0f}–{ph['end']:.0f})" for ph in phases.get("phases", []))
+    """The phases as text: '1 · warm-up (epochs 1–5) · 2 · …', or '' when there are none; and,
+    where robust accuracy peaked inside phase 1, why no phase 2 follows."""
+    text = " · ".join(f"**{ph['name']}** (epochs {ph['start']:.0f}–{ph['end']:.0f})" for ph in phases.get("phases", []))
+    if text and phases.get("phase1_end") is not None:
+        text += (f". No phase 2: robust accuracy peaked at epoch {phases['best_epoch']}, before the schedule's "
+                 f"phase 1 would have ended (epoch {phases['phase1_end']}), so phase 1 is cut off there.")
+    return text
 
 
 def to_pil(x: torch.Tensor, scale: int = 4) -> Image.Image:

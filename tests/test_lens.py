@@ -520,6 +520,13 @@ def test_training_log_and_phases(tmp_path):
     assert lens.training_phases(step)["phases"][0]["name"] == "1 · high learning rate"
     assert ph["phases"][0]["name"] == "1 · warm-up"
     assert [p["name"][0] for p in lens.training_phases(step)["phases"]] == ["1", "2", "3"]
+    assert ph["phase1_end"] is None and lens.training_phases(step)["phase1_end"] is None
+    # robust accuracy peaking at epoch 6, while the step schedule's learning rate stays high to epoch 10:
+    # phase 1 ends at the peak, no phase 2, and `phase1_end` says where the schedule would have ended it
+    early = step.assign(test_pgd_acc=[0.3 + 0.02 * e if e <= 6 else 0.42 - 0.01 * (e - 6) for e in df["epoch"]])
+    eph = lens.training_phases(early)
+    assert [p["name"][0] for p in eph["phases"]] == ["1", "3"] and eph["phases"][0]["end"] == 6
+    assert eph["best_epoch"] == 6 and eph["phase1_end"] == 10
     assert lens.stage_starts(df) == [] and lens.stage_starts(df.assign(stage=1)) == []
     assert lens.stage_starts(df.assign(stage=[1] * 14 + [2] * 4 + [3] * 2)) == [15, 19]
     # a 3-point drop from 40 %: overfitting by the 1-point rule, noise on a 512-image subset

@@ -74,7 +74,10 @@ def training_phases(df: pd.DataFrame) -> dict[str, Any]:
     least 5 %) by more than a point and more than the subset's noise (`robust_peak`, with the
     records' `eval_size`) while training goes on (Rice et al. 2020); by then ΔE
     typically drifts away from 0 for SAT and stays near 0 for TRADES/WEAT; without it phase 3
-    is a plateau. Standard (non-adversarial) runs and runs under 4 epochs get no phases."""
+    is a plateau. Where robust accuracy peaks inside phase 1 (before the first decay of a step
+    schedule, as on a tiny training set), phase 1 ends at the peak, no phase 2 follows, and
+    `phase1_end` says where the schedule alone would have ended phase 1 (else None). Standard
+    (non-adversarial) runs and runs under 4 epochs get no phases."""
     if df.empty or "test_pgd_acc" not in df or ("method" in df and (df["method"] == "standard").any()):
         # a standard (non-adversarial) run has no robust phases to speak of
         return {"phases": [], "best_epoch": None, "overfitting": False}
@@ -89,6 +92,9 @@ def training_phases(df: pd.DataFrame) -> dict[str, Any]:
             first = PHASE_NAMES[4]
     else:
         warm_i = max(0, len(ep) // 10 - 1)
+    # robust accuracy peaked inside phase 1 (e.g. on a tiny training set, before the first decay):
+    # phase 1 ends there and no phase 2 follows; `phase1_end` keeps where the schedule would have ended it
+    early = int(ep[warm_i]) if best_i < warm_i else None
     warm_i = min(warm_i, best_i)
     bounds = [(ep[0], ep[warm_i]), (ep[warm_i], ep[best_i]), (ep[best_i], ep[-1])]
     names = (first, PHASE_NAMES[1], PHASE_NAMES[2] if overfit else PHASE_NAMES[3])
@@ -96,7 +102,7 @@ def training_phases(df: pd.DataFrame) -> dict[str, Any]:
     if len(ep) < MIN_EPOCHS_FOR_PHASES:
         phases = []  # too short a run to tell phases apart
     return {"phases": phases, "best_epoch": int(ep[best_i]), "best_robust": float(rob[best_i]),
-            "overfitting": overfit, "robust_drop": drop}
+            "overfitting": overfit, "robust_drop": drop, "phase1_end": early if phases else None}
 
 
 def _eval_size(df: pd.DataFrame) -> Optional[int]:
