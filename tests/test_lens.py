@@ -83,10 +83,11 @@ def test_strength_sweep_is_the_landscape_at_each_eps(trained_tiny, synthetic_bat
     for a in ("PGD", "PGD-T"):
         row = df[(df["eps"] == 32) & (df["attack"] == a)].iloc[0]
         assert row["shift E(x)"] == pytest.approx(ob.loc[a, "shift E(x)"]) and row["verdict"] == ob.loc[a, "verdict"]
-    # stopped after the first ε: only its rows
-    n = iter(range(100))
+    # stopped as soon as the second ε has begun: only the first ε's rows
+    seen: list[str] = []
     part = lens.strength_sweep(trained_tiny, x, y, eps_values=(2, 32), steps=2, batch_size=16,
-                               should_stop=lambda: next(n) >= 7)
+                               callback=lambda d, t, label: seen.append(label),
+                               should_stop=lambda: any("32/255" in s for s in seen))
     assert list(part["eps"].unique()) == [2]
 
 
@@ -230,28 +231,30 @@ def test_energy_landscape_stops(trained_tiny, synthetic_batch):
     assert res.stopped and res.per_image.empty
 
 
-def test_a_stop_takes_effect_inside_a_torchattacks_batch(trained_tiny, synthetic_batch):
-    """Square makes thousands of queries a batch; the landscape reports progress and asks
-    `should_stop` between them, so a stop ends the batch after a query, not at its end. The
-    natural images, finished before, are kept; the model is left as found."""
+@pytest.mark.parametrize("name, spec", [("Square", "Square"), ("PGD", "pgd100")])
+def test_a_stop_takes_effect_inside_an_attack_s_batch(trained_tiny, synthetic_batch, name, spec):
+    """Square makes 1,000 queries a batch, PGD-100 a hundred steps; the landscape reports progress
+    and asks `should_stop` between their forward passes, so a stop ends the batch after one, not
+    at its end. The natural images, finished before, are kept; the model is left as found."""
     x, y = synthetic_batch
     asked, calls = [], []
 
-    def should_stop() -> bool:  # no before the first batch of Square, yes at its first query
+    def should_stop() -> bool:  # no before the natural batch and before the attack's, yes inside it
         asked.append(1)
-        return len(asked) > 2  # (once before the natural batch, once before Square's)
+        return len(asked) > 2
 
-    queries, mode = [], trained_tiny.training
-    hook = trained_tiny.register_forward_pre_hook(lambda m, a: queries.append(1))
+    forwards, mode = [], trained_tiny.training
+    hook = trained_tiny.register_forward_pre_hook(lambda m, a: forwards.append(1))
     try:
-        res = lens.energy_landscape(trained_tiny, x, y, {"Square": "Square"}, batch_size=len(x),
-                                    should_stop=should_stop, callback=lambda d, t, name: calls.append((d, name)))
+        res = lens.energy_landscape(trained_tiny, x, y, {name: spec}, batch_size=len(x), should_stop=should_stop,
+                                    callback=lambda d, t, label: calls.append((d, label)))
     finally:
         hook.remove()
     assert res.stopped and set(res.per_image["attack"]) == {"natural"}
-    assert (1, "Square") in calls  # reported from inside the batch: one done (the natural images), Square running
-    assert len(queries) < 20  # one batch of Square on 16 images: 1,000 queries (fewer only once all flip)
+    assert (1, name) in calls  # reported from inside the batch: one done (the natural images), the attack running
+    assert len(forwards) < 10  # the whole batch: about 1,000 queries (fewer only once all flip), or 101 passes
     assert trained_tiny.training == mode and not any(p.grad is not None for p in trained_tiny.parameters())
+    assert not trained_tiny._forward_pre_hooks  # the landscape's own hook is gone
 
 
 def test_attack_trajectory(trained_tiny, synthetic_batch):

@@ -70,11 +70,6 @@ class TorchAttack:
     "FAB-T", "Square") and how many images it gets; inside AutoAttack each attack gets only the
     images the ones before it did not break. One batch of AutoAttack takes minutes to hours on
     a CPU, so `evaluate` shows these stages beside its per-batch progress bar.
-
-    `on_query()`: called before every forward pass the attack makes through the model (Square
-    makes one per query, thousands per batch): where a caller shows progress inside a batch,
-    or stops. An exception raised there ends the attack; the model's mode and parameters and
-    the caller's RNG state are left as found.
     """
 
     name: str = "autoattack"
@@ -86,7 +81,6 @@ class TorchAttack:
     seed: int = 0
     keep: str = "adversarial"
     on_stage: Optional[Callable[[str, int], None]] = field(default=None, compare=False, repr=False)
-    on_query: Optional[Callable[[], None]] = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         if self.name not in _BUILDERS:
@@ -99,7 +93,7 @@ class TorchAttack:
             raise ValueError(f"norm must be 'linf' or 'l2', got {self.norm!r}")
 
     def build(self, model: nn.Module, num_classes: int):
-        return _BUILDERS[self.name](self, _torchattacks(), _FloatLogits(model, self.on_query), num_classes)
+        return _BUILDERS[self.name](self, _torchattacks(), _FloatLogits(model), num_classes)
 
     def __call__(
         self,
@@ -132,17 +126,13 @@ class TorchAttack:
 
 class _FloatLogits(nn.Module):
     """The model with fp32 logits: under bf16 autocast (`evaluate(amp=True)`) its logits come out
-    in bf16, which torchattacks hands to NumPy (no bf16 there) and whose losses it compares.
-    `on_query()`, where given, runs before each forward pass."""
+    in bf16, which torchattacks hands to NumPy (no bf16 there) and whose losses it compares."""
 
-    def __init__(self, model: nn.Module, on_query: Optional[Callable[[], None]] = None):
+    def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
-        self.on_query = on_query
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.on_query is not None:
-            self.on_query()
         return self.model(x).float()
 
 

@@ -49,7 +49,7 @@ def batch_size_for(kinds: Sequence[str]) -> int:
     done, and APGD-T, FAB-T and Square take tens of seconds per 128 images on a laptop CPU; in
     batches of 32 they took the same time in all (128 images, one thread: Square-300 34.7 s
     against 34.9 s, FAB-T-3 9.9 s against 10.7 s), and a progress bar that counts batches moves
-    four times as often. (Stop clicks act between their queries: `energy_landscape`'s polling.)"""
+    four times as often. (A stop acts between their queries: `energy_landscape` polls.)"""
     slow = any(isinstance(attack_from(k)[0], TorchAttack) for k in kinds)
     return 32 if slow else 128
 

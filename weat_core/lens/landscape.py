@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -12,7 +11,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..attacks import TorchAttack, seeded_targets
+from ..attacks import seeded_targets
 from ..attacks.base import num_classes_of
 from ..energy import energy, joint_energy
 from ._common import _device, _logits, _to_model
@@ -43,8 +42,9 @@ def energy_landscape(
     x (N, C, H, W) in [0, 1], y (N,); `attacks` maps a display name to an `ATTACKS` label, a
     `make_attack` name, or an (attack, target) pair. `callback(done, total, name)` follows the
     batches; `should_stop()` ends the run early (`stopped`). Both are also called inside the
-    torchattacks attacks (APGD, FAB, Square: minutes a batch on a laptop), between their queries,
-    every `POLL_S` seconds, so a stop takes effect within a query. `amp` crafts the attacks under
+    attacks, between their forward passes, every `POLL_S` seconds (Square makes 1,000 a batch,
+    minutes on a laptop; PGD-10 on a PreActResNet-18 tens of seconds), so a stop takes effect
+    within one. `amp` crafts the attacks under
     bf16 autocast (default: where `bf16_ok`); every energy is computed in fp32.
     MISSION.md, observation 1: untargeted attacks lower E(x), targeted ones raise it.
     """
@@ -60,8 +60,8 @@ def energy_landscape(
     last_poll = [0.0]
 
     def poll(name: str) -> None:
-        """Inside a torchattacks attack, before a query, at most every `POLL_S` seconds: the
-        callback (in the app, a point where a Stop click takes effect) and `should_stop`."""
+        """Inside an attack, before a forward pass, at most every `POLL_S` seconds: the callback
+        (in the app, a point where a Stop click takes effect) and `should_stop`."""
         now = time.perf_counter()
         if now - last_poll[0] < POLL_S:
             return
@@ -77,8 +77,6 @@ def energy_landscape(
             t0, logits, same = time.perf_counter(), [], []
             if attack is not None:  # random target classes drawn once for all n images, from `seed`
                 target = seeded_targets(attack, target, y, num_classes_of(model, _to_model(model, x[:1])), seed)
-            if isinstance(attack, TorchAttack):  # thousands of queries a batch: stop and report between them
-                attack = dataclasses.replace(attack, on_query=lambda _name=name: poll(_name))
             for i in range(0, n, batch_size):
                 if should_stop is not None and should_stop():
                     stopped = True
@@ -86,11 +84,15 @@ def energy_landscape(
                 xb, yb = _to_model(model, x[i:i + batch_size]), y[i:i + batch_size].to(dev)
                 if attack is not None:
                     tb = target[i:i + batch_size].to(dev) if isinstance(target, torch.Tensor) else target
+                    # before each of the attack's forward passes: report, and stop if asked
+                    hook = model.register_forward_pre_hook(lambda _m, _a, _name=name: poll(_name))
                     try:
                         xa = _run_attack(attack, tb, model, xb, yb, amp=amp)
                     except _Stopped:
                         stopped = True
                         break
+                    finally:
+                        hook.remove()
                     same.append((xa == xb).flatten(1).all(1).cpu())
                     xb = xa
                 logits.append(_logits(model, xb, batch_size))
@@ -111,7 +113,7 @@ def energy_landscape(
     return Landscape(per_image, _summary(per_image, rows), stopped)
 
 
-POLL_S = 0.25  # how often a torchattacks attack inside `energy_landscape` reports and checks for a stop
+POLL_S = 0.25  # how often an attack inside `energy_landscape` reports and checks for a stop
 
 
 class _Stopped(Exception):
