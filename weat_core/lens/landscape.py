@@ -84,15 +84,11 @@ def energy_landscape(
                 xb, yb = _to_model(model, x[i:i + batch_size]), y[i:i + batch_size].to(dev)
                 if attack is not None:
                     tb = target[i:i + batch_size].to(dev) if isinstance(target, torch.Tensor) else target
-                    # before each of the attack's forward passes: report, and stop if asked
-                    hook = model.register_forward_pre_hook(lambda _m, _a, _name=name: poll(_name))
-                    try:
-                        xa = _run_attack(attack, tb, model, xb, yb, amp=amp)
+                    try:  # before each of the attack's forward passes: report, and stop if asked
+                        xa = _run_attack(attack, tb, _Polled(model, lambda _name=name: poll(_name)), xb, yb, amp=amp)
                     except _Stopped:
                         stopped = True
                         break
-                    finally:
-                        hook.remove()
                     same.append((xa == xb).flatten(1).all(1).cpu())
                     xb = xa
                 logits.append(_logits(model, xb, batch_size))
@@ -118,6 +114,21 @@ POLL_S = 0.25  # how often an attack inside `energy_landscape` reports and check
 
 class _Stopped(Exception):
     """`should_stop()` said so inside an attack."""
+
+
+class _Polled(nn.Module):
+    """`model`, calling `poll()` before each forward pass. A wrapper, not a hook on the model: the
+    app shares its models between sessions, and nothing may change them."""
+
+    def __init__(self, model: nn.Module, poll: Callable[[], None]):
+        super().__init__()
+        self.model, self.poll = model, poll
+        if isinstance(getattr(model, "num_classes", None), int):
+            self.num_classes = model.num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.poll()
+        return self.model(x)
 
 
 def _summary(per_image: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
