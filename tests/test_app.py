@@ -516,12 +516,13 @@ def test_phase_caption_says_why_a_run_has_no_phase_2():
     three = {"phases": [{"name": "1 · high learning rate", "start": 1, "end": 10},
                         {"name": "2 · robust learning", "start": 10, "end": 12},
                         {"name": "3 · plateau", "start": 12, "end": 20}], "best_epoch": 12, "phase1_end": None}
-    assert phase_caption(three) == ("**1 · high learning rate** (epochs 1–10) · **2 · robust learning** (epochs 10–12) · "
-                                    "**3 · plateau** (epochs 12–20)")
+    assert phase_caption(three) == ("**1 · high learning rate** (epochs 1–10) · **2 · robust learning** "
+                                    "(epochs 10–12) · **3 · plateau** (epochs 12–20)")
     early = {"phases": [{"name": "1 · high learning rate", "start": 1, "end": 90},
-                        {"name": "3 · robust overfitting", "start": 90, "end": 400}], "best_epoch": 90, "phase1_end": 200}
-    assert phase_caption(early).endswith("No phase 2: robust accuracy peaked at epoch 90, before the schedule's phase 1 "
-                                         "would have ended (epoch 200), so phase 1 is cut off there.")
+                        {"name": "3 · robust overfitting", "start": 90, "end": 400}],
+             "best_epoch": 90, "phase1_end": 200}
+    assert phase_caption(early).endswith("No phase 2: robust accuracy peaked at epoch 90, before the schedule's "
+                                         "phase 1 would have ended (epoch 200), so phase 1 is cut off there.")
     assert phase_caption({"phases": [], "best_epoch": None}) == ""
 
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from . import WeatError
-from .attacks import PGD, eval_mode, make_attack, seeded_targets
+from .attacks import eval_mode, make_attack, seeded_targets
 from .attacks.base import num_classes_of
 from .attacks.autoattack import TorchAttack
 from .energy import energy, energy_stats, joint_energy

@@ -57,15 +57,16 @@ def energy_landscape(
     total, done = len(specs) * nb, 0
     frames, rows, stopped = [], [], False
     dev = _device(model)
-    last_poll = [0.0]
+    last_poll = 0.0
 
     def poll(name: str) -> None:
         """Inside an attack, before a forward pass, at most every `POLL_S` seconds: the callback
         (in the app, a point where a Stop click takes effect) and `should_stop`."""
+        nonlocal last_poll
         now = time.perf_counter()
-        if now - last_poll[0] < POLL_S:
+        if now - last_poll < POLL_S:
             return
-        last_poll[0] = now
+        last_poll = now
         if callback is not None:
             callback(done, total, name)
         if should_stop is not None and should_stop():
@@ -77,6 +78,7 @@ def energy_landscape(
             t0, logits, same = time.perf_counter(), [], []
             if attack is not None:  # random target classes drawn once for all n images, from `seed`
                 target = seeded_targets(attack, target, y, num_classes_of(model, _to_model(model, x[:1])), seed)
+            polled = _Polled(model, lambda _name=name: poll(_name))  # the attack's view of the model
             for i in range(0, n, batch_size):
                 if should_stop is not None and should_stop():
                     stopped = True
@@ -85,7 +87,7 @@ def energy_landscape(
                 if attack is not None:
                     tb = target[i:i + batch_size].to(dev) if isinstance(target, torch.Tensor) else target
                     try:  # before each of the attack's forward passes: report, and stop if asked
-                        xa = _run_attack(attack, tb, _Polled(model, lambda _name=name: poll(_name)), xb, yb, amp=amp)
+                        xa = _run_attack(attack, tb, polled, xb, yb, amp=amp)
                     except _Stopped:
                         stopped = True
                         break
