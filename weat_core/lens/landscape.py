@@ -72,12 +72,13 @@ def energy_landscape(
         if should_stop is not None and should_stop():
             raise _Stopped
 
+    k = num_classes_of(model, _to_model(model, x[:1]))  # once: a forward pass where the model does not say
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(seed)
         for name, (attack, target) in specs.items():
             t0, logits, same = time.perf_counter(), [], []
             if attack is not None:  # random target classes drawn once for all n images, from `seed`
-                target = seeded_targets(attack, target, y, num_classes_of(model, _to_model(model, x[:1])), seed)
+                target = seeded_targets(attack, target, y, k, seed)
             polled = _Polled(model, lambda _name=name: poll(_name))  # the attack's view of the model
             for i in range(0, n, batch_size):
                 if should_stop is not None and should_stop():
