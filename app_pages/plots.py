@@ -11,6 +11,8 @@ import plotly.graph_objects as go
 import torch
 from PIL import Image
 
+from app_pages import labels
+
 # One colour per attack, stable across pages: natural grey-blue, untargeted cool, targeted warm.
 ATTACK_COLORS = {"natural": "#4C78A8", "PGD": "#54A24B", "APGD-CE": "#2CA02C", "TRADES-KL": "#72B7B2",
                  "E(x)↓": "#17BECF", "PGD-T": "#E45756", "APGD-T": "#F58518", "CW": "#B279A2", "E(x)↑": "#FF9DA6",
@@ -151,6 +153,85 @@ def heldout_marks(fig: go.Figure, checks: Sequence[tuple[str, Optional[dict]]], 
                             marker=dict(symbol="diamond", size=13, color=colour, line=dict(width=1.5, color="black"))))
         if fig.layout.legend.orientation == "v":  # the legend under the plot: room for its new entry
             fig.update_layout(height=fig.layout.height + 18)
+    return fig
+
+
+# The zoo scatter's geometry, fixed so that the pixels between two markers are known to the label
+# placement: the narrowest column it meets is a 900-px window's with the sidebar open (440 px; a
+# laptop's is wider, which only moves the markers apart), less fixed margins; the points span the
+# middle 1/1.2 of the plot area in both directions.
+ZOO_WIDTH, ZOO_HEIGHT = 440, 480
+ZOO_MARGIN = dict(l=64, r=16, t=104, b=76)  # t: the title, two rows of methods; b: the shapes
+ARCH_SYMBOLS = ["circle", "diamond", "square", "triangle-up", "star", "pentagon", "hexagon", "cross"]
+
+
+def zoo_scatter(res: pd.DataFrame, rob: str, title: str, y_title: str) -> go.Figure:
+    """Robust accuracy (`rob`) against the energy gap |ΔE|, one marker per model (`res`: rows with
+    model, arch, method, |ΔE|): the colour is the training method, the shape the architecture, and
+    each label the model's name without its architecture, placed by `labels.label_places` beside
+    its marker or, in a crowd, further out with a leader line. A log x axis when the gaps span more
+    than a factor of 20; the full name and the numbers on hover."""
+    res = res.dropna(subset=[rob, "|ΔE|"]).reset_index(drop=True)
+    gaps = res["|ΔE|"].clip(lower=1e-3).to_numpy(float)
+    acc = res[rob].to_numpy(float)
+    log_x = bool(gaps.max() / gaps.min() > 20)
+    xs = np.log10(gaps) if log_x else gaps
+    archs = [a if isinstance(a, str) and a else "?" for a in res.get("arch", pd.Series([None] * len(res)))]
+    by_count = pd.Series(archs).value_counts(sort=True).index  # the commonest architecture gets the circle
+    shapes = {a: ARCH_SYMBOLS[i % len(ARCH_SYMBOLS)] for i, a in enumerate(by_count)}
+    short = labels.short_names(res["model"].tolist(), archs)
+
+    def padded(v: np.ndarray, unit: float) -> list[float]:
+        lo, hi = float(v.min()), float(v.max())
+        pad = 0.1 * (hi - lo) if hi > lo else unit
+        return [lo - pad, hi + pad]
+
+    fig = go.Figure()
+    method = res["method"].fillna("?")
+    rank = {a: i for i, a in enumerate(shapes)}
+    order = [k for k in METHOD_COLORS if k in set(method)] + [k for k in dict.fromkeys(method) if k not in METHOD_COLORS]
+    for m in order:
+        # the commonest shape first: the legend's entry takes the first marker's shape, a circle where it can
+        rows = sorted(res.index[method == m], key=lambda i: rank[archs[i]])
+        fig.add_trace(go.Scatter(
+            x=gaps[rows], y=acc[rows], mode="markers", name=m,
+            marker=dict(size=12, color=METHOD_COLORS.get(m, "#444"), symbol=[shapes[archs[i]] for i in rows],
+                        line=dict(width=1, color="white")),
+            hovertext=[f"<b>{res['model'][i]}</b><br>{archs[i]} · {m}" for i in rows],
+            hovertemplate="%{hovertext}<br>" + y_title + ": %{y:.1%}<br>|ΔE|: %{x:.3g}<extra></extra>"))
+    for a, sym in shapes.items():  # the shapes' legend: grey markers that draw nothing on the plot
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=a, legend="legend2",
+                                 marker=dict(size=11, color="#8a8a99", symbol=sym)))
+
+    plot_w = ZOO_WIDTH - ZOO_MARGIN["l"] - ZOO_MARGIN["r"]
+    plot_h = ZOO_HEIGHT - ZOO_MARGIN["t"] - ZOO_MARGIN["b"]
+    x_range, y_range = padded(xs, 0.5 if log_x else 0.05), padded(acc, 0.05)
+    w, h = plot_w / 1.2, plot_h / 1.2
+    where = labels.label_places(short, gaps, acc, log_x=log_x, width=w, height=h,
+                                room=(0.1 * w, 0.1 * w + ZOO_MARGIN["r"], 0.1 * h, 0.1 * h))
+    # Every label is pinned to the axes, not to pixels: where the column is wider than ZOO_WIDTH,
+    # the labels then move apart with the markers, and what kept clear of each other in the
+    # narrow column keeps clear in a wide one too (its text keeps its size; only the gaps grow).
+    # (A log axis takes an annotation's x as log10 of the value.)
+    per_x, per_y = plot_w / (x_range[1] - x_range[0]), plot_h / (y_range[1] - y_range[0])  # px per unit
+    for name, g, r, (dx, dy) in zip(short, xs, acc, where):
+        at = dict(x=float(g), y=float(r), text=name, font_size=12, font_color="#6b6b80", showarrow=False)
+        if labels.is_far(dx, dy, labels.CHAR_PX * len(name)):  # away from its marker: a leader line
+            at.update(showarrow=True, axref="x", ayref="y", ax=float(g + dx / per_x), ay=float(r + dy / per_y),
+                      arrowhead=0, arrowwidth=1, arrowcolor="#b0b0c0", standoff=7)
+        elif dx:  # beside it: the label's near edge where `label_places` put it
+            edge = np.sign(dx) * (abs(dx) - labels.CHAR_PX * len(name) / 2)
+            at.update(x=float(g + edge / per_x), xanchor="left" if dx > 0 else "right")
+        else:  # right above or below it
+            at.update(y=float(r + dy / per_y))
+        fig.add_annotation(**at)
+    fig.update_layout(
+        title=title, title_y=0.98, height=ZOO_HEIGHT, margin=ZOO_MARGIN,
+        legend=dict(orientation="h", y=1.0, yanchor="bottom", x=0, xanchor="left", title=None),
+        legend2=dict(orientation="h", yref="container", y=0, yanchor="bottom", x=0, xanchor="left",
+                     title=dict(text="architecture", side="left")),
+        xaxis=dict(title="|ΔE|", type="log" if log_x else "linear", range=x_range),
+        yaxis=dict(title=y_title, tickformat=".0%", range=y_range))
     return fig
 
 

@@ -1,11 +1,9 @@
 """Model zoo: every available model, its robustness and its energy gap."""
 
-import numpy as np
 import pandas as pd
-import plotly.express as px
 import streamlit as st
 
-from app_pages import common, labels, model_store, plots
+from app_pages import common, model_store, plots
 from weat_core import lens
 from weat_core.attacks import attack_title
 
@@ -24,31 +22,7 @@ def scatter(res: pd.DataFrame, rob: str, title: str, key: str, recipes: dict) ->
     res = res.dropna(subset=[rob, "|ΔE|"])
     if res.empty:
         return
-    gaps = res["|ΔE|"].clip(lower=1e-3)
-    log_x = bool(gaps.max() / gaps.min() > 20)
-    fig = px.scatter(res.assign(**{"|ΔE|": gaps}), x="|ΔE|", y=rob, color="method", title=title,
-                     hover_name="model", color_discrete_map=plots.METHOD_COLORS, log_x=log_x,
-                     labels={rob: f"{measure(rob)} accuracy"})
-    fig.update_traces(marker_size=12)
-    # fixed margins and y range, so that the plot area, and with it the pixels between two markers
-    # that `label_places` reckons with, are known: 420 − 60 − 60 = 300 px high, the data in 300/1.2;
-    # the width is a narrow column's (a laptop with the sidebar open), labels that fit it fit wider ones
-    lo, hi = float(res[rob].min()), float(res[rob].max())
-    pad = 0.1 * (hi - lo) if hi > lo else 0.05
-    where = labels.label_places(res["model"].tolist(), gaps.to_numpy(), res[rob].to_numpy(), log_x=log_x,
-                               width=450, height=300 / 1.2)
-    for name, g, r in zip(res["model"], gaps, res[rob]):
-        dx, dy = where[name]
-        far = abs(dx) > 0.5 * labels.CHAR_PX * len(name) + 12 or abs(dy) > 20  # away from its marker: a leader line
-        # (a log axis takes an annotation's x as log10 of the value)
-        at = dict(x=float(np.log10(g)) if log_x else float(g), y=float(r), text=name, font_size=12,
-                  font_color="#6b6b80", showarrow=far)
-        if far:
-            at.update(ax=dx, ay=-dy, arrowhead=0, arrowwidth=1, arrowcolor="#b0b0c0", standoff=7)
-        else:
-            at.update(xshift=dx, yshift=dy)
-        fig.add_annotation(**at)
-    fig.update_layout(height=420, margin=dict(t=60, b=60), yaxis_tickformat=".0%", yaxis_range=[lo - pad, hi + pad])
+    fig = plots.zoo_scatter(res, rob, title, f"{measure(rob)} accuracy")
     st.plotly_chart(fig, key=key)
     trend = lens.gap_trend(res, rob)
     if trend is None:

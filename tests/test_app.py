@@ -451,35 +451,123 @@ def test_zoo_starts_with_one_model_per_method():
     assert contrast_set("trained here: x", infos) == ["trained here: x"]
 
 
+# the shipped models' names, |ΔE| and PGD-20 accuracy (as stored), for the zoo scatter's layout
+ZOO_NAMES = ["a-sat", "a-sat-5k-step", "a-standard", "a-trades", "a-trades-5k-step", "a-weat-adv", "a-weat-adv-5k-step",
+             "p-sat", "p-trades", "p-weat-adv", "p-weat-adv-100ep", "a-weat-nat", "a-mart"]
+ZOO_GAPS = [0.165, 0.106, 8.382, 0.086, 0.062, 0.138, 0.063, 0.787, 0.131, 0.111, 0.122, 0.085, 0.072]
+ZOO_ACC = [0.330, 0.272, 0.000, 0.341, 0.274, 0.397, 0.275, 0.459, 0.488, 0.488, 0.495, 0.325, 0.354]
+
+
+def _meet(p, q):
+    return min(p[2], q[2]) > max(p[0], q[0]) and min(p[3], q[3]) > max(p[1], q[1])
+
+
 def test_zoo_scatter_labels_avoid_each_other():
     """Every shipped model's label on the zoo's scatter keeps clear of the other labels and of every
     marker, in the narrow column `label_places` reckons with; a label that cannot sit beside its
-    marker moves further out (the chart draws a leader line)."""
-    from app_pages.labels import CHAR_PX, label_places
+    marker moves further out, and no such leader line crosses a label or another marker."""
+    from app_pages.labels import CHAR_PX, _crosses, is_far, label_places
 
-    names = ["a-sat", "a-sat-5k-step", "a-standard", "a-trades", "a-trades-5k-step", "a-weat-adv", "a-weat-adv-5k-step",
-             "p-sat", "p-trades", "p-weat-adv", "p-weat-adv-100ep", "a-weat-nat", "a-mart"]
-    x = [0.165, 0.106, 8.382, 0.086, 0.062, 0.138, 0.063, 0.787, 0.131, 0.111, 0.122, 0.085, 0.072]  # |ΔE|, PGD-20:
-    y = [0.330, 0.272, 0.000, 0.341, 0.274, 0.397, 0.275, 0.459, 0.488, 0.488, 0.495, 0.325, 0.354]  # the shipped models'
-    names = [n.replace("a-", "weatnet_s-").replace("p-", "preactresnet18-") for n in names]  # their names' lengths
-    width, height = 450, 250
-    places = label_places(names, x, y, log_x=True, width=width, height=height)
-    assert set(places) == set(names)
-    lx = np.log10(x)
+    names = [n.replace("a-", "").replace("p-", "") for n in ZOO_NAMES]  # shown without the architecture: "sat" twice
+    width, height = 300, 235
+    places = label_places(names, ZOO_GAPS, ZOO_ACC, log_x=True, width=width, height=height)
+    assert len(places) == len(names)
+    lx = np.log10(ZOO_GAPS)
     px_ = (lx - lx.min()) / (lx.max() - lx.min()) * width
-    py_ = (np.array(y) - min(y)) / (max(y) - min(y)) * height
-    boxes = {n: (a + places[n][0] - CHAR_PX * len(n) / 2, b + places[n][1] - 6,
-                 a + places[n][0] + CHAR_PX * len(n) / 2, b + places[n][1] + 6) for n, a, b in zip(names, px_, py_)}
-
-    def meet(p, q):
-        return min(p[2], q[2]) > max(p[0], q[0]) and min(p[3], q[3]) > max(p[1], q[1])
-
+    py_ = (np.array(ZOO_ACC) - min(ZOO_ACC)) / (max(ZOO_ACC) - min(ZOO_ACC)) * height
+    boxes = [(a + dx - CHAR_PX * len(n) / 2, b + dy - 6, a + dx + CHAR_PX * len(n) / 2, b + dy + 6)
+             for n, a, b, (dx, dy) in zip(names, px_, py_, places)]
+    markers = [(a - 6, b - 6, a + 6, b + 6) for a, b in zip(px_, py_)]
     for i, n in enumerate(names):
-        assert not any(meet(boxes[n], boxes[m]) for m in names[i + 1:]), n
-        assert not any(meet(boxes[n], (a - 6, b - 6, a + 6, b + 6)) for a, b in zip(px_, py_)), n
-    assert any(abs(dy) > 20 or abs(dx) > CHAR_PX * len(n) / 2 + 12 for n, (dx, dy) in places.items())  # a crowd
+        assert not any(_meet(boxes[i], boxes[j]) for j in range(i + 1, len(names))), n
+        assert not any(_meet(boxes[i], m) for m in markers), n
+        dx, dy = places[i]
+        if is_far(dx, dy, CHAR_PX * len(n)):  # the line from 7 px out to the label's edge
+            t = np.linspace(0, 1, 400)
+            pts = [(px_[i] + u * dx, py_[i] + u * dy) for u in t if u * np.hypot(dx, dy) > 7]
+            pts = [p for p in pts if not (boxes[i][0] < p[0] < boxes[i][2] and boxes[i][1] < p[1] < boxes[i][3])]
+            seg = (*pts[0], *pts[-1])
+            assert not any(_crosses(seg, b) for j, b in enumerate(boxes) if j != i), n
+            # (a marker that covers part of this one's own is left out: no line from it keeps clear)
+            assert not any(_crosses(seg, m) for j, m in enumerate(markers) if j != i and not _meet(m, markers[i])), n
+    assert any(is_far(dx, dy, CHAR_PX * len(n)) for n, (dx, dy) in zip(names, places))  # a crowd
     # two markers far apart: both labels right above them
-    assert label_places(["p", "q"], [0.1, 10], [0.1, 0.5], log_x=True) == {"p": (0.0, 16.0), "q": (0.0, 16.0)}
+    assert label_places(["p", "q"], [0.1, 10], [0.1, 0.5], log_x=True) == [(0.0, 16.0), (0.0, 16.0)]
+
+
+def test_crossing_helpers():
+    from app_pages.labels import _crosses
+
+    box = (0, 0, 10, 10)
+    assert _crosses((-5, 5, 15, 5), box) and _crosses((5, -5, 5, 5), box)
+    assert not _crosses((-5, 11, 15, 11), box) and not _crosses((-5, -5, -1, 20), box)
+    assert not _crosses((10, -5, 10, 15), box)  # along an edge: touching, not crossing
+
+
+def _label_boxes(fig, plot_w: float) -> list:
+    """The zoo scatter's label boxes and markers, in px of a plot area `plot_w` wide, the way the
+    browser lays them out: annotations pinned to the axes, their text CHAR_PX a character."""
+    from app_pages.labels import CHAR_PX
+    from app_pages.plots import ZOO_HEIGHT, ZOO_MARGIN
+
+    (x0, x1), (y0, y1) = fig.layout.xaxis.range, fig.layout.yaxis.range
+    plot_h = ZOO_HEIGHT - ZOO_MARGIN["t"] - ZOO_MARGIN["b"]
+
+    def at(x, y):
+        return (x - x0) / (x1 - x0) * plot_w, (y - y0) / (y1 - y0) * plot_h
+
+    out = []
+    for a in fig.layout.annotations:
+        w = CHAR_PX * len(a.text)
+        cx, cy = at(a.ax, a.ay) if a.showarrow else at(a.x, a.y)
+        left = {"left": cx, "right": cx - w}.get(a.xanchor, cx - w / 2)
+        out.append((left, cy - 6, left + w, cy + 6))
+    log = fig.layout.xaxis.type == "log"
+    markers = [at(np.log10(x) if log else x, y) for t in fig.data for x, y in zip(t.x, t.y) if x is not None]
+    return out, [(a - 6, b - 6, a + 6, b + 6) for a, b in markers]
+
+
+def test_zoo_scatter_figure_keeps_labels_clear_in_narrow_and_wide_columns():
+    """The zoo's chart labels each model without its architecture, which the marker's shape shows
+    (a legend of its own); its labels are pinned to the axes, so the layout that keeps clear in
+    the narrowest column keeps clear in a wide one, where the markers move apart."""
+    import pandas as pd
+
+    from app_pages.plots import ZOO_MARGIN, ZOO_WIDTH, zoo_scatter
+
+    archs = ["weatnet_s" if n.startswith("a-") else "preactresnet18" for n in ZOO_NAMES]
+    models = [n.replace("a-", "weatnet_s-").replace("p-", "preactresnet18-") for n in ZOO_NAMES]
+    res = pd.DataFrame({"model": models, "arch": archs, "method": [n.split("-", 1)[1].split("-5k")[0].replace(
+        "-100ep", "") for n in ZOO_NAMES], "|ΔE|": ZOO_GAPS, "pgd20_acc": ZOO_ACC})
+    fig = zoo_scatter(res, "pgd20_acc", "t", "PGD-20 accuracy")
+    texts = sorted(a.text for a in fig.layout.annotations)
+    assert texts == sorted(m.split("-", 1)[1] for m in models) and texts.count("sat") == 2
+    shapes = {t.name: t.marker.symbol for t in fig.data if t.legend == "legend2"}
+    assert shapes == {"weatnet_s": "circle", "preactresnet18": "diamond"}  # the commoner one a circle
+    sat = next(t for t in fig.data if t.name == "sat" and t.x[0] is not None)
+    assert set(sat.marker.symbol) == {"circle", "diamond"}
+    assert sat.marker.symbol[0] == "circle"  # the legend's entry shows the first
+    assert fig.layout.xaxis.type == "log"
+    narrow = ZOO_WIDTH - ZOO_MARGIN["l"] - ZOO_MARGIN["r"]
+    for plot_w in (narrow, 1.5 * narrow, 2.5 * narrow):
+        boxes, markers = _label_boxes(fig, plot_w)
+        assert len(markers) == len(models)
+        for i, b in enumerate(boxes):
+            assert not any(_meet(b, o) for o in boxes[i + 1:]), (plot_w, fig.layout.annotations[i].text)
+            assert not any(_meet(b, m) for m in markers), (plot_w, fig.layout.annotations[i].text)
+
+
+def test_zoo_scatter_figure_handles_one_model_and_foreign_names():
+    import pandas as pd
+
+    from app_pages.plots import zoo_scatter
+
+    one = pd.DataFrame({"model": ["untrained weatnet_s (random weights)"], "arch": ["weatnet_s"],
+                        "method": ["untrained"], "|ΔE|": [0.5], "pgd10_acc": [0.0]})
+    fig = zoo_scatter(one, "pgd10_acc", "t", "PGD-10 accuracy")
+    assert [a.text for a in fig.layout.annotations] == ["untrained weatnet_s (random weights)"]
+    lo, hi = fig.layout.xaxis.range
+    assert lo < 0.5 < hi and fig.layout.xaxis.type == "linear"
 
 
 def test_every_attack_the_landscape_offers_has_a_colour_of_its_own():
