@@ -77,6 +77,27 @@ def test_a_state_from_other_settings_is_refused(trained_tiny, synthetic_batch, t
         evaluate(trained_tiny, x, y, ["pgd3"], batch_size=8, state=state)
 
 
+def test_progress_has_a_bar_per_measure(trained_tiny, synthetic_batch, tmp_path, capsys):
+    """A bar per measure, each with its own rate and time left (an AutoAttack batch on a CPU takes
+    thousands of times a clean one's); a resumed measure's bar starts at the batches done before."""
+    x, y = synthetic_batch  # 4 batches of 8
+    state = tmp_path / "eval.json.partial"
+
+    def stop(name, done, n):
+        if name == "pgd3" and done == 16:
+            raise Stop
+
+    with pytest.raises(Stop):
+        evaluate(trained_tiny, x, y, ["pgd3"], batch_size=8, state=state, callback=stop, progress=True)
+    err = capsys.readouterr().err
+    assert "eval 1/2 clean" in err and "4/4" in err and "eval 2/2 pgd3" in err
+    evaluate(trained_tiny, x, y, ["pgd3"], batch_size=8, state=state, progress=True)
+    err = capsys.readouterr().err
+    assert "eval 1/2 clean" not in err  # done before
+    assert "eval 2/2 pgd3" in err and "2/4" in err and "4/4" in err  # from the two batches done before
+    assert "1/4" not in err
+
+
 def _noise_folder(folder):
     """A class-folder dataset of noise: 10 classes × 3 test images, an empty train split."""
     rng = np.random.default_rng(0)

@@ -125,13 +125,17 @@ def evaluate(
         log.info("resuming the evaluation from %s: %s done", state, ", ".join(done) or "nothing")
     nb = (n + batch_size - 1) // batch_size
     bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(names) * nb, desc="eval", unit="batch", initial=len(done) * nb)
-    for name in names:
+    for step, name in enumerate(names, 1):
         if name in done:
             continue
+        resumed = saved is not None and saved["current"] == name  # part of this measure done before
+        if progress:  # a bar per measure, so that its rate and time left are its own: a clean batch takes
+            # a fraction of a second, an AutoAttack batch minutes on a CPU (the batches done before count,
+            # but not towards the rate)
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=nb, desc=f"eval {step}/{len(names)} {name}", unit="batch",
+                       initial=saved["next_batch"] if resumed else 0)
         torch.manual_seed(seed)
         attack, target = (None, None) if name == "clean" else built[name]
         if attack is not None:  # a random target class per image, the same resumed or not
@@ -140,13 +144,11 @@ def evaluate(
             attack = dataclasses.replace(
                 attack, on_stage=lambda label, k, _bar=bar: _bar.set_postfix_str(f"{label} on {k} images"))
         correct, es, ejs, cs, kept, first, spent = 0, [], [], [], 0, 0, 0.0
-        if saved is not None and saved["current"] == name:  # pick up after the last finished batch
+        if resumed:  # pick up after the last finished batch
             t = saved["tensors"]
             correct, kept, first, spent = saved["correct"], saved["kept"], saved["next_batch"], saved["spent"]
             es, ejs, cs = [t["es"]], [t["ejs"]], [t["cs"].bool()] if "cs" in t else []
             _set_rng(t, device)
-            if bar is not None:
-                bar.update(first)
         t0 = time.perf_counter()
         for b in range(first, nb):
             i = b * batch_size
@@ -173,8 +175,8 @@ def evaluate(
                 bar.update(1)
             if callback is not None:
                 callback(name, min(i + batch_size, n), n)
-        if bar is not None and isinstance(attack, TorchAttack):
-            bar.set_postfix_str("")
+        if bar is not None:
+            bar.close()
         e = torch.cat(es)
         res["clean_acc" if name == "clean" else f"{name}_acc"] = correct / max(n, 1)
         res["energy"][name] = energy_stats(e)
@@ -191,8 +193,6 @@ def evaluate(
         done.append(name)
         if state is not None:
             _write_state(Path(state), settings, res, done, e_nat, device)
-    if bar is not None:
-        bar.close()
     if state is not None:
         Path(state).unlink(missing_ok=True)  # complete: nothing left to resume
     return res
