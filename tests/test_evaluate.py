@@ -77,6 +77,40 @@ def test_a_state_from_other_settings_is_refused(trained_tiny, synthetic_batch, t
         evaluate(trained_tiny, x, y, ["pgd3"], batch_size=8, state=state)
 
 
+def test_a_state_of_another_model_or_other_images_is_refused(trained_tiny, synthetic_batch, tmp_path):
+    """The state names the weights and the images it measured (fingerprints): resuming it with
+    another checkpoint or another dataset would mix two measurements into one number."""
+    import copy
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    x, y = synthetic_batch
+    state = tmp_path / "s.partial"
+
+    def stop(name, done, n):
+        if name == "pgd3":
+            raise Stop
+
+    with pytest.raises(Stop):
+        evaluate(trained_tiny, x, y, ["pgd3"], batch_size=8, state=state, callback=stop)
+    other = copy.deepcopy(trained_tiny)
+    with torch.no_grad():
+        next(other.parameters()).add_(1e-3)
+    with pytest.raises(WeatError, match="another model"):
+        evaluate(other, x, y, ["pgd3"], batch_size=8, state=state)
+    with pytest.raises(WeatError, match="other test images"):
+        evaluate(trained_tiny, x.flip(0), y.flip(0), ["pgd3"], batch_size=8, state=state)
+    # a state written before states named their model and images still resumes
+    with safe_open(str(state), framework="pt") as f:
+        meta, tensors = json.loads(f.metadata()["weat_eval_state"]), {k: f.get_tensor(k) for k in f.keys()}
+    del meta["settings"]["model"], meta["settings"]["images"]
+    save_file(tensors, str(state), metadata={"weat_eval_state": json.dumps(meta)})
+    resumed = evaluate(trained_tiny, x, y, ["pgd3"], batch_size=8, state=state)
+    assert _strip_times(resumed) == _strip_times(evaluate(trained_tiny, x, y, ["pgd3"], batch_size=8))
+    assert not state.exists()
+
+
 def test_progress_has_a_bar_per_measure(trained_tiny, synthetic_batch, tmp_path, capsys):
     """A bar per measure, each with its own rate and time left (an AutoAttack batch on a CPU takes
     thousands of times a clean one's); a resumed measure's bar starts at the batches done before."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -112,6 +113,8 @@ def evaluate(
                 **({"per_image": True} if per_image else {}), **({"amp": True} if amp else {}),
                 **({"alpha": alpha} if alpha is not None else {})}
     # (states written before per_image, amp and alpha existed stay valid)
+    if state is not None:  # what was measured: a state of another checkpoint or other images is refused
+        settings.update(model=_digest(model.state_dict().items()), images=_digest([("x", x), ("y", y)]))
     if amp:
         res["amp"] = True
     if alpha is not None:
@@ -238,11 +241,29 @@ def _read_state(path: Path, settings: dict) -> Optional[dict]:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
         raise WeatError(f"{path} is not a readable evaluation state ({e}); delete it to start over") from None
-    if json.loads(json.dumps(settings)) != meta["settings"]:
-        raise WeatError(f"{path} holds an evaluation with other settings ({meta['settings']}); "
+    saved, now = meta["settings"], json.loads(json.dumps(settings))
+    for key, what in (("model", "another model (other weights)"), ("images", "other test images")):
+        if key not in saved:  # written before states named their model and images
+            now.pop(key, None)
+        elif saved[key] != now.get(key):
+            raise WeatError(f"{path} holds an evaluation of {what}: pass the checkpoint and --dataset it "
+                            "was started with, another --out, or delete the file to start over")
+    if now != saved:
+        shown = {k: v for k, v in saved.items() if k not in ("model", "images")}
+        raise WeatError(f"{path} holds an evaluation with other settings ({shown}); "
                         "run it with those, or delete the file to start over")
     meta["tensors"] = tensors
     return meta
+
+
+def _digest(named) -> str:
+    """A short fingerprint of named tensors' values (a model's state_dict, the test images)."""
+    h = hashlib.sha256()
+    for name, t in named:
+        t = t.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}:{t.dtype}:{t.numel()};".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
 
 
 def _set_rng(tensors: dict, device: torch.device) -> None:
