@@ -54,7 +54,8 @@ def test_interrupted_evaluation_resumes_to_the_same_results(trained_tiny, synthe
     after = []
     resumed = evaluate(trained_tiny, x, y, ATTACKS, batch_size=8, seed=1, state=state,
                        callback=lambda name, done, n: after.append((name, done)), per_image=per_image)
-    assert after[0] == ("pgd3-t", 24)  # only the batches still to do
+    # only the batches still to do: from the 16 images done before (also reported inside the attack)
+    assert after[0] == ("pgd3-t", 16) and ("pgd3-t", 24) in after and ("pgd3-t", 8) not in after
     assert _strip_times(resumed) == _strip_times(full)  # bit-identical: the RNG state was saved too
     assert set(resumed["time_s"]) == set(full["time_s"])
     assert not state.exists()  # complete: the state is gone
@@ -109,6 +110,31 @@ def test_a_state_of_another_model_or_other_images_is_refused(trained_tiny, synth
     resumed = evaluate(trained_tiny, x, y, ["pgd3"], batch_size=8, state=state)
     assert _strip_times(resumed) == _strip_times(evaluate(trained_tiny, x, y, ["pgd3"], batch_size=8))
     assert not state.exists()
+
+
+@pytest.mark.parametrize("attack", ["square", "aa"])
+def test_the_callback_is_called_inside_an_attack_s_batch(trained_tiny, synthetic_batch, monkeypatch, attack):
+    """Square makes 1,000 queries a batch, AutoAttack thousands: `evaluate` calls its callback
+    between their forward passes too (in the app, where a Stop click takes effect), so a stop ends
+    the batch after a pass, not at its end. Nothing is hooked onto the model, left as found."""
+    monkeypatch.setattr(ev, "POLL_S", 0.0)  # every forward pass (the tiny model's are quick)
+    x, y = synthetic_batch
+    calls, forwards, mode = [], [], trained_tiny.training
+
+    def callback(name, done, n):
+        calls.append((name, done, len(trained_tiny._forward_pre_hooks)))
+        if name == attack and len([c for c in calls if c[0] == attack]) == 3:
+            raise Stop
+
+    hook = trained_tiny.register_forward_pre_hook(lambda m, a: forwards.append(1))
+    try:
+        with pytest.raises(Stop):
+            evaluate(trained_tiny, x, y, [attack], batch_size=len(x), callback=callback)
+    finally:
+        hook.remove()
+    assert calls[0] == ("clean", 32, 1) and calls[1:] == [(attack, 0, 1)] * 3  # inside the first batch
+    assert len(forwards) < 10  # the clean batch and a few of the attack's passes, of 1,000 or more
+    assert trained_tiny.training == mode and not any(p.grad is not None for p in trained_tiny.parameters())
 
 
 def test_progress_has_a_bar_per_measure(trained_tiny, synthetic_batch, tmp_path, capsys):

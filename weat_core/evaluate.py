@@ -18,7 +18,7 @@ from torch import nn
 
 from . import WeatError
 from .attacks import eval_mode, make_attack, seeded_targets
-from .attacks.base import num_classes_of
+from .attacks.base import Polled, num_classes_of
 from .attacks.autoattack import TorchAttack
 from .energy import energy, energy_stats, joint_energy
 
@@ -26,6 +26,7 @@ __all__ = ["compare_results", "correct_bits", "eval_logits", "evaluate", "format
            "paired_accuracy", "parse_eps", "per_255", "robust_peak"]
 
 log = logging.getLogger(__name__)
+POLL_S = 0.25  # how often an attack inside `evaluate` calls the callback
 
 
 def parse_eps(s: str | float) -> float:
@@ -90,6 +91,10 @@ def evaluate(
     `per_image`, also `correct[<name>]`: for every image, whether it was classified right (a
     list of N bools), so that two models measured on the same images can be compared pairwise.
 
+    `callback(name, done, n)` follows the batches, and is also called inside the attacks, between
+    their forward passes, every `POLL_S` seconds with the images done so far (an AutoAttack batch
+    takes minutes on a CPU): in the app, a point where a Stop click takes effect.
+
     `alpha`: the attacks' step size; by default `make_attack`'s (2/255 for L∞, ε/4 for L2). Marked in
     the result when given.
 
@@ -128,6 +133,16 @@ def evaluate(
         log.info("resuming the evaluation from %s: %s done", state, ", ".join(done) or "nothing")
     nb = (n + batch_size - 1) // batch_size
     bar = None
+    at, last_poll = 0, 0.0  # the images done so far; when the callback was last called
+
+    def poll(name: str) -> None:
+        """Inside an attack, before a forward pass, at most every POLL_S seconds: the callback."""
+        nonlocal last_poll
+        now = time.perf_counter()
+        if now - last_poll >= POLL_S:
+            last_poll = now
+            callback(name, at, n)
+
     for step, name in enumerate(names, 1):
         if name in done:
             continue
@@ -146,6 +161,8 @@ def evaluate(
         if bar is not None and isinstance(attack, TorchAttack):  # AutoAttack: minutes to hours per batch on a CPU
             attack = dataclasses.replace(
                 attack, on_stage=lambda label, k, _bar=bar: _bar.set_postfix_str(f"{label} on {k} images"))
+        # the attack's view of the model: the same weights, the callback before each forward pass
+        seen = Polled(model, lambda _name=name: poll(_name)) if attack is not None and callback else model
         correct, es, ejs, cs, kept, first, spent = 0, [], [], [], 0, 0, 0.0
         if resumed:  # pick up after the last finished batch
             t = saved["tensors"]
@@ -154,12 +171,12 @@ def evaluate(
             _set_rng(t, device)
         t0 = time.perf_counter()
         for b in range(first, nb):
-            i = b * batch_size
+            i = at = b * batch_size
             xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
             if attack is not None:
                 with torch.enable_grad(), autocast():
                     tb = target[i:i + batch_size].to(device) if isinstance(target, torch.Tensor) else target
-                    xa = attack(model, xb, yb, target=tb) if tb is not None else attack(model, xb, yb)
+                    xa = attack(seen, xb, yb, target=tb) if tb is not None else attack(seen, xb, yb)
                 xa = xa.to(xb.dtype)
                 kept += int((xa == xb).flatten(1).all(1).sum())
                 xb = xa

@@ -11,7 +11,8 @@ from torch import nn
 # callback(step, x_adv, logits): step 0 is the starting point, step `steps` the result.
 AttackCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
 
-__all__ = ["AttackCallback", "eval_mode", "frozen_params", "num_classes_of", "project", "random_start", "pgd_loop"]
+__all__ = ["AttackCallback", "Polled", "eval_mode", "frozen_params", "num_classes_of", "project", "random_start",
+           "pgd_loop"]
 
 
 @contextmanager
@@ -44,6 +45,23 @@ def frozen_params(model: nn.Module) -> Iterator[None]:
     finally:
         for p in params:
             p.requires_grad_(True)
+
+
+class Polled(nn.Module):
+    """`model`, calling `poll()` before each forward pass: what an attack is handed where a caller
+    wants to report progress or stop between the attack's forward passes (Square makes 1,000 a
+    batch, AutoAttack thousands). A wrapper, not a hook on the model: the app shares its models
+    between sessions, and nothing may change them."""
+
+    def __init__(self, model: nn.Module, poll: Callable[[], None]):
+        super().__init__()
+        self.model, self.poll = model, poll
+        if isinstance(getattr(model, "num_classes", None), int):
+            self.num_classes = model.num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.poll()
+        return self.model(x)
 
 
 def num_classes_of(model: nn.Module, x: torch.Tensor) -> int:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..attacks import seeded_targets
-from ..attacks.base import num_classes_of
+from ..attacks.base import Polled, num_classes_of
 from ..energy import energy, joint_energy
 from ._common import _device, _logits, _to_model
 from .attack_specs import EXPECTED_SHIFT, AttackSpec, _run_attack, _spec, bf16_ok
@@ -79,7 +79,7 @@ def energy_landscape(
             t0, logits, same = time.perf_counter(), [], []
             if attack is not None:  # random target classes drawn once for all n images, from `seed`
                 target = seeded_targets(attack, target, y, k, seed)
-            polled = _Polled(model, lambda _name=name: poll(_name))  # the attack's view of the model
+            polled = Polled(model, lambda _name=name: poll(_name))  # the attack's view of the model
             for i in range(0, n, batch_size):
                 if should_stop is not None and should_stop():
                     stopped = True
@@ -117,21 +117,6 @@ POLL_S = 0.25  # how often an attack inside `energy_landscape` reports and check
 
 class _Stopped(Exception):
     """`should_stop()` said so inside an attack."""
-
-
-class _Polled(nn.Module):
-    """`model`, calling `poll()` before each forward pass. A wrapper, not a hook on the model: the
-    app shares its models between sessions, and nothing may change them."""
-
-    def __init__(self, model: nn.Module, poll: Callable[[], None]):
-        super().__init__()
-        self.model, self.poll = model, poll
-        if isinstance(getattr(model, "num_classes", None), int):
-            self.num_classes = model.num_classes
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.poll()
-        return self.model(x)
 
 
 def _summary(per_image: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
