@@ -11,7 +11,8 @@
 4. one attack-explorer run: untargeted and targeted PGD-20 on one image, every step recorded;
 5. a stop inside a slow attack: seconds from a stop request, made 3 s into the energy
    landscape's Square (1,000 queries, batches of 32), to the landscape's return — how long the
-   page's Stop button takes to act there.
+   page's Stop button takes to act there; and the same 3 s into the model zoo's evaluation
+   under AutoAttack (batches of 128, as on the page), whose callback is where a Stop acts.
 
 The model is the app's default: the preferred shipped checkpoint, else an untrained weatnet_s
 (same speed). Data: --data, else $WEAT_DATA_DIR, else the test split of the shared CIFAR-10
@@ -139,6 +140,35 @@ def stop_latency(model, x, y, after: float = 3.0) -> float:
     return done - asked["at"]
 
 
+def zoo_stop_latency(model, x, y, after: float = 3.0) -> float:
+    """Seconds from a stop request `after` s into the zoo's AutoAttack to `evaluate`'s return: the
+    app's Stop raises from the next callback, as the callback here does once asked."""
+    import threading
+
+    from weat_core.lens import zoo_table
+
+    class Stopped(Exception):
+        pass
+
+    asked: dict[str, float] = {}
+
+    def callback(name, attack, done, n):
+        if attack == "aa" and "timer" not in asked:  # the request comes `after` s into AutoAttack
+            asked["timer"] = threading.Timer(after, lambda: asked.setdefault("at", time.perf_counter()))
+            asked["timer"].start()
+        if "at" in asked:
+            raise Stopped
+
+    try:
+        zoo_table({"m": model}, x[:128], y[:128], attacks=["aa"], callback=callback)
+    except Stopped:
+        return time.perf_counter() - asked["at"]
+    finally:
+        if "timer" in asked:
+            asked["timer"].cancel()
+    raise RuntimeError(f"AutoAttack finished in under {after:g} s; nothing was stopped")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", help="dataset folder/tarball (default: $WEAT_DATA_DIR or the shared CIFAR-10)")
@@ -203,6 +233,7 @@ def main() -> int:
 
     res["attack explorer run (PGD-20 + PGD-20-T, 1 img)"] = _median(explorer, args.repeat)
     res["stop inside Square (request to return)"] = stop_latency(model, x, y)
+    res["stop inside the zoo's AutoAttack (request to return)"] = zoo_stop_latency(model, x, y)
     if args.browser:
         b = cold_start_browser()
         if b is not None:
