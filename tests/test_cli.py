@@ -176,3 +176,24 @@ def test_a_wrong_name_fails_before_any_checkpoint_or_dataset_is_read(argv, says,
 
     assert main([*argv, "--out", str(tmp_path / "out")] if argv[0] == "train" else argv) == 2
     assert says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["train", "--arch", "weatnet_tiny"], "the last complete epoch is saved (continue with --resume)"),
+    (["eval", "--checkpoint", "m", "--out", "r.json"], "the batches done are saved in r.json.partial"),
+    (["eval", "--checkpoint", "m"], "nothing was saved (with --out, progress is kept"),
+    (["landscape", "--checkpoint", "m"], "nothing was saved"),
+])
+def test_ctrl_c_says_what_the_command_kept(monkeypatch, capsys, argv, says):
+    """Ctrl-C ends a command with what it saved and how to go on: a training run its last epoch,
+    an evaluation with --out its batches, anything else nothing (not the training run's advice)."""
+    from weat_core.cli import evaluate as cli_eval, main, observation, train as cli_train
+
+    def interrupt(args):
+        raise KeyboardInterrupt
+
+    for mod, fn in ((cli_train, "_cmd_train"), (cli_eval, "_cmd_eval"), (observation, "_cmd_landscape")):
+        monkeypatch.setattr(mod, fn, interrupt)
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("interrupted; ") and says in err

@@ -67,8 +67,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; the last complete epoch is saved (continue with --resume)", file=sys.stderr)
+        print(f"interrupted; {_what_is_kept(args)}", file=sys.stderr)
         return 130
+
+
+def _what_is_kept(args: argparse.Namespace) -> str:
+    """After Ctrl-C: what the command saved, and how to go on from it."""
+    if args.command == "train":
+        return "the last complete epoch is saved (continue with --resume)"
+    if args.command == "eval":
+        if getattr(args, "out", None):
+            return (f"the batches done are saved in {args.out}.partial "
+                    "(continue: the same command with --resume)")
+        return "nothing was saved (with --out, progress is kept after every batch for --resume)"
+    if args.command == "export":
+        return "the measurements done are kept in the run folder: the same command goes on from them"
+    return "nothing was saved"
 
 
 def _unknown(parser: argparse.ArgumentParser, command: str, extra: list[str]) -> None:
