@@ -150,3 +150,45 @@ def test_gpu_aa_repro_runs_and_ends_with_stored_against_measured(cifar_tarball, 
     assert row[:4] == ["weatnet_s-sat", f"{100 * stored['aa_acc']:.2f}", "%", str(stored["aa_n"])]
     assert row[4:7] == [f"{100 * got['aa_acc']:.2f}", "%", "2"]  # measured on the 2
     assert subprocess.run(["bash", "scripts/gpu_aa_repro.sh"], cwd=REPO, capture_output=True).returncode == 2
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_cpu_aa_resume_starts_then_goes_on_from_the_partial_file(cifar_tarball, tmp_path, monkeypatch):
+    """scripts/cpu_aa_resume.sh starts a dated measurement where none is under way, goes on from
+    its .partial where one is (a session on a fresh machine gets it from git), and says when the
+    measurement is done."""
+    import json
+    import os
+
+    from weat_core.attacks.autoattack import TorchAttack
+    from weat_core.cli import main
+
+    res = tmp_path / "results"
+    env = {**os.environ, "RESULTS": str(res), "DATA": str(cifar_tarball), "AA_N": "2", "OMP_NUM_THREADS": "1"}
+
+    def run():
+        return subprocess.run(["bash", "scripts/cpu_aa_resume.sh", "weatnet_s-sat"], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=600)
+
+    proc = run()
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (done,) = res.glob("cpu-*-eval-weatnet_s-sat-aa-2.json")
+    got = json.loads(done.read_text())
+    assert got["n"] == 2 and len(got["correct"]["aa"]) == 2 and "starting" in proc.stdout
+    again = run()
+    assert again.returncode == 0 and "the measurement is done" in again.stderr
+    # one interrupted in an earlier session (Ctrl-C once AutoAttack began), dated another day
+    older = res / "cpu-2026-01-01-eval-weatnet_s-sat-aa-2.json"
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(TorchAttack, "__call__", interrupt)
+    assert main(["eval", "--checkpoint", "weatnet_s-sat", "--dataset", str(cifar_tarball), "--attacks", "aa",
+                 "--n", "2", "--batch-size", "32", "--threads", "1", "--out", str(older), "--quiet"]) == 130
+    assert (res / (older.name + ".partial")).is_file() and not older.exists()
+    done.unlink()
+    proc = run()
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "going on from" in proc.stdout and not (res / (older.name + ".partial")).exists()
+    assert json.loads(older.read_text())["correct"] == got["correct"]  # as the uninterrupted run
