@@ -1,5 +1,5 @@
 """Where the zoo scatter's labels go: beside their markers where there is room, else further out
-with a leader line (pixel arithmetic only; the figure is built in the zoo page)."""
+with a leader line (pixel arithmetic only; `plots.zoo_scatter` builds the figure)."""
 
 from __future__ import annotations
 
@@ -61,11 +61,13 @@ def _label_places(names: tuple, x: tuple, y: tuple, log_x: bool, width: float, h
     n = len(names)
     half = CHAR_PX * np.array([len(t) for t in names], float) / 2
     off = np.stack([_places(2 * h) for h in half])  # (n, K, 2): each label's places, in order of preference
+    if (n * off.shape[1]) ** 2 > MAX_PAIRS:  # many models: the places beside and nearest only, so that
+        off = off[:, :16]  # the table of what two labels at two places cost each other stays small
     cx, cy = px[:, None] + off[..., 0], py[:, None] + off[..., 1]  # the labels' centres there
     boxes = np.stack([cx - half[:, None], cy - 6, cx + half[:, None], cy + 6], -1)  # (n, K, 4)
     far = (np.abs(off[..., 0]) > half[:, None] + 12) | (np.abs(off[..., 1]) > 20)  # `is_far`
     # each leader line's visible part: from 7 px out (the chart's standoff) to the label's edge
-    ends = np.stack([px[:, None] + 0 * cx, py[:, None] + 0 * cy, cx, cy], -1)
+    ends = np.stack([np.broadcast_to(px[:, None], cx.shape), np.broadcast_to(py[:, None], cy.shape), cx, cy], -1)
     t_in = _clip(ends, boxes)[0]
     t0 = np.minimum(7 / np.maximum(np.hypot(off[..., 0], off[..., 1]), 1e-9), t_in)
     lines = np.stack([px[:, None] + t0 * off[..., 0], py[:, None] + t0 * off[..., 1],
@@ -112,13 +114,14 @@ def _label_places(names: tuple, x: tuple, y: tuple, log_x: bool, width: float, h
     orders = [np.argsort(px, kind="stable"), np.argsort(-px, kind="stable"), np.argsort(-py, kind="stable"),
               np.argsort(py, kind="stable"), np.lexsort((px, -near_by))]
     rng = np.random.default_rng(0)  # and shuffled orders, the same ones on every run
-    orders += [rng.permutation(n) for _ in range(RESTARTS)]
+    orders += [rng.permutation(n) for _ in range(max(10, RESTARTS * 13 // max(n, 1)))]
     at = min((layout(o) for o in orders), key=lambda r: r[0])[1]
     return tuple((float(off[i, k, 0]), float(off[i, k, 1])) for i, k in enumerate(at))
 
 
-RESTARTS = 200  # shuffled orders tried besides the five above (13 labels: about 0.05 s in all)
+RESTARTS = 200  # shuffled orders tried besides the five above, for 13 labels (fewer for more: 0.05 s)
 CROSSING = 100.0  # what a leader line crossing a label or a marker costs, in px² of overlap
+MAX_PAIRS = 1.2e6  # (labels × places)² above which only the 16 nearest places are tried (21 labels: all 52)
 
 
 def _places(w: float) -> np.ndarray:

@@ -495,6 +495,18 @@ def test_zoo_scatter_labels_avoid_each_other():
     assert label_places(["p", "q"], [0.1, 10], [0.1, 0.5], log_x=True) == [(0.0, 16.0), (0.0, 16.0)]
 
 
+def test_label_places_keeps_to_the_nearest_places_for_many_models():
+    """Sixty models (a zoo of local runs): the table of what two labels cost each other would take
+    gigabytes with every place, so only the places beside a marker and nearest it are tried."""
+    from app_pages.labels import _places, label_places
+
+    rng = np.random.default_rng(0)
+    names = [f"run-{i:02d}" for i in range(60)]  # six characters each
+    out = label_places(names, 10 ** rng.uniform(-1, 1, 60), rng.uniform(0, 0.5, 60), log_x=True)
+    nearest = {tuple(p) for p in _places(6.5 * 6)[:16].round(6)}
+    assert len(out) == 60 and all(tuple(np.round(o, 6)) in nearest for o in out)
+
+
 def test_crossing_helpers():
     from app_pages.labels import _crosses
 
