@@ -170,7 +170,8 @@ def zoo_scatter(res: pd.DataFrame, rob: str, title: str, y_title: str) -> go.Fig
     model, arch, method, |ΔE|): the colour is the training method, the shape the architecture, and
     each label the model's name without its architecture, placed by `labels.label_places` beside
     its marker or, in a crowd, further out with a leader line. A log x axis when the gaps span more
-    than a factor of 20; the full name and the numbers on hover."""
+    than a factor of 20; the full name and the numbers on hover. `title` stays on one line, which
+    plotly does not wrap: about 55 characters fit the narrow column."""
     res = res.dropna(subset=[rob, "|ΔE|"]).reset_index(drop=True)
     gaps = res["|ΔE|"].clip(lower=1e-3).to_numpy(float)
     acc = res[rob].to_numpy(float)

@@ -161,8 +161,7 @@ res = st.session_state.get("zoo_result")
 if res is not None and not res.empty:
     acc_table(res)
     rob = [k for k in res.columns if k.endswith("_acc") and k != "clean_acc"][0]
-    scatter(res, rob, f"robustness ({measure(rob)}) against the natural–adversarial energy gap |ΔE|", "zoo_scatter",
-            recipes)
+    scatter(res, rob, f"measured here: {measure(rob)} accuracy against |ΔE|", "zoo_scatter", recipes)
     pairs = st.session_state.get("zoo_pairs")
     if pairs is not None and not pairs.empty:
         ref = res["model"].iloc[0]
