@@ -19,8 +19,9 @@ common.model_caption()
 names = list(common.class_names())
 d = default_settings(c.model)
 
+# the classes on a row of their own: in a third of a narrow column their tags were cut to "ai…"
+classes = st.multiselect("Classes", names, default=names[: min(4, len(names))], key="gen_classes")
 a, b, e = st.columns(3)
-classes = a.multiselect("Classes", names, default=names[: min(4, len(names))], key="gen_classes")
 n = a.slider("Images", 1, 64, 16, key="gen_n")
 seed = a.number_input("Seed", 0, 10_000, 0, key="gen_seed")
 steps = b.slider("Steps", 1, 500, int(d.steps), key="gen_steps")
@@ -47,9 +48,9 @@ objective = e.radio("Objective", ["joint", "ce", "marginal"], horizontal=True, k
                     format_func={"joint": "E(x,y)", "ce": "CE", "marginal": "E(x)"}.get)
 other_name, other = common.other_model_picker("Side by side with", "gen_other", c.model_name)
 
-run, stop = st.columns([1, 6])
-clicked = run.button("Generate", type="primary", key="gen_run", disabled=not classes)
-stop.button("Stop", key="gen_stop", help="Interrupts the chains.")
+buttons = st.container(horizontal=True)  # each as wide as its label: a seventh of a narrow column cut it to "G…"
+clicked = buttons.button("Generate", type="primary", key="gen_run", disabled=not classes)
+buttons.button("Stop", key="gen_stop", help="Interrupts the chains.")
 
 if clicked:
     st.session_state.pop("gen_result", None)

@@ -16,7 +16,7 @@ st.markdown("Where do adversarial images sit in the model's energy landscape? Mi
             "image.")
 common.model_caption()
 
-a, b, d = st.columns(3)
+a, b, d = st.columns([1, 1, 1.6])  # the attacks' tags need the room (a laptop with the sidebar open)
 n = a.select_slider("Test images", [32, 64, 128, 256, 512, 1024], value=256, key="ls_n")
 norm = a.radio("Norm", ["linf", "l2"], horizontal=True, key="ls_norm", format_func={"linf": "L∞", "l2": "L2"}.get)
 with b:
@@ -30,9 +30,9 @@ kinds = d.multiselect("Attacks", list(lens.ATTACKS), default=["PGD", "PGD-T"], k
                            "it (the table's 'unchanged' column).")
 other_name, other = common.other_model_picker("Compare with", "ls_other", c.model_name)
 
-run, stop = st.columns([1, 6])
-clicked = run.button("Run", type="primary", key="ls_run")
-stop.button("Stop", key="ls_stop", help="Interrupts the running attacks.")
+buttons = st.container(horizontal=True)  # each as wide as its label, whatever the column's width
+clicked = buttons.button("Run", type="primary", key="ls_run")
+buttons.button("Stop", key="ls_stop", help="Interrupts the running attacks.")
 
 
 
@@ -96,7 +96,7 @@ st.subheader("Does the direction depend on the attack's strength?")
 st.markdown("Untargeted and targeted PGD at growing ε, or with more and more steps, on the same images; the "
             "line is the mean shift $\\overline{E(x^*) - E(x)}$ with two standard errors. Below zero, the attack "
             "sent the images lower, as Observation 1 expects of untargeted attacks.")
-sa, sb, sc = st.columns([3, 2, 1])
+sa, sb = st.columns([3, 2])
 by = sa.radio("Vary", ["eps", "steps"], horizontal=True, key="ls_sw_by",
               format_func={"eps": "ε", "steps": "number of steps"}.get,
               help="How far an attack lifts a wrong class's logit decides which way E(x) goes: both a larger ε "
@@ -113,7 +113,8 @@ else:
                                    help="Step size 2/255 with a random start, as in the usual PGD at 8/255.")
     cost = sum(points)
 sweep_n = sb.select_slider("Test images", [64, 128, 256, 512], value=256, key="ls_sw_n")
-sweep_clicked = sc.button("Run the sweep", key="ls_sw_run", disabled=not points)
+# the button on a row of its own: a sixth of a narrow column cut its label to "Run…"
+sweep_clicked = st.button("Run the sweep", key="ls_sw_run", disabled=not points)
 sweep_settings = (c.model_id, c.data, by, tuple(sorted(points)), fixed, sweep_n)
 if sweep_clicked:
     st.session_state.pop("ls_sweep", None)

@@ -18,8 +18,9 @@ st.title("🔭 WEAT Lens")
 st.markdown(
     "A classifier with logits $f(x) \\in \\mathbb{R}^K$ is also an **energy-based model**. Low energy means "
     "*“this looks like my training data”*:")
-st.latex(r"E(x, y) = -f_y(x) \qquad E(x) = -\log \sum_k e^{f_k(x)} \qquad "
-         r"p(y \mid x) = \frac{e^{-E(x,y)}}{e^{-E(x)}} \qquad \mathrm{CE}(x, y) = E(x, y) - E(x)")
+# two formulas a line: four overflow a laptop's column with the sidebar open
+st.latex(r"E(x, y) = -f_y(x) \qquad E(x) = -\log \sum_k e^{f_k(x)}")
+st.latex(r"p(y \mid x) = \frac{e^{-E(x,y)}}{e^{-E(x)}} \qquad \mathrm{CE}(x, y) = E(x, y) - E(x)")
 st.markdown(
     "Mirza et al. (2024) report that an **untargeted** attack such as PGD pushes the true class down and lands "
     "the image at *lower* marginal energy $E(x^*)$ than the natural image, while **targeted** attacks, CW and "
@@ -34,13 +35,16 @@ common.model_caption()
 with common.guard("The first picture"), st.spinner("Attacking a few test images with PGD-10…"):
     res = first_picture(c.model, common.images("test", N_FIRST), c.model_id, c.data, N_FIRST)
     s = res.summary.set_index("attack")
-    left, right = st.columns([3, 1])
-    left.plotly_chart(plots.energy_hist(res.per_image, "E(x)", f"E(x) of {N_FIRST} test images: natural vs "
-                                        "PGD-10 (ε = 8/255)"), key="overview_hist")
-    right.metric("clean accuracy", f"{s.loc['natural', 'accuracy']:.1%}")
-    right.metric("PGD-10 accuracy", f"{s.loc['PGD', 'accuracy']:.1%}")
-    right.metric("mean E(x*) − mean E(x)", f"{s.loc['PGD', 'shift E(x)']:+.3f}")
-    right.metric("images with E(x*) < E(x)", f"{s.loc['PGD', 'share E(x)↓']:.0%}")
+    left, right = st.columns([2.3, 1])  # room for the metrics' labels and help marks in a narrow column
+    # short title and labels: the column is a third of a laptop's with the sidebar open, and plotly and
+    # st.metric cut longer ones off
+    fig = plots.energy_hist(res.per_image, "E(x)", "natural vs PGD-10 (ε = 8/255)")
+    left.plotly_chart(fig.update_xaxes(title=f"E(x) of {N_FIRST} test images"), key="overview_hist")
+    right.metric("clean accuracy", f"{s.loc['natural', 'accuracy']:.1%}", help=f"on the {N_FIRST} test images")
+    right.metric("PGD-10 accuracy", f"{s.loc['PGD', 'accuracy']:.1%}", help="L∞ ε = 8/255, step 2/255")
+    right.metric("E(x) shift", f"{s.loc['PGD', 'shift E(x)']:+.3f}",
+                 help="mean E(x*) − mean E(x): below 0, PGD sent the images lower on average")
+    right.metric("images lowered", f"{s.loc['PGD', 'share E(x)↓']:.0%}", help="the share with E(x*) < E(x)")
     verdicts = common.observation_lines(res.summary)
     if verdicts and not c.untrained:
         left.caption(common.OBSERVATION_PREFIX + " · ".join(verdicts))
