@@ -97,7 +97,9 @@ for j, (label, t) in enumerate(out.items()):
     tgt_txt = f" → {names[t.target]}" if t.target is not None else ""
     cols[1 + 2 * j].image(plots.to_pil(t.frames[k], 4), caption=f"{label}{tgt_txt} · step {k} · predicted {row['pred_name']}", width="stretch")
     cols[2 + 2 * j].image(plots.to_pil(plots.amplified(t.frames[k] - t.frames[0], eps_then), 4),
-                          caption="perturbation (grey = 0, ±ε = black/white)", width="stretch")
+                          caption="x* − x", width="stretch")
+# the scale once, under the row: in each of five narrow columns it broke mid-word
+st.caption("x* − x, the perturbation: grey is 0, black and white are ±ε in each colour channel.")
 
 fig = make_subplots(rows=1, cols=2, subplot_titles=list(out))
 palette = {"E(x)": "#4C78A8", "E(x,y)": "#E45756", "E(x,t)": "#F58518"}

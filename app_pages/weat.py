@@ -12,8 +12,9 @@ st.markdown(
     "**W**eighted **E**nergy **A**dversarial **T**raining weights every training sample by its natural marginal "
     "energy (detached): $w(x) = 1/\\log(1 + e^{|E(x)|})$. Samples with $|E(x)|$ near 0 — the ones the model "
     "finds hard or ambiguous — weigh most; confidently placed ones (large $|E|$) weigh little.")
-st.latex(r"\mathcal{L}_{\text{WEAT-adv}} = \frac{1}{B}\sum_i w(x_i)\Big[\mathrm{CE}(f(x_i^*), y_i) + "
-         r"\beta\,\mathrm{KL}\big(p(\cdot|x_i)\,\|\,p(\cdot|x_i^*)\big)\Big]")
+# the formulas on two lines each: on one they ran off a laptop's column with the sidebar open
+st.latex(r"\begin{aligned} \mathcal{L}_{\text{WEAT-adv}} = \frac{1}{B}\sum_i w(x_i)\Big[&\mathrm{CE}(f(x_i^*), y_i) \\ "
+         r"&+ \beta\,\mathrm{KL}\big(p(\cdot|x_i)\,\|\,p(\cdot|x_i^*)\big)\Big] \end{aligned}")
 common.model_caption()
 
 st.subheader("The weight function, and where this model's training images fall on it")
@@ -34,17 +35,17 @@ with common.guard("Weighting the batch"):
                "fraction of TRADES' (and weight decay weighs correspondingly more). Training logs record the mean "
                "weight of every epoch (`weight_mean`).")
     st.caption("The batch sorted by weight, heaviest first:")
-    per_row = 8
+    per_row = 5  # five a row and short words: in eight narrow columns the captions broke mid-word
     for start in range(0, len(w), per_row):
         cols = st.columns(per_row)
         for col, (_, r) in zip(cols, w.iloc[start:start + per_row].iterrows()):
             col.image(plots.to_pil(s.float([int(r["index"])])[0], 3),
-                      caption=f"w={r['w']:.3f} · E={r['E(x)']:.2f} · {names[int(r['label'])]}")
+                      caption=f"w {r['w']:.2f} · E {r['E(x)']:.1f} · {names[int(r['label'])]}")
 
 st.subheader("TRADES, written with energies")
-st.latex(r"\mathrm{KL}\big(p(\cdot|x)\,\|\,p(\cdot|x^*)\big) = "
-         r"\underbrace{\mathbb{E}_{k\sim p(\cdot|x)}\big[E(x^*,k) - E(x,k)\big]}_{\text{cross term}} + "
-         r"\underbrace{E(x) - E(x^*)}_{\text{marginal term}}")
+st.latex(r"\begin{aligned} \mathrm{KL}\big(p(\cdot|x)\,\|\,p(\cdot|x^*)\big) "
+         r"&= \underbrace{\mathbb{E}_{k\sim p(\cdot|x)}\big[E(x^*,k) - E(x,k)\big]}_{\text{cross term}} \\ "
+         r"&\quad + \underbrace{E(x) - E(x^*)}_{\text{marginal term}} \end{aligned}")
 st.markdown("The marginal term pulls $E(x^*)$ towards $E(x)$: TRADES implicitly keeps natural and adversarial "
             "energies aligned, which is why it resists robust overfitting. Computed below on real test images with "
             "the TRADES attack (10 steps, ε = 8/255).")
