@@ -19,7 +19,8 @@ st.markdown("During adversarial training we track $E(x)$ and $E(x^*)$ on a fixed
             "drifting apart (in Mirza et al. (2024), SAT's ΔE falls to about −0.6 late in training while TRADES "
             "keeps it near 0). Each run's line below the charts says how much of its training subset it fits under "
             "attack and how its best and last epoch score on held-out test images (the diamonds).")
-with st.expander("The recorded comparisons: SAT, TRADES and WEAT-adv, each group trained alike", expanded=True):
+# closed at first: open, its table is taller than a laptop's screen and put the charts out of sight
+with st.expander("The recorded comparisons: SAT, TRADES and WEAT-adv, each group trained alike"):
     st.markdown(
         "| runs | model and data | what they show |\n|---|---|---|\n"
         "| `preactresnet18-…-5000-step-long` (preselected: the most SGD steps, 3,200–3,800 each) | "
@@ -75,12 +76,38 @@ NAMES = {"energy_nat_mean": "E(x)", "energy_adv_mean": "E(x*)", "delta_e": "ΔE"
          "ema_test_clean_acc": "clean, weight average", "ema_test_pgd_acc": "robust, weight average"}
 
 
+def short_run_names(runs: dict[str, pd.DataFrame]) -> dict[str, str]:
+    """Each run's name in the charts' legends: its training method ("sat", "trades", "weat-adv" for
+    `preactresnet18-sat-5000-step-long (sat, log only)` and its two siblings) where the runs'
+    names differ only there (the words all of them share at the start and end of the name, before
+    " (", left out); else the whole key."""
+    keys = list(runs)
+    if len(keys) < 2:
+        return {k: k for k in keys}
+    words = [k.split(" (")[0].split("-") for k in keys]
+    head = 0
+    while all(len(w) > head + 1 for w in words) and len({w[head] for w in words}) == 1:
+        head += 1
+    tail = 0
+    while all(len(w) > head + tail + 1 for w in words) and len({w[-1 - tail] for w in words}) == 1:
+        tail += 1
+    short = ["-".join(w[head:len(w) - tail]) for w in words]
+    methods = [str(d["method"].iloc[-1]) if "method" in d and len(d) else None for d in runs.values()]
+    if short != methods or len(set(short)) < len(short):
+        return {k: k for k in keys}
+    return dict(zip(keys, short))
+
+
 def run_curves(runs: dict[str, pd.DataFrame], key: str, heldout: Optional[dict[str, dict]] = None) -> None:
     """The per-epoch charts for one or more runs (phases shaded for the first) and, for each
     run, where its robust accuracy peaked and whether it then fell (robust overfitting), with
     the held-out check of its best and last epoch where the run was shipped with one."""
-    df = pd.concat([d.assign(run=n) for n, d in runs.items()], ignore_index=True).rename(columns=NAMES)
-    held = {n: (heldout or {}).get(n) for n in runs}  # each run's held-out check, where it has one
+    short = short_run_names(runs)  # the legends' names: full ones ran off a narrow column's charts
+    if any(short[k] != k for k in runs):
+        st.caption("In the charts, each run by its training method: "
+                   + " · ".join(f"**{short[k]}** = {k}" for k in runs) + ".")
+    df = pd.concat([d.assign(run=short[n]) for n, d in runs.items()], ignore_index=True).rename(columns=NAMES)
+    held = {short[n]: (heldout or {}).get(n) for n in runs}  # each run's held-out check, where it has one
     phases = lens.training_phases(next(iter(runs.values())))
     multi = len(runs) > 1
     color = "run" if multi else None
@@ -123,8 +150,8 @@ def run_curves(runs: dict[str, pd.DataFrame], key: str, heldout: Optional[dict[s
                         f"{r['ema_last_robust']:.1%} at the end"
                         + (" — **robust overfitting**" if r["ema_robust_overfitting"] else ""))
             st.markdown(msg + ".")
-            if held.get(r["run"]):
-                st.caption(f"{r['run']}, " + heldout_text(held[r["run"]]) + ".")
+            if held.get(short[r["run"]]):
+                st.caption(f"{r['run']}, " + heldout_text(held[short[r["run"]]]) + ".")
     sizes = [int(d["eval_size"].min()) for d in runs.values() if "eval_size" in d and d["eval_size"].notna().any()]
     noise = (f"two standard errors are up to ±{100 / min(sizes) ** 0.5:.1f} points at {min(sizes):,} images, the "
              "smallest subset here" if sizes else "two standard errors are about ±6 points at 256 images")

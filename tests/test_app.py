@@ -296,6 +296,32 @@ def test_training_preselects_the_runs_trained_like_the_one_with_the_most_steps(a
     assert any("up to ±6.2 points at 256 images, the smallest subset here" in c.value for c in at.caption)
 
 
+def test_training_legends_name_runs_by_method_where_that_is_all_that_differs(app_env):
+    """Runs whose names differ only in the method (`…-sat-5k`, `…-weat-adv-5k`) go by the method in
+    the charts' legends, a caption saying which run each is; other names stay whole."""
+    import streamlit as st
+
+    recs = [json.loads(s) for s in (app_env / "ckpts" / "tiny-weat-adv" / "log.jsonl").open()]
+    for name, method in (("rec-sat-5k", "sat"), ("rec-weat-adv-5k", "weat-adv"), ("other-sat", "sat")):
+        d = app_env / "ckpts" / "_runs" / name
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "log.jsonl").write_text("".join(json.dumps(dict(r, method=method)) + "\n" for r in recs))
+        (d / "config.json").write_text(json.dumps({"arch": "weatnet_tiny", "method": method, "recorded": "log only",
+                                                   "epochs": len(recs)}))
+    st.cache_data.clear()
+    at = open_page("training")
+    at.multiselect(key="tr_runs").set_value(["rec-sat-5k (sat, log only)", "rec-weat-adv-5k (weat-adv, log only)"]).run()
+    ok(at)
+    said = [c.value for c in at.caption if c.value.startswith("In the charts")]
+    assert said == ["In the charts, each run by its training method: **sat** = rec-sat-5k (sat, log only) · "
+                    "**weat-adv** = rec-weat-adv-5k (weat-adv, log only)."]
+    legends = {t["name"] for c in at.get("plotly_chart") for t in json.loads(c.proto.spec)["data"] if t.get("name")}
+    assert "sat, E(x)" in legends and not any(n.startswith("rec-") for n in legends)
+    at.multiselect(key="tr_runs").set_value(["rec-sat-5k (sat, log only)", "other-sat (sat, log only)"]).run()
+    ok(at)
+    assert not [c for c in at.caption if c.value.startswith("In the charts")]
+
+
 def test_training_recorded_and_live(app_env, fake_hf_api):
     import streamlit as st
 
