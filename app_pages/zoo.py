@@ -83,8 +83,10 @@ def acc_table(df: pd.DataFrame) -> None:
     fmt = {k: "{:.1%}" for k in df.columns if k.endswith("_acc")}
     fmt.update({k: "{:g}" for k in df.columns if k.startswith("PGD lowers E(x) from")})
     heads = {k: measure(k) for k in df.columns if k.endswith("_acc")}
+    # the model's name pinned: it stays in sight while the numbers scroll sideways in a narrow column
     st.dataframe(df.style.format(fmt, precision=3, na_rep=""), hide_index=True,
-                 column_config={**heads, "n": "test images"})
+                 column_config={**heads, "n": "test images",
+                                "model": st.column_config.TextColumn("model", pinned=True)})
 
 
 infos = model_store.checkpoint_infos()
