@@ -61,16 +61,21 @@ def test_interrupted_evaluation_resumes_to_the_same_results(trained_tiny, synthe
     assert not state.exists()  # complete: the state is gone
 
 
-def test_a_state_from_other_settings_is_refused(trained_tiny, synthetic_batch, tmp_path):
-    x, y = synthetic_batch
-    state = tmp_path / "s.partial"
-
+def _interrupted(model, x, y, state) -> None:
+    """An evaluation of PGD-3 in batches of 8, stopped in PGD-3's first batch: its state is in `state`."""
     def stop(name, done, n):
         if name == "pgd3":
             raise Stop
 
     with pytest.raises(Stop):
-        evaluate(trained_tiny, x, y, ["pgd3"], batch_size=8, state=state, callback=stop)
+        evaluate(model, x, y, ["pgd3"], batch_size=8, state=state, callback=stop)
+    assert state.is_file()
+
+
+def test_a_state_from_other_settings_is_refused(trained_tiny, synthetic_batch, tmp_path):
+    x, y = synthetic_batch
+    state = tmp_path / "s.partial"
+    _interrupted(trained_tiny, x, y, state)
     with pytest.raises(WeatError, match="other settings"):
         evaluate(trained_tiny, x, y, ["pgd3"], batch_size=16, state=state)
     state.write_bytes(b"not safetensors")
@@ -88,13 +93,7 @@ def test_a_state_of_another_model_or_other_images_is_refused(trained_tiny, synth
 
     x, y = synthetic_batch
     state = tmp_path / "s.partial"
-
-    def stop(name, done, n):
-        if name == "pgd3":
-            raise Stop
-
-    with pytest.raises(Stop):
-        evaluate(trained_tiny, x, y, ["pgd3"], batch_size=8, state=state, callback=stop)
+    _interrupted(trained_tiny, x, y, state)
     other = copy.deepcopy(trained_tiny)
     with torch.no_grad():
         next(other.parameters()).add_(1e-3)
