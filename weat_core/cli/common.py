@@ -91,8 +91,11 @@ def progress_bar(desc: str, quiet: bool):
 
     def progress(done: int, total: int, label: str) -> None:
         bar.total = total
-        bar.n = done
-        bar.set_postfix_str(label)
+        bar.set_postfix_str(label, refresh=False)
+        # moved by update, not set: its rate (and the time left) then follows the recent batches, a
+        # slow attack's rather than the average since the start, which the natural images' fast
+        # batches made promise far too little time
+        bar.update(done - bar.n)
         bar.refresh()
 
     return bar, progress
