@@ -154,3 +154,26 @@ def test_every_page_attack_and_generation(server, page, artifacts):
     assert pg.locator('[data-testid="stPlotlyChart"]').count() >= 1
     pg.screenshot(path=str(artifacts / "generation-run.png"), full_page=True)
     assert len(list(artifacts.glob("*.png"))) >= len(PAGES) + 2
+
+
+# the buttons whose label is cut off (an ellipsis: a part of the label wider than its box)
+CUT_BUTTONS = """() => [...document.querySelectorAll('button[data-testid^="stBaseButton"]')]
+    .filter(b => b.offsetParent !== null
+                 && [...b.querySelectorAll('div, p, span')].some(e => e.scrollWidth > e.clientWidth + 1))
+    .map(b => b.innerText)"""
+
+
+def test_a_narrow_window_cuts_no_button_label(server, page):
+    """A 900-px window with the sidebar open (a laptop's split screen; the content column is then
+    about 440 px): every page's buttons show their whole label. Run/Stop in a seventh of the
+    column cut "Generate" to "G…" and the sweep's button to "Run…"."""
+    pg = page
+    pg.set_viewport_size({"width": 900, "height": 2000})
+    try:
+        for path, title in PAGES:
+            pg.goto(f"{server}/{path}")
+            settle(pg)
+            pg.get_by_role("heading", name=title).first.wait_for()
+            assert pg.evaluate(CUT_BUTTONS) == [], path or "overview"
+    finally:
+        pg.set_viewport_size({"width": 1400, "height": 2000})
