@@ -96,20 +96,34 @@ def observation1_heatmap(grid: pd.DataFrame, height_per_model: int = 34) -> go.F
     z = grid.pivot(index="model", columns="attack", values="z").reindex(index=models, columns=attacks)
     cell = grid.set_index(["model", "attack"])
     mark = {"holds": "✓", "fails": "✗", "unclear": "≈"}
-    text = [[f"{mark.get(cell.loc[(m, a), 'verdict'], '')} {cell.loc[(m, a), 'shift']:+.3f}" if (m, a) in cell.index
+    # two significant digits (the hover has three decimals and the error): in a narrow column a cell is
+    # about 30 px wide
+    text = [[mark.get(cell.loc[(m, a), "verdict"], "") + _sig2(cell.loc[(m, a), "shift"]) if (m, a) in cell.index
              else "" for a in attacks] for m in models]
     hover = [[f"{m}<br>{a}: mean E(x) {'lowered' if cell.loc[(m, a), 'shift'] < 0 else 'raised'} by "
               f"{abs(cell.loc[(m, a), 'shift']):.3f} ± {2 * cell.loc[(m, a), 'se']:.3f}<br>expected: {expected[a]} · "
               f"{cell.loc[(m, a), 'verdict']}" if (m, a) in cell.index else "" for a in attacks] for m in models]
     fig = go.Figure(go.Heatmap(
-        z=z.clip(-Z_CLIP, Z_CLIP).to_numpy(), x=[f"{a}<br>{'↓' if expected[a] == 'lower' else '↑'}" for a in attacks], y=models,
-        zmin=-Z_CLIP, zmax=Z_CLIP, colorscale=OBS1_SCALE, text=text, texttemplate="%{text}", textfont_size=11,
+        z=z.clip(-Z_CLIP, Z_CLIP).to_numpy(), x=[f"{a} ({expected[a]})" for a in attacks], y=models,
+        zmin=-Z_CLIP, zmax=Z_CLIP, colorscale=OBS1_SCALE, text=text, texttemplate="%{text}", textfont_size=10,
         hovertext=hover, hoverinfo="text", xgap=2, ygap=2,
-        colorbar=dict(title=dict(text="standard errors,<br>+ as expected", side="right"), thickness=12,
+        # the colour bar under the cells, not beside them: a narrow column needs the width for them
+        colorbar=dict(title=dict(text="standard errors, + as expected", side="top"), thickness=10,
+                      orientation="h", y=-0.02, yanchor="top", len=0.9,
                       tickvals=[-Z_CLIP, -2, 0, 2, Z_CLIP], ticktext=[f"≤ −{Z_CLIP:g}", "−2", "0", "2", f"≥ {Z_CLIP:g}"])))
-    fig.update_layout(height=90 + height_per_model * len(models), margin=dict(l=10, r=10, t=10, b=10),
-                      yaxis=dict(autorange="reversed"), xaxis=dict(side="top", tickangle=0))
+    fig.update_layout(height=150 + height_per_model * len(models), margin=dict(l=10, r=10, t=10, b=70),
+                      # the attacks' names upright in a narrow column; the expected way in words, which an
+                      # arrow turned with them would not say
+                      yaxis=dict(autorange="reversed"), xaxis=dict(side="top", tickangle=-90))
     return fig
+
+
+def _sig2(v: float) -> str:
+    """A shift with its sign, in at most six characters: +1.1, -0.35, -0.034, +0.005, 0."""
+    a = abs(v)
+    if a == 0:
+        return "0"
+    return f"{v:+.1f}" if a >= 1 else f"{v:+.2f}" if a >= 0.1 else f"{v:+.3f}" if a >= 0.01 else f"{v:+.1g}"
 
 
 def lines(df: pd.DataFrame, x: str, ys: Sequence[str], title: str = "", height: int = 300,

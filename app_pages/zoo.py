@@ -118,9 +118,8 @@ if infos:
         st.caption("Each cell: how one attack moved the mean marginal energy E(x) of the same test images away from "
                    "the natural ones (✓ the way Observation 1 says, ✗ the other way, ≈ within two standard errors of "
                    "the per-image shifts), as stored by `python -m weat_core landscape --store`; the colour is that "
-                   "shift in standard errors. The arrows say which way the observation expects each attack to move "
-                   "E(x): ↓ lower, ↑ higher. Settings per model in its card (there: 256 test images, L∞ ε = 8/255, "
-                   "10 steps).")
+                   "shift in standard errors. Beside each attack, which way the observation expects it to move "
+                   "E(x). Settings per model in its card (there: 256 test images, L∞ ε = 8/255, 10 steps).")
 else:
     st.info("No checkpoints are shipped yet (checkpoints/ is empty). Evaluate the models trained in this session "
             "and the untrained default below.")

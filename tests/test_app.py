@@ -673,8 +673,8 @@ def test_observation1_heatmap_puts_the_standard_model_last_and_leaves_missing_ce
                                                                         float("-inf"))]
     grid = pd.DataFrame(rows, columns=["model", "method", "attack", "expected", "shift", "se", "verdict", "z"])
     h = observation1_heatmap(grid).data[0]
-    assert list(h.y) == ["a", "b", "s"] and list(h.x) == ["PGD<br>↓", "PGD-T<br>↑"]
-    assert [list(r) for r in h.text] == [["✗ +0.100", "✓ +0.100"], ["✗ +0.010", ""], ["✓ -7.000", ""]]
+    assert list(h.y) == ["a", "b", "s"] and list(h.x) == ["PGD (lower)", "PGD-T (higher)"]
+    assert [list(r) for r in h.text] == [["✗+0.10", "✓+0.10"], ["✗+0.010", ""], ["✓-7.0", ""]]
     z = np.asarray(h.z, dtype=float)
     assert z[0].tolist() == [-5.0, 5.0] and z[1, 0] == -Z_CLIP and z[2, 0] == Z_CLIP and np.isnan(z[1:, 1]).all()
 
