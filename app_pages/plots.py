@@ -96,9 +96,9 @@ def observation1_heatmap(grid: pd.DataFrame, height_per_model: int = 34) -> go.F
     z = grid.pivot(index="model", columns="attack", values="z").reindex(index=models, columns=attacks)
     cell = grid.set_index(["model", "attack"])
     mark = {"holds": "✓", "fails": "✗", "unclear": "≈"}
-    # two significant digits (the hover has three decimals and the error): in a narrow column a cell is
-    # about 30 px wide
-    text = [[mark.get(cell.loc[(m, a), "verdict"], "") + _sig2(cell.loc[(m, a), "shift"]) if (m, a) in cell.index
+    # the shift in at most six characters (the hover has three decimals and the error): in a narrow
+    # column a cell is about 30 px wide
+    text = [[mark.get(cell.loc[(m, a), "verdict"], "") + _short_shift(cell.loc[(m, a), "shift"]) if (m, a) in cell.index
              else "" for a in attacks] for m in models]
     hover = [[f"{m}<br>{a}: mean E(x) {'lowered' if cell.loc[(m, a), 'shift'] < 0 else 'raised'} by "
               f"{abs(cell.loc[(m, a), 'shift']):.3f} ± {2 * cell.loc[(m, a), 'se']:.3f}<br>expected: {expected[a]} · "
@@ -118,7 +118,7 @@ def observation1_heatmap(grid: pd.DataFrame, height_per_model: int = 34) -> go.F
     return fig
 
 
-def _sig2(v: float) -> str:
+def _short_shift(v: float) -> str:
     """A shift with its sign, in at most six characters: +1.1, -0.35, -0.034, +0.005, 0."""
     a = abs(v)
     if a == 0:
@@ -204,7 +204,8 @@ def zoo_scatter(res: pd.DataFrame, rob: str, title: str, y_title: str) -> go.Fig
     fig = go.Figure()
     method = res["method"].fillna("?")
     rank = {a: i for i, a in enumerate(shapes)}
-    order = [k for k in METHOD_COLORS if k in set(method)] + [k for k in dict.fromkeys(method) if k not in METHOD_COLORS]
+    order = ([k for k in METHOD_COLORS if k in set(method)]
+             + [k for k in dict.fromkeys(method) if k not in METHOD_COLORS])
     for m in order:
         # the commonest shape first: the legend's entry takes the first marker's shape, a circle where it can
         rows = sorted(res.index[method == m], key=lambda i: rank[archs[i]])
