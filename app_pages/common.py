@@ -264,6 +264,19 @@ def other_model_picker(label: str, key: str, exclude: str) -> tuple[Optional[str
     return None, None
 
 
+SIDE_W = 400  # px a model when two are shown side by side: two a row fit a laptop's 820-px column
+
+
+def side_by_side(n: int) -> list:
+    """Containers for `n` models' results: with two or more, blocks of SIDE_W px that wrap, side by
+    side where they fit and one under the other in a narrower window (where half-columns squeezed
+    charts and tables); with one, the whole width."""
+    if n < 2:
+        return [st.container()]
+    row = st.container(horizontal=True, wrap=True)
+    return [row.container(width=SIDE_W) for _ in range(n)]
+
+
 def model_caption() -> None:
     c = ctx()
     d = lens.describe_model(c.model)

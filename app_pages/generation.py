@@ -81,8 +81,7 @@ res = st.session_state.get("gen_result")
 if res is None:
     st.info("Choose classes and press **Generate**.")
     st.stop()
-cols = st.columns(len(res))
-for col, (name, r) in zip(cols, res.items()):
+for col, (name, r) in zip(common.side_by_side(len(res)), res.items()):
     with col:
         st.subheader(name)
         if r.diverged:

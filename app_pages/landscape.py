@@ -62,7 +62,6 @@ if clicked:
         bar.empty()
         st.session_state["ls_result"] = (settings, out)
 
-COMPARE_W = 400  # px a model when two are compared: two a row fit a laptop's 820-px column
 res = st.session_state.get("ls_result")
 if res is None:
     st.info("Pick attacks and press **Run** (256 images with PGD-10 and PGD-10-T take a few seconds on a CPU with the small weatnet models).")
@@ -70,12 +69,7 @@ else:
     (_, other_then, _, n_then, norm_then, eps_then, steps_then, _), out = res
     if res[0] != settings:
         st.caption("Showing the last run; settings have changed since — press Run to update.")
-    if len(out) > 1:  # two models: side by side where both fit at a readable width, else one under the other
-        row = st.container(horizontal=True, wrap=True)
-        cols = [row.container(width=COMPARE_W) for _ in out]
-    else:
-        cols = [st.container()]
-    for col, (name, land) in zip(cols, out.items()):
+    for col, (name, land) in zip(common.side_by_side(len(out)), out.items()):
         with col:
             st.subheader(name)
             st.plotly_chart(plots.energy_hist(land.per_image, "E(x)", "marginal energy E(x)"), key=f"ls_ex_{name}")
