@@ -76,9 +76,6 @@ NAMES = {"energy_nat_mean": "E(x)", "energy_adv_mean": "E(x*)", "delta_e": "ΔE"
          "ema_test_clean_acc": "clean, weight average", "ema_test_pgd_acc": "robust, weight average"}
 
 
-CHART_W = 400  # px: two a row fit a laptop's 820-px column with the sidebar open
-
-
 def short_run_names(runs: dict[str, pd.DataFrame]) -> dict[str, str]:
     """Each run's name in the charts' legends: its training method ("sat", "trades", "weat-adv" for
     `preactresnet18-sat-5000-step-long (sat, log only)` and its two siblings) where the runs'
@@ -121,10 +118,9 @@ def run_curves(runs: dict[str, pd.DataFrame], key: str, heldout: Optional[dict[s
         ("robust accuracy: training vs test subset", ["robust, train subset", "robust (PGD)"]),
     ]
     starts = {n: lens.stage_starts(d) for n, d in runs.items()}  # fine-tuning stages, once per run
-    # two rows of two charts of a fixed width that wrap: side by side on a laptop (820 px and wider),
-    # one under the other in a narrower column, where two columns' halves cut titles and legends
-    rows = [st.container(horizontal=True, wrap=True) for _ in range(2)]
-    cols = [rows[0], rows[0], rows[1], rows[1]]
+    # two rows of two fixed-width blocks that wrap: side by side on a laptop (820 px and wider), one
+    # under the other in a narrower column, where two columns' halves cut titles and legends
+    cols = common.side_by_side(2) + common.side_by_side(2)
     for col, (title, ys) in zip(cols, charts):
         ys = [y for y in ys if y in df]
         if not ys:
@@ -140,7 +136,7 @@ def run_curves(runs: dict[str, pd.DataFrame], key: str, heldout: Optional[dict[s
         for e in sorted({e for es in starts.values() for e in es}):
             fig.add_vline(x=e - 0.5, line_dash="dash", line_color="#888", line_width=1,
                           annotation_text="fine-tune", annotation_position="top right", annotation_font_size=10)
-        col.plotly_chart(plots.shade_phases(fig, phases), key=f"{key}_{title[:12]}", width=CHART_W)
+        col.plotly_chart(plots.shade_phases(fig, phases), key=f"{key}_{title[:12]}")
     summary = lens.runs_summary(runs)
     if "best_epoch" in summary:
         for _, r in summary.dropna(subset=["best_epoch"]).iterrows():

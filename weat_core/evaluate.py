@@ -18,7 +18,7 @@ from torch import nn
 
 from . import WeatError
 from .attacks import eval_mode, make_attack, seeded_targets
-from .attacks.base import Polled, num_classes_of
+from .attacks.base import POLL_S, Polled, num_classes_of
 from .attacks.autoattack import TorchAttack
 from .energy import energy, energy_stats, joint_energy
 
@@ -26,7 +26,6 @@ __all__ = ["compare_results", "correct_bits", "eval_logits", "evaluate", "format
            "paired_accuracy", "parse_eps", "per_255", "robust_peak"]
 
 log = logging.getLogger(__name__)
-POLL_S = 0.25  # how often an attack inside `evaluate` calls the callback
 
 
 def parse_eps(s: str | float) -> float:
@@ -133,16 +132,7 @@ def evaluate(
         log.info("resuming the evaluation from %s: %s done", state, ", ".join(done) or "nothing")
     nb = (n + batch_size - 1) // batch_size
     bar = None
-    at, last_poll = 0, 0.0  # the images done so far; when the callback was last called
-
-    def poll(name: str) -> None:
-        """Inside an attack, before a forward pass, at most every POLL_S seconds: the callback."""
-        nonlocal last_poll
-        now = time.perf_counter()
-        if now - last_poll >= POLL_S:
-            last_poll = now
-            callback(name, at, n)
-
+    at = 0  # the images done so far, for the callback inside an attack
     for step, name in enumerate(names, 1):
         if name in done:
             continue
@@ -162,7 +152,8 @@ def evaluate(
             attack = dataclasses.replace(
                 attack, on_stage=lambda label, k, _bar=bar: _bar.set_postfix_str(f"{label} on {k} images"))
         # the attack's view of the model: the same weights, the callback before each forward pass
-        seen = Polled(model, lambda _name=name: poll(_name)) if attack is not None and callback else model
+        seen = (Polled(model, lambda _name=name: callback(_name, at, n), every=POLL_S)
+                if attack is not None and callback else model)
         correct, es, ejs, cs, kept, first, spent = 0, [], [], [], 0, 0, 0.0
         if resumed:  # pick up after the last finished batch
             t = saved["tensors"]

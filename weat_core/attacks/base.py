@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
 
@@ -11,7 +12,7 @@ from torch import nn
 # callback(step, x_adv, logits): step 0 is the starting point, step `steps` the result.
 AttackCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
 
-__all__ = ["AttackCallback", "Polled", "eval_mode", "frozen_params", "num_classes_of", "project", "random_start",
+__all__ = ["AttackCallback", "POLL_S", "Polled", "eval_mode", "frozen_params", "num_classes_of", "project", "random_start",
            "pgd_loop"]
 
 
@@ -47,20 +48,26 @@ def frozen_params(model: nn.Module) -> Iterator[None]:
             p.requires_grad_(True)
 
 
-class Polled(nn.Module):
-    """`model`, calling `poll()` before each forward pass: what an attack is handed where a caller
-    wants to report progress or stop between the attack's forward passes (Square makes 1,000 a
-    batch, AutoAttack thousands). A wrapper, not a hook on the model: the app shares its models
-    between sessions, and nothing may change them."""
+POLL_S = 0.25  # at most how often `Polled` calls its `poll` (a Stop then acts within about this)
 
-    def __init__(self, model: nn.Module, poll: Callable[[], None]):
+
+class Polled(nn.Module):
+    """`model`, calling `poll()` before a forward pass, at most every `every` seconds: what an attack
+    is handed where a caller wants to report progress or stop between the attack's forward passes
+    (Square makes 1,000 a batch, AutoAttack thousands). A wrapper, not a hook on the model: the app
+    shares its models between sessions, and nothing may change them."""
+
+    def __init__(self, model: nn.Module, poll: Callable[[], None], every: float = POLL_S):
         super().__init__()
-        self.model, self.poll = model, poll
+        self.model, self.poll, self.every, self.last = model, poll, every, float("-inf")
         if isinstance(getattr(model, "num_classes", None), int):
             self.num_classes = model.num_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.poll()
+        now = time.perf_counter()
+        if now - self.last >= self.every:
+            self.last = now
+            self.poll()
         return self.model(x)
 
 

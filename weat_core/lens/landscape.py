@@ -42,7 +42,7 @@ def energy_landscape(
     x (N, C, H, W) in [0, 1], y (N,); `attacks` maps a display name to an `ATTACKS` label, a
     `make_attack` name, or an (attack, target) pair. `callback(done, total, name)` follows the
     batches; `should_stop()` ends the run early (`stopped`). Both are also called inside the
-    attacks, between their forward passes, every `POLL_S` seconds (Square makes 1,000 a batch,
+    attacks, between their forward passes, every `attacks.base.POLL_S` seconds (Square makes 1,000 a batch,
     minutes on a laptop; PGD-10 on a PreActResNet-18 tens of seconds), so a stop takes effect
     within one. `amp` crafts the attacks under
     bf16 autocast (default: where `bf16_ok`); every energy is computed in fp32.
@@ -57,16 +57,10 @@ def energy_landscape(
     total, done = len(specs) * nb, 0
     frames, rows, stopped = [], [], False
     dev = _device(model)
-    last_poll = 0.0
 
     def poll(name: str) -> None:
-        """Inside an attack, before a forward pass, at most every `POLL_S` seconds: the callback
-        (in the app, a point where a Stop click takes effect) and `should_stop`."""
-        nonlocal last_poll
-        now = time.perf_counter()
-        if now - last_poll < POLL_S:
-            return
-        last_poll = now
+        """Inside an attack, before a forward pass (at most every `POLL_S` seconds, `Polled` sees to
+        that): the callback (in the app, a point where a Stop click takes effect) and `should_stop`."""
         if callback is not None:
             callback(done, total, name)
         if should_stop is not None and should_stop():
@@ -110,9 +104,6 @@ def energy_landscape(
     per_image = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         columns=["attack", "index", "label", "pred", "correct", "E(x)", "E(x,y)", "unchanged"])
     return Landscape(per_image, _summary(per_image, rows), stopped)
-
-
-POLL_S = 0.25  # how often an attack inside `energy_landscape` reports and checks for a stop
 
 
 class _Stopped(Exception):
