@@ -97,9 +97,9 @@ def observation1_heatmap(grid: pd.DataFrame, height_per_model: int = 34) -> go.F
     cell = grid.set_index(["model", "attack"])
     mark = {"holds": "✓", "fails": "✗", "unclear": "≈"}
     # the shift in at most six characters (the hover has three decimals and the error): in a narrow
-    # column a cell is about 30 px wide
-    text = [[mark.get(cell.loc[(m, a), "verdict"], "") + _short_shift(cell.loc[(m, a), "shift"]) if (m, a) in cell.index
-             else "" for a in attacks] for m in models]
+    # column a cell is about 40 px wide, so the mark goes over the number
+    text = [[mark.get(cell.loc[(m, a), "verdict"], "") + "<br>" + _short_shift(cell.loc[(m, a), "shift"])
+             if (m, a) in cell.index else "" for a in attacks] for m in models]
     hover = [[f"{m}<br>{a}: mean E(x) {'lowered' if cell.loc[(m, a), 'shift'] < 0 else 'raised'} by "
               f"{abs(cell.loc[(m, a), 'shift']):.3f} ± {2 * cell.loc[(m, a), 'se']:.3f}<br>expected: {expected[a]} · "
               f"{cell.loc[(m, a), 'verdict']}" if (m, a) in cell.index else "" for a in attacks] for m in models]
@@ -114,8 +114,17 @@ def observation1_heatmap(grid: pd.DataFrame, height_per_model: int = 34) -> go.F
     fig.update_layout(height=150 + height_per_model * len(models), margin=dict(l=10, r=10, t=10, b=70),
                       # the attacks' names upright in a narrow column; the expected way in words, which an
                       # arrow turned with them would not say
-                      yaxis=dict(autorange="reversed"), xaxis=dict(side="top", tickangle=-90))
+                      yaxis=dict(autorange="reversed", tickvals=models, ticktext=[_two_lines(m) for m in models],
+                                 ticks=""),  # a tick would sit between a name's two lines
+                      xaxis=dict(side="top", tickangle=-90))
     return fig
+
+
+def _two_lines(model: str) -> str:
+    """A model's name broken after its architecture ("preactresnet18<br>weat-adv-100ep"): on one
+    line the longest name took 175 of a narrow column's 440 px from the cells."""
+    arch, sep, rest = model.partition("-")
+    return f"{arch}<br>{rest}" if sep and rest else model
 
 
 def _short_shift(v: float) -> str:

@@ -674,7 +674,9 @@ def test_observation1_heatmap_puts_the_standard_model_last_and_leaves_missing_ce
     grid = pd.DataFrame(rows, columns=["model", "method", "attack", "expected", "shift", "se", "verdict", "z"])
     h = observation1_heatmap(grid).data[0]
     assert list(h.y) == ["a", "b", "s"] and list(h.x) == ["PGD (lower)", "PGD-T (higher)"]
-    assert [list(r) for r in h.text] == [["✗+0.10", "✓+0.10"], ["✗+0.010", ""], ["✓-7.0", ""]]
+    assert [list(r) for r in h.text] == [["✗<br>+0.10", "✓<br>+0.10"], ["✗<br>+0.010", ""], ["✓<br>-7.0", ""]]
+    fig = observation1_heatmap(grid.replace({"a": "weatnet_s-sat-5k-step"}))
+    assert list(fig.layout.yaxis.ticktext) == ["weatnet_s<br>sat-5k-step", "b", "s"]  # broken after the architecture
     z = np.asarray(h.z, dtype=float)
     assert z[0].tolist() == [-5.0, 5.0] and z[1, 0] == -Z_CLIP and z[2, 0] == Z_CLIP and np.isnan(z[1:, 1]).all()
 
