@@ -18,7 +18,7 @@ import streamlit as st
 import torch
 
 from weat_core import WeatError, lens
-from weat_core.data import ImageSet
+from weat_core.data import ImageSet, data_root
 
 from app_pages import model_store
 from app_pages.model_store import TRAINED_PREFIX, UNTRAINED
@@ -206,8 +206,9 @@ def images(split: str = "test", n: int = 256) -> ImageSet:
                    "patterns instead. Pick a matching dataset in the sidebar.")
         s = _load_split(SYNTHETIC, split, want, k)
     if s.name == "synthetic":
-        st.caption("ℹ️ Images: built-in synthetic patterns (no dataset found). Set WEAT_DATA_DIR to a folder of "
-                   "train/ and test/ class folders for real images.")
+        st.caption("ℹ️ Images: built-in synthetic patterns. For real ones pick **cifar10** under Dataset in the "
+                   f"sidebar (torchvision downloads it once, about 170 MB, into {data_root()}), or set "
+                   "WEAT_DATA_DIR to a folder of train/ and test/ class folders.")
     n = min(n, len(s))
     return ImageSet(s.x[:n], s.y[:n], s.classes, s.name)
 

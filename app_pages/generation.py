@@ -44,7 +44,8 @@ if stats and init == "pca":
                         key="gen_pca_var", help="Lower: smoother, blurrier starts; higher: more detail and texture.")
     e.caption(f"The saved statistics hold {100 * float(kept.min()):.1f}–{100 * float(kept.max()):.1f} % of each "
               "class's variance; asking for more uses all of it.")
-objective = e.radio("Objective", ["joint", "ce", "marginal"], horizontal=True, key="gen_obj",
+# under the seed: the third column already holds the start and, for class PCA, its variance
+objective = a.radio("Objective", ["joint", "ce", "marginal"], horizontal=True, key="gen_obj",
                     format_func={"joint": "E(x,y)", "ce": "CE", "marginal": "E(x)"}.get)
 other_name, other = common.other_model_picker("Side by side with", "gen_other", c.model_name)
 
