@@ -136,19 +136,23 @@ def _short_shift(v: float) -> str:
 
 
 def lines(df: pd.DataFrame, x: str, ys: Sequence[str], title: str = "", height: int = 300,
-          color: Optional[str] = None, markers: bool = True) -> go.Figure:
+          color: Optional[str] = None, markers: bool = True, faint: Optional[pd.DataFrame] = None) -> go.Figure:
     """One line per column of `ys`; with `color` (e.g. a run column), one colour per group and
-    one dash style per column, so each run keeps its colour across charts."""
-    long = df.melt(id_vars=[x] + ([color] if color else []), value_vars=list(ys), var_name="series")
-    long = long.dropna(subset=["value"])  # a column one run lacks (e.g. a weight average) draws nothing for it
-    if color:
-        fig = px.line(long, x=x, y="value", color=color, line_dash="series", markers=markers, title=title,
-                      color_discrete_sequence=RUN_COLORS)
-        n = long[color].nunique() * long["series"].nunique()
-    else:
-        fig = px.line(long, x=x, y="value", color="series", markers=markers, title=title,
-                      color_discrete_sequence=RUN_COLORS)  # the theme's two blues told E(x) from E(x*) badly
-        n = long["series"].nunique()
+    one dash style per column, so each run keeps its colour across charts. `faint` (the same
+    frame before smoothing) is drawn thin and pale behind each line, without legend or hover."""
+    def draw(frame: pd.DataFrame, **kw) -> tuple[go.Figure, pd.DataFrame]:
+        long = frame.melt(id_vars=[x] + ([color] if color else []), value_vars=list(ys), var_name="series")
+        long = long.dropna(subset=["value"])  # a column one run lacks (e.g. a weight average) draws nothing for it
+        # the theme's two blues told E(x) from E(x*) badly
+        by = dict(color=color, line_dash="series") if color else dict(color="series")
+        return px.line(long, x=x, y="value", **by, color_discrete_sequence=RUN_COLORS, **kw), long
+
+    fig, long = draw(df, markers=markers, title=title)
+    n = long[color].nunique() * long["series"].nunique() if color else long["series"].nunique()
+    if faint is not None:
+        # the same groups in the same order as `df`'s, so the traces pair up one to one
+        behind = draw(faint)[0].update_traces(line_width=1, opacity=0.3, showlegend=False, hoverinfo="skip")
+        fig = go.Figure(data=list(behind.data) + list(fig.data), layout=fig.layout)
     legend = dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right", title=None)
     if color or n > 3:  # several runs: the legend goes under the plot, one entry a line
         legend = dict(orientation="v", y=-0.25, yanchor="top", x=0, title=None, font_size=10)

@@ -118,6 +118,13 @@ def run_curves(runs: dict[str, pd.DataFrame], key: str, heldout: Optional[dict[s
         ("robust accuracy: training vs test subset", ["robust, train subset", "robust (PGD)"]),
     ]
     starts = {n: lens.stage_starts(d) for n, d in runs.items()}  # fine-tuning stages, once per run
+    smooth = st.segmented_control(
+        "Smoothing", [1, 3, 5, 9, 15], default=1, required=True, key=f"{key}_smooth",
+        format_func=lambda k: "off" if k == 1 else f"{k} epochs",
+        help="Draw each curve as a moving average over this many recorded epochs, centred (a peak stays at its "
+             "epoch), to read trends through the test subset's sampling noise; the epochs themselves stay pale "
+             "behind. The shaded phases, the best epochs and the text below always use the epochs themselves.")
+    shown = lens.smooth_curves(df, [y for _, ys in charts for y in ys if y in df], smooth, by=color)
     # two rows of two fixed-width blocks that wrap: side by side on a laptop (820 px and wider), one
     # under the other in a narrower column, where two columns' halves cut titles and legends
     cols = common.side_by_side(2) + common.side_by_side(2)
@@ -126,7 +133,8 @@ def run_curves(runs: dict[str, pd.DataFrame], key: str, heldout: Optional[dict[s
         if not ys:
             col.caption(f"{title}: not recorded")
             continue
-        fig = plots.lines(df, "epoch", ys, title, color=color)
+        fig = plots.lines(shown, "epoch", ys, title, color=color, markers=smooth == 1,  # markers hid the dashes
+                          faint=df if smooth > 1 else None)
         if not title.startswith(("accuracy", "robust")):
             plots.focus_y(fig, df, ys)
         if "ΔE" in ys:

@@ -3,6 +3,7 @@ temporary WEAT_CHECKPOINTS_DIR and a tiny ImageFolder dataset as WEAT_DATA_DIR."
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import pickle
@@ -320,6 +321,31 @@ def test_training_legends_name_runs_by_method_where_that_is_all_that_differs(app
     at.multiselect(key="tr_runs").set_value(["rec-sat-5k (sat, log only)", "other-sat (sat, log only)"]).run()
     ok(at)
     assert not [c for c in at.caption if c.value.startswith("In the charts")]
+
+
+def test_training_smoothing_draws_the_mean_over_the_epochs_and_the_epochs_pale_behind(app_env):
+    at = open_page("training")
+    run = next(o for o in at.multiselect(key="tr_runs").options if o.startswith("tiny-weat-adv"))
+    at.multiselect(key="tr_runs").set_value([run]).run()
+
+    import plotly.io as pio
+
+    def delta_e_traces():
+        figs = [pio.from_json(c.proto.spec) for c in at.get("plotly_chart")]
+        return next(f.data for f in figs if f.layout.title.text.startswith("ΔE ="))
+
+    def values(v):  # plotly sends arrays as base64 typed arrays
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"]) if isinstance(v, dict) else np.asarray(v)
+
+    raw = delta_e_traces()
+    assert len(raw) == 1 and raw[0].opacity is None and "markers" in raw[0].mode
+    at.segmented_control(key="rec_smooth").set_value(3).run()
+    ok(at)
+    faint, line = delta_e_traces()
+    y = values(raw[0].y).astype(float)
+    assert faint.showlegend is False and faint.opacity == 0.3 and values(faint.y).tolist() == y.tolist()
+    want = [y[max(i - 1, 0):i + 2].mean() for i in range(len(y))]  # the log's epochs are in order
+    assert values(line.y).tolist() == pytest.approx(want) and line.mode == "lines" and len(y) >= 3
 
 
 def test_training_recorded_and_live(app_env, fake_hf_api):

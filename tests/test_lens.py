@@ -546,6 +546,24 @@ def test_training_log_and_phases(tmp_path):
         lens.load_training_log(tmp_path / "missing")
 
 
+def test_smooth_curves_is_a_centred_mean_per_run_that_keeps_rows_and_gaps():
+    # run "z" first with its epochs out of order: the rows keep their order (the charts' colours
+    # follow the runs' order), the mean follows the epochs
+    df = pd.DataFrame({"epoch": [3, 2, 1, 4, 5] + [1, 2, 3, 4, 5], "run": ["z"] * 5 + ["b"] * 5,
+                       "acc": [0, 1, 0, 1, 0] + [5, 5, np.nan, 5, 8], "lr": 0.1})
+    s = lens.smooth_curves(df, ["acc", "missing"], 3, by="run")
+    assert s["run"].tolist() == df["run"].tolist() and s["epoch"].tolist() == df["epoch"].tolist()
+    by_epoch = s[s.run == "z"].set_index("epoch")["acc"]
+    assert by_epoch.loc[[1, 2, 3, 4, 5]].tolist() == pytest.approx([0.5, 1 / 3, 2 / 3, 1 / 3, 0.5])
+    b = s[s.run == "b"]["acc"].tolist()  # the missing epoch stays missing and is skipped
+    assert np.isnan(b[2]) and b[:2] + b[3:] == pytest.approx([5, 5, 6, 6.5])
+    assert (s["lr"] == 0.1).all() and lens.smooth_curves(df, ["acc"], 1, by="run").equals(df)
+    one = lens.smooth_curves(df[df.run == "z"], ["acc"], 5)  # no groups: one run
+    assert one["acc"].tolist() == pytest.approx([0.4, 0.5, 1 / 3, 0.5, 1 / 3])  # epochs 3, 2, 1, 4, 5
+    with pytest.raises(WeatError, match="odd"):
+        lens.smooth_curves(df, ["acc"], 4)
+
+
 def test_runs_summary_marks_robust_overfitting():
     ep = np.arange(1, 11)
     over = pd.DataFrame({"epoch": ep, "method": "sat", "lr": 0.1,
@@ -732,8 +750,9 @@ def test_a_model_goes_out_as_a_zip_and_comes_back_as_an_upload(tiny_model, tmp_p
 
 
 def test_the_unzipped_limit_is_the_app_s_upload_limit():
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     from weat_core.lens.uploads import MAX_UNZIPPED_BYTES
 

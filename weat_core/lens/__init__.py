@@ -35,7 +35,7 @@ Modules (everything public is re-exported here, so `from weat_core import lens` 
 - `zoo`            `describe_model`, `recorded_table`, `observation1_grid`, `zoo_table`, `paired_table`,
                    `gap_trend`, `gap_trend_within`, `rank_corr_p`, `training_recipe`
 - `training_job`   `load_training_log`, `history_frame`, `training_phases`, `runs_summary`, `stage_starts`,
-                   `TrainingJob`
+                   `smooth_curves`, `TrainingJob`
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ from .training_job import (  # noqa: F401 - history_frame and the constants are 
     history_frame,
     load_training_log,
     runs_summary,
+    smooth_curves,
     stage_starts,
     training_phases,
 )
@@ -83,7 +84,7 @@ from .zoo import (describe_model, gap_trend, gap_trend_within, observation1_grid
 __all__ = [
     "ATTACKS", "EXPECTED_SHIFT", "AttackSpec", "EnergyPlane", "Landscape", "Trajectory", "TrainingJob", "attack_from", "batch_size_for", "attack_trajectory", "bf16_ok",
     "checkpoint_zip", "decode_image", "demo_images", "describe_model", "energy_landscape", "energy_plane", "plane_spreads", "gap_trend", "gap_trend_within", "find_datasets", "image_grid_png",
-    "load_training_log", "load_uploaded_checkpoint", "observation1", "observation1_grid", "prepare", "rank_corr_p", "recorded_table", "runs_summary", "stage_starts",
+    "load_training_log", "load_uploaded_checkpoint", "observation1", "observation1_grid", "prepare", "rank_corr_p", "recorded_table", "runs_summary", "smooth_curves", "stage_starts",
     "lowers_from", "strength_sweep", "steps_sweep", "sweep_summary", "shift_by_outcome", "outcome_summary", "OUTCOMES",
     "trades_decomposition", "training_phases", "training_recipe", "weight_curve", "weights_of", "zoo_table", "paired_table",
 ]

@@ -64,6 +64,26 @@ def history_frame(history: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return df
 
 
+def smooth_curves(df: pd.DataFrame, cols: Sequence[str], window: int, by: Optional[str] = None,
+                  x: str = "epoch") -> pd.DataFrame:
+    """`df` with each of `cols` replaced by its centred moving average over `window` recorded
+    epochs (per `by` group, e.g. one run each; shorter at the ends), to read a trend through the
+    per-epoch subsets' sampling noise. Centred, not exponential: a peak stays at its epoch.
+    Epochs where a column is missing stay missing and do not count in the window."""
+    if window < 1 or window % 2 == 0:
+        raise WeatError(f"smoothing window must be an odd number of epochs, not {window}")
+    out = df.reset_index(drop=True)  # rows stay in their order: the groups' order sets the charts' colours
+    if window == 1:
+        return out
+    for _, g in (out.groupby(by, sort=False) if by else [(None, out)]):
+        g = g.sort_values(x, kind="stable")
+        for c in cols:
+            if c in g:
+                ok = g[c].dropna()
+                out.loc[ok.index, c] = ok.rolling(window, center=True, min_periods=1).mean()
+    return out
+
+
 def training_phases(df: pd.DataFrame) -> dict[str, Any]:
     """Where the three phases of adversarial training lie in a run (a heuristic for display).
 
