@@ -1,5 +1,7 @@
 """Training dynamics: recorded runs (SAT vs TRADES vs WEAT) and a live run on the CPU."""
 
+import time
+import uuid
 from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
@@ -9,7 +11,7 @@ import streamlit as st
 
 from app_pages import common, model_store, plots
 from weat_core import WeatError, lens
-from weat_core.export import heldout_text
+from weat_core.export import heldout_text, train_command
 
 c = common.ctx()
 st.title("Training dynamics")
@@ -68,6 +70,10 @@ with st.expander("The recorded comparisons: SAT, TRADES and WEAT-adv, each group
         "docs/models.md has the numbers.")
 
 jobs: dict = st.session_state.setdefault("train_jobs", {})
+# a reload (or a closed and reopened tab) starts a new session: the URL's ?run= finds its run again
+_back = model_store.live_jobs().get(st.query_params.get("run", ""))
+if _back and all(j is not _back[1] for j in jobs.values()):
+    jobs[_back[0]] = _back[1]
 
 
 NAMES = {"energy_nat_mean": "E(x)", "energy_adv_mean": "E(x*)", "delta_e": "ΔE", "test_clean_acc": "clean",
@@ -181,6 +187,86 @@ def run_curves(runs: dict[str, pd.DataFrame], key: str, heldout: Optional[dict[s
         st.caption("Shaded phases" + (f" (of {next(iter(runs))})" if multi else "") + ": " + plots.phase_caption(phases))
 
 
+def keep_folder(method: str) -> Optional[Path]:
+    """A new folder under `lens.live_runs_dir()` for a live run (the oldest kept runs beyond
+    `lens.KEEP_RUNS` make room), or None, with a warning, where it cannot be written."""
+    root = lens.live_runs_dir()
+    going = [Path(j.config.out) for _, j in model_store.live_jobs().values() if j.running and j.config.out]
+    try:
+        lens.prune_kept_runs(root, lens.KEEP_RUNS - 1, spare=going)
+        out = root / f"{time.strftime('%Y%m%d-%H%M%S')}-{method}-{uuid.uuid4().hex[:6]}"
+        out.mkdir(parents=True)
+        return out
+    except OSError as e:
+        st.warning(f"This run is not kept on disk ({e}): set WEAT_RUNS_DIR to a folder this app may write to. It "
+                   "lives only as long as this browser session.")
+        return None
+
+
+def _when(r: dict) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started"]))
+
+
+def _run_state(r: dict) -> str:
+    here = model_store.live_jobs().get(r["path"].name)
+    if here and here[1].running:
+        return "running"
+    if r["planned"] and r["epochs"] >= r["planned"]:  # finished here, or continued with `train --resume`
+        return "finished"
+    return r["ended"] or f"interrupted after epoch {r['epochs']}"
+
+
+def _use_kept(path: str, label: str) -> None:  # a callback: it runs before the picker is drawn
+    from weat_core.checkpoints import load
+
+    try:
+        model = load(path, device=common.ctx().device)
+    except WeatError as e:
+        st.session_state["tr_kept_error"] = f"{label}: {e}"
+        return
+    st.session_state["model_choice"] = model_store.register_trained(model, label)
+    st.session_state["tr_switch"] = True  # the live view reruns the whole app: the sidebar shows it
+
+
+def kept_runs_view() -> None:
+    """The runs kept on disk (this machine's, this session's too): a table, and the weights of a
+    run's last finished epoch back in the model picker."""
+    root = lens.live_runs_dir()
+    kept = lens.kept_runs(root)
+    if not kept:
+        return
+    with st.expander(f"Runs kept on this machine ({len(kept)})"):
+        st.caption(f"Every live run keeps each finished epoch's weights and record in a folder of `{root}` (set "
+                   "WEAT_RUNS_DIR to move it), so a reload, a closed tab or a stopped server loses at most the epoch "
+                   f"under way; a reloaded page finds its running run again. The newest {lens.KEEP_RUNS} are kept.")
+        rows = [{"run": r["name"], "started": _when(r),
+                 "method": r["method"], "epochs": f"{r['epochs']}/{r['planned'] or '?'}",
+                 "clean": r["last"].get("test_clean_acc"), "robust (PGD)": r["last"].get("test_pgd_acc"),
+                 "ΔE": r["last"].get("delta_e"), "state": _run_state(r), "folder": r["path"].name} for r in kept]
+        numbers = {"clean": float, "robust (PGD)": float, "ΔE": float}  # no epoch yet: blank, not "None"
+        st.dataframe(pd.DataFrame(rows).astype(numbers), hide_index=True, column_config={
+            "clean": st.column_config.NumberColumn(format="percent"),
+            "robust (PGD)": st.column_config.NumberColumn(format="percent"),
+            "ΔE": st.column_config.NumberColumn(format="%+.3f")})
+        usable = [r for r in kept if r["weights"]]
+        if not usable:
+            return
+        label = {str(r["path"]): f"{r['name']}, {rows[kept.index(r)]['started']}" for r in usable}
+        pick = st.selectbox("Kept run", list(label), format_func=label.get, key="tr_kept_pick")
+        r = next(r for r in usable if str(r["path"]) == pick)
+        st.button("Use its last finished epoch", key="tr_kept_use", on_click=_use_kept,
+                  args=(pick, f"{label[pick]} (epoch {r['epochs']})"))
+        if err := st.session_state.pop("tr_kept_error", None):
+            st.error(err)
+        t = r["training"]
+        state = _run_state(r)
+        if (state == "stopped" or state.startswith("interrupted")) and t.get("dataset") not in (None, common.SYNTHETIC):
+            if t.get("minutes") and r["planned"]:  # a time budget: the epoch count it chose
+                t = {**t, "epochs": r["planned"], "minutes": None}
+            st.caption("To train its remaining epochs, continue it from the command line (in the repository):")
+            st.code(train_command(t, resume=True), language="bash")
+
+
 tab_rec, tab_live = st.tabs(["Recorded runs", "Live run"], key="tr_tab")  # keyed: stays on "Live run" across reruns
 
 with tab_rec:
@@ -198,6 +284,14 @@ with tab_rec:
     for name, job in jobs.items():
         if job.history:
             runs[f"{name} (this session)"] = lens.history_frame(job.history)
+    mine = {Path(j.config.out).resolve() for j in jobs.values() if j.config.out}
+    for r in lens.kept_runs(lens.live_runs_dir()):  # earlier sessions' live runs, kept on disk
+        if r["epochs"] and r["path"].resolve() not in mine:
+            try:
+                runs[f"{r['name']}, {_when(r)} (kept here)"] = \
+                    lens.load_training_log(r["path"])
+            except WeatError as e:
+                st.warning(f"{r['path']}: {e}")
     if not runs:
         st.info("No recorded runs yet: none of the shipped checkpoints carries a log.jsonl. Train a model on the "
                 "**Live run** tab and its curves appear here too.")
@@ -253,13 +347,18 @@ with tab_live:
         with common.guard("Starting training"):
             from weat_core.train import TrainConfig
 
+            name = f"{method} run {len(jobs) + 1}"
+            out = keep_folder(method)
             cfg = TrainConfig(method=method, arch="weatnet_s", dataset=c.data, epochs=epochs, batch_size=batch,
                               lr=lr, attack_steps=steps, alpha=max(2 / 255, 2.5 * (8 / 255) / steps),
-                              eval_size=256, eval_steps=5, device=c.device, seed=len(jobs),
-                              minutes=None if budget == "off" else float(budget), ema=0.999 if ema else None)
+                              eval_size=256, eval_steps=5, device=c.device, seed=len(jobs), limit=n_train,
+                              minutes=None if budget == "off" else float(budget), ema=0.999 if ema else None,
+                              out=str(out) if out else None)
             data = (common.images("train", n_train), common.images("test", 256))
-            name = f"{method} run {len(jobs) + 1}"
-            jobs[name] = lens.TrainingJob(cfg, data).start()
+            jobs[name] = lens.TrainingJob(cfg, data, name=name).start()
+            if out:
+                model_store.live_jobs()[out.name] = (name, jobs[name])
+                st.query_params["run"] = out.name
 
     def use_model(name: str) -> None:  # a callback: runs before the next (fragment) run
         st.session_state["model_choice"] = name
@@ -270,8 +369,11 @@ with tab_live:
             st.rerun()  # the whole app, so the sidebar shows the model just picked
         if not jobs:
             st.info("No run in this session yet.")
-            return
-        name, job = list(jobs.items())[-1]
+        else:
+            job_view(*list(jobs.items())[-1])
+        kept_runs_view()  # in the fragment: its table follows the run's epochs
+
+    def job_view(name: str, job: lens.TrainingJob) -> None:
         done = len(job.history)
         budgeted = job.config.minutes is not None
         total = job.history[-1].get("epochs", job.config.epochs) if job.history else job.config.epochs
@@ -307,9 +409,10 @@ with tab_live:
                 zips[name] = lens.checkpoint_zip(job.model, job.history, {"training": asdict(job.config)})
             st.download_button(
                 "Download it (.zip)", zips[name], f"weat_lens_{common.slug(name)}.zip", "application/zip",
-                key="tr_download", help="model.safetensors, config.json and log.jsonl. The model lives only as long as "
-                "this browser session; upload the .zip in the sidebar (Model → Upload) to use it again, or unzip it "
-                "and pass the folder to `python -m weat_core eval --checkpoint FOLDER`.")
+                key="tr_download", help="model.safetensors, config.json and log.jsonl, to take it to another machine: upload "
+                "the .zip in the sidebar (Model → Upload) to use it again, or unzip it and pass the folder to "
+                "`python -m weat_core eval --checkpoint FOLDER`. On this machine it is also kept under *Runs kept "
+                "on this machine* below.")
             model_store.publish_form(job)
 
     active = any(j.running for j in jobs.values())

@@ -80,6 +80,7 @@ def app_env(tmp_path_factory):
         mp.setenv("WEAT_CHECKPOINTS_DIR", str(root / "ckpts"))
         mp.setenv("WEAT_DATA_DIR", str(root / "data"))
         mp.setenv("WEAT_DEFAULT_MODEL", "tiny-weat-adv")  # not whatever checkpoints/ ships
+        mp.setenv("WEAT_RUNS_DIR", str(root / "runs"))  # live training runs kept here, not in ~/.cache
         mp.setenv("HF_HUB_OFFLINE", "1")
         mp.setenv("HF_HUB_CACHE", str(root / "hub"))
         import huggingface_hub.constants as hc
@@ -346,6 +347,58 @@ def test_training_smoothing_draws_the_mean_over_the_epochs_and_the_epochs_pale_b
     assert faint.showlegend is False and faint.opacity == 0.3 and values(faint.y).tolist() == y.tolist()
     want = [y[max(i - 1, 0):i + 2].mean() for i in range(len(y))]  # the log's epochs are in order
     assert values(line.y).tolist() == pytest.approx(want) and line.mode == "lines" and len(y) >= 3
+
+
+def test_a_live_run_is_kept_on_disk_and_found_again_after_a_reload(app_env):
+    """A live run writes every finished epoch to its own folder under $WEAT_RUNS_DIR; a reloaded
+    page (a new session, the same URL) finds the run again by ?run=; any other session lists it
+    among the kept runs, can put its weights in the picker and compare its curves."""
+    pytest.importorskip("weat_core.train")
+    from streamlit.testing.v1 import AppTest
+
+    at = open_page("training")
+    at.slider(key="tr_epochs").set_value(2)
+    at.select_slider(key="tr_n").set_value(64)
+    at.select_slider(key="tr_batch").set_value(32)
+    at.slider(key="tr_steps").set_value(1)
+    next(b for b in at.button if b.label == "Start training").click().run()
+    ok(at)
+    (name, job), = at.session_state["train_jobs"].items()
+    job.join(120)
+    folder = Path(job.config.out)
+    assert job.error is None and folder.parent == app_env / "runs" and at.query_params["run"] == folder.name
+    assert (folder / "LATEST").is_file() and len((folder / "log.jsonl").read_text().splitlines()) == 2
+    meta = json.loads((folder / "live.json").read_text())
+    assert meta["name"] == name and meta["ended"] == "finished" and meta["training"]["limit"] == 64
+
+    reloaded = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    reloaded.query_params["run"] = folder.name
+    reloaded.run().switch_page("app_pages/training.py").run()
+    ok(reloaded)
+    assert list(reloaded.session_state["train_jobs"].items()) == [(name, job)]
+
+    other = open_page("training")  # no ?run=: not this session's run, but kept on this machine
+    ok(other)
+    assert not other.session_state["train_jobs"]
+    table = next(d.value for d in other.dataframe if "folder" in d.value)
+    row = table.set_index("folder").loc[folder.name]
+    assert row["run"] == name and row["state"] == "finished" and row["epochs"] == "2/2"
+    assert row["robust (PGD)"] == pytest.approx(job.history[-1]["test_pgd_acc"])
+    assert any(o.startswith(f"{name}, ") and o.endswith("(kept here)") for o in other.multiselect(key="tr_runs").options)
+    other.button(key="tr_kept_use").click().run()
+    ok(other)
+    choice = other.sidebar.selectbox(key="model_choice").value
+    assert choice.startswith(f"trained here: {name}, ") and choice.endswith("(epoch 2)")
+    # a run whose server stopped mid-way: "interrupted", with the command that finishes it
+    meta.pop("ended")
+    meta["training"]["epochs"] = 3
+    (folder / "live.json").write_text(json.dumps(meta))
+    (folder / "log.jsonl").write_text("".join(json.dumps({**r, "epochs": 3}) + "\n" for r in job.history))
+    other.run()
+    row = next(d.value for d in other.dataframe if "folder" in d.value).set_index("folder").loc[folder.name]
+    assert row["state"] == "interrupted after epoch 2"
+    code = [c.value for c in other.code if "--resume" in c.value]
+    assert len(code) == 1 and f"--out {folder}" in code[0] and "--limit 64" in code[0] and "--epochs 3" in code[0]
 
 
 def test_training_recorded_and_live(app_env, fake_hf_api):

@@ -73,7 +73,8 @@ def server(tmp_path_factory):
     make_checkpoint(root / "ckpts", data)
     port = _free_port()
     env = dict(os.environ, WEAT_CHECKPOINTS_DIR=str(root / "ckpts"), WEAT_DATA_DIR=str(root / "data"),
-               HF_HUB_OFFLINE="1", WEAT_DEFAULT_MODEL="tiny-weat-adv", HF_HUB_CACHE=str(root / "hub"), PYTHONPATH=str(REPO))
+               HF_HUB_OFFLINE="1", WEAT_DEFAULT_MODEL="tiny-weat-adv", HF_HUB_CACHE=str(root / "hub"), PYTHONPATH=str(REPO),
+               WEAT_RUNS_DIR=str(root / "runs"))
     cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
            "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
     with streamlit_server(cmd, REPO, env, port, root / "streamlit.log") as url:

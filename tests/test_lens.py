@@ -870,3 +870,38 @@ def test_shift_by_outcome_of_a_real_landscape(trained_tiny, synthetic_batch):
     assert df["n"].sum() == len(y) and set(df["outcome"]) <= set(lens.OUTCOMES)
     overall = res.summary.set_index("attack").loc["PGD", "shift E(x)"]
     assert (df["shift E(x)"] * df["n"]).sum() / len(y) == pytest.approx(overall, abs=1e-5)  # the groups add up
+
+
+def test_kept_runs_lists_the_newest_first_and_pruning_spares_running_ones(tmp_path):
+    for i, ended in enumerate(["finished", None, "stopped", "failed: out of memory"]):
+        d = tmp_path / f"run{i}"
+        d.mkdir()
+        (d / "live.json").write_text(json.dumps({"name": f"r{i}", "started": 1000.0 + i, "ended": ended,
+                                                 "training": {"method": "sat", "epochs": 4}}))
+        (d / "log.jsonl").write_text("".join(json.dumps({"epoch": e, "test_pgd_acc": 0.1 * e}) + "\n"
+                                             for e in range(1, i + 1)))
+    (tmp_path / "run2" / "LATEST").write_text("state-0002\n")
+    (tmp_path / "not-a-run").mkdir()  # no live.json: not one of ours
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "live.json").write_text("{")  # being written
+    runs = lens.kept_runs(tmp_path)
+    assert [r["name"] for r in runs] == ["r3", "r2", "r1", "r0"]
+    r2 = runs[1]
+    assert (r2["epochs"], r2["planned"], r2["ended"], r2["weights"]) == (2, 4, "stopped", True)
+    assert r2["last"]["test_pgd_acc"] == pytest.approx(0.2) and r2["method"] == "sat" and not runs[0]["weights"]
+    gone = lens.prune_kept_runs(tmp_path, keep=2, spare=[tmp_path / "run0"])  # run0 still going
+    assert gone == [tmp_path / "run1"] and (tmp_path / "run0").is_dir() and (tmp_path / "not-a-run").is_dir()
+    assert lens.kept_runs(tmp_path / "nowhere") == []
+
+
+def test_a_training_job_with_a_run_folder_says_how_it_ended(tmp_path):
+    pytest.importorskip("weat_core.train")
+    from weat_core.train import TrainConfig
+
+    imgs = lens.demo_images(64)
+    cfg = TrainConfig(arch="no-such-arch", epochs=1, batch_size=32, out=str(tmp_path / "bad"), device="cpu")
+    job = lens.TrainingJob(cfg, (imgs, imgs), name="bad run").start()
+    job.join(60)
+    meta = json.loads((tmp_path / "bad" / "live.json").read_text())
+    assert job.error and meta["name"] == "bad run" and meta["ended"] == f"failed: {job.error}"
+    assert meta["training"]["arch"] == "no-such-arch" and meta["started"] == job.started

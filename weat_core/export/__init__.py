@@ -11,9 +11,9 @@ Observation 1 tables and its Observation 3 line), `heldout` (the held-out best/l
 memory, as the app's training page does; imported on use).
 """
 
-from .card import lineage, model_card
+from .card import lineage, model_card, train_command
 from .heldout import heldout_summary, heldout_text
 from .ship import choose_epoch, export_log, export_run, store_attacks, store_metrics, store_plane, store_sweep
 
-__all__ = ["choose_epoch", "export_log", "export_run", "heldout_summary", "heldout_text", "lineage", "model_card",
+__all__ = ["choose_epoch", "export_log", "export_run", "heldout_summary", "heldout_text", "lineage", "model_card", "train_command",
            "store_attacks", "store_metrics", "store_plane", "store_sweep"]

@@ -83,6 +83,12 @@ def _train_command(t: dict[str, Any], with_out: bool = False) -> str:
     return " ".join(shlex.quote(a) for a in args)
 
 
+def train_command(t: dict[str, Any], resume: bool = False) -> str:
+    """The `train` command line of settings `t` (a `TrainConfig` as a dict), with its run folder;
+    `resume` continues that run from its last finished epoch."""
+    return _train_command(t, with_out=True) + (" --resume" if resume else "")
+
+
 def _read_log(path: Path) -> list[dict]:
     """The records of a `log.jsonl` ([] when there is none)."""
     return [json.loads(s) for s in path.read_text().splitlines()] if path.is_file() else []

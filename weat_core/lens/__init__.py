@@ -35,7 +35,7 @@ Modules (everything public is re-exported here, so `from weat_core import lens` 
 - `zoo`            `describe_model`, `recorded_table`, `observation1_grid`, `zoo_table`, `paired_table`,
                    `gap_trend`, `gap_trend_within`, `rank_corr_p`, `training_recipe`
 - `training_job`   `load_training_log`, `history_frame`, `training_phases`, `runs_summary`, `stage_starts`,
-                   `smooth_curves`, `TrainingJob`
+                   `smooth_curves`, `TrainingJob` (kept on disk: `live_runs_dir`, `kept_runs`, `prune_kept_runs`)
 """
 
 from __future__ import annotations
@@ -58,11 +58,15 @@ from .landscape import (
 )
 from .trajectory import Trajectory, attack_trajectory
 from .training_job import (  # noqa: F401 - history_frame and the constants are public, not in __all__
+    KEEP_RUNS,
     MIN_EPOCHS_FOR_PHASES,
     PHASE_NAMES,
     TrainingJob,
     history_frame,
+    kept_runs,
+    live_runs_dir,
     load_training_log,
+    prune_kept_runs,
     runs_summary,
     smooth_curves,
     stage_starts,
@@ -85,6 +89,7 @@ __all__ = [
     "ATTACKS", "EXPECTED_SHIFT", "AttackSpec", "EnergyPlane", "Landscape", "Trajectory", "TrainingJob", "attack_from", "batch_size_for", "attack_trajectory", "bf16_ok",
     "checkpoint_zip", "decode_image", "demo_images", "describe_model", "energy_landscape", "energy_plane", "plane_spreads", "gap_trend", "gap_trend_within", "find_datasets", "image_grid_png",
     "load_training_log", "load_uploaded_checkpoint", "observation1", "observation1_grid", "prepare", "rank_corr_p", "recorded_table", "runs_summary", "smooth_curves", "stage_starts",
+    "kept_runs", "live_runs_dir", "prune_kept_runs",
     "lowers_from", "strength_sweep", "steps_sweep", "sweep_summary", "shift_by_outcome", "outcome_summary", "OUTCOMES",
     "trades_decomposition", "training_phases", "training_recipe", "weight_curve", "weights_of", "zoo_table", "paired_table",
 ]

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
@@ -176,13 +178,61 @@ def runs_summary(runs: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+KEPT_RUN = "live.json"  # what a kept run folder says of itself: its name, when it started and how it ended
+KEEP_RUNS = 50  # kept run folders a new run leaves (the oldest go first): about 8 MB each for weatnet_s
+
+
+def live_runs_dir() -> Path:
+    """Where the app keeps its live training runs: $WEAT_RUNS_DIR, else ~/.cache/weat_lens/runs."""
+    env = os.environ.get("WEAT_RUNS_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "weat_lens" / "runs"
+
+
+def kept_runs(root: Union[str, Path]) -> list[dict[str, Any]]:
+    """The run folders `TrainingJob`s kept under `root`, newest first: each one's name, folder,
+    start, method, planned and finished epochs, its last epoch's record, whether it holds weights
+    (a finished epoch) and how it ended ("finished", "stopped", "failed: …", or None while it
+    runs, or where the process running it died)."""
+    runs = []
+    for d in Path(root).glob(f"*/{KEPT_RUN}"):
+        try:
+            meta = json.loads(d.read_text())
+            records = [json.loads(s) for s in (d.parent / "log.jsonl").read_text().splitlines()] \
+                if (d.parent / "log.jsonl").is_file() else []
+        except (OSError, ValueError):  # a folder being written, or not one of ours
+            continue
+        t = meta.get("training") or {}
+        runs.append({"name": meta.get("name", d.parent.name), "path": d.parent, "started": meta.get("started", 0.0),
+                     "method": t.get("method"), "epochs": len(records),
+                     "planned": records[-1].get("epochs", t.get("epochs")) if records else t.get("epochs"),
+                     "last": records[-1] if records else {}, "weights": (d.parent / "LATEST").is_file(),
+                     "ended": meta.get("ended"), "training": t})
+    return sorted(runs, key=lambda r: -r["started"])
+
+
+def prune_kept_runs(root: Union[str, Path], keep: int = KEEP_RUNS, spare: Sequence[Path] = ()) -> list[Path]:
+    """Delete the oldest kept run folders under `root` beyond the newest `keep`, never those in
+    `spare` (runs still going); returns what it deleted."""
+    spare = {Path(p).resolve() for p in spare}
+    gone = []
+    for r in kept_runs(root)[keep:]:
+        if r["path"].resolve() not in spare:
+            shutil.rmtree(r["path"], ignore_errors=True)
+            gone.append(r["path"])
+    return gone
+
+
 @dataclass
 class TrainingJob:
     """A `weat_core.train.train` run in a background thread, so a UI can poll its history,
-    ask it to stop (it ends cleanly after the current batch) and pick up the model."""
+    ask it to stop (it ends cleanly after the current batch) and pick up the model. With
+    `config.out` the run is also kept on disk: every finished epoch's weights and record (the
+    run folder of `train`), and `live.json` with `name`, the start and, once over, how it
+    ended, so that `kept_runs` finds it after the process that ran it is gone."""
 
     config: Any
     data: Optional[tuple] = None
+    name: str = ""
     history: list = field(default_factory=list)
     result: Any = None
     error: Optional[str] = None
@@ -190,11 +240,23 @@ class TrainingJob:
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _thread: Optional[threading.Thread] = field(default=None, repr=False)
 
+    def _keep(self, **ended: Any) -> None:
+        if not self.config.out:
+            return
+        out = Path(self.config.out)
+        meta = {"name": self.name or out.name, "started": self.started,
+                "training": asdict(self.config), **ended}
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / f".{KEPT_RUN}.tmp"
+        tmp.write_text(json.dumps(meta, default=str))
+        os.replace(tmp, out / KEPT_RUN)
+
     def start(self) -> "TrainingJob":
         try:
             from ..train import train
         except ImportError as e:
             raise WeatError(f"training is not available in this installation ({e})") from None
+        self._keep()
 
         def run():
             try:
@@ -205,6 +267,10 @@ class TrainingJob:
             except Exception as e:  # noqa: BLE001 - surfaced to the UI instead of killing the thread silently
                 log.exception("training failed")
                 self.error = f"training failed: {type(e).__name__}: {e}"
+            try:
+                self._keep(ended=f"failed: {self.error}" if self.error else "stopped" if self.stopping else "finished")
+            except OSError as e:
+                log.warning("could not mark %s as ended: %s", self.config.out, e)
 
         self._thread = threading.Thread(target=run, name="weat-train", daemon=True)
         self._thread.start()
