@@ -251,7 +251,10 @@ def kept_runs_view() -> None:
         usable = [r for r in kept if r["weights"]]
         if not usable:
             return
-        label = {str(r["path"]): f"{r['name']}, {rows[kept.index(r)]['started']}" for r in usable}
+        label: dict[str, str] = {}
+        for r in usable:  # unique labels: Streamlit keeps a selectbox's value by its label
+            text = f"{r['name']}, {_when(r)}"
+            label[str(r["path"])] = text if text not in label.values() else f"{text} · {r['path'].name}"
         pick = st.selectbox("Kept run", list(label), format_func=label.get, key="tr_kept_pick")
         r = next(r for r in usable if str(r["path"]) == pick)
         st.button("Use its last finished epoch", key="tr_kept_use", on_click=_use_kept,
