@@ -1,17 +1,13 @@
 """Training dynamics: recorded runs (SAT vs TRADES vs WEAT) and a live run on the CPU."""
 
-import time
-import uuid
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
 
 import pandas as pd
 import streamlit as st
 
-from app_pages import common, model_store, plots
+from app_pages import common, kept_runs, model_store, run_charts
 from weat_core import WeatError, lens
-from weat_core.export import heldout_text, train_command
 
 c = common.ctx()
 st.title("Training dynamics")
@@ -76,200 +72,6 @@ if _back and all(j is not _back[1] for j in jobs.values()):
     jobs[_back[0]] = _back[1]
 
 
-NAMES = {"energy_nat_mean": "E(x)", "energy_adv_mean": "E(x*)", "delta_e": "ΔE", "test_clean_acc": "clean",
-         "test_pgd_acc": "robust (PGD)", "train_pgd_acc": "robust, train subset",
-         # a run with a weight average (`train --ema`): the average's curves, drawn where recorded
-         "ema_test_clean_acc": "clean, weight average", "ema_test_pgd_acc": "robust, weight average"}
-
-
-def short_run_names(runs: dict[str, pd.DataFrame]) -> dict[str, str]:
-    """Each run's name in the charts' legends: its training method ("sat", "trades", "weat-adv" for
-    `preactresnet18-sat-5000-step-long (sat, log only)` and its two siblings) where the runs'
-    names differ only there (the words all of them share at the start and end of the name, before
-    " (", left out); else the whole key."""
-    keys = list(runs)
-    if len(keys) < 2:
-        return {k: k for k in keys}
-    words = [k.split(" (")[0].split("-") for k in keys]
-    head = 0
-    while all(len(w) > head + 1 for w in words) and len({w[head] for w in words}) == 1:
-        head += 1
-    tail = 0
-    while all(len(w) > head + tail + 1 for w in words) and len({w[-1 - tail] for w in words}) == 1:
-        tail += 1
-    short = ["-".join(w[head:len(w) - tail]) for w in words]
-    methods = [str(d["method"].iloc[-1]) if "method" in d and len(d) else None for d in runs.values()]
-    if short != methods or len(set(short)) < len(short):
-        return {k: k for k in keys}
-    return dict(zip(keys, short))
-
-
-def run_curves(runs: dict[str, pd.DataFrame], key: str, heldout: Optional[dict[str, dict]] = None) -> None:
-    """The per-epoch charts for one or more runs (phases shaded for the first) and, for each
-    run, where its robust accuracy peaked and whether it then fell (robust overfitting), with
-    the held-out check of its best and last epoch where the run was shipped with one."""
-    short = short_run_names(runs)  # the legends' names: full ones ran off a narrow column's charts
-    if any(short[k] != k for k in runs):
-        st.caption("In the charts, each run by its training method: "
-                   + " · ".join(f"**{short[k]}** = {k}" for k in runs) + ".")
-    df = pd.concat([d.assign(run=short[n]) for n, d in runs.items()], ignore_index=True).rename(columns=NAMES)
-    held = {short[n]: (heldout or {}).get(n) for n in runs}  # each run's held-out check, where it has one
-    phases = lens.training_phases(next(iter(runs.values())))
-    multi = len(runs) > 1
-    color = "run" if multi else None
-    charts = [
-        ("mean E(x) and E(x*), training subset", ["E(x)", "E(x*)"]),
-        ("ΔE = mean E(x) − mean E(x*)", ["ΔE"]),
-        ("accuracy, test subset", ["clean", "robust (PGD)", "clean, weight average", "robust, weight average"]),
-        ("robust accuracy: training vs test subset", ["robust, train subset", "robust (PGD)"]),
-    ]
-    starts = {n: lens.stage_starts(d) for n, d in runs.items()}  # fine-tuning stages, once per run
-    smooth = st.segmented_control(
-        "Smoothing", [1, 3, 5, 9, 15], default=1, required=True, key=f"{key}_smooth",
-        format_func=lambda k: "off" if k == 1 else f"{k} epochs",
-        help="Draw each curve as a moving average over this many recorded epochs, centred (a peak stays at its "
-             "epoch), to read trends through the test subset's sampling noise; the epochs themselves stay pale "
-             "behind. The shaded phases, the best epochs and the text below always use the epochs themselves.")
-    shown = lens.smooth_curves(df, [y for _, ys in charts for y in ys if y in df], smooth, by=color)
-    # two rows of two fixed-width blocks that wrap: side by side on a laptop (820 px and wider), one
-    # under the other in a narrower column, where two columns' halves cut titles and legends
-    cols = common.side_by_side(2) + common.side_by_side(2)
-    for col, (title, ys) in zip(cols, charts):
-        ys = [y for y in ys if y in df]
-        if not ys:
-            col.caption(f"{title}: not recorded")
-            continue
-        fig = plots.lines(shown, "epoch", ys, title, color=color, markers=smooth == 1,  # markers hid the dashes
-                          faint=df if smooth > 1 else None)
-        if not title.startswith(("accuracy", "robust")):
-            plots.focus_y(fig, df, ys)
-        if "ΔE" in ys:
-            fig.add_hline(y=0, line_color="#888", line_width=1)
-        if title.startswith("accuracy") and any(held.values()):
-            plots.heldout_marks(fig, list(held.items()), multi)
-        for e in sorted({e for es in starts.values() for e in es}):
-            fig.add_vline(x=e - 0.5, line_dash="dash", line_color="#888", line_width=1,
-                          annotation_text="fine-tune", annotation_position="top right", annotation_font_size=10)
-        col.plotly_chart(plots.shade_phases(fig, phases), key=f"{key}_{title[:12]}")
-    summary = lens.runs_summary(runs)
-    if "best_epoch" in summary:
-        for _, r in summary.dropna(subset=["best_epoch"]).iterrows():
-            msg = f"**{r['run']}**: best robust accuracy {r['best_robust']:.1%} at epoch {int(r['best_epoch'])}"
-            msg += (f", then down {r['robust_drop']:.1%} to {r['last_robust']:.1%} at epoch {r['epochs']} — "
-                    "**robust overfitting**" if r["robust_overfitting"] else f", {r['last_robust']:.1%} at the end")
-            if "train_robust_last" in r and pd.notna(r["train_robust_last"]):
-                msg += f"; it fits {r['train_robust_last']:.1%} of its training subset under attack at the end"
-            if "delta_e_last" in r and pd.notna(r["delta_e_last"]):
-                msg += f"; ΔE {r['delta_e_best']:+.3f} at the best epoch, {r['delta_e_last']:+.3f} at the end"
-            if "ema_best_epoch" in r and pd.notna(r["ema_best_epoch"]):  # a run that kept a weight average
-                msg += (f"; its weight average: best {r['ema_best_robust']:.1%} at epoch {int(r['ema_best_epoch'])}, "
-                        f"{r['ema_last_robust']:.1%} at the end"
-                        + (" — **robust overfitting**" if r["ema_robust_overfitting"] else ""))
-            st.markdown(msg + ".")
-            if held.get(short[r["run"]]):
-                st.caption(f"{r['run']}, " + heldout_text(held[short[r["run"]]]) + ".")
-    sizes = [int(d["eval_size"].min()) for d in runs.values() if "eval_size" in d and d["eval_size"].notna().any()]
-    noise = (f"two standard errors are up to ±{100 / min(sizes) ** 0.5:.1f} points at {min(sizes):,} images, the "
-             "smallest subset here" if sizes else "two standard errors are about ±6 points at 256 images")
-    st.caption("Accuracies here come from the fixed test subset each run evaluates every epoch (a few hundred "
-               f"images), so a change of a few points can be sampling noise ({noise}); "
-               + ("the diamonds are a run's best and last epoch measured again on held-out test images (its "
-                  "held-out check, with the stronger attack its line below names); " if any(held.values()) else "") +
-               "`python -m weat_core eval` measures the shipped weights on the full test split.")
-    ordinals = ("second", "third", "fourth", "fifth")
-    for n, es in starts.items():
-        for i, e in enumerate(es):
-            nth = ordinals[i] if i < len(ordinals) else f"{i + 2}th"
-            st.caption(f"{n}: from epoch {e} on, a {nth} training stage fine-tunes the weights of epoch {e - 1} "
-                       "with a fresh learning-rate cycle (`train --init`; the dashed line), so its learning rate "
-                       "rises and falls again.")
-    if phases.get("phases"):
-        st.caption("Shaded phases" + (f" (of {next(iter(runs))})" if multi else "") + ": " + plots.phase_caption(phases))
-
-
-def keep_folder(method: str) -> Optional[Path]:
-    """A new folder under `lens.live_runs_dir()` for a live run (the oldest kept runs beyond
-    `lens.KEEP_RUNS` make room), or None, with a warning, where it cannot be written."""
-    root = lens.live_runs_dir()
-    going = [Path(j.config.out) for _, j in model_store.live_jobs().values() if j.running and j.config.out]
-    try:
-        lens.prune_kept_runs(root, lens.KEEP_RUNS - 1, spare=going)
-        out = root / f"{time.strftime('%Y%m%d-%H%M%S')}-{method}-{uuid.uuid4().hex[:6]}"
-        out.mkdir(parents=True)
-        return out
-    except OSError as e:
-        st.warning(f"This run is not kept on disk ({e}): set WEAT_RUNS_DIR to a folder this app may write to. It "
-                   "lives only as long as this browser session.")
-        return None
-
-
-def _when(r: dict) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started"]))
-
-
-def _run_state(r: dict) -> str:
-    here = model_store.live_jobs().get(r["path"].name)
-    if here and here[1].running:
-        return "running"
-    if r["planned"] and r["epochs"] >= r["planned"]:  # finished here, or continued with `train --resume`
-        return "finished"
-    return r["ended"] or f"interrupted after epoch {r['epochs']}"
-
-
-def _use_kept(path: str, label: str) -> None:  # a callback: it runs before the picker is drawn
-    from weat_core.checkpoints import load
-
-    try:
-        model = load(path, device=common.ctx().device)
-    except WeatError as e:
-        st.session_state["tr_kept_error"] = f"{label}: {e}"
-        return
-    st.session_state["model_choice"] = model_store.register_trained(model, label)
-    st.session_state["tr_switch"] = True  # the live view reruns the whole app: the sidebar shows it
-
-
-def kept_runs_view() -> None:
-    """The runs kept on disk (this machine's, this session's too): a table, and the weights of a
-    run's last finished epoch back in the model picker."""
-    root = lens.live_runs_dir()
-    kept = lens.kept_runs(root)
-    if not kept:
-        return
-    with st.expander(f"Runs kept on this machine ({len(kept)})"):
-        st.caption(f"Every live run keeps each finished epoch's weights and record in a folder of `{root}` (set "
-                   "WEAT_RUNS_DIR to move it), so a reload, a closed tab or a stopped server loses at most the epoch "
-                   f"under way; a reloaded page finds its running run again. The newest {lens.KEEP_RUNS} are kept.")
-        rows = [{"run": r["name"], "started": _when(r),
-                 "method": r["method"], "epochs": f"{r['epochs']}/{r['planned'] or '?'}",
-                 "clean": r["last"].get("test_clean_acc"), "robust (PGD)": r["last"].get("test_pgd_acc"),
-                 "ΔE": r["last"].get("delta_e"), "state": _run_state(r), "folder": r["path"].name} for r in kept]
-        numbers = {"clean": float, "robust (PGD)": float, "ΔE": float}  # no epoch yet: blank, not "None"
-        st.dataframe(pd.DataFrame(rows).astype(numbers), hide_index=True, column_config={
-            "clean": st.column_config.NumberColumn(format="percent"),
-            "robust (PGD)": st.column_config.NumberColumn(format="percent"),
-            "ΔE": st.column_config.NumberColumn(format="%+.3f")})
-        usable = [r for r in kept if r["weights"]]
-        if not usable:
-            return
-        label: dict[str, str] = {}
-        for r in usable:  # unique labels: Streamlit keeps a selectbox's value by its label
-            text = f"{r['name']}, {_when(r)}"
-            label[str(r["path"])] = text if text not in label.values() else f"{text} · {r['path'].name}"
-        pick = st.selectbox("Kept run", list(label), format_func=label.get, key="tr_kept_pick")
-        r = next(r for r in usable if str(r["path"]) == pick)
-        st.button("Use its last finished epoch", key="tr_kept_use", on_click=_use_kept,
-                  args=(pick, f"{label[pick]} (epoch {r['epochs']})"))
-        if err := st.session_state.pop("tr_kept_error", None):
-            st.error(err)
-        t = r["training"]
-        state = _run_state(r)
-        if (state == "stopped" or state.startswith("interrupted")) and t.get("dataset") not in (None, common.SYNTHETIC):
-            if t.get("minutes") and r["planned"]:  # a time budget: the epoch count it chose
-                t = {**t, "epochs": r["planned"], "minutes": None}
-            st.caption("To train its remaining epochs, continue it from the command line (in the repository):")
-            st.code(train_command(t, resume=True), language="bash")
-
-
 tab_rec, tab_live = st.tabs(["Recorded runs", "Live run"], key="tr_tab")  # keyed: stays on "Live run" across reruns
 
 with tab_rec:
@@ -287,14 +89,7 @@ with tab_rec:
     for name, job in jobs.items():
         if job.history:
             runs[f"{name} (this session)"] = lens.history_frame(job.history)
-    mine = {Path(j.config.out).resolve() for j in jobs.values() if j.config.out}
-    for r in lens.kept_runs(lens.live_runs_dir()):  # earlier sessions' live runs, kept on disk
-        if r["epochs"] and r["path"].resolve() not in mine:
-            try:
-                runs[f"{r['name']}, {_when(r)} (kept here)"] = \
-                    lens.load_training_log(r["path"])
-            except WeatError as e:
-                st.warning(f"{r['path']}: {e}")
+    runs.update(kept_runs.logs(skip=[j.config.out for j in jobs.values() if j.config.out]))
     if not runs:
         st.info("No recorded runs yet: none of the shipped checkpoints carries a log.jsonl. Train a model on the "
                 "**Live run** tab and its curves appear here too.")
@@ -318,7 +113,7 @@ with tab_rec:
                 methods.add(method)
         pick = st.multiselect("Runs", list(runs), default=[k for k in runs if k in longest], key="tr_runs")
         if pick:
-            run_curves({k: runs[k] for k in pick}, "rec", held_checks)
+            run_charts.run_curves({k: runs[k] for k in pick}, "rec", held_checks)
             with st.expander("Per-epoch records"):
                 st.dataframe(pd.concat([runs[k].assign(run=k) for k in pick]), hide_index=True)
 
@@ -351,7 +146,7 @@ with tab_live:
             from weat_core.train import TrainConfig
 
             name = f"{method} run {len(jobs) + 1}"
-            out = keep_folder(method)
+            out = kept_runs.new_folder(method)
             cfg = TrainConfig(method=method, arch="weatnet_s", dataset=c.data, epochs=epochs, batch_size=batch,
                               lr=lr, attack_steps=steps, alpha=max(2 / 255, 2.5 * (8 / 255) / steps),
                               eval_size=256, eval_steps=5, device=c.device, seed=len(jobs), limit=n_train,
@@ -374,7 +169,7 @@ with tab_live:
             st.info("No run in this session yet.")
         else:
             job_view(*list(jobs.items())[-1])
-        kept_runs_view()  # in the fragment: its table follows the run's epochs
+        kept_runs.view()  # in the fragment: its table follows the run's epochs
 
     def job_view(name: str, job: lens.TrainingJob) -> None:
         done = len(job.history)
@@ -398,7 +193,7 @@ with tab_live:
             m[1].metric("robust PGD (test subset)", f"{last['test_pgd_acc']:.1%}")
             m[2].metric("ΔE", f"{last['delta_e']:+.3f}")
             m[3].metric("images/s", f"{last.get('img_per_s', 0):.0f}")
-            run_curves({name: lens.history_frame(job.history)}, "live")
+            run_charts.run_curves({name: lens.history_frame(job.history)}, "live")
         registered = st.session_state.setdefault("tr_registered", {})
         if not job.running and job.model is not None and name not in registered:
             registered[name] = model_store.register_trained(job.model, name)
