@@ -194,21 +194,27 @@ def images(split: str = "test", n: int = 256) -> ImageSet:
     the built-in synthetic set (with a message) when the dataset cannot be read."""
     c = ctx()
     k = c.model.num_classes
-    src = c.data
-    want = MAX_TEST if split == "test" and n <= MAX_TEST else n
     try:
-        s = _load_split(src, split, want, k)
+        s = load_images(c.data, split, n, k)
     except WeatError as e:
         st.warning(f"{e} — using the built-in synthetic patterns instead.")
-        s = _load_split(SYNTHETIC, split, want, k)
+        s = load_images(SYNTHETIC, split, n, k)
     if s.num_classes > k:
         st.warning(f"The dataset has {s.num_classes} classes but the model only {k}; using the built-in synthetic "
                    "patterns instead. Pick a matching dataset in the sidebar.")
-        s = _load_split(SYNTHETIC, split, want, k)
+        s = load_images(SYNTHETIC, split, n, k)
     if s.name == "synthetic":
         st.caption("ℹ️ Images: built-in synthetic patterns. For real ones pick **cifar10** under Dataset in the "
                    f"sidebar (torchvision downloads it once, about 170 MB, into {data_root()}), or set "
                    "WEAT_DATA_DIR to a folder of train/ and test/ class folders.")
+    return s
+
+
+def load_images(source: str, split: str, n: int, num_classes: int) -> ImageSet:
+    """The first n images (class-balanced order) of a split of `source` (a dataset the sidebar
+    offers), as `images` loads them but without falling back; raises WeatError."""
+    # the test split is loaded whole up to MAX_TEST once, and cut: every size shares one cache entry
+    s = _load_split(source, split, MAX_TEST if split == "test" and n <= MAX_TEST else n, num_classes)
     n = min(n, len(s))
     return ImageSet(s.x[:n], s.y[:n], s.classes, s.name)
 

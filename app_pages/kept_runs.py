@@ -1,8 +1,10 @@
 """The live runs the training page keeps on disk (`lens.live_runs_dir()`): a folder for each new
-run, and the list of kept runs, whose weights go back into the model picker."""
+run, and the list of kept runs, whose weights go back into the model picker and which, stopped or
+interrupted, go on from their last finished epoch."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from pathlib import Path
@@ -100,14 +102,49 @@ def view() -> None:
             label[str(r["path"])] = text if text not in label.values() else f"{text} · {r['path'].name}"
         pick = st.selectbox("Kept run", list(label), format_func=label.get, key="tr_kept_pick")
         r = next(r for r in usable if str(r["path"]) == pick)
-        st.button("Use its last finished epoch", key="tr_kept_use", on_click=_use_kept,
-                  args=(pick, f"{label[pick]} (epoch {r['epochs']})"))
+        state = _run_state(r)
+        unfinished = state == "stopped" or state.startswith("interrupted")
+        buttons = st.container(horizontal=True)
+        buttons.button("Use its last finished epoch", key="tr_kept_use", on_click=_use_kept,
+                       args=(pick, f"{label[pick]} (epoch {r['epochs']})"))
+        if unfinished:
+            going = any(j.running for _, j in model_store.live_jobs().values())
+            buttons.button("Continue it here", key="tr_kept_continue", on_click=_continue, args=(r,), disabled=going,
+                           help="Trains its remaining epochs in this app, from its last finished one, on the same "
+                                "images and settings" + (" (once the run under way has ended)." if going else "."))
         if err := st.session_state.pop("tr_kept_error", None):
             st.error(err)
-        t = r["training"]
-        state = _run_state(r)
-        if (state == "stopped" or state.startswith("interrupted")) and t.get("dataset") not in (None, common.SYNTHETIC):
-            if t.get("minutes") and r["planned"]:  # a time budget: the epoch count it chose
-                t = {**t, "epochs": r["planned"], "minutes": None}
-            st.caption("To train its remaining epochs, continue it from the command line (in the repository):")
+        t = _settings(r)
+        if unfinished and t.get("dataset") not in (None, common.SYNTHETIC):
+            st.caption("Or continue it from the command line (in the repository):")
             st.code(train_command(t, resume=True), language="bash")
+
+
+def _settings(r: dict) -> dict:
+    """A kept run's training settings, a time budget replaced by the epoch count it chose."""
+    t = r["training"]
+    return {**t, "epochs": r["planned"], "minutes": None} if t.get("minutes") and r["planned"] else t
+
+
+def _continue(r: dict) -> None:  # a callback: the new job is there when the live view draws
+    from weat_core.checkpoints import resolve
+    from weat_core.train import TrainConfig
+
+    t = _settings(r)
+    try:
+        classes = len(json.loads((resolve(r["path"]) / "config.json").read_text())["classes"])
+        cfg = TrainConfig(**{**{k: v for k, v in t.items() if k in TrainConfig.__dataclass_fields__},
+                             "device": common.ctx().device})
+        # the images it trained on: the first `limit` of its dataset's training split and the test
+        # subset, loaded as the page loaded them for it
+        data = (common.load_images(cfg.dataset, "train", cfg.limit, classes),
+                common.load_images(cfg.dataset, "test", cfg.eval_size, classes))
+        job = lens.TrainingJob(cfg, data, resume=True).start()
+    except (WeatError, OSError, ValueError, TypeError, KeyError) as e:
+        st.session_state["tr_kept_error"] = f"{r['name']}: cannot continue it ({e})"
+        return
+    name = f"{job.name} (continued)"
+    st.session_state.setdefault("train_jobs", {})[name] = job
+    model_store.live_jobs()[r["path"].name] = (name, job)
+    st.query_params["run"] = r["path"].name
+    st.session_state["tr_switch"] = True  # a whole-app rerun: the live view then refreshes itself while it trains

@@ -399,6 +399,19 @@ def test_a_live_run_is_kept_on_disk_and_found_again_after_a_reload(app_env):
     assert row["state"] == "interrupted after epoch 2"
     code = [c.value for c in other.code if "--resume" in c.value]
     assert len(code) == 1 and f"--out {folder}" in code[0] and "--limit 64" in code[0] and "--epochs 3" in code[0]
+    # or here: its third epoch, from the second's weights, on the same images
+    other.button(key="tr_kept_continue").click().run()
+    ok(other)
+    (again, cont), = other.session_state["train_jobs"].items()
+    cont.join(120)
+    assert cont.error is None and again == f"{name} (continued)" and other.query_params["run"] == folder.name
+    assert [r["epoch"] for r in cont.history] == [1, 2, 3]
+    assert [r["test_pgd_acc"] for r in cont.history[:2]] == [r["test_pgd_acc"] for r in job.history]
+    assert [json.loads(s)["epoch"] for s in (folder / "log.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert json.loads((folder / "live.json").read_text())["ended"] == "finished"
+    other.run()
+    row = next(d.value for d in other.dataframe if "folder" in d.value).set_index("folder").loc[folder.name]
+    assert (row["state"], row["epochs"]) == ("finished", "3/3") and not [c for c in other.code if "--resume" in c.value]
 
 
 def test_training_recorded_and_live(app_env, fake_hf_api):

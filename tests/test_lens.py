@@ -905,3 +905,23 @@ def test_a_training_job_with_a_run_folder_says_how_it_ended(tmp_path):
     meta = json.loads((tmp_path / "bad" / "live.json").read_text())
     assert job.error and meta["name"] == "bad run" and meta["ended"] == f"failed: {job.error}"
     assert meta["training"]["arch"] == "no-such-arch" and meta["started"] == job.started
+
+
+def test_a_continued_training_job_starts_from_the_epochs_its_folder_finished(tmp_path):
+    pytest.importorskip("weat_core.train")
+    from weat_core.train import TrainConfig
+
+    imgs = lens.demo_images(64)
+    with pytest.raises(WeatError, match="config.out"):
+        lens.TrainingJob(TrainConfig(epochs=3), (imgs, imgs), resume=True).start()
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "live.json").write_text(json.dumps({"name": "sat run 1", "started": 123.0, "training": {}}))
+    # epoch 3's record was written, its checkpoint not (the server stopped between the two)
+    (out / "log.jsonl").write_text("".join(json.dumps({"epoch": e}) + "\n" for e in (1, 2, 3)))
+    (out / "LATEST").write_text("state-0002\n")
+    cfg = TrainConfig(arch="no-such-arch", epochs=3, out=str(out), device="cpu")
+    job = lens.TrainingJob(cfg, (imgs, imgs), resume=True).start()
+    assert [r["epoch"] for r in job.history] == [1, 2] and job.name == "sat run 1" and job.started == 123.0
+    job.join(60)
+    assert job.error and json.loads((out / "live.json").read_text())["started"] == 123.0

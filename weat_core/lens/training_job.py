@@ -233,6 +233,7 @@ class TrainingJob:
     config: Any
     data: Optional[tuple] = None
     name: str = ""
+    resume: bool = False  # continue the run kept in `config.out` from its last finished epoch
     history: list = field(default_factory=list)
     result: Any = None
     error: Optional[str] = None
@@ -256,12 +257,27 @@ class TrainingJob:
             from ..train import train
         except ImportError as e:
             raise WeatError(f"training is not available in this installation ({e})") from None
+        if self.resume:
+            if not self.config.out:
+                raise WeatError("only a run kept in a folder (config.out) can be continued")
+            out = Path(self.config.out)
+            try:  # the epochs so far, in the history as in the folder; the run keeps its name and start
+                meta = json.loads((out / KEPT_RUN).read_text()) if (out / KEPT_RUN).is_file() else {}
+                records = [json.loads(s) for s in (out / "log.jsonl").read_text().splitlines()] \
+                    if (out / "log.jsonl").is_file() else []
+                # `train` goes on after the epoch LATEST names ("state-0003"), dropping later records
+                done = int((out / "LATEST").read_text().strip().rsplit("-", 1)[1]) if (out / "LATEST").is_file() else 0
+                self.history = [r for r in records if r["epoch"] <= done]
+            except (OSError, ValueError, IndexError, KeyError) as e:
+                raise WeatError(f"cannot continue {out}: {e}") from None
+            self.name = self.name or meta.get("name", "")
+            self.started = meta.get("started", self.started)
         self._keep()
 
         def run():
             try:
                 self.result = train(self.config, data=self.data, callback=lambda e, r: self.history.append(dict(r)),
-                                     should_stop=self._stop.is_set, progress=False)
+                                     should_stop=self._stop.is_set, progress=False, resume=self.resume)
             except WeatError as e:
                 self.error = str(e)
             except Exception as e:  # noqa: BLE001 - surfaced to the UI instead of killing the thread silently
