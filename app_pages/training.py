@@ -175,7 +175,8 @@ with tab_live:
         done = len(job.history)
         budgeted = job.config.minutes is not None
         total = job.history[-1].get("epochs", job.config.epochs) if job.history else job.config.epochs
-        state = "running" if job.running else ("failed" if job.error else "finished")
+        state = "running" if job.running else "failed" if job.error else \
+            "stopped" if job.result is not None and job.result.stopped else "finished"
         if budgeted and not job.history:  # the epoch count is known only once the first epoch ends
             text = f"{name}: first epoch of a {job.config.minutes:g}-minute budget"
         else:

@@ -506,6 +506,8 @@ def test_training_recorded_and_live(app_env, fake_hf_api):
     ok(at)
     bars = [p.proto.text for p in at.get("progress")]
     assert any(f"epoch {len(job.history)}/{job.history[-1]['epochs']} (0.5-minute budget)" in t for t in bars), bars
+    ended = "stopped" if job.result.stopped else "finished"  # stopped, unless it had ended before the Stop
+    assert any(t.endswith(f" · {ended}") for t in bars), bars
     assert at.sidebar.selectbox(key="model_choice").value.startswith("trained here: ")
     # the downloaded .zip comes back in through the sidebar's upload
     at.sidebar.selectbox(key="model_choice").set_value("Upload .safetensors + config.json, or a .zip…").run()
