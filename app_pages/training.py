@@ -65,11 +65,7 @@ with st.expander("The recorded comparisons: SAT, TRADES and WEAT-adv, each group
         "does |\n\n"
         "docs/models.md has the numbers.")
 
-jobs: dict = st.session_state.setdefault("train_jobs", {})
-# a reload (or a closed and reopened tab) starts a new session: the URL's ?run= finds its run again
-_back = model_store.live_jobs().get(st.query_params.get("run", ""))
-if _back and all(j is not _back[1] for j in jobs.values()):
-    jobs[_back[0]] = _back[1]
+jobs: dict = st.session_state.setdefault("train_jobs", {})  # (a reloaded page's run: common.keep_run_in_url)
 
 
 tab_rec, tab_live = st.tabs(["Recorded runs", "Live run"], key="tr_tab")  # keyed: stays on "Live run" across reruns
@@ -146,13 +142,14 @@ with tab_live:
             from weat_core.train import TrainConfig
 
             name = f"{method} run {len(jobs) + 1}"
+            # the images first: a page left while they load leaves no empty run folder behind
+            data = (common.images("train", n_train), common.images("test", 256))
             out = kept_runs.new_folder(method)
             cfg = TrainConfig(method=method, arch="weatnet_s", dataset=c.data, epochs=epochs, batch_size=batch,
                               lr=lr, attack_steps=steps, alpha=max(2 / 255, 2.5 * (8 / 255) / steps),
                               eval_size=256, eval_steps=5, device=c.device, seed=len(jobs), limit=n_train,
                               minutes=None if budget == "off" else float(budget), ema=0.999 if ema else None,
                               out=str(out) if out else None)
-            data = (common.images("train", n_train), common.images("test", 256))
             jobs[name] = lens.TrainingJob(cfg, data, name=name).start()
             if out:
                 model_store.live_jobs()[out.name] = (name, jobs[name])

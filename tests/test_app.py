@@ -371,11 +371,18 @@ def test_a_live_run_is_kept_on_disk_and_found_again_after_a_reload(app_env):
     meta = json.loads((folder / "live.json").read_text())
     assert meta["name"] == name and meta["ended"] == "finished" and meta["training"]["limit"] == 64
 
-    reloaded = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.switch_page("app_pages/zoo.py").run()
+    at.query_params.clear()  # as a browser's page change does
+    at.run()
+    assert at.query_params["run"] == folder.name  # every page puts it back in the URL
+    reloaded = AppTest.from_file(str(APP), default_timeout=TIMEOUT)  # a reload on the overview page
     reloaded.query_params["run"] = folder.name
-    reloaded.run().switch_page("app_pages/training.py").run()
+    reloaded.run()
     ok(reloaded)
     assert list(reloaded.session_state["train_jobs"].items()) == [(name, job)]
+    reloaded.switch_page("app_pages/training.py").run()
+    ok(reloaded)
+    assert any(p.proto.text.startswith(f"{name}: epoch 2/2") for p in reloaded.get("progress"))
 
     other = open_page("training")  # no ?run=: not this session's run, but kept on this machine
     ok(other)
