@@ -104,8 +104,8 @@ def register_trained(model: torch.nn.Module, label: str) -> str:
 @st.cache_resource
 def live_jobs() -> dict[str, tuple[str, Any]]:
     """The live training runs of every session of this server, by run folder name, each as
-    (its name, its `lens.TrainingJob`): a reloaded Training page finds its run again by the
-    URL's ?run=, which only the session that started it knows."""
+    (its name, its `lens.TrainingJob`): a reloaded page finds its run again by the URL's ?run=
+    (`common.keep_run_in_url`), which only the session that started it knows."""
     return {}
 
 
