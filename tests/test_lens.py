@@ -920,6 +920,8 @@ def test_a_continued_training_job_starts_from_the_epochs_its_folder_finished(tmp
     # epoch 3's record was written, its checkpoint not (the server stopped between the two)
     (out / "log.jsonl").write_text("".join(json.dumps({"epoch": e}) + "\n" for e in (1, 2, 3)))
     (out / "LATEST").write_text("state-0002\n")
+    (out / "state-0002").mkdir()
+    (out / "state-0002" / "trainer.json").write_text(json.dumps({"epoch": 2, "step": 4, "best": 0.1}))
     cfg = TrainConfig(arch="no-such-arch", epochs=3, out=str(out), device="cpu")
     job = lens.TrainingJob(cfg, (imgs, imgs), resume=True).start()
     assert [r["epoch"] for r in job.history] == [1, 2] and job.name == "sat run 1" and job.started == 123.0

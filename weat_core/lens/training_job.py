@@ -258,6 +258,8 @@ class TrainingJob:
         except ImportError as e:
             raise WeatError(f"training is not available in this installation ({e})") from None
         if self.resume:
+            from ..train.run_folder import last_epoch
+
             if not self.config.out:
                 raise WeatError("only a run kept in a folder (config.out) can be continued")
             out = Path(self.config.out)
@@ -265,8 +267,8 @@ class TrainingJob:
                 meta = json.loads((out / KEPT_RUN).read_text()) if (out / KEPT_RUN).is_file() else {}
                 records = [json.loads(s) for s in (out / "log.jsonl").read_text().splitlines()] \
                     if (out / "log.jsonl").is_file() else []
-                # `train` goes on after the epoch LATEST names ("state-0003"), dropping later records
-                done = int((out / "LATEST").read_text().strip().rsplit("-", 1)[1]) if (out / "LATEST").is_file() else 0
+                # `train` goes on after the newest checkpoint's epoch, dropping later records
+                done = last_epoch(out)
                 self.history = [r for r in records if r["epoch"] <= done]
             except (OSError, ValueError, IndexError, KeyError) as e:
                 raise WeatError(f"cannot continue {out}: {e}") from None

@@ -119,6 +119,15 @@ def _load_resume(out: Path, model: nn.Module, opt: torch.optim.Optimizer,
     return int(meta["epoch"]), int(meta["step"]), float(meta["best"])
 
 
+def last_epoch(out: Path) -> int:
+    """The epoch of run folder `out`'s newest checkpoint (the one LATEST names), 0 when it has none:
+    where `train(..., resume=True)` goes on from."""
+    latest = out / "LATEST"
+    if not latest.is_file():
+        return 0
+    return int(json.loads((out / latest.read_text().strip() / "trainer.json").read_text())["epoch"])
+
+
 def _recorded_epochs(out: Path) -> Optional[int]:
     """The epoch count a budgeted run settled on, from its newest checkpoint (for --resume)."""
     latest = out / "LATEST"
