@@ -927,3 +927,4 @@ def test_a_continued_training_job_starts_from_the_epochs_its_folder_finished(tmp
     assert [r["epoch"] for r in job.history] == [1, 2] and job.name == "sat run 1" and job.started == 123.0
     job.join(60)
     assert job.error and json.loads((out / "live.json").read_text())["started"] == 123.0
+    assert job.data is None  # a job over, failed or not, lets go of its images

@@ -285,6 +285,9 @@ class TrainingJob:
             except Exception as e:  # noqa: BLE001 - surfaced to the UI instead of killing the thread silently
                 log.exception("training failed")
                 self.error = f"training failed: {type(e).__name__}: {e}"
+            # the images go once the run is over: a UI keeps finished jobs (their model, their
+            # history), and the 50,000 CIFAR-10 training images take 154 MB
+            self.data = None
             try:
                 self._keep(ended=f"failed: {self.error}" if self.error else "stopped" if self.stopping else "finished")
             except OSError as e:
