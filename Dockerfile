@@ -2,10 +2,12 @@
 #   docker build -t weat-lens . && docker run -p 8501:8501 weat-lens
 FROM python:3.11-slim
 
+# A free Space has 2 vCPUs: torch uses both, and the Training page trains one live run at a time
+# for all visitors (others are told whose run holds the place).
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HOME=/home/user PATH=/home/user/.local/bin:$PATH \
     HF_HOME=/home/user/.cache/huggingface WEAT_DATA_DIR=/home/user/data \
-    OMP_NUM_THREADS=2
+    OMP_NUM_THREADS=2 WEAT_MAX_LIVE_RUNS=1
 
 # Spaces run the container as user 1000.
 RUN useradd -m -u 1000 user

@@ -20,7 +20,7 @@ import torch
 from weat_core import WeatError, lens
 from weat_core.data import ImageSet, data_root
 
-from app_pages import model_store
+from app_pages import live_runs, model_store
 from app_pages.model_store import TRAINED_PREFIX, UNTRAINED
 
 HUB = "Hugging Face Hub id…"
@@ -71,7 +71,7 @@ def keep_run_in_url() -> None:
     back from the server's registry of running jobs."""
     jobs = st.session_state.setdefault("train_jobs", {})
     key = st.query_params.get("run")
-    back = model_store.live_jobs().get(key or "")
+    back = live_runs.jobs().get(key or "")
     if back and all(j is not back[1] for j in jobs.values()):
         jobs[back[0]] = back[1]
     kept = [j for j in jobs.values() if j.config.out]

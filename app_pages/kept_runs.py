@@ -5,6 +5,7 @@ interrupted, go on from their last finished epoch."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Optional
 import pandas as pd
 import streamlit as st
 
-from app_pages import common, model_store
+from app_pages import common, live_runs, model_store
 from weat_core import WeatError, lens
 from weat_core.export import train_command
 
@@ -22,7 +23,7 @@ def new_folder(method: str) -> Optional[Path]:
     """A new folder under `lens.live_runs_dir()` for a live run (the oldest kept runs beyond
     `lens.KEEP_RUNS` make room), or None, with a warning, where it cannot be written."""
     root = lens.live_runs_dir()
-    going = [Path(j.config.out) for _, j in model_store.live_jobs().values() if j.running and j.config.out]
+    going = [Path(j.config.out) for _, j in live_runs.running() if j.config.out]
     try:
         lens.prune_kept_runs(root, lens.KEEP_RUNS - 1, spare=going)
         out = root / f"{time.strftime('%Y%m%d-%H%M%S')}-{method}-{uuid.uuid4().hex[:6]}"
@@ -32,6 +33,12 @@ def new_folder(method: str) -> Optional[Path]:
         st.warning(f"This run is not kept on disk ({e}): set WEAT_RUNS_DIR to a folder this app may write to. It "
                    "lives only as long as this browser session.")
         return None
+
+
+def drop_folder(out: Optional[Path]) -> None:
+    """Remove a folder `new_folder` made for a run that did not start."""
+    if out is not None:
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def _when(r: dict) -> str:
@@ -53,7 +60,7 @@ def logs(skip: list[str]) -> dict[str, pd.DataFrame]:
 
 
 def _run_state(r: dict) -> str:
-    here = model_store.live_jobs().get(r["path"].name)
+    here = live_runs.jobs().get(r["path"].name)
     if here and here[1].running:
         return "running"
     if r["planned"] and r["epochs"] >= r["planned"]:  # finished here, or continued with `train --resume`
@@ -108,10 +115,9 @@ def view() -> None:
         buttons.button("Use its last finished epoch", key="tr_kept_use", on_click=_use_kept,
                        args=(pick, f"{label[pick]} (epoch {r['epochs']})"))
         if unfinished:
-            going = any(j.running for _, j in model_store.live_jobs().values())
-            buttons.button("Continue it here", key="tr_kept_continue", on_click=_continue, args=(r,), disabled=going,
+            buttons.button("Continue it here", key="tr_kept_continue", on_click=_continue, args=(r,),
                            help="Trains its remaining epochs in this app, from its last finished one, on the same "
-                                "images and settings" + (" (once the run under way has ended)." if going else "."))
+                                "images and settings.")
         if err := st.session_state.pop("tr_kept_error", None):
             st.error(err)
         t = _settings(r)
@@ -130,6 +136,9 @@ def _continue(r: dict) -> None:  # a callback: the new job is there when the liv
     from weat_core.checkpoints import resolve
     from weat_core.train import TrainConfig
 
+    if busy := live_runs.busy_message():  # before its images load
+        st.session_state["tr_kept_error"] = busy
+        return
     t = _settings(r)
     try:
         classes = len(json.loads((resolve(r["path"]) / "config.json").read_text())["classes"])
@@ -139,12 +148,14 @@ def _continue(r: dict) -> None:  # a callback: the new job is there when the liv
         # subset, loaded as the page loaded them for it
         data = (common.load_images(cfg.dataset, "train", cfg.limit, classes),
                 common.load_images(cfg.dataset, "test", cfg.eval_size, classes))
-        job = lens.TrainingJob(cfg, data, resume=True).start()
+        name = f"{r['name']} (continued)"
+        job, busy = live_runs.start(r["path"].name, name, lambda: lens.TrainingJob(cfg, data, name=r["name"], resume=True))
     except (WeatError, OSError, ValueError, TypeError, KeyError) as e:
         st.session_state["tr_kept_error"] = f"{r['name']}: cannot continue it ({e})"
         return
-    name = f"{job.name} (continued)"
+    if job is None:
+        st.session_state["tr_kept_error"] = busy
+        return
     st.session_state.setdefault("train_jobs", {})[name] = job
-    model_store.live_jobs()[r["path"].name] = (name, job)
     st.query_params["run"] = r["path"].name
     st.session_state["tr_switch"] = True  # a whole-app rerun: the live view then refreshes itself while it trains

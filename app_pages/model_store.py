@@ -101,14 +101,6 @@ def register_trained(model: torch.nn.Module, label: str) -> str:
     return TRAINED_PREFIX + name
 
 
-@st.cache_resource
-def live_jobs() -> dict[str, tuple[str, Any]]:
-    """The live training runs of every session of this server, by run folder name, each as
-    (its name, its `lens.TrainingJob`): a reloaded page finds its run again by the URL's ?run=
-    (`common.keep_run_in_url`), which only the session that started it knows."""
-    return {}
-
-
 def model_choices() -> list[str]:
     shipped = [c["name"] for c in checkpoint_infos()]
     return shipped + [TRAINED_PREFIX + k for k in trained_models()] + [UNTRAINED]

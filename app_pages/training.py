@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app_pages import common, kept_runs, model_store, run_charts
+from app_pages import common, kept_runs, live_runs, model_store, run_charts
 from weat_core import WeatError, lens
 
 c = common.ctx()
@@ -137,6 +137,8 @@ with tab_live:
     running = [n for n, j in jobs.items() if j.running]
     if start and running:
         st.warning(f"{running[0]} is still running; stop it first.")
+    elif start and (busy := live_runs.busy_message()):
+        st.warning(busy)
     elif start:
         with common.guard("Starting training"):
             from weat_core.train import TrainConfig
@@ -150,10 +152,14 @@ with tab_live:
                               eval_size=256, eval_steps=5, device=c.device, seed=len(jobs), limit=n_train,
                               minutes=None if budget == "off" else float(budget), ema=0.999 if ema else None,
                               out=str(out) if out else None)
-            jobs[name] = lens.TrainingJob(cfg, data, name=name).start()
-            if out:
-                model_store.live_jobs()[out.name] = (name, jobs[name])
-                st.query_params["run"] = out.name
+            job, busy = live_runs.start(out.name if out else None, name, lambda: lens.TrainingJob(cfg, data, name=name))
+            if job is None:  # another session's run took the last place while the images loaded
+                kept_runs.drop_folder(out)
+                st.warning(busy)
+            else:
+                jobs[name] = job
+                if out:
+                    st.query_params["run"] = out.name
 
     def use_model(name: str) -> None:  # a callback: runs before the next (fragment) run
         st.session_state["model_choice"] = name

@@ -7,6 +7,7 @@ import base64
 import io
 import json
 import pickle
+import shutil
 import time
 import zipfile
 from pathlib import Path
@@ -367,6 +368,7 @@ def test_a_live_run_is_kept_on_disk_and_found_again_after_a_reload(app_env):
     job.join(120)
     folder = Path(job.config.out)
     assert job.error is None and folder.parent == app_env / "runs" and at.query_params["run"] == folder.name
+    assert job.data is None and job.model is not None  # the finished job keeps its model, not its images
     assert (folder / "LATEST").is_file() and len((folder / "log.jsonl").read_text().splitlines()) == 2
     meta = json.loads((folder / "live.json").read_text())
     assert meta["name"] == name and meta["ended"] == "finished" and meta["training"]["limit"] == 64
@@ -419,6 +421,88 @@ def test_a_live_run_is_kept_on_disk_and_found_again_after_a_reload(app_env):
     other.run()
     row = next(d.value for d in other.dataframe if "folder" in d.value).set_index("folder").loc[folder.name]
     assert (row["state"], row["epochs"]) == ("finished", "3/3") and not [c for c in other.code if "--resume" in c.value]
+
+
+class _Running:
+    """Stands in for another session's training job: running, at its second epoch of five."""
+
+    running = True
+    started = 0.0
+    history = [{"epoch": 1}, {"epoch": 2}]
+    config = type("cfg", (), {"epochs": 5, "out": None})()
+
+
+def test_a_server_trains_at_most_weat_max_live_runs_at_once(app_env, monkeypatch):
+    """With the server's places taken (another session's run), Start and Continue say so and
+    start nothing: no job, no run folder; the limit comes from WEAT_MAX_LIVE_RUNS."""
+    pytest.importorskip("weat_core.train")
+    from app_pages import live_runs
+
+    monkeypatch.setenv("WEAT_MAX_LIVE_RUNS", "1")
+    at = open_page("training")
+    live_runs.jobs()["someone-elses"] = ("sat run 1", _Running())
+    try:
+        (app_env / "runs").mkdir(exist_ok=True)
+        runs = sorted((app_env / "runs").iterdir())
+        next(b for b in at.button if b.label == "Start training").click().run()
+        ok(at)
+        assert not at.session_state["train_jobs"] and sorted((app_env / "runs").iterdir()) == runs
+        said = " ".join(w.value for w in at.warning)
+        assert "at most 1 run at a time" in said and "sat run 1 (2 of 5 epochs done)" in said
+        # a stopped run kept here (epoch 1 of 3): not continued either, while the place is taken
+        stopped = app_env / "runs" / "20261207-120000-sat-abcdef"
+        stopped.mkdir(parents=True)
+        (stopped / "live.json").write_text(json.dumps({"name": "sat run 9", "started": time.time(), "ended": "stopped",
+                                                       "training": {"method": "sat", "epochs": 3}}))
+        (stopped / "log.jsonl").write_text(json.dumps({"epoch": 1, "epochs": 3}) + "\n")
+        (stopped / "LATEST").write_text("state-0001\n")
+        at.run()
+        at.selectbox(key="tr_kept_pick").set_value(str(stopped)).run()
+        at.button(key="tr_kept_continue").click().run()
+        assert not at.session_state["train_jobs"]
+        assert any("at most 1 run at a time" in e.value for e in at.error)
+    finally:
+        live_runs.jobs().pop("someone-elses")
+        shutil.rmtree(app_env / "runs" / "20261207-120000-sat-abcdef", ignore_errors=True)
+
+
+def test_live_runs_limit_and_registry(monkeypatch):
+    """The default limit is one run per two of torch's threads; a bad WEAT_MAX_LIVE_RUNS falls back to
+    it; a refused start builds no job; finished jobs beyond KEEP_FINISHED leave the registry."""
+    from app_pages import live_runs
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
+    monkeypatch.delenv("WEAT_MAX_LIVE_RUNS", raising=False)
+    assert live_runs.max_live_runs() == 4
+    monkeypatch.setenv("WEAT_MAX_LIVE_RUNS", "two")
+    assert live_runs.max_live_runs() == 4
+    monkeypatch.setenv("WEAT_MAX_LIVE_RUNS", "1")
+    assert live_runs.max_live_runs() == 1
+
+    class Done:
+        running, history, config = False, [], None
+
+        def __init__(self, started):
+            self.started = started
+
+        def start(self):
+            return self
+
+    registry = live_runs.jobs()
+    saved = dict(registry)
+    registry.clear()
+    try:
+        for i in range(live_runs.KEEP_FINISHED + 3):
+            job, why = live_runs.start(f"run{i}", f"run {i}", lambda i=i: Done(float(i)))
+            assert job is not None and why is None
+        assert sorted(registry, key=lambda k: int(k[3:])) == [f"run{i}" for i in range(3, live_runs.KEEP_FINISHED + 3)]
+        registry["busy"] = ("sat run 1", _Running())
+        built = []
+        job, why = live_runs.start("run-x", "x", lambda: built.append(1))
+        assert job is None and "sat run 1" in why and not built and "run-x" not in registry
+    finally:
+        registry.clear()
+        registry.update(saved)
 
 
 def test_training_recorded_and_live(app_env, fake_hf_api):

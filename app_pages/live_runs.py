@@ -1,0 +1,80 @@
+"""The live training runs of every session of this server: a registry by run folder, so that a
+reloaded page finds its run again (`common.keep_run_in_url`), and a cap on how many train at once,
+so that visitors of a small server (the 2-vCPU Space) do not split its cores between their runs."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from typing import Any, Callable, Optional
+
+import streamlit as st
+import torch
+
+# finished jobs the registry holds beside the running ones (each holds its model, 2.6 MB for
+# weatnet_s): a reload finds a run that has just ended; older ones are in the kept runs' table
+KEEP_FINISHED = 16
+
+
+def max_live_runs() -> int:
+    """How many live runs this server trains at once: $WEAT_MAX_LIVE_RUNS, else one for every two
+    of torch's threads (a run uses them all; two side by side each go at about half the speed)."""
+    text = os.environ.get("WEAT_MAX_LIVE_RUNS", "").strip()
+    if text:
+        try:
+            return max(1, int(text))
+        except ValueError:
+            pass  # a typo does not stop the app: the default below
+    return max(1, torch.get_num_threads() // 2)
+
+
+@st.cache_resource
+def _registry() -> tuple[dict[str, tuple[str, Any]], threading.Lock]:
+    return {}, threading.Lock()
+
+
+def jobs() -> dict[str, tuple[str, Any]]:
+    """Every session's live runs by run folder name (a made-up key for a run not kept on disk),
+    each as (its name, its `lens.TrainingJob`)."""
+    return _registry()[0]
+
+
+def running() -> list[tuple[str, Any]]:
+    """(name, job) of the runs training now, on any session, oldest first."""
+    return sorted((v for v in jobs().values() if v[1].running), key=lambda v: v[1].started)
+
+
+def _planned(job: Any) -> int:  # a time budget's epoch count is known once its first epoch ends
+    return job.history[-1].get("epochs", job.config.epochs) if job.history else job.config.epochs
+
+
+def busy_message() -> Optional[str]:
+    """Why a new run cannot start now (the server trains its most at once), or None."""
+    going = running()
+    if len(going) < max_live_runs():
+        return None
+    names = ", ".join(f"{name} ({len(job.history)} of {_planned(job)} epochs done)" for name, job in going)
+    most = max_live_runs()
+    return (f"This server trains at most {most} run{'s' if most > 1 else ''} at a time, and "
+            f"{'that many are' if most > 1 else 'one is'} training now: {names}. Start yours once "
+            f"{'one has' if most > 1 else 'it has'} ended; *Runs kept on this machine* below shows "
+            f"{'their' if most > 1 else 'its'} epochs. (Whoever runs the app sets the limit with "
+            "WEAT_MAX_LIVE_RUNS.)")
+
+
+def start(key: Optional[str], name: str, make: Callable[[], Any]) -> tuple[Optional[Any], Optional[str]]:
+    """Start the job `make()` builds (a `lens.TrainingJob`, not yet started) under `key` (its run
+    folder's name; None for a run not kept), unless the server already trains its most: returns
+    (the started job, None) or (None, why not). Finished jobs beyond the newest KEEP_FINISHED
+    leave the registry."""
+    registry, lock = _registry()
+    with lock:  # two sessions pressing Start at once take one place each, not the same one
+        if why := busy_message():
+            return None, why
+        job = make().start()
+        registry[key or f"unkept-{uuid.uuid4().hex[:8]}"] = (name, job)
+        done = sorted((k for k, (_, j) in registry.items() if not j.running), key=lambda k: registry[k][1].started)
+        for k in done[:max(0, len(done) - KEEP_FINISHED)]:
+            del registry[k]
+    return job, None
