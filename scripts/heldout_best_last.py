@@ -22,7 +22,8 @@ import torch
 
 from weat_core.checkpoints import load
 from weat_core.data import load_split
-from weat_core.evaluate import correct_bits, evaluate
+from weat_core.evaluate import evaluate
+from weat_core.results import correct_bits
 
 
 def main() -> None:

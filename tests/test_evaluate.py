@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 import weat_core.evaluate as ev
+import weat_core.results as results
 from weat_core import WeatError
 from weat_core.checkpoints import save
 from weat_core.cli import main
@@ -227,7 +228,7 @@ def test_amp_runs_the_attacks_in_bf16_and_measures_in_fp32(trained_tiny, synthet
     assert bf16["amp"] is True and "amp" not in fp32
     assert bf16["clean_acc"] == fp32["clean_acc"] and bf16["energy"]["clean"] == fp32["energy"]["clean"]
     assert 0 <= bf16["pgd3_acc"] <= bf16["clean_acc"] and 0 <= bf16["apgd-ce_acc"] <= bf16["clean_acc"]
-    assert "attacks in bf16" in ev.format_table(bf16) and "bf16" not in ev.format_table(fp32)
+    assert "attacks in bf16" in results.format_table(bf16) and "bf16" not in results.format_table(fp32)
     ck = save(trained_tiny, tmp_path / "ck", {"dataset": "cifar10"})
     assert main(["eval", "--checkpoint", str(ck), "--amp", "--store", "--device", "cpu", "--quiet"]) != 0
     assert "fp32 measurements only" in capsys.readouterr().err
@@ -278,26 +279,26 @@ def test_a_given_step_size_reaches_the_attacks_and_the_result(trained_tiny, synt
     monkeypatch.setattr(ev, "make_attack", lambda *a, **k: seen.append(k.get("alpha")) or real(*a, **k))
     res = evaluate(trained_tiny, x[:8], y[:8], attacks=("pgd2",), eps=2 / 255, alpha=0.5 / 255)
     assert seen and all(a == 0.5 / 255 for a in seen)
-    assert res["alpha"] == 0.5 / 255 and "step 0.0020" in ev.format_table(res)
+    assert res["alpha"] == 0.5 / 255 and "step 0.0020" in results.format_table(res)
     assert "alpha" not in evaluate(trained_tiny, x[:8], y[:8], attacks=("pgd2",))
 
 
 def test_paired_accuracy_counts_the_images_only_one_model_gets_right():
     a = [True, True, False, False, True, False, True, True]
     b = [True, False, True, True, True, False, False, True]
-    p = ev.paired_accuracy(a, b)
+    p = results.paired_accuracy(a, b)
     assert (p["n"], p["only_a"], p["only_b"]) == (8, 2, 2)
     assert p["acc_a"] == p["acc_b"] == 5 / 8 and p["diff"] == 0.0
     # the standard error of the mean per-image difference d_i = b_i − a_i ∈ {−1, 0, 1}
     d = np.array(b, float) - np.array(a, float)
     assert p["se"] == pytest.approx(d.std() / np.sqrt(len(d)))
     b2 = [True] * 8  # b right wherever a is, and on three more
-    p2 = ev.paired_accuracy(a, b2)
+    p2 = results.paired_accuracy(a, b2)
     d2 = np.array(b2, float) - np.array(a, float)
     assert p2["diff"] == pytest.approx(3 / 8) and p2["se"] == pytest.approx(d2.std() / np.sqrt(8))
-    assert ev.paired_accuracy(a, a)["se"] == 0.0  # the same results do not vary
+    assert results.paired_accuracy(a, a)["se"] == 0.0  # the same results do not vary
     with pytest.raises(WeatError, match="same images"):
-        ev.paired_accuracy(a, b[:-1])
+        results.paired_accuracy(a, b[:-1])
 
 
 def test_compare_results_judges_each_model_against_the_reference():
@@ -305,13 +306,13 @@ def test_compare_results_judges_each_model_against_the_reference():
     ref = {"correct": {"clean": [i % 2 == 0 for i in range(n)], "pgd20": [i % 4 == 0 for i in range(n)]}}
     better = {"correct": {"clean": [i % 2 == 0 or i % 5 == 1 for i in range(n)],  # 40 more right, none less
                           "pgd20": [i % 4 == 0 for i in range(n)]}}
-    rows = ev.compare_results({"ref": ref, "new": better}, "ref")
+    rows = results.compare_results({"ref": ref, "new": better}, "ref")
     by = {r["measure"]: r for r in rows}
     assert [r["model"] for r in rows] == ["new", "new"]
     assert by["clean"]["verdict"] == "ahead" and by["clean"]["only_b"] == 40 and by["clean"]["only_a"] == 0
     assert by["pgd20"]["verdict"] == "level" and by["pgd20"]["diff"] == 0.0
     worse = {"correct": {"clean": [i % 2 == 0 and i % 10 != 0 for i in range(n)], "pgd20": ref["correct"]["pgd20"]}}
-    assert ev.compare_results({"ref": ref, "w": worse}, "ref")[0]["verdict"] == "behind"
+    assert results.compare_results({"ref": ref, "w": worse}, "ref")[0]["verdict"] == "behind"
 
 
 def test_cli_compare(tmp_path, trained_tiny, capsys):
@@ -340,7 +341,7 @@ def test_cli_compare(tmp_path, trained_tiny, capsys):
     test = load_split(str(folder), "test")
     ra = evaluate(prepare(trained_tiny), test.float(), test.y, ["pgd2"], per_image=True)
     rb = evaluate(prepare(other), test.float(), test.y, ["pgd2"], per_image=True)
-    want = ev.paired_accuracy(ra["correct"]["pgd2"], rb["correct"]["pgd2"])
+    want = results.paired_accuracy(ra["correct"]["pgd2"], rb["correct"]["pgd2"])
     row = got["comparisons"][1]
     assert (row["only_a"], row["only_b"], row["acc_a"], row["acc_b"]) == \
         (want["only_a"], want["only_b"], want["acc_a"], want["acc_b"])
@@ -456,7 +457,7 @@ def test_compare_pairs_files_by_their_images_not_their_path(tmp_path, trained_ti
 def test_against_stored_pairs_only_what_was_stored_for_the_same_images():
     """eval's comparison with a checkpoint's stored metrics: AutoAttack by its own image count,
     the others by `n`; another ε, norm or step has nothing stored to compare with."""
-    from weat_core.evaluate import against_stored, format_against_stored
+    from weat_core.results import against_stored, format_against_stored
 
     metrics = {"clean_acc": 0.8, "pgd20_acc": 0.4, "aa_acc": 0.35, "aa_n": 1000, "n": 10000}
     energy = {"clean": {}, "pgd20": {}, "aa": {}}

@@ -1,7 +1,7 @@
 """weat_core: adversarial robustness through the lens of Energy-Based Models.
 
 Submodules (imported on demand, nothing heavy happens at import time):
-energy, attacks, losses, models, data, train, evaluate, export, sampling, checkpoints, lens, cli.
+energy, attacks, losses, models, data, train, evaluate, results, export, sampling, checkpoints, lens, cli.
 """
 
 __version__ = "0.1.0"

@@ -59,8 +59,8 @@ def _cmd_eval(args) -> int:
     from pathlib import Path
 
     from ..checkpoints import load
-    from ..evaluate import against_stored, correct_bits, evaluate, format_against_stored, format_table, parse_eps, \
-        parse_radius, stored_setting
+    from ..evaluate import evaluate, parse_eps, parse_radius
+    from ..results import against_stored, correct_bits, format_against_stored, format_table, stored_setting
     from ..lens._common import prepare
 
     # the settings are checked before anything is loaded
@@ -141,7 +141,7 @@ def _reused(files: list[str], names: list[str]) -> dict[str, tuple[str, dict, di
     default step, fp32): a file measured otherwise is refused."""
     from pathlib import Path
 
-    from ..evaluate import from_bits
+    from ..results import from_bits
 
     found: dict[str, tuple[str, dict, dict]] = {}
     for f in files:
@@ -170,7 +170,8 @@ def _cmd_compare(args) -> int:
 
     from ..checkpoints import load
     from ..data import load_split
-    from ..evaluate import compare_results, correct_bits, evaluate, parse_radius
+    from ..evaluate import evaluate, parse_radius
+    from ..results import compare_results, correct_bits
     from ..lens._common import prepare
 
     names = list(dict.fromkeys(c.strip() for c in args.checkpoints.split(",") if c.strip()))

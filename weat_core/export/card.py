@@ -11,7 +11,8 @@ from typing import Any, Optional
 
 from ..attacks import attack_title
 from ..data import DATASETS
-from ..evaluate import per_255, robust_peak
+from ..evaluate import per_255
+from ..results import robust_peak
 from ..train import TrainConfig
 from .heldout import heldout_text
 from .observation import attacks_lines, join_names, plane_lines, sweep_lines

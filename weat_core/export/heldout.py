@@ -7,7 +7,8 @@ import re
 from typing import Any, Optional
 
 from .. import WeatError
-from ..evaluate import paired_accuracy, per_255, robust_peak
+from ..evaluate import per_255
+from ..results import paired_accuracy, robust_peak
 
 __all__ = ["heldout_summary", "heldout_text"]
 

@@ -15,7 +15,8 @@ import torch
 from .. import WeatError
 from ..checkpoints import RUNS_DIR, checkpoints_dir, load, save
 from ..data import CIFAR10_CLASSES, DATASETS, load_split
-from ..evaluate import evaluate, robust_peak
+from ..evaluate import evaluate
+from ..results import robust_peak
 from ..lens._common import prepare
 from .card import _chain, _dataset_flag, _portable, _read_log, _stage, _subset_size, lineage, model_card
 
@@ -100,7 +101,7 @@ def store_plane(directory: Path, result: dict[str, Any], dataset: Optional[str] 
 def choose_epoch(run: Path, which: str = "auto") -> tuple[str, str]:
     """("best" or "last", why) for `export --which`. "auto" keeps the run's best epoch (by test
     PGD accuracy on the per-epoch subset; clean accuracy for standard training) only when the
-    last epoch fell from it by more than that subset's noise (`evaluate.robust_peak`, the rule
+    last epoch fell from it by more than that subset's noise (`results.robust_peak`, the rule
     that flags robust overfitting), and the last epoch otherwise: on a 512-image subset a best
     epoch that leads by a point or two is noise, and the end of the schedule is the better bet."""
     if which in ("best", "last"):

@@ -18,7 +18,7 @@ import pandas as pd
 from torch import nn
 
 from .. import WeatError
-from ..evaluate import robust_peak
+from ..results import robust_peak
 
 log = logging.getLogger(__name__)
 

@@ -111,8 +111,8 @@ def paired_table(per_image: Mapping[str, Mapping[str, Sequence[bool]]], referenc
     """Every other model against `reference`, image by image on the same images (`zoo_table`'s
     `per_image`): per measure, its accuracy, the difference from the reference in points with
     two standard errors of the paired difference, the images only one of the two gets right, and
-    "ahead" / "behind" (beyond those two errors) or "level" (`evaluate.compare_results`)."""
-    from ..evaluate import compare_results
+    "ahead" / "behind" (beyond those two errors) or "level" (`results.compare_results`)."""
+    from ..results import compare_results
 
     rows = compare_results({k: {"correct": dict(v)} for k, v in per_image.items()}, reference)
     return pd.DataFrame([{"model": r["model"], "measure": r["measure"], "accuracy": r["acc_b"],
