@@ -64,24 +64,9 @@ def _find_datasets() -> list[str]:
 # sidebar
 
 
-def keep_run_in_url() -> None:
-    """A live training run outlives a reload on any page: the session's newest run kept on disk
-    rides in the URL as ?run=<its folder> (Streamlit drops query parameters between pages, so
-    every page sets it again), and a new session (the reload) with that parameter takes the run
-    back from the server's registry of running jobs."""
-    jobs = st.session_state.setdefault("train_jobs", {})
-    key = st.query_params.get("run")
-    back = live_runs.jobs().get(key or "")
-    if back and all(j is not back[1] for j in jobs.values()):
-        jobs[back[0]] = back[1]
-    kept = [j for j in jobs.values() if j.config.out]
-    if kept and key != os.path.basename(kept[-1].config.out):
-        st.query_params["run"] = os.path.basename(kept[-1].config.out)
-
-
 def sidebar() -> None:
     """Draw the shared model / dataset / device picker; pages read the result with ctx()."""
-    keep_run_in_url()
+    live_runs.keep_in_url()
     sb = st.sidebar
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) + \
         (["mps"] if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else [])

@@ -1,5 +1,5 @@
 """The live training runs of every session of this server: a registry by run folder, so that a
-reloaded page finds its run again (`common.keep_run_in_url`), and a cap on how many train at once,
+reloaded page finds its run again (`keep_in_url`), and a cap on how many train at once,
 so that visitors of a small server (the 2-vCPU Space) do not split its cores between their runs."""
 
 from __future__ import annotations
@@ -78,3 +78,18 @@ def start(key: Optional[str], name: str, make: Callable[[], Any]) -> tuple[Optio
         for k in done[:max(0, len(done) - KEEP_FINISHED)]:
             del registry[k]
     return job, None
+
+
+def keep_in_url() -> None:
+    """A live training run outlives a reload on any page: the session's newest run kept on disk
+    rides in the URL as ?run=<its folder> (Streamlit drops query parameters between pages, so
+    every page sets it again), and a new session (the reload) with that parameter takes the run
+    back from the server's registry of running jobs."""
+    mine = st.session_state.setdefault("train_jobs", {})
+    key = st.query_params.get("run")
+    back = jobs().get(key or "")
+    if back and all(j is not back[1] for j in mine.values()):
+        mine[back[0]] = back[1]
+    kept = [j for j in mine.values() if j.config.out]
+    if kept and key != os.path.basename(kept[-1].config.out):
+        st.query_params["run"] = os.path.basename(kept[-1].config.out)

@@ -8,7 +8,7 @@ from typing import Optional
 import pandas as pd
 import streamlit as st
 
-from app_pages import common, plots
+from app_pages import common, epoch_plots
 from weat_core import lens
 from weat_core.export import heldout_text
 
@@ -75,18 +75,18 @@ def run_curves(runs: dict[str, pd.DataFrame], key: str, heldout: Optional[dict[s
         if not ys:
             col.caption(f"{title}: not recorded")
             continue
-        fig = plots.lines(shown, "epoch", ys, title, color=color, markers=smooth == 1,  # markers hid the dashes
+        fig = epoch_plots.lines(shown, "epoch", ys, title, color=color, markers=smooth == 1,  # markers hid the dashes
                           faint=df if smooth > 1 else None)
         if not title.startswith(("accuracy", "robust")):
-            plots.focus_y(fig, df, ys)
+            epoch_plots.focus_y(fig, df, ys)
         if "ΔE" in ys:
             fig.add_hline(y=0, line_color="#888", line_width=1)
         if title.startswith("accuracy") and any(held.values()):
-            plots.heldout_marks(fig, list(held.items()), multi)
+            epoch_plots.heldout_marks(fig, list(held.items()), multi)
         for e in sorted({e for es in starts.values() for e in es}):
             fig.add_vline(x=e - 0.5, line_dash="dash", line_color="#888", line_width=1,
                           annotation_text="fine-tune", annotation_position="top right", annotation_font_size=10)
-        col.plotly_chart(plots.shade_phases(fig, phases), key=f"{key}_{title[:12]}")
+        col.plotly_chart(epoch_plots.shade_phases(fig, phases), key=f"{key}_{title[:12]}")
     summary = lens.runs_summary(runs)
     if "best_epoch" in summary:
         for _, r in summary.dropna(subset=["best_epoch"]).iterrows():
@@ -120,4 +120,5 @@ def run_curves(runs: dict[str, pd.DataFrame], key: str, heldout: Optional[dict[s
                        "with a fresh learning-rate cycle (`train --init`; the dashed line), so its learning rate "
                        "rises and falls again.")
     if phases.get("phases"):
-        st.caption("Shaded phases" + (f" (of {next(iter(runs))})" if multi else "") + ": " + plots.phase_caption(phases))
+        st.caption("Shaded phases" + (f" (of {next(iter(runs))})" if multi else "") + ": "
+                   + epoch_plots.phase_caption(phases))

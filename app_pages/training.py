@@ -65,7 +65,7 @@ with st.expander("The recorded comparisons: SAT, TRADES and WEAT-adv, each group
         "does |\n\n"
         "docs/models.md has the numbers.")
 
-jobs: dict = st.session_state.setdefault("train_jobs", {})  # (a reloaded page's run: common.keep_run_in_url)
+jobs: dict = st.session_state.setdefault("train_jobs", {})  # (a reloaded page's run: live_runs.keep_in_url)
 
 
 tab_rec, tab_live = st.tabs(["Recorded runs", "Live run"], key="tr_tab")  # keyed: stays on "Live run" across reruns

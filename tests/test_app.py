@@ -813,7 +813,7 @@ def test_every_training_method_has_a_colour_of_its_own():
 def test_run_charts_draw_a_weight_average_only_for_the_runs_that_kept_one():
     import pandas as pd
 
-    from app_pages.plots import lines
+    from app_pages.epoch_plots import lines
 
     plain = pd.DataFrame({"epoch": [1, 2], "robust": [0.2, 0.3], "run": "plain"})
     averaged = pd.DataFrame({"epoch": [1, 2], "robust": [0.2, 0.3], "averaged": [0.25, 0.35], "run": "ema"})
@@ -822,7 +822,7 @@ def test_run_charts_draw_a_weight_average_only_for_the_runs_that_kept_one():
 
 
 def test_phase_caption_says_why_a_run_has_no_phase_2():
-    from app_pages.plots import phase_caption
+    from app_pages.epoch_plots import phase_caption
 
     three = {"phases": [{"name": "1 · high learning rate", "start": 1, "end": 10},
                         {"name": "2 · robust learning", "start": 10, "end": 12},
@@ -841,7 +841,8 @@ def test_one_run_s_curves_get_distinct_hues():
     """E(x) and E(x*) of one run are told apart by colour (the theme's first two are both blue)."""
     import pandas as pd
 
-    from app_pages.plots import RUN_COLORS, lines
+    from app_pages.epoch_plots import lines
+    from app_pages.plots import RUN_COLORS
 
     df = pd.DataFrame({"epoch": [1, 2], "E(x)": [-3.0, -3.1], "E(x*)": [-2.9, -3.0]})
     fig = lines(df, "epoch", ["E(x)", "E(x*)"])
@@ -872,7 +873,7 @@ def test_heldout_diamonds_are_drawn_in_the_layer_of_the_curves_they_sit_on():
     hides under the curve), and stay SVG beside short runs' SVG curves."""
     import pandas as pd
 
-    from app_pages.plots import heldout_marks, lines
+    from app_pages.epoch_plots import heldout_marks, lines
 
     check = {"attack": "pgd20", "best": {"epoch": 90, "test_pgd20": 0.16}, "last": {"epoch": 400, "test_pgd20": 0.06}}
     for epochs, kind in ((400, "scattergl"), (20, "scatter")):
