@@ -34,8 +34,9 @@ Modules (everything public is re-exported here, so `from weat_core import lens` 
 - `datasets`       `find_datasets`, `demo_images`, `image_grid_png`
 - `zoo`            `describe_model`, `recorded_table`, `observation1_grid`, `zoo_table`, `paired_table`,
                    `gap_trend`, `gap_trend_within`, `rank_corr_p`, `training_recipe`
-- `training_job`   `load_training_log`, `history_frame`, `training_phases`, `runs_summary`, `stage_starts`,
-                   `smooth_curves`, `TrainingJob` (kept on disk: `live_runs_dir`, `kept_runs`, `prune_kept_runs`)
+- `training_log`   `load_training_log`, `history_frame`, `training_phases`, `runs_summary`, `stage_starts`,
+                   `smooth_curves`
+- `training_job`   `TrainingJob` (kept on disk: `live_runs_dir`, `kept_runs`, `prune_kept_runs`)
 """
 
 from __future__ import annotations
@@ -57,16 +58,18 @@ from .landscape import (
     sweep_summary,
 )
 from .trajectory import Trajectory, attack_trajectory
-from .training_job import (  # noqa: F401 - history_frame and the constants are public, not in __all__
+from .training_job import (  # noqa: F401 - KEEP_RUNS is public, not in __all__
     KEEP_RUNS,
-    MIN_EPOCHS_FOR_PHASES,
-    PHASE_NAMES,
     TrainingJob,
-    history_frame,
     kept_runs,
     live_runs_dir,
-    load_training_log,
     prune_kept_runs,
+)
+from .training_log import (  # noqa: F401 - history_frame and the constants are public, not in __all__
+    MIN_EPOCHS_FOR_PHASES,
+    PHASE_NAMES,
+    history_frame,
+    load_training_log,
     runs_summary,
     smooth_curves,
     stage_starts,
