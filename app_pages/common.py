@@ -275,14 +275,24 @@ def other_model_picker(label: str, key: str, exclude: str) -> tuple[Optional[str
 SIDE_W = 400  # px a model when two are shown side by side: two a row fit a laptop's 820-px column
 
 
-def side_by_side(n: int) -> list:
-    """Containers for `n` models' results: with two or more, blocks of SIDE_W px that wrap, side by
-    side where they fit and one under the other in a narrower window (where half-columns squeezed
-    charts and tables); with one, the whole width."""
+# Streamlit's fixed-width blocks stay SIDE_W px in a wide window, and its stretching ones shrink
+# instead of wrapping: this rule makes the side_by_side blocks grow from SIDE_W to share the row
+# (flex-basis SIDE_W, then wrap), so a 1920-px projector draws two models' charts at about 700 px.
+_SIDE_CSS = ('<style>div:has(> div[class*="st-key-sidebox-"]) '
+             f'{{flex: 1 1 {SIDE_W}px !important; width: auto !important; max-width: 100% !important;}} '
+             'div[class*="st-key-sidebox-"] {width: 100% !important;}</style>')
+
+
+def side_by_side(n: int, key: str) -> list:
+    """Containers for `n` models' results: with two or more, blocks of at least SIDE_W px that
+    share the width of the row and wrap, side by side where they fit and one under the other in a
+    narrower window (where half-columns squeezed charts and tables); with one, the whole width.
+    `key` names the row (unique on its page)."""
     if n < 2:
         return [st.container()]
-    row = st.container(horizontal=True, wrap=True)
-    return [row.container(width=SIDE_W) for _ in range(n)]
+    st.html(_SIDE_CSS)
+    row = st.container(horizontal=True, wrap=True, key=f"side-{key}")
+    return [row.container(width=SIDE_W, key=f"sidebox-{key}-{i}") for i in range(n)]
 
 
 def model_caption() -> None:

@@ -82,7 +82,7 @@ res = st.session_state.get("gen_result")
 if res is None:
     st.info("Choose classes and press **Generate**.")
     st.stop()
-for col, (name, r) in zip(common.side_by_side(len(res)), res.items()):
+for col, (name, r) in zip(common.side_by_side(len(res), "gen"), res.items()):
     with col:
         st.subheader(name)
         if r.diverged:

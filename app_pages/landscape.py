@@ -69,7 +69,7 @@ else:
     (_, other_then, _, n_then, norm_then, eps_then, steps_then, _), out = res
     if res[0] != settings:
         st.caption("Showing the last run; settings have changed since — press Run to update.")
-    for col, (name, land) in zip(common.side_by_side(len(out)), out.items()):
+    for col, (name, land) in zip(common.side_by_side(len(out), "land"), out.items()):
         with col:
             st.subheader(name)
             st.plotly_chart(plots.energy_hist(land.per_image, "E(x)", "marginal energy E(x)"), key=f"ls_ex_{name}")

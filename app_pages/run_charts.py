@@ -69,7 +69,7 @@ def run_curves(runs: dict[str, pd.DataFrame], key: str, heldout: Optional[dict[s
     shown = lens.smooth_curves(df, [y for _, ys in charts for y in ys if y in df], smooth, by=color)
     # two rows of two fixed-width blocks that wrap: side by side on a laptop (820 px and wider), one
     # under the other in a narrower column, where two columns' halves cut titles and legends
-    cols = common.side_by_side(2) + common.side_by_side(2)
+    cols = common.side_by_side(2, f"{key}-a") + common.side_by_side(2, f"{key}-b")
     for col, (title, ys) in zip(cols, charts):
         ys = [y for y in ys if y in df]
         if not ys:

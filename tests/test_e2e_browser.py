@@ -178,3 +178,34 @@ def test_a_narrow_window_cuts_no_button_label(server, page):
             assert pg.evaluate(CUT_BUTTONS) == [], path or "overview"
     finally:
         pg.set_viewport_size({"width": 1400, "height": 2000})
+
+
+CHART_BOXES = """() => [...document.querySelectorAll('[data-testid="stPlotlyChart"]')]
+    .filter(c => c.offsetParent !== null).map(c => { const r = c.getBoundingClientRect();
+    return [Math.round(r.x), Math.round(r.y), Math.round(r.width)]; })"""
+
+
+@pytest.mark.parametrize("width", [1920, 900])
+def test_side_by_side_charts_share_a_wide_window_and_stack_in_a_narrow_one(server, page, width):
+    """The training page's four charts (common.side_by_side): two a row that share a 1920-px
+    projector's column (they stayed 400 px wide, with 700 px empty beside them), and one under
+    the other, each the column's whole width, in a 900-px window."""
+    pg = page
+    pg.set_viewport_size({"width": width, "height": 2000})
+    try:
+        pg.goto(f"{server}/training")
+        settle(pg)
+        pg.wait_for_selector('[data-testid="stPlotlyChart"]')
+        time.sleep(1)  # plotly sizes a chart to its box once drawn
+        boxes = pg.evaluate(CHART_BOXES)[:4]
+        column = pg.evaluate("""() => document.querySelector('[data-testid="stTabs"]').getBoundingClientRect().width""")
+        assert len(boxes) == 4
+        if width == 1920:
+            (x0, y0, w0), (x1, y1, w1) = boxes[:2]
+            assert y0 == y1 and x1 > x0 and min(w0, w1) > 0.45 * column > 600
+        else:
+            assert len({x for x, _, _ in boxes}) == 1 and len({y for _, y, _ in boxes}) == 4
+            assert min(w for _, _, w in boxes) > 0.95 * column
+    finally:
+        pg.set_viewport_size({"width": 1400, "height": 2000})
+
