@@ -102,7 +102,7 @@ for j, (label, t) in enumerate(out.items()):
 st.caption("x* − x, the perturbation: grey is 0, black and white are ±ε in each colour channel.")
 
 fig = make_subplots(rows=1, cols=2, subplot_titles=list(out))
-palette = {"E(x)": "#4C78A8", "E(x,y)": "#E45756", "E(x,t)": "#F58518"}
+palette = {"E(x)": "#0072B2", "E(x,y)": "#009E73", "E(x,t)": "#D55E00"}  # apart for the colour blind (plots.py)
 for j, t in enumerate(out.values()):
     for col in [cc for cc in ("E(x)", "E(x,y)", "E(x,t)") if cc in t.steps]:
         fig.add_scatter(x=t.steps["step"], y=t.steps[col], name=col, mode="lines+markers", row=1, col=j + 1,

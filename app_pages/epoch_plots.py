@@ -73,7 +73,7 @@ def shade_phases(fig: go.Figure, phases: dict, robust_label: bool = True) -> go.
                       annotation_font_size=11)
     if phases.get("best_epoch") is not None and robust_label:
         text = "best robust" + (" → then it drops" if phases.get("overfitting") else "")
-        fig.add_vline(x=phases["best_epoch"], line_dash="dot", line_color="#E45756",
+        fig.add_vline(x=phases["best_epoch"], line_dash="dot", line_color="#D55E00",
                       annotation_text=text, annotation_position="bottom right", annotation_font_size=10)
     return fig
 

@@ -95,9 +95,9 @@ for col, (name, r) in zip(common.side_by_side(len(res), "gen"), res.items()):
         steps_axis = list(range(r.energies.shape[0]))
         for i in range(r.energies.shape[1]):
             fig.add_scatter(x=steps_axis, y=r.energies[:, i].tolist(), mode="lines", line=dict(width=1),
-                            opacity=0.35, showlegend=False, line_color="#4C78A8")
+                            opacity=0.35, showlegend=False, line_color="#0072B2")
         fig.add_scatter(x=steps_axis, y=r.energies.nanmean(1).tolist(), mode="lines", name="mean",
-                        line=dict(width=3, color="#E45756"))
+                        line=dict(width=3, color="#D55E00"))
         obj = {"joint": "E(x, y)", "ce": "CE(x, y)", "marginal": "E(x)"}[r.settings.objective]
         fig.update_layout(height=300, margin=dict(l=10, r=10, t=30, b=10), title=f"{obj} along the chains",
                           xaxis_title="step")

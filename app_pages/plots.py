@@ -13,17 +13,25 @@ from PIL import Image
 
 from app_pages import labels
 
-# One colour per attack, stable across pages: natural grey-blue, untargeted cool, targeted warm.
-ATTACK_COLORS = {"natural": "#4C78A8", "PGD": "#54A24B", "APGD-CE": "#2CA02C", "TRADES-KL": "#72B7B2",
-                 "E(x)↓": "#17BECF", "PGD-T": "#E45756", "APGD-T": "#F58518", "CW": "#B279A2", "E(x)↑": "#FF9DA6",
-                 "FAB-T": "#9D755D", "Square": "#EECA3B"}
+# The palettes come from Okabe & Ito's (2008) colour-universal-design set, with indigo, wine and dark
+# brown from Paul Tol's twelve-colour scheme and d3's brown for the rarer attacks, so that the pairs a
+# class compares stay apart for the red-green colour blind (about 8 % of men of European descent;
+# Birch 2012): tests/test_app.py measures them under Machado et al.'s (2009) simulation. The earlier
+# palette's PGD green and PGD-T red, Observation 1's two sides, were 1.4 CAM02-UCS units apart for a
+# deuteranope: one colour.
+
+# One colour per attack, stable across pages: natural grey, untargeted blues and a green, targeted
+# vermillion, orange, wine and browns.
+ATTACK_COLORS = {"natural": "#999999", "PGD": "#0072B2", "APGD-CE": "#56B4E9", "TRADES-KL": "#332288",
+                 "E(x)↓": "#009E73", "PGD-T": "#D55E00", "APGD-T": "#E69F00", "CW": "#882255", "E(x)↑": "#000000",
+                 "FAB-T": "#8C564B", "Square": "#661100"}
 
 # One colour per training method (the zoo's scatter): plotly's default gave TRADES and WEAT-adv two blues.
-METHOD_COLORS = {"standard": "#BAB0AC", "sat": "#E45756", "trades": "#4C78A8", "mart": "#B279A2",
-                 "weat-adv": "#54A24B", "weat-nat": "#72B7B2", "untrained": "#9D755D"}
+METHOD_COLORS = {"standard": "#BBBBBB", "sat": "#D55E00", "trades": "#0072B2", "mart": "#882255",
+                 "weat-adv": "#009E73", "weat-nat": "#56B4E9", "untrained": "#8C564B"}
 
 # Distinct hues for runs compared side by side (the theme's default starts with two blues).
-RUN_COLORS = ["#4C78A8", "#E45756", "#54A24B", "#F58518", "#B279A2", "#72B7B2", "#9D755D", "#BAB0AC"]
+RUN_COLORS = ["#0072B2", "#D55E00", "#009E73", "#E69F00", "#882255", "#56B4E9", "#000000", "#999999"]
 
 
 def energy_hist(df: pd.DataFrame, col: str = "E(x)", title: str = "", height: int = 340) -> go.Figure:
@@ -217,7 +225,7 @@ def zoo_scatter(res: pd.DataFrame, rob: str, title: str, y_title: str) -> go.Fig
 
 
 def topk_bar(df: pd.DataFrame, title: str, highlight: Sequence[str] = ()) -> go.Figure:
-    colors = ["#E45756" if c in highlight else "#4C78A8" for c in df["class"]]
+    colors = ["#D55E00" if c in highlight else "#0072B2" for c in df["class"]]
     fig = go.Figure(go.Bar(x=df["prob"], y=df["class"], orientation="h", marker_color=colors,
                            text=[f"{p:.1%}" for p in df["prob"]], textposition="auto"))
     fig.update_layout(title=title, height=220, margin=dict(l=10, r=10, t=40, b=10), xaxis=dict(range=[0, 1]),

@@ -25,8 +25,8 @@ with common.guard("Weighting the batch"):
     w = lens.weights_of(c.model, s.float(), s.y)
     lo, hi = min(-30.0, float(w["E(x)"].min()) - 1), max(30.0, float(w["E(x)"].max()) + 1)
     curve = lens.weight_curve(lo, hi)
-    fig = go.Figure(go.Scatter(x=curve["E"], y=curve["w"], name="w(E) = 1/softplus(|E|)", line_color="#4C78A8"))
-    fig.add_scatter(x=w["E(x)"], y=w["w"], mode="markers", name="training images", marker=dict(color="#E45756"),
+    fig = go.Figure(go.Scatter(x=curve["E"], y=curve["w"], name="w(E) = 1/softplus(|E|)", line_color="#0072B2"))
+    fig.add_scatter(x=w["E(x)"], y=w["w"], mode="markers", name="training images", marker=dict(color="#D55E00"),
                     text=[names[i] for i in w["label"]])
     fig.update_layout(height=320, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="E(x)", yaxis_title="w(x)")
     st.plotly_chart(fig, key="weat_curve")
@@ -60,8 +60,8 @@ if dec is None:
 else:
     fig = go.Figure()
     idx = list(range(len(dec)))
-    fig.add_bar(x=idx, y=dec["cross term"], name="cross term E_p[E(x*,k) − E(x,k)]", marker_color="#F58518")
-    fig.add_bar(x=idx, y=dec["marginal term"], name="marginal term E(x) − E(x*)", marker_color="#4C78A8")
+    fig.add_bar(x=idx, y=dec["cross term"], name="cross term E_p[E(x*,k) − E(x,k)]", marker_color="#E69F00")
+    fig.add_bar(x=idx, y=dec["marginal term"], name="marginal term E(x) − E(x*)", marker_color="#0072B2")
     fig.add_scatter(x=idx, y=dec["KL"], mode="markers", name="KL (computed directly)",
                     marker=dict(color="black", symbol="diamond", size=9))
     fig.update_layout(barmode="relative", height=340, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="image",

@@ -802,6 +802,42 @@ def test_every_attack_the_landscape_offers_has_a_colour_of_its_own():
     assert len({ATTACK_COLORS[k].lower() for k in shown}) == len(shown)
 
 
+def _apart(a: str, b: str) -> float:
+    """The smallest CAM02-UCS distance of two colours for normal vision and the two red-green colour
+    blindnesses at full severity (deuteranopia, protanopia; Machado et al. 2009, as colorspacious
+    simulates them). About 15 units tell two lines apart at a glance; the old PGD and PGD-T were 1.4."""
+    cs = pytest.importorskip("colorspacious", reason="colorspacious (requirements-dev.txt) is not installed")
+
+    def rgb(h):
+        return np.array([int(h[i:i + 2], 16) / 255 for i in (1, 3, 5)])
+
+    def seen(c, cvd):
+        c = rgb(c) if cvd is None else np.clip(cs.cspace_convert(
+            rgb(c), {"name": "sRGB1+CVD", "cvd_type": cvd, "severity": 100}, "sRGB1"), 0, 1)
+        return cs.cspace_convert(c, "sRGB1", "CAM02-UCS")
+
+    return min(float(np.linalg.norm(seen(a, v) - seen(b, v))) for v in (None, "deuteranomaly", "protanomaly"))
+
+
+def test_the_palettes_stay_apart_for_the_red_green_colour_blind():
+    """What a class compares, told apart by a deuteranope or a protanope: the landscape's default
+    natural / PGD / PGD-T, each untargeted attack against each targeted one (Observation 1's two
+    sides), the training page's first five runs, the zoo's robust training methods."""
+    import itertools
+
+    from app_pages.plots import ATTACK_COLORS, METHOD_COLORS, RUN_COLORS
+
+    pairs = list(itertools.combinations([ATTACK_COLORS[k] for k in ("natural", "PGD", "PGD-T")], 2))
+    pairs += [(ATTACK_COLORS[u], ATTACK_COLORS[t]) for u in ("PGD", "APGD-CE", "TRADES-KL")
+              for t in ("PGD-T", "APGD-T", "CW", "FAB-T", "Square")]
+    pairs += list(itertools.combinations(RUN_COLORS[:5], 2))
+    pairs += list(itertools.combinations([METHOD_COLORS[m] for m in ("sat", "trades", "mart", "weat-adv")], 2))
+    near = [(a, b, round(_apart(a, b), 1)) for a, b in pairs if _apart(a, b) < 15]
+    assert not near
+    # every attack the landscape offers, all at once: still no two alike
+    assert min(_apart(a, b) for a, b in itertools.combinations(ATTACK_COLORS.values(), 2)) > 8
+
+
 def test_every_training_method_has_a_colour_of_its_own():
     from app_pages.plots import METHOD_COLORS
     from weat_core.train import METHODS
