@@ -13,25 +13,25 @@ from PIL import Image
 
 from app_pages import labels
 
-# The palettes come from Okabe & Ito's (2008) colour-universal-design set, with indigo, wine and dark
-# brown from Paul Tol's twelve-colour scheme and d3's brown for the rarer attacks, so that the pairs a
-# class compares stay apart for the red-green colour blind (about 8 % of men of European descent;
-# Birch 2012): tests/test_app.py measures them under Machado et al.'s (2009) simulation. The earlier
+# The palettes come from Okabe & Ito's (2008) colour-universal-design set, with indigo, wine and sand
+# from Paul Tol's twelve-colour scheme and d3's brown for the rarer attacks, so that the pairs a class
+# compares stay apart for the red-green colour blind (about 8 % of men of European descent; Birch
+# 2012): tests/test_app.py measures them under Machado et al.'s (2009) simulation. The earlier
 # palette's PGD green and PGD-T red, Observation 1's two sides, were 1.4 CAM02-UCS units apart for a
-# deuteranope: one colour.
+# deuteranope: one colour. No black or near-black: seven overlaid histograms turned brown-black.
 
 # One colour per attack, stable across pages: natural grey, untargeted blues and a green, targeted
-# vermillion, orange, wine and browns.
+# vermillion, orange, wine, brown and yellows.
 ATTACK_COLORS = {"natural": "#999999", "PGD": "#0072B2", "APGD-CE": "#56B4E9", "TRADES-KL": "#332288",
-                 "E(x)↓": "#009E73", "PGD-T": "#D55E00", "APGD-T": "#E69F00", "CW": "#882255", "E(x)↑": "#000000",
-                 "FAB-T": "#8C564B", "Square": "#661100"}
+                 "E(x)↓": "#009E73", "PGD-T": "#D55E00", "APGD-T": "#E69F00", "CW": "#882255", "E(x)↑": "#DDCC77",
+                 "FAB-T": "#8C564B", "Square": "#F0E442"}
 
 # One colour per training method (the zoo's scatter): plotly's default gave TRADES and WEAT-adv two blues.
 METHOD_COLORS = {"standard": "#BBBBBB", "sat": "#D55E00", "trades": "#0072B2", "mart": "#882255",
                  "weat-adv": "#009E73", "weat-nat": "#56B4E9", "untrained": "#8C564B"}
 
 # Distinct hues for runs compared side by side (the theme's default starts with two blues).
-RUN_COLORS = ["#0072B2", "#D55E00", "#009E73", "#E69F00", "#882255", "#56B4E9", "#000000", "#999999"]
+RUN_COLORS = ["#0072B2", "#D55E00", "#009E73", "#E69F00", "#882255", "#56B4E9", "#CC79A7", "#999999"]
 
 
 def energy_hist(df: pd.DataFrame, col: str = "E(x)", title: str = "", height: int = 340) -> go.Figure:
