@@ -25,8 +25,8 @@ Modules (everything public is re-exported here, so `from weat_core import lens` 
 
 - `_common`        `prepare`, and the private device / memory-format / batched-logits helpers
 - `attack_specs`   `ATTACKS`, `EXPECTED_SHIFT`, `AttackSpec`, `attack_from`, `batch_size_for`, `bf16_ok`, running an attack (bf16)
-- `landscape`      `energy_landscape`, `Landscape`, `observation1`, `strength_sweep`, `steps_sweep`, `sweep_summary`,
-                   `lowers_from`, `shift_by_outcome`, `outcome_summary`, `OUTCOMES`
+- `landscape`      `energy_landscape`, `Landscape`, `observation1`, `shift_by_outcome`, `outcome_summary`, `OUTCOMES`
+- `sweep`          `strength_sweep`, `steps_sweep`, `sweep_summary`, `lowers_from` (Observation 1 as the attack grows)
 - `trajectory`     `attack_trajectory`, `Trajectory`
 - `plane`          `energy_plane`, `EnergyPlane`, `plane_spreads` (the span of E(x) on each image's plane)
 - `decomposition`  `trades_decomposition`, `weight_curve`, `weights_of`
@@ -49,14 +49,11 @@ from .landscape import (
     OUTCOMES,
     Landscape,
     energy_landscape,
-    lowers_from,
     observation1,
     outcome_summary,
     shift_by_outcome,
-    steps_sweep,
-    strength_sweep,
-    sweep_summary,
 )
+from .sweep import lowers_from, steps_sweep, strength_sweep, sweep_summary
 from .trajectory import Trajectory, attack_trajectory
 from .training_job import (  # noqa: F401 - KEEP_RUNS is public, not in __all__
     KEEP_RUNS,

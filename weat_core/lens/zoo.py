@@ -12,7 +12,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .landscape import lowers_from, toward_expected
+from .landscape import toward_expected
+from .sweep import lowers_from
 
 
 def describe_model(model: nn.Module) -> dict[str, Any]:
