@@ -137,8 +137,8 @@ with tab_live:
     running = [n for n, j in jobs.items() if j.running]
     if start and running:
         st.warning(f"{running[0]} is still running; stop it first.")
-    elif start and (busy := live_runs.busy_message()):
-        st.warning(busy)
+    elif not running and (busy := live_runs.busy_message()):  # said before Start is pressed, and when it is
+        (st.warning if start else st.info)(busy)
     elif start:
         with common.guard("Starting training"):
             from weat_core.train import TrainConfig

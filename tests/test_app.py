@@ -444,6 +444,8 @@ def test_a_server_trains_at_most_weat_max_live_runs_at_once(app_env, monkeypatch
     try:
         (app_env / "runs").mkdir(exist_ok=True)
         runs = sorted((app_env / "runs").iterdir())
+        at.run()  # the page says so before Start is pressed
+        assert any("at most 1 run at a time" in i.value for i in at.info)
         next(b for b in at.button if b.label == "Start training").click().run()
         ok(at)
         assert not at.session_state["train_jobs"] and sorted((app_env / "runs").iterdir()) == runs
