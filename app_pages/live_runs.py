@@ -49,12 +49,21 @@ def _planned(job: Any) -> int:  # a time budget's epoch count is known once its 
     return job.history[-1].get("epochs", job.config.epochs) if job.history else job.config.epochs
 
 
+def _left(job: Any) -> str:
+    """How long a run has left, from its finished epochs' mean time ("" before its first ends)."""
+    times = [r["time_s"] for r in job.history if isinstance(r.get("time_s"), (int, float))]
+    if not times:
+        return ""
+    s = sum(times) / len(times) * max(0, _planned(job) - len(job.history))
+    return ", under a minute left" if s < 60 else f", about {round(s / 60):.0f} minute{'s' if s >= 90 else ''} left"
+
+
 def busy_message() -> Optional[str]:
     """Why a new run cannot start now (the server trains its most at once), or None."""
     going = running()
     if len(going) < max_live_runs():
         return None
-    names = ", ".join(f"{name} ({len(job.history)} of {_planned(job)} epochs done)" for name, job in going)
+    names = ", ".join(f"{name} ({len(job.history)} of {_planned(job)} epochs done{_left(job)})" for name, job in going)
     most = max_live_runs()
     return (f"This server trains at most {most} run{'s' if most > 1 else ''} at a time, and "
             f"{'that many are' if most > 1 else 'one is'} training now: {names}. Start yours once "
