@@ -135,11 +135,11 @@ with tab_live:
                               "trained weights peaked and fell (docs/models.md).")
         start = st.form_submit_button("Start training", type="primary")
     running = [n for n, j in jobs.items() if j.running]
+    # other sessions' runs hold every place: the live view says whose, and follows them
+    waiting = not running and live_runs.busy_message() is not None
     if start and running:
         st.warning(f"{running[0]} is still running; stop it first.")
-    elif not running and (busy := live_runs.busy_message()):  # said before Start is pressed, and when it is
-        (st.warning if start else st.info)(busy)
-    elif start:
+    elif start and not waiting:
         with common.guard("Starting training"):
             from weat_core.train import TrainConfig
 
@@ -168,6 +168,8 @@ with tab_live:
     def live_view() -> None:
         if st.session_state.pop("tr_switch", False):
             st.rerun()  # the whole app, so the sidebar shows the model just picked
+        if not any(j.running for j in jobs.values()) and (busy := live_runs.busy_message()):
+            (st.warning if start else st.info)(busy)  # before Start is pressed, and when it is
         if not jobs:
             st.info("No run in this session yet.")
         else:
@@ -221,4 +223,6 @@ with tab_live:
     # every rerun redraws the curves while holding the GIL the training thread needs: in chromium on
     # our 2 cores the default run trained 90 img/s in its last epoch with a rerun a second and 183 with
     # one every 3 s (116 against 72 s in all; 200 img/s from Python). The view changes once an epoch.
-    st.fragment(live_view, run_every=3.0 if active else None)()
+    # A visitor waiting for another session's run sees its epochs every 10 s, and the message go
+    # once it has ended.
+    st.fragment(live_view, run_every=3.0 if active else 10.0 if waiting else None)()
