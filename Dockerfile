@@ -3,7 +3,7 @@
 FROM python:3.11-slim
 
 # A free Space has 2 vCPUs: torch uses both, and the Training page trains one live run at a time
-# for all visitors (others are told whose run holds the place).
+# for all visitors (others are told what run holds the place and how long it has left).
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HOME=/home/user PATH=/home/user/.local/bin:$PATH \
     HF_HOME=/home/user/.cache/huggingface WEAT_DATA_DIR=/home/user/data \

@@ -58,12 +58,19 @@ def _left(job: Any) -> str:
     return ", under a minute left" if s < 60 else f", about {round(s / 60):.0f} minute{'s' if s >= 90 else ''} left"
 
 
+def _what(job: Any) -> str:
+    """A run as a stranger can place it (its name, "weat-adv run 1", tells nothing to another visitor)."""
+    c = job.config
+    images = f" on {c.limit:,} images" if isinstance(getattr(c, "limit", None), int) else ""
+    return f"a {getattr(c, 'method', 'training')} run{images}"
+
+
 def busy_message() -> Optional[str]:
     """Why a new run cannot start now (the server trains its most at once), or None."""
     going = running()
     if len(going) < max_live_runs():
         return None
-    names = ", ".join(f"{name} ({len(job.history)} of {_planned(job)} epochs done{_left(job)})" for name, job in going)
+    names = ", ".join(f"{_what(job)} ({len(job.history)} of {_planned(job)} epochs done{_left(job)})" for _, job in going)
     most = max_live_runs()
     return (f"This server trains at most {most} run{'s' if most > 1 else ''} at a time, and "
             f"{'that many are' if most > 1 else 'one is'} training now: {names}. Start yours once "

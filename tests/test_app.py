@@ -429,7 +429,7 @@ class _Running:
     running = True
     started = 0.0
     history = [{"epoch": 1, "time_s": 40.0}, {"epoch": 2, "time_s": 44.0}]
-    config = type("cfg", (), {"epochs": 5, "out": None})()
+    config = type("cfg", (), {"epochs": 5, "out": None, "method": "sat", "limit": 2000})()
 
 
 def test_a_server_trains_at_most_weat_max_live_runs_at_once(app_env, monkeypatch):
@@ -450,7 +450,7 @@ def test_a_server_trains_at_most_weat_max_live_runs_at_once(app_env, monkeypatch
         ok(at)
         assert not at.session_state["train_jobs"] and sorted((app_env / "runs").iterdir()) == runs
         said = " ".join(w.value for w in at.warning)
-        assert "at most 1 run at a time" in said and "sat run 1 (2 of 5 epochs done, about 2 minutes left)" in said
+        assert "at most 1 run at a time" in said and "a sat run on 2,000 images (2 of 5 epochs done, about 2 minutes left)" in said
         # a stopped run kept here (epoch 1 of 3): not continued either, while the place is taken
         stopped = app_env / "runs" / "20261207-120000-sat-abcdef"
         stopped.mkdir(parents=True)
@@ -501,7 +501,7 @@ def test_live_runs_limit_and_registry(monkeypatch):
         registry["busy"] = ("sat run 1", _Running())
         built = []
         job, why = live_runs.start("run-x", "x", lambda: built.append(1))
-        assert job is None and "sat run 1" in why and not built and "run-x" not in registry
+        assert job is None and "a sat run" in why and not built and "run-x" not in registry
     finally:
         registry.clear()
         registry.update(saved)
