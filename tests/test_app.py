@@ -824,16 +824,18 @@ def _apart(a: str, b: str) -> float:
 def test_the_palettes_stay_apart_for_the_red_green_colour_blind():
     """What a class compares, told apart by a deuteranope or a protanope: the landscape's default
     natural / PGD / PGD-T, each untargeted attack against each targeted one (Observation 1's two
-    sides), the training page's first five runs, the zoo's robust training methods."""
+    sides), the training page's first five runs, the zoo's robust training methods and the two ends
+    of its Observation 1 heatmap."""
     import itertools
 
-    from app_pages.plots import ATTACK_COLORS, METHOD_COLORS, RUN_COLORS
+    from app_pages.plots import ATTACK_COLORS, METHOD_COLORS, OBS1_SCALE, RUN_COLORS
 
     pairs = list(itertools.combinations([ATTACK_COLORS[k] for k in ("natural", "PGD", "PGD-T")], 2))
     pairs += [(ATTACK_COLORS[u], ATTACK_COLORS[t]) for u in ("PGD", "APGD-CE", "TRADES-KL")
               for t in ("PGD-T", "APGD-T", "CW", "FAB-T", "Square")]
     pairs += list(itertools.combinations(RUN_COLORS[:5], 2))
     pairs += list(itertools.combinations([METHOD_COLORS[m] for m in ("sat", "trades", "mart", "weat-adv")], 2))
+    pairs += [(OBS1_SCALE[0][1], OBS1_SCALE[-1][1])]  # the heatmap's "against" and "as expected" ends
     near = [(a, b, round(_apart(a, b), 1)) for a, b in pairs if _apart(a, b) < 15]
     assert not near
     # every attack the landscape offers, all at once: still no two alike
