@@ -39,7 +39,9 @@ with common.guard("Weighting the batch"):
     for start in range(0, len(w), per_row):
         cols = st.columns(per_row)
         for col, (_, r) in zip(cols, w.iloc[start:start + per_row].iterrows()):
-            col.image(plots.to_pil(s.float([int(r["index"])])[0], 3),
+            # one fixed width for every image (at most the column's): at their own 96 px, a caption wider
+            # than its image (a two-line one) stretched that image alone, and the grid's sizes varied
+            col.image(plots.to_pil(s.float([int(r["index"])])[0], 4), width=128,
                       caption=f"w {r['w']:.2f} · E {r['E(x)']:.1f} · {names[int(r['label'])]}")
 
 st.subheader("TRADES, written with energies")
