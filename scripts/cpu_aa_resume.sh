@@ -9,6 +9,10 @@
 #   bash scripts/cpu_aa_resume.sh NAME            # one thread: run two side by side, one per core
 #   nohup bash scripts/cpu_aa_resume.sh preactresnet18-trades > /tmp/aa-trades.log 2>&1 &
 #
+# To end a job without losing the batch under way (about half an hour of work):
+#   pkill -INT -f 'weat_core eval --checkpoint preactresnet18-trades'
+# `eval --out` then finishes and saves that batch, and stops (a second SIGINT stops at once).
+#
 # Environment: RESULTS (default bench/results), DATA (default ../shared/data/cifar10-jpeg.tar.gz),
 # AA_N (default 1000). The finished JSON holds each image's result (`compare --reuse`).
 set -euo pipefail

@@ -62,6 +62,71 @@ def test_interrupted_evaluation_resumes_to_the_same_results(trained_tiny, synthe
     assert not state.exists()  # complete: the state is gone
 
 
+def test_should_stop_ends_after_a_saved_batch_and_loses_nothing(trained_tiny, synthetic_batch, tmp_path):
+    """`should_stop` is asked once each batch is saved: the evaluation ends there (StoppedAfterBatch,
+    a KeyboardInterrupt), and resuming gives the uninterrupted results; between two measures it
+    stops after the finished one. Without a state to keep the batches, it is not asked."""
+    x, y = synthetic_batch
+    full = evaluate(trained_tiny, x, y, ["pgd3"], batch_size=8, seed=1)
+    state = tmp_path / "eval.json.partial"
+    saved = []
+    with pytest.raises(ev.StoppedAfterBatch):
+        evaluate(trained_tiny, x, y, ["pgd3"], batch_size=8, seed=1, state=state,
+                 callback=lambda name, done, n: saved.append((name, done)),
+                 should_stop=lambda: ("pgd3", 16) in saved)  # asked after every batch: true after the second
+    assert state.is_file() and saved[-1] == ("pgd3", 16)  # it stopped right after the second batch
+    after = []
+    resumed = evaluate(trained_tiny, x, y, ["pgd3"], batch_size=8, seed=1, state=state,
+                       callback=lambda name, done, n: after.append((name, done)))
+    assert after[0] == ("pgd3", 16) and ("pgd3", 8) not in after  # the two saved batches were not redone
+    assert _strip_times(resumed) == _strip_times(full)
+    with pytest.raises(ev.StoppedAfterBatch, match="after clean"):  # asked false in clean's batches, then true
+        evaluate(trained_tiny, x, y, ["pgd3"], batch_size=64, seed=1, state=state, should_stop=lambda: True)
+    evaluate(trained_tiny, x, y, ["pgd3"], batch_size=8, seed=1, should_stop=lambda: True)  # no state: not asked
+
+
+def test_a_first_ctrl_c_stops_eval_after_the_batch_under_way(tmp_path, trained_tiny, monkeypatch, capsys):
+    """`eval --out`: a first SIGINT lets the batch under way finish and be saved, then the command
+    ends (130) saying how to go on; --resume completes it with the results of an uninterrupted run.
+    A second SIGINT stops at once."""
+    import signal
+
+    from weat_core.cli.evaluate import stop_after_batch
+
+    folder = _noise_folder(tmp_path / "data")
+    ck = save(trained_tiny, tmp_path / "ck", {"dataset": str(folder)})
+    argv = ["eval", "--checkpoint", str(ck), "--attacks", "pgd2", "--batch-size", "8", "--device", "cpu", "--quiet"]
+    real, calls = ev._write_state, {"n": 0}
+
+    def ctrl_c_in_pgd2(*a, **k):  # Ctrl-C pressed while pgd2's first batch is saved
+        real(*a, **k)
+        calls["n"] += 1
+        if calls["n"] == 5:  # clean: 3 batch saves + its end; then pgd2's first batch
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(ev, "_write_state", ctrl_c_in_pgd2)
+    assert main(argv + ["--out", str(tmp_path / "a.json")]) == 130
+    err = capsys.readouterr().err
+    assert "stopping once the batch under way is saved" in err and "--resume" in err
+    assert calls["n"] == 5 and (tmp_path / "a.json.partial").is_file()  # stopped right after that batch
+    monkeypatch.setattr(ev, "_write_state", real)
+    assert main(argv + ["--out", str(tmp_path / "a.json"), "--resume"]) == 0
+    assert main(argv + ["--out", str(tmp_path / "b.json")]) == 0
+    a, b = (json.loads((tmp_path / f).read_text()) for f in ("a.json", "b.json"))
+    assert a["pgd2_acc"] == b["pgd2_acc"] and a["correct"] == b["correct"] and a["energy"] == b["energy"]
+    # the handler: a first SIGINT only asks, a second interrupts; the old handler comes back
+    before = signal.getsignal(signal.SIGINT)
+    with stop_after_batch(True) as asked:
+        signal.raise_signal(signal.SIGINT)
+        assert asked()
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is before
+    with stop_after_batch(False) as asked:  # nothing saved: Ctrl-C as ever
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+
+
 def _interrupted(model, x, y, state) -> None:
     """An evaluation of PGD-3 in batches of 8, stopped in PGD-3's first batch: its state is in `state`."""
     def stop(name, done, n):

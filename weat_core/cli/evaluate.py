@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import sys
+import threading
+from typing import Callable, Iterator
 
 from .. import WeatError
 from .common import add_checkpoint_args, check_attacks, count, eval_images, log, pick_device, store_folder
@@ -43,6 +48,30 @@ def _add_eval(sub) -> None:
                    help="write the measured metrics into the checkpoint's config.json and model card "
                         "(a local checkpoint folder; L∞ 8/255, seed 0)")
     p.set_defaults(func=_cmd_eval)
+
+
+@contextlib.contextmanager
+def stop_after_batch(saving: bool) -> Iterator[Callable[[], bool]]:
+    """With `saving` (`eval --out` keeps every batch), a first Ctrl-C (SIGINT) asks the evaluation to
+    stop once the batch under way is saved, and a second stops at once, as without: an AutoAttack
+    batch takes half an hour on our CPU, and a plain Ctrl-C lost it. Yields the `should_stop` for
+    `evaluate`. Outside the main thread (signals cannot be caught there) nothing changes."""
+    asked = threading.Event()
+    if not saving or threading.current_thread() is not threading.main_thread():
+        yield asked.is_set
+        return
+
+    def first(signum, frame):
+        asked.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: at once
+        print("\nstopping once the batch under way is saved (Ctrl-C again: at once, losing that batch)",
+              file=sys.stderr, flush=True)
+
+    before = signal.signal(signal.SIGINT, first)
+    try:
+        yield asked.is_set
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 SLOW_ON_CPU = ("aa", "apgd", "fab", "square")  # the torchattacks evaluations (prefixes of attack names)
@@ -86,8 +115,10 @@ def _cmd_eval(args) -> int:
     dataset, test = eval_images(model, args)
     folder = store_folder(model, args.checkpoint) if args.store else None
     batch = _batch_size(args.batch_size, device, attacks)
-    res = evaluate(model, test.float(), test.y, attacks, eps=eps, norm=args.norm, alpha=alpha, batch_size=batch,
-                   seed=args.seed, progress=not args.quiet, state=state, amp=args.amp, per_image=bool(args.out))
+    with stop_after_batch(state is not None) as stopping:
+        res = evaluate(model, test.float(), test.y, attacks, eps=eps, norm=args.norm, alpha=alpha, batch_size=batch,
+                       seed=args.seed, progress=not args.quiet, state=state, amp=args.amp, per_image=bool(args.out),
+                       should_stop=stopping)
     correct = res.pop("correct", None)
     res.update(checkpoint=args.checkpoint, dataset=str(dataset), images=test.digest(), seed=args.seed,
                **({"alpha": alpha} if alpha is not None else {}), **({"amp": True} if args.amp else {}))
