@@ -36,7 +36,8 @@ def _add_eval(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None,
                    help="write the results as JSON here, each image's result too (a string of 0/1 per measure, "
-                        "for `compare --reuse`); progress is saved after every batch in OUT.partial")
+                        "for `compare --reuse`); progress is saved after every batch in OUT.partial, and a first "
+                        "Ctrl-C stops once the batch under way is saved")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted evaluation from OUT.partial (same settings; same results as "
                         "an uninterrupted run)")
