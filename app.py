@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app_pages.common import sidebar
+from app_pages.sidebar import sidebar
 
 st.set_page_config(page_title="WEAT Lens", page_icon="🔭", layout="wide")
 

@@ -135,9 +135,9 @@ def test_overview(app_env):
 
 
 def test_sidebar_says_when_a_model_is_slow_on_a_cpu(app_env, monkeypatch):
-    import app_pages.common as common
+    import app_pages.sidebar as sidebar
 
-    monkeypatch.setattr(common, "BIG_ON_CPU", 1000)  # weatnet_tiny counts as big here
+    monkeypatch.setattr(sidebar, "BIG_ON_CPU", 1000)  # weatnet_tiny counts as big here
     at = open_page()
     ok(at)
     assert any("M parameters" in i.value and "Fewer images" in i.value for i in at.sidebar.info)
