@@ -586,3 +586,19 @@ def test_fid_glue_with_a_custom_feature_extractor():
     near = fid(a, b, feature=MeanColour(), device="cpu")
     far = fid(a, (b + 0.3).clamp(0, 1), feature=MeanColour(), device="cpu")
     assert 0 <= near < 1e-3 and far == pytest.approx(3 * 0.3**2, rel=0.05)  # ‖Δμ‖² dominates
+
+
+def test_top_components_randomized_branch_matches_the_exact_spectrum():
+    from weat_core.sampling.pca import top_components
+
+    g = torch.Generator().manual_seed(0)
+    n, d, r = 1100, 1100, 8  # past the exact SVD's 1024: the randomized branch
+    signal = torch.randn(n, r, generator=g) * torch.linspace(10, 3, r)  # (n, r): strong, distinct variances
+    x = signal @ torch.linalg.qr(torch.randn(d, r, generator=g))[0].T + 0.1 * torch.randn(n, d, generator=g)
+    xc = x - x.mean(0)
+    lam, vec = top_components(xc, r)
+    exact = torch.linalg.svdvals(xc).pow(2) / (n - 1)
+    assert lam.shape[0] >= r and vec.shape == (lam.shape[0], d)
+    torch.testing.assert_close(lam[:r], exact[:r], rtol=1e-3, atol=0)
+    assert bool((lam[:-1] >= lam[1:]).all())  # descending
+    torch.testing.assert_close(vec[:r] @ vec[:r].T, torch.eye(r), atol=1e-4, rtol=0)

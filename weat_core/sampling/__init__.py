@@ -9,7 +9,7 @@
                 small frozen objects with `init()` / `step()`; the caller writes the loop.
 - `init`:       uniform / class-conditional Gaussian / class-wise PCA starts.
 - `class_stats`: `ClassStats`, what the Gaussian and PCA starts need (fitted once, saved as
-                `init_stats.safetensors` beside the checkpoint).
+                `init_stats.safetensors` beside the checkpoint); `pca`, its linear algebra.
 - `settings`:   `GenerationSettings` and the per-model defaults (`default_settings`).
 - `generation`: `generate(model, labels, ...)`.
 - `metrics`:    Inception Score / FID (torchmetrics) and the offline classifier agreement and diversity.

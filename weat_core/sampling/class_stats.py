@@ -31,6 +31,7 @@ from typing import Any, Callable, Optional, Union
 import torch
 
 from .. import WeatError
+from .pca import int8_rows, orthonormal_rows, top_components
 
 __all__ = ["ClassStats", "STATS_NAME", "DEFAULT_MAX_BYTES", "stats_path"]
 
@@ -140,7 +141,7 @@ class ClassStats:
             xs = xs.double() / (255.0 if x.dtype == torch.uint8 else 1.0)  # (n, D)
             mu = xs.mean(0)
             xc = xs - mu
-            lam, vec = _top_components(xc, r_cap)  # (q,), (q, D)
+            lam, vec = top_components(xc, r_cap)  # (q,), (q, D)
             means.append(mu.float())
             spectra.append(lam)
             vectors.append(vec[:r_cap])
@@ -181,12 +182,11 @@ class ClassStats:
         if path.is_dir() or not path.suffix:
             path = path / STATS_NAME
         path.parent.mkdir(parents=True, exist_ok=True)
-        basis = self.basis.float()
-        scale = basis.abs().amax(-1).clamp_min(1e-12) / 127.0  # (K, r): one scale per eigenvector
+        basis_q, scale = int8_rows(self.basis)
         tensors = {
             "mean": self.mean.half().contiguous(),
-            "basis_q": torch.round(basis / scale.unsqueeze(-1)).clamp_(-127, 127).to(torch.int8).contiguous(),
-            "basis_scale": scale.contiguous(),
+            "basis_q": basis_q,
+            "basis_scale": scale,
             "eigvals": self.eigvals.float().contiguous(),
             "total_var": self.total_var.float().contiguous(),
             "counts": self.counts.long().contiguous(),
@@ -216,7 +216,7 @@ class ClassStats:
         except (SafetensorError, OSError, ValueError) as e:
             raise WeatError(f"{path.name} is not a readable safetensors file ({e})") from None
         if "basis_q" in t and "basis_scale" in t:  # version 2: int8 rows, one scale each
-            t["basis"] = _orthonormal_rows(t.pop("basis_q").float() * t.pop("basis_scale").float().unsqueeze(-1))
+            t["basis"] = orthonormal_rows(t.pop("basis_q").float() * t.pop("basis_scale").float().unsqueeze(-1))
         if meta.get("format") != _FORMAT or not {"mean", "basis", "eigvals", "total_var", "counts"} <= set(t):
             raise WeatError(f"{path} does not hold WEAT Lens initialisation statistics")
         shape = tuple(int(s) for s in json.loads(meta["shape"]))
@@ -286,29 +286,3 @@ class ClassStats:
 @functools.lru_cache(maxsize=4)
 def _load_cached(cls: type, path: str, mtime_ns: int, size: int) -> "ClassStats":
     return cls.load(path)
-
-
-def _orthonormal_rows(basis: torch.Tensor) -> torch.Tensor:
-    """Rows of each (r, D) block of `basis` (K, r, D) made orthonormal in order (Gram–Schmidt
-    by QR), each keeping the sign of its own direction."""
-    if basis.shape[-2] == 0:
-        return basis
-    q, r = torch.linalg.qr(basis.float().transpose(-1, -2))  # (K, D, r), (K, r, r)
-    sign = torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))
-    sign[sign == 0] = 1
-    return (q * sign.unsqueeze(-2)).transpose(-1, -2).contiguous()
-
-
-def _top_components(xc: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Leading eigenvalues (q,) and eigenvectors (q, D) of the covariance of centred rows
-    xc (n, D), float32, descending; q ≥ r where the data allow (a few extra components for the
-    variance bookkeeping)."""
-    n, d = xc.shape
-    if min(n, d) <= 1024:  # small problem: an exact thin SVD, O(n·D·min(n, D))
-        _, s, vh = torch.linalg.svd(xc, full_matrices=False)  # s (min(n, D),), vh (min(n, D), D)
-        return (s.pow(2) / (n - 1)).float(), vh.float().contiguous()
-    q = min(r + max(16, r // 2), n, d)
-    with torch.random.fork_rng(devices=[]):  # deterministic, and leaves the global RNG alone
-        torch.manual_seed(0)
-        _, s, v = torch.svd_lowrank(xc.float(), q=q, niter=6)
-    return (s.pow(2) / (n - 1)).float(), v.T.contiguous().float()
