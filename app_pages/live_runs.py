@@ -7,10 +7,12 @@ from __future__ import annotations
 import os
 import threading
 import uuid
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional, Union
 
 import streamlit as st
 import torch
+
+from weat_core import lens
 
 # finished jobs the registry holds beside the running ones (each holds its model, 2.6 MB for
 # weatnet_s): a reload finds a run that has just ended; older ones are in the kept runs' table
@@ -79,16 +81,33 @@ def busy_message() -> Optional[str]:
             "WEAT_MAX_LIVE_RUNS.)")
 
 
-def start(key: Optional[str], name: str, make: Callable[[], Any]) -> tuple[Optional[Any], Optional[str]]:
+def fresh_name(method: str, also: Iterable[str] = ()) -> str:
+    """"{method} run N" with the smallest N that no session's live run, no run kept on this
+    machine and no name in `also` has: visitors' runs keep apart in the kept runs' table."""
+    taken = {n for n, _ in jobs().values()} | set(also)
+    taken |= {r["name"] for r in lens.kept_runs(lens.live_runs_dir())}
+    n = 1
+    while f"{method} run {n}" in taken:
+        n += 1
+    return f"{method} run {n}"
+
+
+def start(key: Optional[str], name: Union[str, Callable[[], str]],
+          make: Callable[[], Any]) -> tuple[Optional[Any], Optional[str]]:
     """Start the job `make()` builds (a `lens.TrainingJob`, not yet started) under `key` (its run
-    folder's name; None for a run not kept), unless the server already trains its most: returns
-    (the started job, None) or (None, why not). Finished jobs beyond the newest KEEP_FINISHED
-    leave the registry."""
+    folder's name; None for a run not kept) and `name` (or the name it returns, chosen under the
+    lock, e.g. `fresh_name`; a job that `make` named keeps its own), unless the server already
+    trains its most: returns (the started job, None) or (None, why not). Finished jobs beyond the
+    newest KEEP_FINISHED leave the registry."""
     registry, lock = _registry()
     with lock:  # two sessions pressing Start at once take one place each, not the same one
         if why := busy_message():
             return None, why
-        job = make().start()
+        name = name() if callable(name) else name  # under the lock: two new runs get two names
+        job = make()
+        if not getattr(job, "name", ""):
+            job.name = name
+        job = job.start()
         registry[key or f"unkept-{uuid.uuid4().hex[:8]}"] = (name, job)
         done = sorted((k for k, (_, j) in registry.items() if not j.running), key=lambda k: registry[k][1].started)
         for k in done[:max(0, len(done) - KEEP_FINISHED)]:

@@ -143,7 +143,6 @@ with tab_live:
         with common.guard("Starting training"):
             from weat_core.train import TrainConfig
 
-            name = f"{method} run {len(jobs) + 1}"
             # the images first: a page left while they load leaves no empty run folder behind
             data = (common.images("train", n_train), common.images("test", 256))
             out = kept_runs.new_folder(method)
@@ -152,12 +151,13 @@ with tab_live:
                               eval_size=256, eval_steps=5, device=c.device, seed=len(jobs), limit=n_train,
                               minutes=None if budget == "off" else float(budget), ema=0.999 if ema else None,
                               out=str(out) if out else None)
-            job, busy = live_runs.start(out.name if out else None, name, lambda: lens.TrainingJob(cfg, data, name=name))
+            job, busy = live_runs.start(out.name if out else None, lambda: live_runs.fresh_name(method, jobs),
+                                        lambda: lens.TrainingJob(cfg, data))
             if job is None:  # another session's run took the last place while the images loaded
                 kept_runs.drop_folder(out)
                 st.warning(busy)
             else:
-                jobs[name] = job
+                jobs[job.name] = job
                 if out:
                     st.query_params["run"] = out.name
 

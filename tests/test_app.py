@@ -421,6 +421,16 @@ def test_a_live_run_is_kept_on_disk_and_found_again_after_a_reload(app_env):
     other.run()
     row = next(d.value for d in other.dataframe if "folder" in d.value).set_index("folder").loc[folder.name]
     assert (row["state"], row["epochs"]) == ("finished", "3/3") and not [c for c in other.code if "--resume" in c.value]
+    # another visitor's first run of the same method: a name of its own, not the kept run's
+    third = open_page("training")
+    third.select_slider(key="tr_n").set_value(64)
+    third.slider(key="tr_epochs").set_value(1)
+    next(b for b in third.button if b.label == "Start training").click().run()
+    ok(third)
+    (new, job3), = third.session_state["train_jobs"].items()
+    job3.join(120)
+    assert new == f"{name.rsplit(' ', 1)[0]} {int(name.rsplit(' ', 1)[1]) + 1}" and job3.name == new
+    assert json.loads((Path(job3.config.out) / "live.json").read_text())["name"] == new
 
 
 class _Running:
@@ -468,7 +478,7 @@ def test_a_server_trains_at_most_weat_max_live_runs_at_once(app_env, monkeypatch
         shutil.rmtree(app_env / "runs" / "20261207-120000-sat-abcdef", ignore_errors=True)
 
 
-def test_live_runs_limit_and_registry(monkeypatch):
+def test_live_runs_limit_and_registry(monkeypatch, tmp_path):
     """The default limit is one run per two of torch's threads; a bad WEAT_MAX_LIVE_RUNS falls back to
     it; a refused start builds no job; finished jobs beyond KEEP_FINISHED leave the registry."""
     from app_pages import live_runs
@@ -499,6 +509,12 @@ def test_live_runs_limit_and_registry(monkeypatch):
             assert job is not None and why is None
         assert sorted(registry, key=lambda k: int(k[3:])) == [f"run{i}" for i in range(3, live_runs.KEEP_FINISHED + 3)]
         registry["busy"] = ("sat run 1", _Running())
+        # new names skip those of live runs (any session's), kept runs and the session's own
+        monkeypatch.setenv("WEAT_RUNS_DIR", str(tmp_path))
+        (tmp_path / "a").mkdir()
+        (tmp_path / "a" / "live.json").write_text(json.dumps({"name": "sat run 2", "started": 1.0}))
+        assert live_runs.fresh_name("sat", also=["sat run 3"]) == "sat run 4"
+        assert live_runs.fresh_name("trades") == "trades run 1"
         built = []
         job, why = live_runs.start("run-x", "x", lambda: built.append(1))
         assert job is None and "a sat run" in why and not built and "run-x" not in registry
