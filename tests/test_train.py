@@ -452,6 +452,7 @@ def test_ddp_two_gloo_processes(folder_dataset, tmp_path):
     assert "time budget" in r.stderr + r.stdout
     assert recs[0]["images"] == 160  # 5 global batches of 32 (16 per rank), summed over both ranks
     assert 0.0 <= recs[0]["test_clean_acc"] <= 1.0 and REQUIRED_KEYS - {"weight_std"} <= set(recs[0])
+    assert 0 < recs[0]["weight_min"] <= recs[0]["weight_mean"] <= recs[0]["weight_max"] <= 1 / math.log(2)  # both ranks'
     # the test accuracy was gathered over the 20 images of both ranks: a multiple of 1/20
     assert abs(recs[0]["test_clean_acc"] * 20 - round(recs[0]["test_clean_acc"] * 20)) < 1e-6
     assert abs(recs[0]["ema_test_clean_acc"] * 20 - round(recs[0]["ema_test_clean_acc"] * 20)) < 1e-6
@@ -1281,3 +1282,28 @@ def test_a_budgeted_step_schedule_run_re_plans_to_exactly_the_run_its_new_count_
     plain = train(_cfg(folder_dataset, tmp_path / "plain", epochs=n, schedule="step"), progress=False)
     for k, v in timed.model.state_dict().items():
         assert torch.equal(v, plain.model.state_dict()[k]), f"{k} differs from the plain {n}-epoch run"
+
+
+def test_epoch_sums_average_every_image_of_the_epoch():
+    """The per-epoch record's training terms: means over all the epoch's images (not means of
+    batch means), the WEAT weights' spread, and the batch energies under their record names."""
+    from weat_core.train.loop import _EpochSums
+
+    g = torch.Generator().manual_seed(0)
+    batches = [{"loss": torch.rand(n, generator=g), "energy": -torch.rand(n, generator=g),
+                "weight": torch.rand(n, generator=g)} for n in (5, 3)]  # unequal batches
+    sums = _EpochSums()
+    for b in batches:
+        sums.add(b)
+    rec = sums.means(seen=8)
+    every = {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
+    assert rec["loss"] == pytest.approx(every["loss"].mean().item(), rel=1e-6)
+    assert rec["batch_energy_mean"] == pytest.approx(every["energy"].mean().item(), rel=1e-6) and "energy" not in rec
+    w = every["weight"]
+    assert rec["weight_mean"] == pytest.approx(w.mean().item(), rel=1e-6)
+    assert rec["weight_std"] == pytest.approx(w.std(unbiased=False).item(), rel=1e-4)
+    assert (rec["weight_min"], rec["weight_max"]) == (pytest.approx(w.min().item()), pytest.approx(w.max().item()))
+    assert "weight" not in rec and "weight_sq" not in rec
+    plain = _EpochSums()  # a method without weights records none of their statistics
+    plain.add({"loss": torch.ones(4)})
+    assert plain.means(seen=4) == {"loss": 1.0}

@@ -29,9 +29,14 @@ def _resolve_device(name: str, local_rank: int) -> torch.device:
 
 
 def _all_sum(t: torch.Tensor, world: int) -> torch.Tensor:
+    return _all_reduce(t, world)
+
+
+def _all_reduce(t: torch.Tensor, world: int, op=dist.ReduceOp.SUM) -> torch.Tensor:
+    """`t` reduced by `op` over every rank (a copy; `t` itself where there is one rank)."""
     if world > 1:
         t = t.clone()
-        dist.all_reduce(t)
+        dist.all_reduce(t, op=op)
     return t
 
 
