@@ -1287,7 +1287,7 @@ def test_a_budgeted_step_schedule_run_re_plans_to_exactly_the_run_its_new_count_
 def test_epoch_sums_average_every_image_of_the_epoch():
     """The per-epoch record's training terms: means over all the epoch's images (not means of
     batch means), the WEAT weights' spread, and the batch energies under their record names."""
-    from weat_core.train.loop import _EpochSums
+    from weat_core.train.steps import _EpochSums
 
     g = torch.Generator().manual_seed(0)
     batches = [{"loss": torch.rand(n, generator=g), "energy": -torch.rand(n, generator=g),

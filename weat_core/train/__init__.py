@@ -21,7 +21,7 @@ measured every epoch (`ema_test_*` beside the trained weights' `test_*`), checkp
 trained weights stay in the state folder for `--resume`), picked as best, exported and returned.
 
 Modules: `config` (the methods, `TrainConfig`, `lr_at`), `steps` (augmentation, the attack and
-one training step, the per-epoch subset metrics), `loop` (`train`), `budget` (the wall-clock
+one training step, an epoch's summed training terms, the per-epoch subset metrics), `loop` (`train`), `budget` (the wall-clock
 budget), `run_folder` (checkpoints, `--init`, `--resume`), `distributed` (the DDP helpers).
 
 Run folder layout (`out`):

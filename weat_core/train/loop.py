@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,9 +19,9 @@ from ..losses import get_loss
 from ..models import arch_name, create_model
 from .budget import _after_first_epoch, _calibrate, epochs_for_budget
 from .config import TrainConfig, lr_at, momentum_at
-from .distributed import _all_reduce, _all_sum, _dist_env, _resolve_device
+from .distributed import _dist_env, _resolve_device
 from .run_folder import _load_init, _load_resume, _publish, _recorded_epochs, _write_state
-from .steps import _eval_subset, augment, make_attack, train_step
+from .steps import _EpochSums, _eval_subset, augment, make_attack, train_step
 
 __all__ = ["TrainResult", "train"]
 
@@ -258,42 +257,6 @@ def train(
     model.eval()
     model.config.update({"dataset": cfg.dataset, "method": cfg.method, "classes": list(train_set.classes)})
     return TrainResult(model, history, out, stopped)
-
-
-class _EpochSums:
-    """An epoch's per-sample training terms (loss, ce, kl, energy, …, weight), summed batch by
-    batch on the device (no host sync), then averaged over every rank's images."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, torch.Tensor] = {}
-        self.w_min: Optional[torch.Tensor] = None
-        self.w_max: Optional[torch.Tensor] = None
-
-    def add(self, terms: dict[str, torch.Tensor]) -> None:
-        """One batch's per-sample terms, each (b,)."""
-        for k, v in terms.items():
-            v = v.detach().float()
-            self.sums[k] = self.sums.get(k, 0) + v.sum()
-            if k == "weight":  # WEAT's weights: their spread too
-                self.sums["weight_sq"] = self.sums.get("weight_sq", 0) + v.pow(2).sum()
-                self.w_min = v.min() if self.w_min is None else torch.minimum(self.w_min, v.min())
-                self.w_max = v.max() if self.w_max is None else torch.maximum(self.w_max, v.max())
-
-    def means(self, seen: int, world: int = 1) -> dict[str, float]:
-        """The epoch's means over `seen` images (all ranks'): each term's, the batch energies as
-        `batch_energy_mean` / `batch_energy_adv_mean`, and the weights' mean, std, min and max."""
-        out = {}
-        for k, v in self.sums.items():
-            out[k] = _all_sum(torch.as_tensor(v, dtype=torch.float32), world).item() / max(seen, 1)
-        if "weight" in out:
-            wm, wsq = out.pop("weight"), out.pop("weight_sq")
-            out["weight_mean"], out["weight_std"] = wm, math.sqrt(max(wsq - wm * wm, 0.0))
-            out["weight_min"] = _all_reduce(self.w_min.clone(), world, dist.ReduceOp.MIN).item()
-            out["weight_max"] = _all_reduce(self.w_max.clone(), world, dist.ReduceOp.MAX).item()
-        for k in ("energy", "energy_adv"):  # training-batch energies, renamed for clarity
-            if k in out:
-                out[f"batch_{k}_mean"] = out.pop(k)
-        return out
 
 
 def _weight_average(model: nn.Module, decay: float):

@@ -1,18 +1,21 @@
 """One training step and one per-epoch evaluation: the attack that crafts x*, the batched
-augmentation, the step itself (attack, forwards, backward, SGD) and the fixed-subset metrics."""
+augmentation, the step itself (attack, forwards, backward, SGD), an epoch's summed training terms
+and the fixed-subset metrics."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from ..attacks import PGD, TradesAttack
 from ..energy import energy, energy_stats, joint_energy
 from ..evaluate import eval_logits
 from .config import TrainConfig
-from .distributed import _all_cat
+from .distributed import _all_cat, _all_reduce, _all_sum
 
 __all__ = ["augment", "make_attack", "train_step"]
 
@@ -87,3 +90,39 @@ def _eval_subset(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainC
     rec[f"{tag}joint_energy_nat_mean"] = joint_energy(ln, yy).mean().item()
     rec[f"{tag}joint_energy_adv_mean"] = joint_energy(la, yy).mean().item()
     return rec
+
+
+class _EpochSums:
+    """An epoch's per-sample training terms (loss, ce, kl, energy, …, weight), summed batch by
+    batch on the device (no host sync), then averaged over every rank's images."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.w_min: Optional[torch.Tensor] = None
+        self.w_max: Optional[torch.Tensor] = None
+
+    def add(self, terms: dict[str, torch.Tensor]) -> None:
+        """One batch's per-sample terms, each (b,)."""
+        for k, v in terms.items():
+            v = v.detach().float()
+            self.sums[k] = self.sums.get(k, 0) + v.sum()
+            if k == "weight":  # WEAT's weights: their spread too
+                self.sums["weight_sq"] = self.sums.get("weight_sq", 0) + v.pow(2).sum()
+                self.w_min = v.min() if self.w_min is None else torch.minimum(self.w_min, v.min())
+                self.w_max = v.max() if self.w_max is None else torch.maximum(self.w_max, v.max())
+
+    def means(self, seen: int, world: int = 1) -> dict[str, float]:
+        """The epoch's means over `seen` images (all ranks'): each term's, the batch energies as
+        `batch_energy_mean` / `batch_energy_adv_mean`, and the weights' mean, std, min and max."""
+        out = {}
+        for k, v in self.sums.items():
+            out[k] = _all_sum(torch.as_tensor(v, dtype=torch.float32), world).item() / max(seen, 1)
+        if "weight" in out:
+            wm, wsq = out.pop("weight"), out.pop("weight_sq")
+            out["weight_mean"], out["weight_std"] = wm, math.sqrt(max(wsq - wm * wm, 0.0))
+            out["weight_min"] = _all_reduce(self.w_min.clone(), world, dist.ReduceOp.MIN).item()
+            out["weight_max"] = _all_reduce(self.w_max.clone(), world, dist.ReduceOp.MAX).item()
+        for k in ("energy", "energy_adv"):  # training-batch energies, renamed for clarity
+            if k in out:
+                out[f"batch_{k}_mean"] = out.pop(k)
+        return out
