@@ -284,6 +284,16 @@ def test_epochs_for_budget_fits_whole_epochs():
     assert epochs_for_budget(10, 30, 100, 0.5, 10.0) == 1  # never zero
     with pytest.raises(WeatError, match="positive number of minutes"):
         TrainConfig(minutes=0)
+    with pytest.raises(WeatError, match="most epochs"):
+        TrainConfig(minutes=1.0, max_epochs=0)
+
+
+def test_a_time_budget_with_max_epochs_trains_no_more_than_those(folder_dataset, tmp_path):
+    """--minutes with --max-epochs: a budget that holds many epochs of this tiny run trains only
+    the most asked for, with the schedule spanning them (the run `--epochs 2` gives)."""
+    res = train(_cfg(folder_dataset, tmp_path / "capped", minutes=5.0, max_epochs=2), progress=False)
+    assert [r["epoch"] for r in res.history] == [1, 2] and res.history[-1]["epochs"] == 2
+    assert res.history[-1]["lr"] == pytest.approx(lr_at(2 * 5 - 1, 2 * 5, _cfg(folder_dataset, tmp_path, epochs=2)))
 
 
 def test_calibration_times_a_warm_evaluation_where_the_first_warms_up():
@@ -1246,6 +1256,7 @@ def test_replanned_epochs_only_where_the_steps_taken_keep_their_learning_rates()
     step = TrainConfig(method="sat", dataset="x", epochs=10, minutes=1.0, schedule="step")
     # 60 s budget, 12 s gone, epochs of 4 s (5 % margin: 4.2 s) → 1 + 48 // 4.2 = 12 epochs
     assert replanned_epochs(step, 1, 100, 12.0, 4.0) == 12
+    assert replanned_epochs(replace(step, max_epochs=11), 1, 100, 12.0, 4.0) == 11  # never past the most asked for
     assert replanned_epochs(step, 1, 100, 12.0, 9.0) == 6   # slower than planned: fewer
     assert replanned_epochs(step, 1, 100, 10.0, 5.0) is None  # 1 + 50 // 5.25 = 10: the plan holds
     # so few epochs that the first decay (at half the steps) would fall inside the first epoch

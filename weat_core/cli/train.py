@@ -29,6 +29,8 @@ def add_commands(sub) -> None:
                    help="wall-clock budget: time a few throwaway steps and the per-epoch evaluation, then train "
                         "as many epochs as fit (replaces --epochs; the schedule spans them); step and constant schedules "
                         "re-plan after the first epoch if it ran at another pace")
+    p.add_argument("--max-epochs", type=count, default=None,
+                   help="with --minutes: train at most this many epochs (the budget only shortens the run)")
     p.add_argument("--batch-size", type=count, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--momentum", type=float, default=d.momentum)

@@ -11,6 +11,7 @@ per-epoch evaluation (the second of two on a GPU or compiled) are timed (then un
 run trains as many whole epochs as fit, with the learning-rate schedule spanning exactly those.
 After the first real epoch the count is checked against that epoch's pace and re-planned where
 that changes nothing already done (step and constant schedules); a resumed run keeps its count.
+With `max_epochs` as well, the run trains at most that many: the budget only shortens it.
 
 `ema` keeps an exponential moving average of the weights (Gowal et al. 2020, arXiv:2010.03593,
 count model weight averaging among what makes adversarial training stronger), with timm's

@@ -54,7 +54,7 @@ def replanned_epochs(cfg: TrainConfig, epochs_done: int, steps_per_epoch: int, e
     schedules, whose first epoch does not depend on the count; one-cycle and cosine do). Else None:
     the plan stands (`_check_pace` then says where it will end)."""
     more = max(0, int((60 * cfg.minutes - elapsed_s) // (margin * epoch_s)))
-    new = epochs_done + more
+    new = min(epochs_done + more, cfg.max_epochs or 10**9)
     if new == cfg.epochs:
         return None
     taken = epochs_done * steps_per_epoch

@@ -50,6 +50,7 @@ class TrainConfig:
     arch_kwargs: dict = field(default_factory=dict)
     init: Optional[str] = None  # start from these weights (checkpoint name, folder, file or Hub id)
     minutes: Optional[float] = None  # wall-clock budget: `epochs` is then chosen to fit it (`epochs_for_budget`)
+    max_epochs: Optional[int] = None  # with `minutes`: at most this many (the budget only shortens the run)
     # exponential moving average of the weights, at most this decay per step (e.g. 0.999; warmed up,
     # see `train`): the averaged weights are evaluated every epoch, checkpointed and returned
     ema: Optional[float] = None
@@ -81,6 +82,8 @@ class TrainConfig:
             self.compile = True
         if self.minutes is not None and not self.minutes > 0:
             raise WeatError(f"the time budget must be a positive number of minutes, not {self.minutes}")
+        if self.max_epochs is not None and self.max_epochs < 1:
+            raise WeatError(f"the most epochs of a time budget must be at least 1, not {self.max_epochs}")
         if self.ema is not None and not 0 < self.ema < 1:
             raise WeatError(f"the weight average's decay must lie between 0 and 1 (e.g. 0.999), not {self.ema}")
 

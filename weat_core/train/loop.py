@@ -144,7 +144,8 @@ def train(
             step_s, eval_s = _calibrate(model, fwd, opt, attack, loss_fn, xs, ys, per_rank, mf, cfg, amp, device,
                                         world, evaluate_once, attack_model)
             spent = time.perf_counter() - t_start
-            epochs = epochs_for_budget(60 * cfg.minutes, spent, steps_per_epoch, step_s, eval_s)
+            epochs = min(epochs_for_budget(60 * cfg.minutes, spent, steps_per_epoch, step_s, eval_s),
+                         cfg.max_epochs or 10**9)
             if world > 1:  # one schedule for every rank
                 t = torch.tensor([epochs], device=device)
                 dist.broadcast(t, 0)
