@@ -6,6 +6,7 @@ import copy
 import io
 import json
 import pickle
+import time
 
 import numpy as np
 import pandas as pd
@@ -905,6 +906,29 @@ def test_a_training_job_with_a_run_folder_says_how_it_ended(tmp_path):
     meta = json.loads((tmp_path / "bad" / "live.json").read_text())
     assert job.error and meta["name"] == "bad run" and meta["ended"] == f"failed: {job.error}"
     assert meta["training"]["arch"] == "no-such-arch" and meta["started"] == job.started
+
+
+def test_a_training_job_past_its_time_limit_stops_and_keeps_its_finished_epochs(tmp_path):
+    pytest.importorskip("weat_core.train")
+    from weat_core.train import TrainConfig
+
+    imgs = lens.demo_images(64)
+    cfg = TrainConfig(method="sat", arch="weatnet_tiny", epochs=200, batch_size=32, attack_steps=1, eval_size=16,
+                      eval_steps=1, out=str(tmp_path / "run"), device="cpu")
+    job = lens.TrainingJob(cfg, (imgs, imgs), name="long run", time_limit_s=3600.0).start()
+    for _ in range(600):  # its first epoch, well within the hour
+        if job.history or not job.running:
+            break
+        time.sleep(0.1)
+    assert job.history and not job.timed_out
+    job.time_limit_s = 0.0  # the limit passes: the run stops after the batch under way
+    job.join(120)
+    assert not job.running and job.error is None and job.timed_out and job.result.stopped
+    assert 1 <= len(job.history) < 200 and job.ended == "stopped at the 0-minute limit"
+    meta = json.loads((tmp_path / "run" / "live.json").read_text())
+    assert meta["ended"] == job.ended and (tmp_path / "run" / "LATEST").is_file()
+    (kept,) = lens.kept_runs(tmp_path)
+    assert kept["ended"] == job.ended and kept["epochs"] == len(job.history) and kept["weights"]
 
 
 def test_a_continued_training_job_starts_from_the_epochs_its_folder_finished(tmp_path):

@@ -32,7 +32,7 @@ def live_runs_dir() -> Path:
 def kept_runs(root: Union[str, Path]) -> list[dict[str, Any]]:
     """The run folders `TrainingJob`s kept under `root`, newest first: each one's name, folder,
     start, method, planned and finished epochs, its last epoch's record, whether it holds weights
-    (a finished epoch) and how it ended ("finished", "stopped", "failed: …", or None while it
+    (a finished epoch) and how it ended ("finished", "stopped…", "failed: …", or None while it
     runs, or where the process running it died)."""
     runs = []
     for d in Path(root).glob(f"*/{KEPT_RUN}"):
@@ -75,6 +75,9 @@ class TrainingJob:
     data: Optional[tuple] = None
     name: str = ""
     resume: bool = False  # continue the run kept in `config.out` from its last finished epoch
+    # a server's limit: the run stops (after the batch under way) once it has trained this long here
+    time_limit_s: Optional[float] = None
+    timed_out: bool = False  # it stopped at `time_limit_s`
     history: list = field(default_factory=list)
     result: Any = None
     error: Optional[str] = None
@@ -117,10 +120,18 @@ class TrainingJob:
             self.started = meta.get("started", self.started)
         self._keep()
 
+        t0 = time.monotonic()
+
+        def should_stop() -> bool:
+            if self.time_limit_s is not None and not self._stop.is_set() and time.monotonic() - t0 > self.time_limit_s:
+                self.timed_out = True
+                self._stop.set()
+            return self._stop.is_set()
+
         def run():
             try:
                 self.result = train(self.config, data=self.data, callback=lambda e, r: self.history.append(dict(r)),
-                                     should_stop=self._stop.is_set, progress=False, resume=self.resume)
+                                     should_stop=should_stop, progress=False, resume=self.resume)
             except WeatError as e:
                 self.error = str(e)
             except Exception as e:  # noqa: BLE001 - surfaced to the UI instead of killing the thread silently
@@ -130,7 +141,7 @@ class TrainingJob:
             # history), and the 50,000 CIFAR-10 training images take 154 MB
             self.data = None
             try:
-                self._keep(ended=f"failed: {self.error}" if self.error else "stopped" if self.stopping else "finished")
+                self._keep(ended=f"failed: {self.error}" if self.error else self.ended)
             except OSError as e:
                 log.warning("could not mark %s as ended: %s", self.config.out, e)
 
@@ -140,6 +151,14 @@ class TrainingJob:
 
     def stop(self) -> None:
         self._stop.set()
+
+    @property
+    def ended(self) -> str:
+        """How a run that did not fail ended: "finished", "stopped", or "stopped at the time
+        limit" (`time_limit_s`), "N-minute" named."""
+        if not self.stopping:
+            return "finished"
+        return f"stopped at the {self.time_limit_s / 60:.4g}-minute limit" if self.timed_out else "stopped"
 
     @property
     def stopping(self) -> bool:
