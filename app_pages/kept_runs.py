@@ -110,7 +110,7 @@ def view() -> None:
         pick = st.selectbox("Kept run", list(label), format_func=label.get, key="tr_kept_pick")
         r = next(r for r in usable if str(r["path"]) == pick)
         state = _run_state(r)
-        unfinished = state == "stopped" or state.startswith("interrupted")
+        unfinished = state.startswith(("stopped", "interrupted"))
         buttons = st.container(horizontal=True)
         buttons.button("Use its last finished epoch", key="tr_kept_use", on_click=_use_kept,
                        args=(pick, f"{label[pick]} (epoch {r['epochs']})"))
@@ -149,7 +149,8 @@ def _continue(r: dict) -> None:  # a callback: the new job is there when the liv
         data = (common.load_images(cfg.dataset, "train", cfg.limit, classes),
                 common.load_images(cfg.dataset, "test", cfg.eval_size, classes))
         name = f"{r['name']} (continued)"
-        job, busy = live_runs.start(r["path"].name, name, lambda: lens.TrainingJob(cfg, data, name=r["name"], resume=True))
+        job, busy = live_runs.start(r["path"].name, name, lambda: lens.TrainingJob(
+            cfg, data, name=r["name"], resume=True, time_limit_s=live_runs.time_limit_s()))
     except (WeatError, OSError, ValueError, TypeError, KeyError) as e:
         st.session_state["tr_kept_error"] = f"{r['name']}: cannot continue it ({e})"
         return

@@ -31,6 +31,28 @@ def max_live_runs() -> int:
     return max(1, torch.get_num_threads() // 2)
 
 
+# a run still going at this many times $WEAT_MAX_RUN_MINUTES stops: runs are planned to fit the
+# limit, and the rest absorbs a slower pace (other visitors' pages share the cores)
+OVERRUN = 1.25
+
+
+def max_run_minutes() -> Optional[float]:
+    """How long one live run may train on this server: $WEAT_MAX_RUN_MINUTES (the public Space sets
+    it, so that no visitor holds the place for hours), else None, no limit (a teacher's laptop)."""
+    try:
+        minutes = float(os.environ.get("WEAT_MAX_RUN_MINUTES", "").strip())
+    except ValueError:
+        return None  # unset, or a typo: no limit
+    return minutes if minutes > 0 else None
+
+
+def time_limit_s() -> Optional[float]:
+    """When a live run still going is stopped (after its batch under way, its finished epochs
+    kept): OVERRUN × the limit, in seconds; None without a limit."""
+    minutes = max_run_minutes()
+    return None if minutes is None else OVERRUN * 60 * minutes
+
+
 @st.cache_resource
 def _registry() -> tuple[dict[str, tuple[str, Any]], threading.Lock]:
     return {}, threading.Lock()

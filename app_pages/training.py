@@ -120,9 +120,13 @@ with tab_live:
         a, b, d = st.columns(3)
         method = a.selectbox("Method", ["weat-adv", "weat-nat", "trades", "sat", "mart", "standard"], key="tr_method")
         epochs = a.slider("Epochs", 1, 30, 5, key="tr_epochs")
-        budget = a.select_slider("Time budget (minutes)", ["off", 0.5, 1, 2, 5, 10, 20], "off", key="tr_minutes",
+        cap = live_runs.max_run_minutes()
+        budgets = [m for m in (0.5, 1, 2, 5, 10, 20) if cap is None or m < cap] + \
+            ([int(cap) if cap.is_integer() else cap] if cap else [])  # "10", not "10.0"
+        budget = a.select_slider("Time budget (minutes)", ["off", *budgets], "off", key="tr_minutes",
                                  help="Instead of the epoch count: times a few steps, then trains as many whole "
-                                      "epochs as fit (at least one).")
+                                      "epochs as fit (at least one)." + (
+                                          f" This server gives a run at most {cap:g} minutes." if cap else ""))
         n_train = b.select_slider("Training images", [64, 256, 512, 1000, 2000, 5000, 10000, 50000], 2000,
                                   key="tr_n")
         batch = b.select_slider("Batch size", [16, 32, 64, 128, 256], 128, key="tr_batch")
@@ -134,6 +138,12 @@ with tab_live:
                               "lags the last weights; in the recorded SAT run at 2/255 it kept rising where the "
                               "trained weights peaked and fell (docs/models.md).")
         start = st.form_submit_button("Start training", type="primary")
+        if cap:
+            st.caption(f"This server gives each run at most {cap:g} minutes, so that its visitors take turns: with "
+                       f"the time budget off, a run trains the epochs asked for or as many as fit in {cap:g} minutes; "
+                       f"a run still going after {live_runs.OVERRUN * cap:g} minutes stops, its finished epochs kept "
+                       "(*Continue it here* goes on from them). Whoever runs the app sets the limit with "
+                       "WEAT_MAX_RUN_MINUTES.")
     running = [n for n, j in jobs.items() if j.running]
     # other sessions' runs hold every place: the live view says whose, and follows them
     waiting = not running and live_runs.busy_message() is not None
@@ -149,10 +159,11 @@ with tab_live:
             cfg = TrainConfig(method=method, arch="weatnet_s", dataset=c.data, epochs=epochs, batch_size=batch,
                               lr=lr, attack_steps=steps, alpha=max(2 / 255, 2.5 * (8 / 255) / steps),
                               eval_size=256, eval_steps=5, device=c.device, seed=len(jobs), limit=n_train,
-                              minutes=None if budget == "off" else float(budget), ema=0.999 if ema else None,
-                              out=str(out) if out else None)
+                              minutes=float(budget) if budget != "off" else cap,
+                              max_epochs=epochs if budget == "off" and cap else None,  # the epochs asked, if they fit
+                              ema=0.999 if ema else None, out=str(out) if out else None)
             job, busy = live_runs.start(out.name if out else None, lambda: live_runs.fresh_name(method, jobs),
-                                        lambda: lens.TrainingJob(cfg, data))
+                                        lambda: lens.TrainingJob(cfg, data, time_limit_s=live_runs.time_limit_s()))
             if job is None:  # another session's run took the last place while the images loaded
                 kept_runs.drop_folder(out)
                 st.warning(busy)
@@ -181,7 +192,7 @@ with tab_live:
         budgeted = job.config.minutes is not None
         total = job.history[-1].get("epochs", job.config.epochs) if job.history else job.config.epochs
         state = "running" if job.running else "failed" if job.error else \
-            "stopped" if job.result is not None and job.result.stopped else "finished"
+            job.ended if job.result is not None and job.result.stopped else "finished"
         if budgeted and not job.history:  # the epoch count is known only once the first epoch ends
             text = f"{name}: first epoch of a {job.config.minutes:g}-minute budget"
         else:
@@ -206,7 +217,8 @@ with tab_live:
             st.rerun()  # the whole app, so the sidebar lists the new model
         if name in registered:
             st.success(f"**{registered[name]}** is in the sidebar's model picker"
-                       + (" (training was stopped early)." if job.result.stopped else "."))
+                       + ((f" (training {job.ended if job.timed_out else 'was stopped early'})."
+                           if job.result.stopped else ".")))
             st.button("Use it on every page", key="tr_use", on_click=use_model, args=(registered[name],))
             zips = st.session_state.setdefault("tr_zips", {})
             if name not in zips:  # built once per run: the weights, the settings and every epoch's record

@@ -478,6 +478,41 @@ def test_a_server_trains_at_most_weat_max_live_runs_at_once(app_env, monkeypatch
         shutil.rmtree(app_env / "runs" / "20261207-120000-sat-abcdef", ignore_errors=True)
 
 
+def test_a_server_with_weat_max_run_minutes_gives_each_run_that_long(app_env, monkeypatch):
+    """WEAT_MAX_RUN_MINUTES (the public Space): the budgets stop at the limit, the page says so,
+    a run without a budget trains its epochs within the limit, and every run stops at 1.25× it;
+    a run stopped there can be continued."""
+    pytest.importorskip("weat_core.train")
+    monkeypatch.setenv("WEAT_MAX_RUN_MINUTES", "3")
+    at = open_page("training")
+    ok(at)
+    assert at.select_slider(key="tr_minutes").options == ["off", "0.5", "1", "2", "3"]
+    said = " ".join(c.value for c in at.caption)
+    assert "at most 3 minutes" in said and "after 3.75 minutes stops" in said
+    at.slider(key="tr_epochs").set_value(2)
+    at.select_slider(key="tr_n").set_value(64)
+    at.select_slider(key="tr_batch").set_value(32)
+    at.slider(key="tr_steps").set_value(1)
+    next(b for b in at.button if b.label == "Start training").click().run()
+    ok(at)
+    (name, job), = at.session_state["train_jobs"].items()
+    assert (job.config.minutes, job.config.max_epochs, job.time_limit_s) == (3.0, 2, 225.0)
+    job.join(300)
+    assert job.error is None and [r["epoch"] for r in job.history] == [1, 2] and not job.timed_out
+    # a run the limit stopped: kept, and continued from its finished epochs
+    cut = app_env / "runs" / "20261207-120000-sat-0a0b0c"
+    cut.mkdir(parents=True)
+    (cut / "live.json").write_text(json.dumps({"name": "sat run 7", "started": time.time(),
+                                               "ended": "stopped at the 3.75-minute limit",
+                                               "training": {"method": "sat", "epochs": 3}}))
+    (cut / "log.jsonl").write_text(json.dumps({"epoch": 1, "epochs": 3}) + "\n")
+    (cut / "LATEST").write_text("state-0001\n")
+    at.run()
+    at.selectbox(key="tr_kept_pick").set_value(str(cut)).run()
+    row = next(d.value for d in at.dataframe if "folder" in d.value).set_index("folder").loc[cut.name]
+    assert row["state"] == "stopped at the 3.75-minute limit" and at.button(key="tr_kept_continue")
+
+
 def test_live_runs_limit_and_registry(monkeypatch, tmp_path):
     """The default limit is one run per two of torch's threads; a bad WEAT_MAX_LIVE_RUNS falls back to
     it; a refused start builds no job; finished jobs beyond KEEP_FINISHED leave the registry."""
@@ -490,6 +525,10 @@ def test_live_runs_limit_and_registry(monkeypatch, tmp_path):
     assert live_runs.max_live_runs() == 4
     monkeypatch.setenv("WEAT_MAX_LIVE_RUNS", "1")
     assert live_runs.max_live_runs() == 1
+    for text, minutes in (("", None), ("ten", None), ("-5", None), ("0", None), ("7.5", 7.5)):
+        monkeypatch.setenv("WEAT_MAX_RUN_MINUTES", text)
+        assert live_runs.max_run_minutes() == minutes
+        assert live_runs.time_limit_s() == (None if minutes is None else 1.25 * 60 * minutes)
 
     class Done:
         running, history, config = False, [], None
