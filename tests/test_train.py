@@ -288,6 +288,27 @@ def test_epochs_for_budget_fits_whole_epochs():
         TrainConfig(minutes=1.0, max_epochs=0)
 
 
+def test_a_stop_while_a_budget_is_timed_ends_the_run_before_its_first_epoch(folder_dataset, tmp_path):
+    """A Stop (or the app's time limit) during the budget's throwaway steps acts after the step
+    under way: no epoch, no checkpoint, and the weights of the random start, restored."""
+    calls = []
+
+    def stop_at_the_second_poll():
+        calls.append(1)
+        return len(calls) >= 2
+
+    cfg = _cfg(folder_dataset, tmp_path / "run", minutes=5.0)
+    res = train(cfg, progress=False, should_stop=stop_at_the_second_poll)
+    assert res.stopped and res.history == [] and len(calls) == 2  # polled once a step: stopped after the second
+    assert not (tmp_path / "run" / "LATEST").exists()
+    torch.manual_seed(cfg.seed)  # the initial weights, as `train` draws them
+    from weat_core.models import create_model
+
+    start = create_model(cfg.arch, num_classes=10)
+    for k, v in start.state_dict().items():
+        torch.testing.assert_close(res.model.state_dict()[k].float(), v.float(), msg=k)
+
+
 def test_a_time_budget_with_max_epochs_trains_no_more_than_those(folder_dataset, tmp_path):
     """--minutes with --max-epochs: a budget that holds many epochs of this tiny run trains only
     the most asked for, with the schedule spanning them (the run `--epochs 2` gives)."""

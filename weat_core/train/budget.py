@@ -98,12 +98,14 @@ def epochs_for_budget(budget_s: float, spent_s: float, steps_per_epoch: int, ste
 def _calibrate(model: nn.Module, fwd: nn.Module, opt: torch.optim.Optimizer, attack, loss_fn,
                xs: torch.Tensor, ys: torch.Tensor, per_rank: int, mf, cfg: TrainConfig, amp: bool,
                device: torch.device, world: int, evaluate_once: Callable[[], Any],
-               attack_model: Optional[nn.Module] = None) -> tuple[float, float]:
+               attack_model: Optional[nn.Module] = None,
+               should_stop: Optional[Callable[[], bool]] = None) -> Optional[tuple[float, float]]:
     """(seconds per training step, seconds per end-of-epoch evaluation), timed on throwaway
     steps and evaluations (the second, on a GPU or compiled). Weights, BatchNorm statistics,
     optimizer state and every RNG are restored afterwards, so the run that follows is exactly
     the run that `--epochs` alone would give. Every rank runs
-    the same steps (DDP's collectives); the slowest rank's times are used."""
+    the same steps (DDP's collectives); the slowest rank's times are used. `should_stop()`
+    (one process only) is polled after every step: None once it says stop, state restored."""
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -123,11 +125,14 @@ def _calibrate(model: nn.Module, fwd: nn.Module, opt: torch.optim.Optimizer, att
             train_step(model, fwd, opt, attack, loss_fn, xb, ys[idx], cfg, amp, attack_model)
             sync()
             times.append(time.perf_counter() - t0)
+            if should_stop is not None and should_stop():  # a Stop (or a server's time limit) while timing
+                break
         # On a GPU or compiled, the first evaluation also pays for cuDNN's autotuning and for
         # compiling the eval-mode graphs: an H100 run timed 1.8 s for an evaluation that took
         # about 0.3 s in every epoch, and its plan left 1.7 of its 8 minutes unused. There the
         # second call is timed; on a CPU, uncompiled, the first is already representative.
-        for _ in range(2 if (device.type == "cuda" or cfg.compile) else 1):
+        stopped = len(times) < warm + timed
+        for _ in range(0 if stopped else 2 if (device.type == "cuda" or cfg.compile) else 1):
             t0 = time.perf_counter()
             evaluate_once()
             sync()
@@ -135,6 +140,8 @@ def _calibrate(model: nn.Module, fwd: nn.Module, opt: torch.optim.Optimizer, att
     model.load_state_dict(weights)
     opt.load_state_dict(opt_state)
     opt.zero_grad(set_to_none=True)
+    if stopped:
+        return None
     step_s = sorted(times[warm:])[timed // 2]  # the median: robust to a stray slow step
     t = torch.tensor([step_s, eval_s], dtype=torch.float64, device=device)
     if world > 1:

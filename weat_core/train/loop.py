@@ -129,6 +129,7 @@ def train(
 
     attack = make_attack(cfg)
     loss_fn = get_loss(cfg.method)
+    stopped = False
     if cfg.minutes is not None:
         recorded = _recorded_epochs(out) if (out is not None and resume and start_epoch) else None
         if recorded is not None:  # a resumed budgeted run keeps the schedule it started with
@@ -141,23 +142,27 @@ def train(
                 if averaged is not None:
                     _eval_subset(averaged, ex_te, ey_te, cfg, amp, world, "ema_test_")
 
-            step_s, eval_s = _calibrate(model, fwd, opt, attack, loss_fn, xs, ys, per_rank, mf, cfg, amp, device,
-                                        world, evaluate_once, attack_model)
-            spent = time.perf_counter() - t_start
-            epochs = min(epochs_for_budget(60 * cfg.minutes, spent, steps_per_epoch, step_s, eval_s),
-                         cfg.max_epochs or 10**9)
-            if world > 1:  # one schedule for every rank
-                t = torch.tensor([epochs], device=device)
-                dist.broadcast(t, 0)
-                epochs = int(t)
-            cfg = replace(cfg, epochs=epochs)
-            log.info("time budget %.4g min: %.3f s per step × %d steps + %.1f s evaluation per epoch, %.0f s spent "
-                     "setting up → %d epoch%s", cfg.minutes, step_s, steps_per_epoch, eval_s, spent, epochs,
-                     "" if epochs == 1 else "s")
+            timing = _calibrate(model, fwd, opt, attack, loss_fn, xs, ys, per_rank, mf, cfg, amp, device, world,
+                                evaluate_once, attack_model, should_stop if world == 1 else None)
+            if timing is None:  # stopped while timing: no epoch is trained
+                stopped = True
+                log.info("stopped while timing the %.4g-minute budget, before the first epoch", cfg.minutes)
+            else:
+                step_s, eval_s = timing
+                spent = time.perf_counter() - t_start
+                epochs = min(epochs_for_budget(60 * cfg.minutes, spent, steps_per_epoch, step_s, eval_s),
+                             cfg.max_epochs or 10**9)
+                if world > 1:  # one schedule for every rank
+                    t = torch.tensor([epochs], device=device)
+                    dist.broadcast(t, 0)
+                    epochs = int(t)
+                cfg = replace(cfg, epochs=epochs)
+                log.info("time budget %.4g min: %.3f s per step × %d steps + %.1f s evaluation per epoch, %.0f s spent "
+                         "setting up → %d epoch%s", cfg.minutes, step_s, steps_per_epoch, eval_s, spent, epochs,
+                         "" if epochs == 1 else "s")
     total = steps_per_epoch * cfg.epochs
-    stopped = False
     epoch = start_epoch
-    while epoch < cfg.epochs:  # (a budgeted run may change cfg.epochs after its first epoch)
+    while epoch < cfg.epochs and not stopped:  # (a budgeted run may change cfg.epochs after its first epoch)
         epoch += 1
         # Every epoch's randomness derives from (seed, epoch): resuming replays it exactly.
         g = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + epoch)
