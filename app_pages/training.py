@@ -212,6 +212,9 @@ with tab_live:
             m[3].metric("images/s", f"{last.get('img_per_s', 0):.0f}")
             run_charts.run_curves({name: lens.history_frame(job.history)}, "live")
         registered = st.session_state.setdefault("tr_registered", {})
+        if not job.running and not job.error and not job.history:  # its weights are the random start's
+            st.info(f"{name} {job.ended} before its first epoch ended: there is no trained model to use.")
+            return
         if not job.running and job.model is not None and name not in registered:
             registered[name] = model_store.register_trained(job.model, name)
             st.rerun()  # the whole app, so the sidebar lists the new model

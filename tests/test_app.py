@@ -513,6 +513,27 @@ def test_a_server_with_weat_max_run_minutes_gives_each_run_that_long(app_env, mo
     assert row["state"] == "stopped at the 3.75-minute limit" and at.button(key="tr_kept_continue")
 
 
+def test_a_live_run_stopped_before_its_first_epoch_offers_no_model(app_env):
+    """A run that the limit (or Stop) ended while its budget was timed has no trained weights:
+    the page says so instead of putting the random start in the model picker."""
+    pytest.importorskip("weat_core.train")
+    from weat_core import lens
+    from weat_core.train import TrainConfig
+
+    imgs = lens.demo_images(64)
+    cfg = TrainConfig(method="sat", arch="weatnet_tiny", epochs=5, batch_size=32, attack_steps=1, eval_size=16,
+                      eval_steps=1, minutes=1.0, device="cpu")
+    job = lens.TrainingJob(cfg, (imgs, imgs), name="sat run 5", time_limit_s=0.0).start()
+    job.join(120)
+    assert job.timed_out and not job.history and job.error is None
+    at = open_page("training")
+    at.session_state["train_jobs"] = {"sat run 5": job}
+    at.run()
+    ok(at)
+    assert any("sat run 5 stopped at the 0-minute limit before its first epoch ended" in i.value for i in at.info)
+    assert not at.session_state["tr_registered"] and not at.success
+
+
 def test_live_runs_limit_and_registry(monkeypatch, tmp_path):
     """The default limit is one run per two of torch's threads; a bad WEAT_MAX_LIVE_RUNS falls back to
     it; a refused start builds no job; finished jobs beyond KEEP_FINISHED leave the registry."""
