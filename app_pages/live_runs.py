@@ -74,12 +74,19 @@ def _planned(job: Any) -> int:  # a time budget's epoch count is known once its 
 
 
 def _left(job: Any) -> str:
-    """How long a run has left, from its finished epochs' mean time ("" before its first ends)."""
+    """How long a run has left, from its finished epochs' mean time, or the server's time limit
+    where that ends it sooner ("" before its first epoch ends on a server without a limit)."""
     times = [r["time_s"] for r in job.history if isinstance(r.get("time_s"), (int, float))]
+    limit = getattr(job, "time_left_s", None)
     if not times:
-        return ""
+        return "" if limit is None else f", at most {_minutes(limit)} left"
     s = sum(times) / len(times) * max(0, _planned(job) - len(job.history))
-    return ", under a minute left" if s < 60 else f", about {round(s / 60):.0f} minute{'s' if s >= 90 else ''} left"
+    s = s if limit is None else min(s, limit)
+    return ", under a minute left" if s < 60 else f", about {_minutes(s)} left"
+
+
+def _minutes(s: float) -> str:
+    return "a minute" if s < 90 else f"{round(s / 60):.0f} minutes"
 
 
 def _what(job: Any) -> str:

@@ -513,6 +513,20 @@ def test_a_server_with_weat_max_run_minutes_gives_each_run_that_long(app_env, mo
     assert row["state"] == "stopped at the 3.75-minute limit" and at.button(key="tr_kept_continue")
 
 
+def test_the_time_a_live_run_has_left_heeds_the_server_limit():
+    from app_pages import live_runs
+
+    job = _Running()  # two epochs of 40 and 44 s done, three to go: about 2 minutes
+    assert live_runs._left(job) == ", about 2 minutes left"
+    job.time_left_s = 50.0  # the server's limit stops it sooner
+    assert live_runs._left(job) == ", under a minute left"
+    job.history = []  # before its first epoch ends, only the limit is known
+    job.time_left_s = 300.0
+    assert live_runs._left(job) == ", at most 5 minutes left"
+    del job.time_left_s
+    assert live_runs._left(job) == ""
+
+
 def test_a_live_run_stopped_before_its_first_epoch_offers_no_model(app_env):
     """A run that the limit (or Stop) ended while its budget was timed has no trained weights:
     the page says so instead of putting the random start in the model picker."""

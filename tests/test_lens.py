@@ -920,11 +920,12 @@ def test_a_training_job_past_its_time_limit_stops_and_keeps_its_finished_epochs(
         if job.history or not job.running:
             break
         time.sleep(0.1)
-    assert job.history and not job.timed_out
+    assert job.history and not job.timed_out and 3000 < job.time_left_s < 3600
     job.time_limit_s = 0.0  # the limit passes: the run stops after the batch under way
     job.join(120)
     assert not job.running and job.error is None and job.timed_out and job.result.stopped
-    assert 1 <= len(job.history) < 200 and job.ended == "stopped at the 0-minute limit"
+    assert 1 <= len(job.history) < 200 and job.ended == "stopped at the 0-minute limit" and job.time_left_s == 0
+    assert lens.TrainingJob(cfg).time_left_s is None  # not started
     meta = json.loads((tmp_path / "run" / "live.json").read_text())
     assert meta["ended"] == job.ended and (tmp_path / "run" / "LATEST").is_file()
     (kept,) = lens.kept_runs(tmp_path)

@@ -84,6 +84,7 @@ class TrainingJob:
     started: float = field(default_factory=time.time)
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _thread: Optional[threading.Thread] = field(default=None, repr=False)
+    _began: Optional[float] = field(default=None, repr=False)  # time.monotonic() when `start` ran
 
     def _keep(self, **ended: Any) -> None:
         if not self.config.out:
@@ -120,7 +121,7 @@ class TrainingJob:
             self.started = meta.get("started", self.started)
         self._keep()
 
-        t0 = time.monotonic()
+        self._began = t0 = time.monotonic()
 
         def should_stop() -> bool:
             if self.time_limit_s is not None and not self._stop.is_set() and time.monotonic() - t0 > self.time_limit_s:
@@ -151,6 +152,13 @@ class TrainingJob:
 
     def stop(self) -> None:
         self._stop.set()
+
+    @property
+    def time_left_s(self) -> Optional[float]:
+        """Seconds until `time_limit_s` stops the run (None without a limit, or before `start`)."""
+        if self.time_limit_s is None or self._began is None:
+            return None
+        return max(0.0, self.time_limit_s - (time.monotonic() - self._began))
 
     @property
     def ended(self) -> str:
