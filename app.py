@@ -16,4 +16,8 @@ page = st.navigation([
     st.Page("app_pages/weat.py", title="WEAT explained", icon=":material/balance:"),
 ])
 sidebar()  # the model / dataset / device picker shared by every page
+# On a phone (under 640 px) the formulas shrink a little and scroll sideways where they are still
+# too wide: at their full size one line of the WEAT loss ran off a 390-px screen, cut.
+st.html("<style>@media (max-width: 640px) {.katex-display {font-size: 0.8em; overflow-x: auto; "
+        "overflow-y: hidden; padding-bottom: 2px}}</style>")
 page.run()

@@ -18,9 +18,14 @@ st.title("🔭 WEAT Lens")
 st.markdown(
     "A classifier with logits $f(x) \\in \\mathbb{R}^K$ is also an **energy-based model**. Low energy means "
     "*“this looks like my training data”*:")
-# two formulas a line: four overflow a laptop's column with the sidebar open
-st.latex(r"\begin{gathered} E(x, y) = -f_y(x) \qquad E(x) = -\log \sum_k e^{f_k(x)} \\[6pt] "
-         r"p(y \mid x) = \frac{e^{-E(x,y)}}{e^{-E(x)}} \qquad \mathrm{CE}(x, y) = E(x, y) - E(x) \end{gathered}")
+# two formulas a line (four overflow a laptop's column with the sidebar open), one on a phone,
+# where the columns stack
+left, right = st.columns(2)
+# (the phantoms give each line the height of its neighbour in the other column, so the rows align)
+left.latex(r"\begin{gathered} E(x, y) = -f_y(x) \vphantom{\sum_k e^{f_k(x)}} \\[6pt] "
+           r"p(y \mid x) = \frac{e^{-E(x,y)}}{e^{-E(x)}} \end{gathered}")
+right.latex(r"\begin{gathered} E(x) = -\log \sum_k e^{f_k(x)} \\[6pt] "
+            r"\mathrm{CE}(x, y) = E(x, y) - E(x) \vphantom{\frac{e^{-E(x,y)}}{e^{-E(x)}}} \end{gathered}")
 st.markdown(
     "Mirza et al. (2024) report that an **untargeted** attack such as PGD pushes the true class down and lands "
     "the image at *lower* marginal energy $E(x^*)$ than the natural image, while **targeted** attacks, CW and "
