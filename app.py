@@ -17,7 +17,10 @@ page = st.navigation([
 ])
 sidebar()  # the model / dataset / device picker shared by every page
 # On a phone (under 640 px) the formulas shrink a little and scroll sideways where they are still
-# too wide: at their full size one line of the WEAT loss ran off a 390-px screen, cut.
+# too wide: at their full size one line of the WEAT loss ran off a 390-px screen, cut. And the
+# charts' plotly toolbar goes: on a touch screen it stays, over the charts' titles (a tap on a
+# legend entry still hides its trace).
 st.html("<style>@media (max-width: 640px) {.katex-display {font-size: 0.8em; overflow-x: auto; "
-        "overflow-y: hidden; padding-bottom: 2px}}</style>")
+        "overflow-y: hidden; padding-bottom: 2px} .js-plotly-plot .modebar-container {display: none !important}}"
+        "</style>")
 page.run()

@@ -217,10 +217,15 @@ FORMULA_FITS = """() => [...document.querySelectorAll('.katex-display')].filter(
                Math.round(d.getBoundingClientRect().right)])"""
 
 
-def test_the_formulas_fit_a_phone(server, page):
+TOOLBARS_SHOWN = """() => [...document.querySelectorAll('.js-plotly-plot .modebar-container')]
+    .filter(m => getComputedStyle(m).display !== 'none').length"""
+
+
+def test_the_formulas_and_charts_fit_a_phone(server, page):
     """On a 390-px phone the formulas of the overview and the WEAT page fit the screen (app.py
     shrinks them under 640 px; the overview's four stack, one a line): at full size the WEAT loss's
-    second line ran off the screen, cut."""
+    second line ran off the screen, cut. The charts show no plotly toolbar there: on a touch screen
+    it stayed over their titles."""
     pg = page
     pg.set_viewport_size({"width": 390, "height": 844})
     try:
@@ -230,5 +235,7 @@ def test_the_formulas_fit_a_phone(server, page):
             pg.wait_for_selector(".katex-display")
             sizes = pg.evaluate(FORMULA_FITS)
             assert sizes and all(formula <= box + 2 for formula, box in sizes), (path or "overview", sizes)
+            pg.wait_for_selector(".js-plotly-plot")  # and no plotly toolbar over the charts' titles
+            assert pg.evaluate(TOOLBARS_SHOWN) == 0
     finally:
         pg.set_viewport_size({"width": 1400, "height": 2000})
