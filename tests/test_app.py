@@ -350,6 +350,19 @@ def test_training_smoothing_draws_the_mean_over_the_epochs_and_the_epochs_pale_b
     assert values(line.y).tolist() == pytest.approx(want) and line.mode == "lines" and len(y) >= 3
 
 
+def start_small_run(at, epochs: int, images: int = 64):
+    """Start a live run of `epochs` on `images` training images (batches of 32, one attack step)
+    from the training page `at`: its (name, job)."""
+    at.slider(key="tr_epochs").set_value(epochs)
+    at.select_slider(key="tr_n").set_value(images)
+    at.select_slider(key="tr_batch").set_value(32)
+    at.slider(key="tr_steps").set_value(1)
+    next(b for b in at.button if b.label == "Start training").click().run()
+    ok(at)
+    (name, job), = at.session_state["train_jobs"].items()
+    return name, job
+
+
 def test_a_live_run_is_kept_on_disk_and_found_again_after_a_reload(app_env):
     """A live run writes every finished epoch to its own folder under $WEAT_RUNS_DIR; a reloaded
     page (a new session, the same URL) finds the run again by ?run=; any other session lists it
@@ -358,13 +371,7 @@ def test_a_live_run_is_kept_on_disk_and_found_again_after_a_reload(app_env):
     from streamlit.testing.v1 import AppTest
 
     at = open_page("training")
-    at.slider(key="tr_epochs").set_value(2)
-    at.select_slider(key="tr_n").set_value(64)
-    at.select_slider(key="tr_batch").set_value(32)
-    at.slider(key="tr_steps").set_value(1)
-    next(b for b in at.button if b.label == "Start training").click().run()
-    ok(at)
-    (name, job), = at.session_state["train_jobs"].items()
+    name, job = start_small_run(at, epochs=2)
     job.join(120)
     folder = Path(job.config.out)
     assert job.error is None and folder.parent == app_env / "runs" and at.query_params["run"] == folder.name
@@ -422,12 +429,7 @@ def test_a_live_run_is_kept_on_disk_and_found_again_after_a_reload(app_env):
     row = next(d.value for d in other.dataframe if "folder" in d.value).set_index("folder").loc[folder.name]
     assert (row["state"], row["epochs"]) == ("finished", "3/3") and not [c for c in other.code if "--resume" in c.value]
     # another visitor's first run of the same method: a name of its own, not the kept run's
-    third = open_page("training")
-    third.select_slider(key="tr_n").set_value(64)
-    third.slider(key="tr_epochs").set_value(1)
-    next(b for b in third.button if b.label == "Start training").click().run()
-    ok(third)
-    (new, job3), = third.session_state["train_jobs"].items()
+    new, job3 = start_small_run(open_page("training"), epochs=1)
     job3.join(120)
     assert new == f"{name.rsplit(' ', 1)[0]} {int(name.rsplit(' ', 1)[1]) + 1}" and job3.name == new
     assert json.loads((Path(job3.config.out) / "live.json").read_text())["name"] == new
@@ -489,13 +491,7 @@ def test_a_server_with_weat_max_run_minutes_gives_each_run_that_long(app_env, mo
     assert at.select_slider(key="tr_minutes").options == ["off", "0.5", "1", "2", "3"]
     said = " ".join(c.value for c in at.caption)
     assert "at most 3 minutes" in said and "after 3.75 minutes stops" in said
-    at.slider(key="tr_epochs").set_value(2)
-    at.select_slider(key="tr_n").set_value(64)
-    at.select_slider(key="tr_batch").set_value(32)
-    at.slider(key="tr_steps").set_value(1)
-    next(b for b in at.button if b.label == "Start training").click().run()
-    ok(at)
-    (name, job), = at.session_state["train_jobs"].items()
+    name, job = start_small_run(at, epochs=2)
     assert (job.config.minutes, job.config.max_epochs, job.time_limit_s) == (3.0, 2, 225.0)
     job.join(300)
     assert job.error is None and [r["epoch"] for r in job.history] == [1, 2] and not job.timed_out
