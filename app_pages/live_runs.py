@@ -73,7 +73,7 @@ def _planned(job: Any) -> int:  # a time budget's epoch count is known once its 
     return job.history[-1].get("epochs", job.config.epochs) if job.history else job.config.epochs
 
 
-def _left(job: Any) -> str:
+def time_left(job: Any) -> str:
     """How long a run has left, from its finished epochs' mean time, or the server's time limit
     where that ends it sooner ("" before its first epoch ends on a server without a limit)."""
     times = [r["time_s"] for r in job.history if isinstance(r.get("time_s"), (int, float))]
@@ -101,7 +101,7 @@ def busy_message() -> Optional[str]:
     going = running()
     if len(going) < max_live_runs():
         return None
-    names = ", ".join(f"{_what(job)} ({len(job.history)} of {_planned(job)} epochs done{_left(job)})" for _, job in going)
+    names = ", ".join(f"{_what(job)} ({len(job.history)} of {_planned(job)} epochs done{time_left(job)})" for _, job in going)
     most = max_live_runs()
     return (f"This server trains at most {most} run{'s' if most > 1 else ''} at a time, and "
             f"{'that many are' if most > 1 else 'one is'} training now: {names}. Start yours once "

@@ -198,7 +198,8 @@ with tab_live:
         else:
             text = f"{name}: epoch {done}/{total}" + (f" ({job.config.minutes:g}-minute budget)" if budgeted else "")
         st.progress(min(done / total, 1.0) if job.history else 0.0, text=f"{text} · {state}"
-                    + (" · stopping after this batch…" if job.running and job.stopping else ""))
+                    + (" · stopping after this batch…" if job.running and job.stopping
+                       else live_runs.time_left(job) if job.running else ""))
         if job.running:
             st.button("Stop", key="tr_stop", on_click=job.stop, type="secondary")
         if job.error:

@@ -493,6 +493,8 @@ def test_a_server_with_weat_max_run_minutes_gives_each_run_that_long(app_env, mo
     assert "at most 3 minutes" in said and "after 3.75 minutes stops" in said
     name, job = start_small_run(at, epochs=2)
     assert (job.config.minutes, job.config.max_epochs, job.time_limit_s) == (3.0, 2, 225.0)
+    # drawn as it began (its budget being timed): what the limit leaves it
+    assert any(p.proto.text.endswith("· running, at most 4 minutes left") for p in at.get("progress"))
     job.join(300)
     assert job.error is None and [r["epoch"] for r in job.history] == [1, 2] and not job.timed_out
     # a run the limit stopped: kept, and continued from its finished epochs
@@ -513,14 +515,14 @@ def test_the_time_a_live_run_has_left_heeds_the_server_limit():
     from app_pages import live_runs
 
     job = _Running()  # two epochs of 40 and 44 s done, three to go: about 2 minutes
-    assert live_runs._left(job) == ", about 2 minutes left"
+    assert live_runs.time_left(job) == ", about 2 minutes left"
     job.time_left_s = 50.0  # the server's limit stops it sooner
-    assert live_runs._left(job) == ", under a minute left"
+    assert live_runs.time_left(job) == ", under a minute left"
     job.history = []  # before its first epoch ends, only the limit is known
     job.time_left_s = 300.0
-    assert live_runs._left(job) == ", at most 5 minutes left"
+    assert live_runs.time_left(job) == ", at most 5 minutes left"
     del job.time_left_s
-    assert live_runs._left(job) == ""
+    assert live_runs.time_left(job) == ""
 
 
 def test_a_live_run_stopped_before_its_first_epoch_offers_no_model(app_env):
