@@ -4,11 +4,12 @@ FROM python:3.11-slim
 
 # A free Space has 2 vCPUs: torch uses both, and the Training page trains one live run at a time
 # for all visitors (others are told what run holds the place and how long it has left), each for
-# at most 10 minutes (a run still going after 12.5 stops, its finished epochs kept).
+# at most 10 minutes (a run still going after 12.5 stops, its finished epochs kept); a page's
+# computation (an attack, an evaluation, SGLD chains) stops after 5 minutes with a message.
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HOME=/home/user PATH=/home/user/.local/bin:$PATH \
     HF_HOME=/home/user/.cache/huggingface WEAT_DATA_DIR=/home/user/data \
-    OMP_NUM_THREADS=2 WEAT_MAX_LIVE_RUNS=1 WEAT_MAX_RUN_MINUTES=10
+    OMP_NUM_THREADS=2 WEAT_MAX_LIVE_RUNS=1 WEAT_MAX_RUN_MINUTES=10 WEAT_MAX_TASK_MINUTES=5
 
 # Spaces run the container as user 1000.
 RUN useradd -m -u 1000 user

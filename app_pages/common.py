@@ -4,7 +4,9 @@ images, error guards and small widgets. Data is cached with st.cache_data."""
 from __future__ import annotations
 
 import os
+import time
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
@@ -132,22 +134,58 @@ def class_names(s: Optional[ImageSet] = None) -> tuple[str, ...]:
 # helpers for pages
 
 
+class TimeLimitReached(WeatError):
+    """A page's computation ran past the server's $WEAT_MAX_TASK_MINUTES (`check_time`)."""
+
+
+_deadline: ContextVar[Optional[float]] = ContextVar("weat_lens_deadline", default=None)
+
+
+def max_task_minutes() -> Optional[float]:
+    """How long one page computation (one `guard` block) may run on this server:
+    $WEAT_MAX_TASK_MINUTES (the public Space sets it, so that no visitor's hour-long AutoAttack
+    halves everyone else's speed), else None, no limit."""
+    try:
+        minutes = float(os.environ.get("WEAT_MAX_TASK_MINUTES", "").strip())
+    except ValueError:
+        return None  # unset, or a typo: no limit
+    return minutes if minutes > 0 else None
+
+
+def check_time() -> None:
+    """Raise TimeLimitReached once the `guard` block under way has run past $WEAT_MAX_TASK_MINUTES;
+    the pages' progress callbacks call it, so a long computation ends at its next report."""
+    end = _deadline.get()
+    if end is not None and time.monotonic() > end:
+        raise TimeLimitReached(f"it ran past {max_task_minutes():g} minutes")
+
+
 @contextmanager
 def guard(what: str = "This") -> Iterator[None]:
-    """Turn errors into one message on the page; the rest of the app keeps working."""
+    """Turn errors into one message on the page; the rest of the app keeps working. The block
+    is also one computation for the server's time limit (`check_time`)."""
+    minutes = max_task_minutes()
+    token = _deadline.set(None if minutes is None else time.monotonic() + 60 * minutes)
     try:
         yield
+    except TimeLimitReached:
+        st.error(f"{what} was stopped after {minutes:g} minutes: this server gives a computation at most that long, "
+                 "so that its visitors share its cores (WEAT_MAX_TASK_MINUTES). Fewer images, models, attacks or "
+                 "steps finish sooner; on your own machine (`streamlit run app.py`) there is no limit.")
     except WeatError as e:
         st.error(str(e))
     except Exception as e:  # noqa: BLE001 - (Streamlit's stop/rerun signals are BaseExceptions and pass)
         st.error(f"{what} failed: {type(e).__name__}: {e}"[:500])
+    finally:
+        _deadline.reset(token)
 
 
 def progress_callback(bar, label: str):
     """callback(done, total, name) → st.progress updates (each call is also a point where a
-    Stop click or any widget change interrupts the run)."""
+    Stop click or any widget change interrupts the run, and where the server's time limit acts)."""
 
     def cb(done: int, total: int, name: str = "") -> None:
+        check_time()
         bar.progress(min(1.0, done / max(total, 1)), text=f"{label}: {name} {done}/{total}")
 
     return cb

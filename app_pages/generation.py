@@ -67,6 +67,7 @@ if clicked:
             every = max(1, steps // 10)
 
             def watch(step, state, img=img, bar=bar):
+                common.check_time()
                 bar.progress(step / steps, text=f"step {step}/{steps} · mean energy {float(state.energy.nanmean()):.3f}")
                 if step % every == 0 or step == steps:
                     img.image(lens.image_grid_png(state.x, nrow=8, scale=3))

@@ -146,6 +146,7 @@ if clicked:
         seen: list = []
 
         def cb(model, attack, done, tot):
+            common.check_time()
             key = (model, attack)
             if done >= tot and key not in seen:
                 seen.append(key)

@@ -525,6 +525,36 @@ def test_the_time_a_live_run_has_left_heeds_the_server_limit():
     assert live_runs.time_left(job) == ""
 
 
+def test_a_server_with_weat_max_task_minutes_stops_long_computations(app_env, monkeypatch):
+    """WEAT_MAX_TASK_MINUTES (the public Space): a page's computation that runs past it ends at
+    its next progress report with a message that says why and what finishes sooner; the limit is
+    per computation, so the page keeps working."""
+    from app_pages import common
+
+    monkeypatch.setenv("WEAT_MAX_TASK_MINUTES", "0.00001")  # 0.6 ms: past it at the first report
+    at = open_page("landscape")
+    at.select_slider(key="ls_n").set_value(32)
+    at.slider(key="ls_steps").set_value(2)
+    at.button(key="ls_run").click().run()
+    assert not at.exception and not charts(at)
+    said = " ".join(e.value for e in at.error)
+    assert "The energy landscape was stopped after 1e-05 minutes" in said and "WEAT_MAX_TASK_MINUTES" in said
+    for page, button, what in (("zoo", "zoo_run", "The evaluation"),
+                               ("generation", "gen_run", "Generating with ")):
+        at.switch_page(f"app_pages/{page}.py").run()
+        at.button(key=button).click().run()
+        assert not at.exception and any(e.value.startswith(what) and " was stopped after " in e.value for e in at.error), page
+    monkeypatch.delenv("WEAT_MAX_TASK_MINUTES")
+    at.switch_page("app_pages/landscape.py").run()
+    at.button(key="ls_run").click().run()
+    ok(at)
+    assert charts(at)
+    for text, minutes in (("", None), ("five", None), ("0", None), ("2.5", 2.5)):
+        monkeypatch.setenv("WEAT_MAX_TASK_MINUTES", text)
+        assert common.max_task_minutes() == minutes
+    common.check_time()  # outside a computation: never stopped
+
+
 def test_a_live_run_stopped_before_its_first_epoch_offers_no_model(app_env):
     """A run that the limit (or Stop) ended while its budget was timed has no trained weights:
     the page says so instead of putting the random start in the model picker."""
