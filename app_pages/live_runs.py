@@ -4,6 +4,7 @@ so that visitors of a small server (the 2-vCPU Space) do not split its cores bet
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import uuid
@@ -79,14 +80,16 @@ def time_left(job: Any) -> str:
     times = [r["time_s"] for r in job.history if isinstance(r.get("time_s"), (int, float))]
     limit = getattr(job, "time_left_s", None)
     if not times:
-        return "" if limit is None else f", at most {_minutes(limit)} left"
+        return "" if limit is None else f", at most {_minutes(limit, up=True)} left"
     s = sum(times) / len(times) * max(0, _planned(job) - len(job.history))
     s = s if limit is None else min(s, limit)
     return ", under a minute left" if s < 60 else f", about {_minutes(s)} left"
 
 
-def _minutes(s: float) -> str:
-    return "a minute" if s < 90 else f"{round(s / 60):.0f} minutes"
+def _minutes(s: float, up: bool = False) -> str:
+    """`s` seconds in whole minutes, rounded (`up`: rounded up, for an upper bound)."""
+    m = math.ceil(s / 60) if up else round(s / 60)
+    return "a minute" if m <= 1 else f"{m} minutes"
 
 
 def _what(job: Any) -> str:

@@ -519,8 +519,8 @@ def test_the_time_a_live_run_has_left_heeds_the_server_limit():
     job.time_left_s = 50.0  # the server's limit stops it sooner
     assert live_runs.time_left(job) == ", under a minute left"
     job.history = []  # before its first epoch ends, only the limit is known
-    job.time_left_s = 300.0
-    assert live_runs.time_left(job) == ", at most 5 minutes left"
+    job.time_left_s = 750.0  # 12.5 minutes: an upper bound rounds up
+    assert live_runs.time_left(job) == ", at most 13 minutes left"
     del job.time_left_s
     assert live_runs.time_left(job) == ""
 
