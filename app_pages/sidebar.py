@@ -27,7 +27,6 @@ def _find_datasets() -> list[str]:
     return lens.find_datasets()
 
 
-
 def sidebar() -> None:
     """Draw the shared model / dataset / device picker; pages read the result with ctx()."""
     live_runs.keep_in_url()
