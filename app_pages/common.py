@@ -141,15 +141,21 @@ class TimeLimitReached(WeatError):
 _deadline: ContextVar[Optional[float]] = ContextVar("weat_lens_deadline", default=None)
 
 
+def env_minutes(name: str) -> Optional[float]:
+    """A server's time limit in minutes from the environment variable `name`: a positive number,
+    else None, no limit (unset, zero or less, or a typo, which does not stop the app)."""
+    try:
+        minutes = float(os.environ.get(name, "").strip())
+    except ValueError:
+        return None
+    return minutes if minutes > 0 else None
+
+
 def max_task_minutes() -> Optional[float]:
     """How long one page computation (one `guard` block) may run on this server:
     $WEAT_MAX_TASK_MINUTES (the public Space sets it, so that no visitor's hour-long AutoAttack
     halves everyone else's speed), else None, no limit."""
-    try:
-        minutes = float(os.environ.get("WEAT_MAX_TASK_MINUTES", "").strip())
-    except ValueError:
-        return None  # unset, or a typo: no limit
-    return minutes if minutes > 0 else None
+    return env_minutes("WEAT_MAX_TASK_MINUTES")
 
 
 def check_time() -> None:

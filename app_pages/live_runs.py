@@ -15,6 +15,8 @@ import torch
 
 from weat_core import lens
 
+from app_pages.common import env_minutes
+
 # finished jobs the registry holds beside the running ones (each holds its model, 2.6 MB for
 # weatnet_s): a reload finds a run that has just ended; older ones are in the kept runs' table
 KEEP_FINISHED = 16
@@ -40,11 +42,7 @@ OVERRUN = 1.25
 def max_run_minutes() -> Optional[float]:
     """How long one live run may train on this server: $WEAT_MAX_RUN_MINUTES (the public Space sets
     it, so that no visitor holds the place for hours), else None, no limit (a teacher's laptop)."""
-    try:
-        minutes = float(os.environ.get("WEAT_MAX_RUN_MINUTES", "").strip())
-    except ValueError:
-        return None  # unset, or a typo: no limit
-    return minutes if minutes > 0 else None
+    return env_minutes("WEAT_MAX_RUN_MINUTES")
 
 
 def time_limit_s() -> Optional[float]:
