@@ -6,7 +6,11 @@ import copy
 import io
 import json
 import pickle
+import subprocess
+import sys
+import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -930,6 +934,31 @@ def test_a_training_job_past_its_time_limit_stops_and_keeps_its_finished_epochs(
     assert meta["ended"] == job.ended and (tmp_path / "run" / "LATEST").is_file()
     (kept,) = lens.kept_runs(tmp_path)
     assert kept["ended"] == job.ended and kept["epochs"] == len(job.history) and kept["weights"]
+
+
+def test_a_process_that_exits_while_a_job_trains_stops_it_and_exits_cleanly(tmp_path):
+    """A server stopped mid-run (SIGTERM to streamlit ends in a normal exit) used to abort with
+    "terminate called without an active exception", status 134, its run left without an end."""
+    pytest.importorskip("weat_core.train")
+    out = tmp_path / "run"
+    script = textwrap.dedent(f"""
+        import time
+        from weat_core import lens
+        from weat_core.train import TrainConfig
+        imgs = lens.demo_images(64)
+        cfg = TrainConfig(method="sat", arch="weatnet_tiny", epochs=500, batch_size=32, attack_steps=1,
+                          eval_size=16, eval_steps=1, out={str(out)!r}, device="cpu")
+        job = lens.TrainingJob(cfg, (imgs, imgs), name="cut short").start()
+        while not job.history and job.running:  # exit mid-run, after a finished epoch
+            time.sleep(0.05)
+        print("running" if job.running else job.error, flush=True)
+    """)
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                       cwd=Path(__file__).resolve().parents[1])
+    assert p.returncode == 0 and p.stdout.strip() == "running", p.stderr[-2000:]
+    assert "terminate called" not in p.stderr
+    (kept,) = lens.kept_runs(tmp_path)
+    assert kept["ended"] == "stopped when the app shut down" and kept["epochs"] >= 1 and kept["weights"]
 
 
 def test_a_continued_training_job_starts_from_the_epochs_its_folder_finished(tmp_path):

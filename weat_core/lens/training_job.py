@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
 import shutil
 import threading
 import time
+import weakref
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -21,6 +23,9 @@ log = logging.getLogger(__name__)
 
 KEPT_RUN = "live.json"  # what a kept run folder says of itself: its name, when it started and how it ended
 KEEP_RUNS = 50  # kept run folders a new run leaves (the oldest go first): about 8 MB each for weatnet_s
+# how long a process that exits waits for its running jobs to finish their batch under way (`_stop_at_exit`):
+# under Docker's 10-s grace between SIGTERM and SIGKILL, as a Space is stopped or restarted
+EXIT_WAIT_S = 8.0
 
 
 def live_runs_dir() -> Path:
@@ -63,7 +68,7 @@ def prune_kept_runs(root: Union[str, Path], keep: int = KEEP_RUNS, spare: Sequen
     return gone
 
 
-@dataclass
+@dataclass(eq=False)  # a job is itself, not equal to another with the same fields (and hashable)
 class TrainingJob:
     """A `weat_core.train.train` run in a background thread, so a UI can poll its history,
     ask it to stop (it ends cleanly after the current batch) and pick up the model. With
@@ -78,6 +83,7 @@ class TrainingJob:
     # a server's limit: the run stops (after the batch under way) once it has trained this long here
     time_limit_s: Optional[float] = None
     timed_out: bool = False  # it stopped at `time_limit_s`
+    shut_down: bool = False  # it stopped because its process exited (`_stop_at_exit`)
     history: list = field(default_factory=list)
     result: Any = None
     error: Optional[str] = None
@@ -147,6 +153,8 @@ class TrainingJob:
                 log.warning("could not mark %s as ended: %s", self.config.out, e)
 
         self._thread = threading.Thread(target=run, name="weat-train", daemon=True)
+        with _lock:
+            _jobs.add(self)
         self._thread.start()
         return self
 
@@ -162,10 +170,12 @@ class TrainingJob:
 
     @property
     def ended(self) -> str:
-        """How a run that did not fail ended: "finished", "stopped", or "stopped at the time
-        limit" (`time_limit_s`), "N-minute" named."""
+        """How a run that did not fail ended: "finished", "stopped", "stopped at the time
+        limit" (`time_limit_s`), "N-minute" named, or "stopped when the app shut down"."""
         if not self.stopping:
             return "finished"
+        if self.shut_down:
+            return "stopped when the app shut down"
         return f"stopped at the {self.time_limit_s / 60:.4g}-minute limit" if self.timed_out else "stopped"
 
     @property
@@ -183,3 +193,25 @@ class TrainingJob:
     @property
     def model(self) -> Optional[nn.Module]:
         return None if self.result is None else self.result.model
+
+
+# The jobs started in this process. A daemon thread still in torch's C++ code when the interpreter
+# exits aborts it ("terminate called without an active exception", exit status 134), and its run
+# is left without an end; so at exit every running job is asked to stop and given EXIT_WAIT_S to
+# finish its batch under way, mark itself "stopped when the app shut down" and leave cleanly.
+_jobs: "weakref.WeakSet[TrainingJob]" = weakref.WeakSet()
+_lock = threading.Lock()
+
+
+@atexit.register
+def _stop_at_exit(wait_s: Optional[float] = None) -> None:
+    with _lock:
+        running = [j for j in _jobs if j.running]
+    for j in running:
+        j.shut_down = True
+        j.stop()
+    end = time.monotonic() + (EXIT_WAIT_S if wait_s is None else wait_s)
+    for j in running:
+        j.join(max(0.0, end - time.monotonic()))
+    if late := [j.name or str(j.config.out) for j in running if j.running]:
+        log.warning("exiting while training %s: its batch under way did not end in time", ", ".join(late))
