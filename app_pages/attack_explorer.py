@@ -61,22 +61,24 @@ def typical_span(model) -> str:
             f"card's settings) this model's span averages {span['mean']:.2f}.")
 
 
-def attack_both(model, x, y, eps, steps, norm, target) -> dict:
-    """The untargeted and the targeted PGD trajectory of one image."""
+def attack_both(model, x, y, eps, steps, norm, target, bar, who: str = "") -> dict:
+    """The untargeted and the targeted PGD trajectory of one image, their steps on `bar`."""
     out = {}
     for label, kind in (("untargeted PGD", "PGD"), ("targeted PGD", "PGD-T")):
         spec = lens.attack_from(kind, eps=eps, steps=steps, norm=norm)
         out[label] = lens.attack_trajectory(model, x, y, spec, target=target if kind == "PGD-T" else None,
-                                            classes=names)
+                                            classes=names, callback=common.progress_callback(bar, f"{who}{label} step"))
     return out
 
 
 if run and x is not None:
     st.session_state.pop("ax_result", None)
     st.session_state.pop("ax_planes", None)  # the energy plane follows the new attacks
-    with common.guard("The attack"), st.spinner("Attacking…"):
-        st.session_state["ax_result"] = dict(out=attack_both(c.model, x, y, eps, steps, norm, target), eps=eps,
+    with common.guard("The attack"):
+        bar = st.progress(0.0, text="Attacking…")
+        st.session_state["ax_result"] = dict(out=attack_both(c.model, x, y, eps, steps, norm, target, bar), eps=eps,
                                               steps=steps, norm=norm, model_id=c.model_id)
+        bar.empty()
 
 res = st.session_state.get("ax_result")
 if res is not None and res["model_id"] != c.model_id:  # another model's frames would be shown as this one's
@@ -141,13 +143,17 @@ untargeted = out["untargeted PGD"]
 shown = [(c.model_name, c.model)] + ([(other_name, other)] if other is not None else [])
 for name, model in shown:
     if (name, grid) not in planes:
-        with common.guard(f"The energy plane of {name}"), st.spinner(f"{name}: E(x) at {grid * grid} points…"):
+        with common.guard(f"The energy plane of {name}"):
+            bar = st.progress(0.0, text=f"{name}: E(x) at {grid * grid} points…")
             # the other model is attacked as this one was: same image, ε, steps, norm and target class
             own = out if name == c.model_name else attack_both(
                 model, untargeted.x[0], untargeted.label, res["eps"], res["steps"], res["norm"],
-                out["targeted PGD"].target)
-            planes[(name, grid)] = lens.energy_plane(model, untargeted.x, own["untargeted PGD"].perturbation,
-                                                     own["targeted PGD"].perturbation, y=untargeted.label, n=grid)
+                out["targeted PGD"].target, bar, f"{name}: ")
+            planes[(name, grid)] = lens.energy_plane(
+                model, untargeted.x, own["untargeted PGD"].perturbation, own["targeted PGD"].perturbation,
+                y=untargeted.label, n=grid, batch_size=64,
+                callback=common.progress_callback(bar, f"{name}: E(x) at the plane's points"))
+            bar.empty()
     plane = planes.get((name, grid))
     if plane is None:
         continue

@@ -53,9 +53,12 @@ st.markdown("The marginal term pulls $E(x^*)$ towards $E(x)$: TRADES implicitly 
             "the TRADES attack (10 steps, ε = 8/255).")
 m = st.select_slider("Test images", [8, 16, 32, 64, 128], 16, key="weat_m")
 if st.button("Decompose", type="primary", key="weat_run"):
-    with common.guard("The decomposition"), st.spinner("Running the TRADES attack…"):
+    with common.guard("The decomposition"):
         t = common.images("test", m)
-        st.session_state["weat_dec"] = lens.trades_decomposition(c.model, t.float(), t.y)
+        bar = st.progress(0.0, text="Running the TRADES attack…")
+        st.session_state["weat_dec"] = lens.trades_decomposition(c.model, t.float(), t.y,
+                                                                 callback=common.progress_callback(bar, "Attacking"))
+        bar.empty()
 dec = st.session_state.get("weat_dec")
 if dec is None:
     st.info("Press **Decompose** to attack the images and split each KL into its two energy terms.")

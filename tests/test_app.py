@@ -540,7 +540,9 @@ def test_a_server_with_weat_max_task_minutes_stops_long_computations(app_env, mo
     said = " ".join(e.value for e in at.error)
     assert "The energy landscape was stopped after 1e-05 minutes" in said and "WEAT_MAX_TASK_MINUTES" in said
     for page, button, what in (("zoo", "zoo_run", "The evaluation"),
-                               ("generation", "gen_run", "Generating with ")):
+                               ("generation", "gen_run", "Generating with "),
+                               ("attack_explorer", "ax_run", "The attack"),
+                               ("weat", "weat_run", "The decomposition")):
         at.switch_page(f"app_pages/{page}.py").run()
         at.button(key=button).click().run()
         assert not at.exception and any(e.value.startswith(what) and " was stopped after " in e.value for e in at.error), page

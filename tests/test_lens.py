@@ -348,6 +348,33 @@ def test_trades_identity_synthetic(trained_tiny, synthetic_batch):
     assert dec["|error|"].max() < 1e-9 and dec["KL"].max() > 1e-4  # a real, non-trivial KL
 
 
+def test_explorer_and_decomposition_report_their_progress_and_keep_their_results(trained_tiny, synthetic_batch):
+    """The attack explorer's trajectories and plane and the TRADES decomposition call `callback(done,
+    total, name)` as they go (where the app's progress bar and time limit act), up to done == total, and
+    the results are those without a callback."""
+    x, y = synthetic_batch
+    calls = {}
+
+    def cb(key):
+        return lambda done, total, name="": calls.setdefault(key, []).append((done, total, name))
+
+    spec = lens.attack_from("PGD", steps=4)
+    t = lens.attack_trajectory(trained_tiny, x[0], int(y[0]), spec, callback=cb("traj"))
+    assert [d for d, _, _ in calls["traj"]] == [0, 1, 2, 3, 4] and {n for _, n, _ in calls["traj"]} == {4}
+    assert t.steps.equals(lens.attack_trajectory(trained_tiny, x[0], int(y[0]), spec).steps)
+
+    pl = lens.energy_plane(trained_tiny, x[0], t.perturbation, -t.perturbation, n=9, batch_size=20, callback=cb("plane"))
+    assert [d for d, _, _ in calls["plane"]] == [20, 40, 60, 80, 81] and {n for _, n, _ in calls["plane"]} == {81}
+    assert np.array_equal(pl.energy, lens.energy_plane(trained_tiny, x[0], t.perturbation, -t.perturbation, n=9).energy)
+
+    dec = lens.trades_decomposition(trained_tiny, x[:10], y[:10], attack=TradesAttack(steps=3), batch_size=4,
+                                    callback=cb("dec"))
+    done = [d for d, _, _ in calls["dec"]]
+    assert done == sorted(done) and done[-1] == 9 and {(n, s) for _, n, s in calls["dec"]} == {(9, "TRADES attack")}
+    pd.testing.assert_frame_equal(dec, lens.trades_decomposition(trained_tiny, x[:10], y[:10],
+                                                                 attack=TradesAttack(steps=3), batch_size=4))
+
+
 def test_weights():
     c = lens.weight_curve(-5, 5, 11)
     assert c["w"].iloc[5] == pytest.approx(1 / np.log(2))  # w(0) = 1/softplus(0)

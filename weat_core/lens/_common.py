@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 from torch import nn
@@ -40,10 +40,16 @@ def _to_model(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _logits(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+def _logits(model: nn.Module, x: torch.Tensor, batch_size: int = 256,
+            callback: Optional[Callable[[int, int, str], None]] = None) -> torch.Tensor:
+    """The logits of x in batches, in fp32 on the CPU; `callback(done, total, "")` after each."""
+    out = []
     with eval_mode(model):
-        return torch.cat([model(_to_model(model, x[i:i + batch_size])).float().cpu()
-                          for i in range(0, x.shape[0], batch_size)])  # (N, K)
+        for i in range(0, x.shape[0], batch_size):
+            out.append(model(_to_model(model, x[i:i + batch_size])).float().cpu())
+            if callback is not None:
+                callback(min(i + batch_size, x.shape[0]), x.shape[0], "")
+    return torch.cat(out)  # (N, K)
 
 
 @contextmanager

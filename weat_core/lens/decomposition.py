@@ -19,7 +19,7 @@ from .attack_specs import _run_attack
 
 def trades_decomposition(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Optional[Callable] = None,
-    batch_size: int = 128, seed: int = 0,
+    batch_size: int = 128, seed: int = 0, callback: Optional[Callable[[int, int, str], None]] = None,
 ) -> pd.DataFrame:
     """Per image, the TRADES KL term split into energies (MISSION.md, "TRADES as energies"):
 
@@ -28,15 +28,21 @@ def trades_decomposition(
 
     x* comes from `attack` (default: the TRADES attack, 10 steps, ε = 8/255). Columns: label,
     KL, cross term, marginal term, sum of terms, |error| (the identity's numerical residual),
-    E(x), E(x*), w(x)."""
+    E(x), E(x*), w(x). `callback(done, total, "TRADES attack")` follows the attack's steps over
+    all batches (where the attack reports its steps, as ours do)."""
     attack = attack or TradesAttack()
     y = y.long().cpu()
     nat, adv = [], []
+    steps = max(1, int(getattr(attack, "steps", 1)))
+    total = -(-x.shape[0] // batch_size) * steps
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for i in range(0, x.shape[0], batch_size):
+        for b, i in enumerate(range(0, x.shape[0], batch_size)):
             xb = _to_model(model, x[i:i + batch_size])
-            adv.append(_logits(model, _run_attack(attack, None, model, xb, y[i:i + batch_size].to(xb.device))))
+            step = None if callback is None else (
+                lambda k, *_, b=b: callback(b * steps + min(k, steps), total, "TRADES attack"))
+            adv.append(_logits(model, _run_attack(attack, None, model, xb, y[i:i + batch_size].to(xb.device),
+                                                  callback=step)))
             nat.append(_logits(model, xb))
     ln, la = torch.cat(nat).double(), torch.cat(adv).double()  # (N, K); float64 so the check is tight
     p = F.softmax(ln, dim=1)

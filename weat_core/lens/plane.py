@@ -47,12 +47,13 @@ class EnergyPlane:
 
 
 def energy_plane(model: nn.Module, x: torch.Tensor, d1: torch.Tensor, d2: torch.Tensor, y: Optional[int] = None,
-                 span: float = 1.5, n: int = 31, batch_size: int = 256) -> EnergyPlane:
+                 span: float = 1.5, n: int = 31, batch_size: int = 256,
+                 callback: Optional[Callable[[int, int, str], None]] = None) -> EnergyPlane:
     """E(x + u·d1 + v·d2) for u, v on an n × n grid over [−span, span], each image clipped to
     [0, 1] as every attack's and SGLD's images are. x (C, H, W) or (1, C, H, W); d1, d2 the same
     shape (e.g. the two attacks' x* − x). With an odd n, (0, 0) is the natural image itself, and
     (1, 0) and (0, 1), the ends of d1 and d2, are grid points when (1 + span)(n − 1)/(2·span) is
-    a whole number (the defaults: 25)."""
+    a whole number (the defaults: 25). `callback(done, total, "")` follows the n·n images."""
     if n < 2 or span <= 0:
         raise ValueError(f"energy_plane needs n ≥ 2 grid points and a positive span; got n={n}, span={span}")
     shape = x.shape[-3:]
@@ -63,7 +64,7 @@ def energy_plane(model: nn.Module, x: torch.Tensor, d1: torch.Tensor, d2: torch.
     raw = x + gu * d1 + gv * d2  # (n·n, C, H, W)
     pts = raw.clamp(0, 1)
     clipped = float((pts != raw).float().mean())
-    lg = _logits(model, pts, batch_size)  # (n·n, K)
+    lg = _logits(model, pts, batch_size, callback)  # (n·n, K)
     joint = None
     if y is not None:
         joint = joint_energy(lg, torch.full((lg.shape[0],), int(y))).numpy().reshape(n, n)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -52,10 +52,12 @@ def attack_trajectory(
     topk: int = 5,
     classes: Sequence[str] = (),
     seed: int = 0,
+    callback: Optional[Callable[[int, int, str], None]] = None,
 ) -> Trajectory:
     """Attack one image x (C, H, W) or (1, C, H, W) with true class y, recording E(x), E(x, y)
     (and E(x, t) for a target t), p(y|x) and the prediction at every step, plus every frame.
-    `target` is a class index, "random", "least-likely" or None (the attack's own default)."""
+    `target` is a class index, "random", "least-likely" or None (the attack's own default).
+    `callback(step, steps, "")` follows the attack's steps (where it reports them, as ours do)."""
     x = x.reshape(1, *x.shape[-3:]).float()
     attack, default_target = _spec(attack)
     yt = torch.tensor([int(y)], device=_device(model))
@@ -70,15 +72,18 @@ def attack_trajectory(
             tgt = pick_target(model, _to_model(model, x), yt, tgt, int(_logits(model, x).shape[1]))
     t = int(tgt.view(-1)[0]) if isinstance(tgt, torch.Tensor) else None
     with _threads(1):
-        return _trajectory(model, x, int(y), yt, attack, tgt, t, topk, classes, seed)
+        return _trajectory(model, x, int(y), yt, attack, tgt, t, topk, classes, seed, callback)
 
 
-def _trajectory(model, x, y, yt, attack, tgt, t, topk, classes, seed) -> Trajectory:
+def _trajectory(model, x, y, yt, attack, tgt, t, topk, classes, seed, callback) -> Trajectory:
     frames, logits = [x.cpu()], [_logits(model, x)]
+    steps = max(1, int(getattr(attack, "steps", 1)))
 
     def record(step: int, x_adv: torch.Tensor, lg: torch.Tensor) -> None:
         frames.append(x_adv.detach().float().cpu())
         logits.append(lg.detach().float().cpu())
+        if callback is not None:
+            callback(min(step, steps), steps, "")
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
