@@ -114,10 +114,14 @@ fig.update_layout(height=330, margin=dict(l=10, r=10, t=40, b=10), xaxis_title="
 st.plotly_chart(fig, key="ax_traj")
 
 bars = st.columns(3)
-bars[0].plotly_chart(plots.topk_bar(first.top_before, "top-5 before", [names[y]]), key="ax_top0")
+# no plotly toolbar on these: in a third of the column it covered most of the title on hover, and five
+# bars on a fixed 0–1 axis leave nothing to zoom
+bare = {"displayModeBar": False}
+bars[0].plotly_chart(plots.topk_bar(first.top_before, "top-5 before", [names[y]]), key="ax_top0", config=bare)
 for j, (label, t) in enumerate(out.items()):
     hl = [names[y]] + ([names[t.target]] if t.target is not None else [])
-    bars[j + 1].plotly_chart(plots.topk_bar(t.top_after, f"top-5 after {label}", hl), key=f"ax_top{j + 1}")
+    bars[j + 1].plotly_chart(plots.topk_bar(t.top_after, f"top-5 after {label}", hl), key=f"ax_top{j + 1}",
+                             config=bare)
 with st.expander("Every step"):
     for label, t in out.items():
         st.caption(label)

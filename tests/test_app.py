@@ -198,6 +198,9 @@ def test_attack_explorer(app_env):
     at.button(key="ax_run").click().run()
     ok(at)
     assert len(charts(at)) == 5  # energy trajectories, three top-5 bars, the energy plane
+    # the top-5 bars go without plotly's toolbar (it covered their titles), the others keep it
+    assert [json.loads(c.proto.config or "{}").get("displayModeBar") for c in charts(at)] == [None, False, False,
+                                                                                             False, None]
     assert len(at.get("imgs")) >= 5 or len(at.get("image")) >= 5
     plane = json.loads(charts(at)[-1].proto.spec)["data"]
     assert [t["type"] for t in plane[:2]] == ["heatmap", "heatmap"] and plane[0]["z"]["shape"] == "19, 19"
