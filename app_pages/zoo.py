@@ -136,6 +136,13 @@ pick = a.multiselect("Models", choices, default=model_store.contrast_set(c.model
 attacks = a.multiselect("Attacks", ["pgd20", "pgd10", "cw20", "aa-fast", "aa"], default=["pgd20"], key="zoo_attacks",
                         help="aa-fast: APGD-CE + APGD-T; aa: standard AutoAttack (slow on a CPU).")
 n = b.select_slider("Test images", [32, 64, 128, 256, 512, 1024], 128, key="zoo_n")
+limit = common.max_task_minutes()
+if limit is not None and c.device == "cpu" and {"aa", "aa-fast"} & set(attacks):
+    # said before the click: past the limit the evaluation is stopped and its minutes are lost
+    st.caption(f"⏱ This server stops a computation after {limit:g} minutes. AutoAttack is slow on a CPU: on 2 "
+               "cores the standard version took about 24 minutes for 32 test images of a PreActResNet-18 "
+               "(about 45 s an image; docs/models.md) and for a weatnet_s model under 3 s an image; aa-fast takes "
+               "less. PGD-20 on a few hundred images fits.")
 clicked = b.button("Evaluate", type="primary", key="zoo_run", disabled=not (pick and attacks))
 if clicked:
     with common.guard("The evaluation"):

@@ -549,7 +549,14 @@ def test_a_server_with_weat_max_task_minutes_stops_long_computations(app_env, mo
         at.switch_page(f"app_pages/{page}.py").run()
         at.button(key=button).click().run()
         assert not at.exception and any(e.value.startswith(what) and " was stopped after " in e.value for e in at.error), page
+    # the zoo says so before AutoAttack, the slow one, is started
+    at.switch_page("app_pages/zoo.py").run()
+    assert not any("This server stops a computation after" in c.value for c in at.caption)
+    at.multiselect(key="zoo_attacks").set_value(["pgd20", "aa"]).run()
+    assert any("This server stops a computation after 1e-05 minutes" in c.value for c in at.caption)
     monkeypatch.delenv("WEAT_MAX_TASK_MINUTES")
+    at.run()
+    assert not any("This server stops a computation after" in c.value for c in at.caption)
     at.switch_page("app_pages/landscape.py").run()
     at.button(key="ls_run").click().run()
     ok(at)
