@@ -18,6 +18,8 @@
 #   bash scripts/device_carry.sh only preactresnet18-weat-adv-100ep
 #   bash scripts/gpu_aa_repro.sh preactresnet18-weat-adv-100ep           # (on the device)
 #   bash scripts/device_carry.sh restore                                  # (here, before any commit)
+# A session's device time is now 15 minutes, the machine's start-up included: the two calls (about 9
+# minutes of work) fit, with no third try; a start that takes long leaves the third model to a later session.
 #
 # What comes back: session.log, which ends with each model's stored and measured AutoAttack accuracy,
 # and aa-NAME.json per model (each image's result, for `compare --reuse`), or aa-NAME.json.partial where
