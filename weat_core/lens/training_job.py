@@ -204,13 +204,14 @@ _lock = threading.Lock()
 
 
 @atexit.register
-def _stop_at_exit(wait_s: Optional[float] = None) -> None:
+def _stop_at_exit() -> None:
     with _lock:
         running = [j for j in _jobs if j.running]
     for j in running:
-        j.shut_down = True
-        j.stop()
-    end = time.monotonic() + (EXIT_WAIT_S if wait_s is None else wait_s)
+        if not j.stopping:  # (one stopped already, by Stop or its time limit, ends as that)
+            j.shut_down = True
+            j.stop()
+    end = time.monotonic() + EXIT_WAIT_S
     for j in running:
         j.join(max(0.0, end - time.monotonic()))
     if late := [j.name or str(j.config.out) for j in running if j.running]:
